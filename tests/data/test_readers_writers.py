@@ -1,0 +1,109 @@
+"""Round trips through every archive format, and the tolerant input shapes."""
+
+import gzip
+import json
+
+import pytest
+
+from salesrl_jax.data.readers import ArchiveReader, detect_format, read_conversations
+from salesrl_jax.data.records import Conversation, Turn, normalize_speaker
+from salesrl_jax.data.writers import ArchiveWriter, write_conversations
+
+
+def _sample() -> list[Conversation]:
+    return [
+        Conversation(
+            id="c1",
+            turns=(Turn("rep", "Hi, thanks for joining.", 0.0, 2.5, "opening", 0.41),
+                   Turn("customer", "Sure, what's the price?", 3.1, 1.9, "ask_question", 0.45),
+                   Turn("rep", "It is $49 per seat, with a 5% discount — café ☕ included.", 5.5, 4.0)),
+            outcome=1, industry="saas", product="CloudDesk CRM", metadata={"source": "test", "n": 3},
+        ),
+        Conversation(id="c2", turns=(Turn("rep", "Hello?"), Turn("customer", "Not interested, thanks."))),
+        Conversation(id="c3", turns=(Turn("customer", "Line one,\nline two, \"quoted\"."),), outcome=0),
+    ]
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz", "a.csv", "a.csv.gz", "a.parquet"])
+def test_round_trip_every_format(tmp_path, name):
+    path = tmp_path / name
+    assert write_conversations(path, _sample()) == 3
+    assert list(read_conversations(path)) == _sample()
+
+
+def test_directory_of_shards_reads_in_order_and_skips_side_files(tmp_path):
+    write_conversations(tmp_path / "part-0.jsonl", _sample()[:2])
+    write_conversations(tmp_path / "part-1.parquet", _sample()[2:])
+    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "x.rejects.jsonl").write_text("{}\n")
+    assert [c.id for c in read_conversations(tmp_path)] == ["c1", "c2", "c3"]
+
+
+def test_writer_is_atomic(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError):
+        with ArchiveWriter(path) as writer:
+            writer.write(_sample()[0])
+            raise RuntimeError("killed")
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gzip_output_is_byte_stable(tmp_path):
+    write_conversations(tmp_path / "a.jsonl.gz", _sample())
+    write_conversations(tmp_path / "b.jsonl.gz", _sample())
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+
+
+def test_chat_format_and_aliases(tmp_path):
+    records = [
+        {"conversation_id": 7, "messages": [
+            {"role": "system", "content": "You are a sales assistant."},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hi! Want a demo?"}]},
+            {"role": "user", "content": "Yes please"}], "converted": True},
+        {"id": "x", "turns": [{"speaker": "Sales Rep", "message": "Hello"}, {"speaker": "Prospect", "message": "Hi"},
+                              {"speaker": "persuadee", "text": "ok", "timestamp": "12.5"}], "label": "0"},
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    first, second = read_conversations(path)
+    assert first.id == "7" and first.outcome == 1
+    assert [t.speaker for t in first.turns] == ["rep", "customer"]
+    assert first.turns[0].text == "Hi! Want a demo?"
+    assert first.metadata["skipped_system_turns"] == 1
+    assert [t.speaker for t in second.turns] == ["rep", "customer", "customer"]
+    assert second.turns[2].start_time == 12.5 and second.outcome == 0
+
+
+def test_csv_rows_are_ordered_by_turn_index(tmp_path):
+    path = tmp_path / "calls.csv"
+    path.write_text("conversation_id,turn_index,speaker,text,outcome\n"
+                    "a,1,customer,second,1\na,0,agent,first,1\nb,0,seller,only,\n")
+    a, b = read_conversations(path)
+    assert [t.text for t in a.turns] == ["first", "second"] and a.outcome == 1
+    assert b.outcome is None and b.turns[0].speaker == "rep"
+
+
+def test_speaker_aliases():
+    assert normalize_speaker("  Sales-Rep ") == "rep"
+    assert normalize_speaker("BUYER") == "customer"
+    assert normalize_speaker("narrator") is None
+    assert normalize_speaker(3) is None
+
+
+def test_detect_format_names_the_file():
+    assert detect_format("x/y.JSONL.GZ") == "jsonl"
+    with pytest.raises(ValueError, match="y.txt"):
+        detect_format("x/y.txt")
+
+
+def test_reading_streams(tmp_path):
+    path = tmp_path / "big.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        for i in range(3000):
+            handle.write(json.dumps({"id": i, "turns": [{"speaker": "rep", "text": f"t{i}"}]}) + "\n")
+    reader = ArchiveReader(path)
+    it = iter(reader)
+    next(it)
+    assert reader.stats.conversations == 1  # nothing read ahead beyond what was asked for
+    assert sum(1 for _ in it) == 2999
