@@ -107,3 +107,19 @@ def test_reading_streams(tmp_path):
     next(it)
     assert reader.stats.conversations == 1  # nothing read ahead beyond what was asked for
     assert sum(1 for _ in it) == 2999
+
+
+def test_nested_parquet_one_row_per_conversation(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "id": ["n1", "n2"],
+        "outcome": [1, None],
+        "turns": [[{"speaker": "agent", "text": "Hi"}, {"speaker": "client", "text": "Hello"}],
+                  [{"speaker": "rep", "text": "Anyone there?"}]],
+    })
+    pq.write_table(table, tmp_path / "nested.parquet")
+    first, second = read_conversations(tmp_path / "nested.parquet")
+    assert first.outcome == 1 and [t.speaker for t in first.turns] == ["rep", "customer"]
+    assert second.outcome is None and second.turns[0].text == "Anyone there?"
