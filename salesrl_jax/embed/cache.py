@@ -100,8 +100,9 @@ class CachedEmbedder:
         found = self.cache.get_many(unique, dim)
         missing = [k for k in unique if k not in found]
         text_of = dict(zip(keys, texts))
-        self.stats.hits += len(keys) - sum(1 for k in keys if k not in found)
-        self.stats.misses += sum(1 for k in keys if k not in found)
+        misses = sum(1 for k in keys if k not in found)
+        self.stats.hits += len(keys) - misses
+        self.stats.misses += misses
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start:start + self.batch_size]
             vectors = self.embedder.embed([text_of[k] for k in batch])

@@ -59,7 +59,6 @@ DELTAS = np.array([-1, 0, 1])
 
 _r = {name: i for i, name in enumerate(REP_ACTS)}
 _c = {name: i for i, name in enumerate(CUSTOMER_ACTS)}
-_OBJECTIONS = [_c[k] for k in ("objection_price", "objection_timing", "objection_authority", "objection_competitor")]
 
 
 def _fit_table() -> np.ndarray:
@@ -253,12 +252,12 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float) 
     shift_logits = DELTAS * mu[..., None] * inv_var - 0.5 * DELTAS**2 * inv_var
     shift = _softmax(shift_logits).astype(np.float32)
 
-    xe = x[None, :]
+    xe = np.broadcast_to(x[None, :], (n, LEVELS))  # [N, L]: every kind's logit is per customer
     end = np.stack([
         outcome_bias + 1.5 + 1.0 * xe + 1.2 * (col(p.authority) - 0.5) + 0.8 * (col(p.budget_fit) - 0.5),
-        outcome_bias - 2.4 + 0.8 * xe + 0.0 * col(p.need),
+        outcome_bias - 2.4 + 0.8 * xe,
         outcome_bias - 1.8 + 1.0 * xe + 0.8 * (col(p.urgency) - 0.5),
-        outcome_bias - 0.4 + 1.6 * xe + 0.0 * col(p.need),
+        outcome_bias - 0.4 + 1.6 * xe,
     ], axis=-1)
     return Tensors(init=init, policy=policy, customer=customer, shift=shift, end=_sigmoid(end).astype(np.float32))
 
