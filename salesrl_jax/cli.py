@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.sim.config import SimulatorConfig
 
 ArchiveFormat = Literal["jsonl", "jsonl.gz", "csv", "parquet"]
@@ -140,6 +141,64 @@ class Convert:
         self.target.run()
 
 
+def _expected_turns(data: Path) -> int | None:
+    """Total turns of a synthetic archive (its manifest says), for a progress bar with an ETA."""
+    try:
+        return int(json.loads((data / "manifest.json").read_text())["turns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclasses.dataclass
+class Embed:
+    """Embed and featurise an archive into cached training arrays (memory-mapped; resumable; a no-op when done)."""
+
+    data: Path
+    """Archive file or directory of shards."""
+    out: Path
+    """Cache directory (parts, manifest.json, rejects.jsonl)."""
+    embedder: EmbedderConfig = EmbedderConfig()
+    dtype: Literal["float16", "float32"] = "float16"
+    """Storage type of the embeddings (float16 halves the disk; training computes in float32)."""
+    chunk_conversations: int = 10_000
+    """Conversations per part: the unit of resumption and of streaming."""
+    workers: int = 0
+    """Worker processes (0 = one per core). Does not change the output bytes."""
+    cache: Path | None = None
+    """SQLite embedding cache shared across runs (default: OUT/embeddings.sqlite for API embedders, none for
+    the offline embedder, which is faster than a cache lookup)."""
+
+    def run(self) -> None:
+        from salesrl_jax.arrays.build import embed_archive
+
+        cache = self.cache or (self.out / "embeddings.sqlite" if self.embedder.is_remote else None)
+        with _progress(_expected_turns(self.data), "turn", "embed") as bar:
+            result = embed_archive(self.data, self.out, self.embedder, dtype=self.dtype,
+                                   chunk_conversations=self.chunk_conversations, workers=self.workers or None,
+                                   cache_path=cache, progress=bar.update)
+        print(format_embed_result(result, self.out))
+
+
+def format_embed_result(result, out: Path) -> str:
+    arrays = result.arrays
+    counts = arrays.manifest["counts"]
+    lines = []
+    if result.up_to_date:
+        lines.append(f"{out}: already complete for this archive and embedder; nothing to do")
+    else:
+        lines.append(f"wrote {out}/: {result.parts_written} parts" +
+                     (f" ({result.parts_reused} reused from an interrupted run)" if result.parts_reused else ""))
+    lines.append(f"embedder          {arrays.identity.key} ({arrays.manifest['dtype']})")
+    lines.append(f"conversations     {counts['conversations']:,} ({counts['labelled']:,} labelled, "
+                 f"{counts['converted']:,} converted)")
+    lines.append(f"turns             {counts['turns']:,} ({counts['turns_with_oracle']:,} with oracle probability)")
+    lines.append(f"rejected          {counts['rejected']:,}" +
+                 (f" (reasons in {out / 'rejects.jsonl'})" if counts["rejected"] else ""))
+    if result.cache is not None:
+        lines.append(str(result.cache))
+    return "\n".join(lines)
+
+
 @dataclasses.dataclass
 class Demo:
     """The whole pipeline on embedded defaults, offline: generate a synthetic archive, validate it, summarise it."""
@@ -156,12 +215,14 @@ class Demo:
         from salesrl_jax.eval.simulator_report import format_summary
         from salesrl_jax.sim.generate import generate
 
+        from salesrl_jax.arrays.build import embed_archive
+
         sim = SimulatorConfig(num_conversations=self.num_conversations, seed=self.seed)
         data = self.workdir / "synthetic"
-        print(f"[1/2] generate {self.num_conversations} conversations -> {data}/")
+        print(f"[1/3] generate {self.num_conversations} conversations -> {data}/")
         result = generate(sim, data, fmt="parquet")
         print(format_summary(result))
-        print(f"\n[2/2] validate {data}/ by reading it back")
+        print(f"\n[2/3] validate {data}/ by reading it back")
         rejects_path = self.workdir / "synthetic.rejects.jsonl"
         with RejectSink(rejects_path) as rejects:
             reader = ArchiveReader(data, rejects=rejects)
@@ -174,11 +235,16 @@ class Demo:
             print(f"\nfirst conversation ({first.id}, {first.industry}, outcome {first.outcome}):")
             for index, turn in enumerate(first.turns):
                 print(f"  {index + 1:>2} {turn.speaker:<8} oracle {turn.oracle_prob:.2f}  {turn.text}")
+        arrays_dir = self.workdir / "arrays"
+        print(f"\n[3/3] embed (offline hashing embedder) and featurise -> {arrays_dir}/")
+        embedded = embed_archive(data, arrays_dir, EmbedderConfig(), chunk_conversations=1_000)
+        print(format_embed_result(embedded, arrays_dir))
 
 
 Command = Union[
     Annotated[Demo, tyro.conf.subcommand("demo")],
     Annotated[Generate, tyro.conf.subcommand("generate")],
+    Annotated[Embed, tyro.conf.subcommand("embed")],
     Annotated[Convert, tyro.conf.subcommand("convert")],
 ]
 

@@ -13,7 +13,7 @@ from salesrl_jax.data.readers import read_conversations
 FIXTURE = Path(__file__).parent / "fixtures" / "persuasionforgood"
 
 
-@pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"]])
+@pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"], ["embed"]])
 def test_help_documents_every_subcommand(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
@@ -30,6 +30,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "read back         300 conversations" in out.stdout
     assert "oracle" in out.stdout and "last turn" in out.stdout
     assert (tmp_path / "synthetic" / "manifest.json").exists()
+    assert "embedder          hashing:" in out.stdout and (tmp_path / "arrays" / "manifest.json").exists()
 
 
 def test_convert_persuasionforgood(tmp_path, capsys):

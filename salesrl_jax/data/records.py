@@ -93,6 +93,10 @@ class Conversation:
         object.__setattr__(self, "turns", tuple(self.turns))
         object.__setattr__(self, "metadata", types.MappingProxyType(dict(self.metadata)))
 
+    def __reduce__(self):
+        # A read-only mapping proxy does not pickle; rebuild from a plain dict (for worker processes).
+        return (Conversation, (self.id, self.turns, self.outcome, self.industry, self.product, dict(self.metadata)))
+
     @property
     def num_turns(self) -> int:
         return len(self.turns)

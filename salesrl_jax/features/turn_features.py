@@ -46,6 +46,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sentiment", "customer_sentiment_mean", "customer_rep_length_ratio", "customer_questions",
     "objection_cue", "buying_cue", "objections_so_far", "buying_so_far",
 )
+# name -> definition, read from the table above so the docs and the cache manifests never disagree.
+FEATURE_DEFINITIONS: dict[str, str] = {
+    line.split(None, 1)[0]: line.split(None, 1)[1].strip()
+    for line in __doc__.splitlines() if line.split(None, 1)[:1] and line.split(None, 1)[0] in FEATURE_NAMES
+}
+assert tuple(FEATURE_DEFINITIONS) == FEATURE_NAMES, "the feature table in the docstring is out of date"
 
 # Cue patterns: what sales teams flag in call review. Matched case-insensitively on word boundaries.
 OBJECTION_PATTERN = re.compile(

@@ -1,0 +1,290 @@
+"""``salesrl embed``: turn an archive into cached arrays, resumably and on every core.
+
+The archive is read once, in order, and cut into chunks of ``chunk_conversations``; chunk ``i``
+becomes ``part-i``. Worker processes embed and featurise chunks and write their parts
+themselves (atomically), so the parent only reads and dispatches. A rerun after a kill skips
+the parts that exist; a rerun after completion finds a matching manifest and does nothing. What
+a part holds depends only on the chunk, never on the worker count, so output bytes do not
+depend on ``workers``.
+
+The build's arguments (source hash, embedder identity, dtype, chunk size) are recorded in
+``build.json`` before the first part is written, so a resume with different arguments is refused
+instead of silently mixing two builds.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays, part_name
+from salesrl_jax.data.readers import ArchiveReader, RejectSink, archive_files
+from salesrl_jax.data.records import Conversation
+from salesrl_jax.embed.cache import CacheStats
+from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
+
+BUILD = "build.json"
+EMBED_BATCH = 4096  # texts per embedder call: bounds a worker's transient memory
+
+
+def archive_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 over every archive file's relative name and bytes, in a fixed order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in archive_files(root):
+        digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode() + b"\0")
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def encode_conversations(conversations: Sequence[Conversation], embed: Callable[[list[str]], np.ndarray],
+                         dtype: str) -> Part:
+    """Embed and featurise ``conversations`` into one part's arrays."""
+    lengths = np.array([c.num_turns for c in conversations], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    texts = [turn.text for conv in conversations for turn in conv.turns]
+    embeddings = np.empty((len(texts), 0), dtype=dtype)
+    blocks = [embed(texts[start:start + EMBED_BATCH]).astype(dtype) for start in range(0, len(texts), EMBED_BATCH)]
+    if blocks:
+        embeddings = np.concatenate(blocks)
+    features = (np.concatenate([conversation_features(c.turns) for c in conversations])
+                if texts else np.zeros((0, len(FEATURE_NAMES)), np.float32))
+    industries = sorted({c.industry for c in conversations if c.industry is not None})
+    code = {name: i for i, name in enumerate(industries)}
+    return Part(
+        embeddings=embeddings,
+        features=features.astype(np.float32),
+        is_customer=np.array([t.speaker == "customer" for c in conversations for t in c.turns], dtype=np.int8),
+        turn_index=np.concatenate([np.arange(n, dtype=np.int16) for n in lengths]) if texts else np.zeros(0, np.int16),
+        oracle_prob=np.array([np.nan if t.oracle_prob is None else t.oracle_prob
+                              for c in conversations for t in c.turns], dtype=np.float32),
+        offsets=offsets,
+        outcome=np.array([-1 if c.outcome is None else c.outcome for c in conversations], dtype=np.int8),
+        industry=np.array([code[c.industry] if c.industry is not None else -1 for c in conversations], dtype=np.int16),
+        ids=tuple(c.id for c in conversations),
+        industries=tuple(industries),
+    )
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(embedder: EmbedderConfig, cache_path: str | None) -> None:
+    from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
+
+    built = embedder.build()
+    if cache_path is not None:
+        built = CachedEmbedder(built, EmbeddingCache(cache_path))
+    _WORKER["embedder"] = built
+
+
+def _write_part(index: int, conversations: list[Conversation], out: str, dtype: str) -> tuple[int, int, int, int]:
+    embedder = _WORKER["embedder"]
+    before = dataclasses.replace(embedder.stats) if hasattr(embedder, "stats") else CacheStats()
+    part = encode_conversations(conversations, embedder.embed, dtype)
+    part.save(Path(out) / part_name(index))
+    after = embedder.stats if hasattr(embedder, "stats") else CacheStats()
+    return index, part.num_turns, after.hits - before.hits, after.misses - before.misses
+
+
+# --- the job -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class EmbedResult:
+    arrays: TurnArrays
+    up_to_date: bool  # nothing needed doing
+    parts_written: int
+    parts_reused: int
+    rejected: int
+    cache: CacheStats | None
+
+
+def _chunks(items: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
+    chunk: list[Conversation] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_build(out: Path, build: dict) -> None:
+    path = out / BUILD
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = [key for key in build if previous.get(key) != build[key]]
+        if changed:
+            raise ValueError(f"{out} holds cached arrays built with different {', '.join(changed)} "
+                             f"({', '.join(f'{k}={previous.get(k)!r}' for k in changed)}); "
+                             "use a new --out directory or delete this one")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(build, indent=1))
+        os.replace(tmp, path)
+
+
+def embed_archive(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    embedder: EmbedderConfig = EmbedderConfig(),
+    *,
+    dtype: str = "float16",
+    chunk_conversations: int = 10_000,
+    workers: int | None = None,
+    cache_path: str | os.PathLike[str] | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> EmbedResult:
+    """Build (or finish, or confirm) the cached arrays of archive ``data`` in directory ``out``.
+
+    Args:
+      data: archive file or directory of shards.
+      out: cache directory.
+      embedder: which embedding space.
+      dtype: ``float16`` (half the disk, what training reads) or ``float32``.
+      chunk_conversations: conversations per part (the unit of resumption and of streaming).
+      workers: processes (default one per core; 1 runs in this process).
+      cache_path: SQLite embedding cache shared across runs; None for no cache.
+      progress: called with the number of turns done, as parts finish.
+    """
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    if chunk_conversations < 1:
+        raise ValueError(f"chunk_conversations must be >= 1, got {chunk_conversations}")
+    out = Path(out)
+    source_hash = archive_hash(data)
+    # Building an embedder makes no request (a remote one only checks that a key is set).
+    identity = embedder.build().identity
+    build = {
+        "format_version": FORMAT_VERSION,
+        "source_sha256": source_hash,
+        "embedder": dataclasses.asdict(identity),
+        "dtype": dtype,
+        "chunk_conversations": chunk_conversations,
+        "features": list(FEATURE_NAMES),
+    }
+    if (out / MANIFEST).exists():
+        _check_build(out, build)
+        arrays = TurnArrays.open(out)
+        return EmbedResult(arrays, True, 0, len(arrays), arrays.manifest["counts"]["rejected"], None)
+    _check_build(out, build)
+    for stale in out.glob(".part-*.tmp-*"):  # half-written by a killed run; never visible as a part
+        shutil.rmtree(stale, ignore_errors=True)
+
+    workers = workers or os.cpu_count() or 1
+    cache = str(cache_path) if cache_path is not None else None
+    stats = CacheStats()
+    written = reused = 0
+    part_turns: dict[int, int] = {}
+    part_convs: dict[int, int] = {}
+
+    def finished(result: tuple[int, int, int, int]) -> None:
+        nonlocal written
+        index, turns, hits, misses = result
+        part_turns[index] = turns
+        stats.hits += hits
+        stats.misses += misses
+        written += 1
+        if progress:
+            progress(turns)
+
+    with RejectSink(out / "rejects.jsonl") as rejects:
+        reader = ArchiveReader(data, rejects=rejects)
+        if workers == 1:
+            _init_worker(embedder, cache)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (embedder, cache))
+        try:
+            pending: collections.deque = collections.deque()
+            for index, chunk in enumerate(_chunks(reader, chunk_conversations)):
+                part_convs[index] = len(chunk)
+                if (out / part_name(index)).is_dir():  # written by an earlier, interrupted run
+                    reused += 1
+                    part_turns[index] = sum(c.num_turns for c in chunk)
+                    if progress:
+                        progress(part_turns[index])
+                    continue
+                if pool is None:
+                    finished(_write_part(index, chunk, str(out), dtype))
+                    continue
+                pending.append(pool.apply_async(_write_part, (index, chunk, str(out), dtype)))
+                while len(pending) >= 2 * workers:  # bounded in flight: bounded memory
+                    finished(pending.popleft().get())
+            while pending:
+                finished(pending.popleft().get())
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        if "embedder" in _WORKER and pool is None:
+            _WORKER.clear()
+
+    manifest = _manifest(out, build, part_convs, part_turns, reader, data)
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)  # the manifest appears last: its presence means complete
+    return EmbedResult(TurnArrays.open(out), False, written, reused, reader.stats.rejected,
+                       stats if cache is not None else None)
+
+
+def _manifest(out: Path, build: dict, part_convs: dict[int, int], part_turns: dict[int, int],
+              reader: ArchiveReader, data: str | os.PathLike[str]) -> dict:
+    count = np.zeros(len(FEATURE_NAMES))
+    total = np.zeros(len(FEATURE_NAMES))
+    total_sq = np.zeros(len(FEATURE_NAMES))
+    labelled = converted = with_oracle = 0
+    for index in sorted(part_convs):
+        part = Part.load(out / part_name(index))
+        features = np.asarray(part.features, dtype=np.float64)
+        total += features.sum(0)
+        total_sq += (features ** 2).sum(0)
+        count += len(features)
+        outcome = np.asarray(part.outcome)
+        labelled += int((outcome >= 0).sum())
+        converted += int((outcome == 1).sum())
+        with_oracle += int(np.isfinite(part.oracle_prob).sum())
+    n = np.maximum(count, 1)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
+    return {
+        "format_version": FORMAT_VERSION,
+        "embedder": build["embedder"],
+        "dtype": build["dtype"],
+        "features": {
+            "names": list(FEATURE_NAMES),
+            "definitions": FEATURE_DEFINITIONS,
+            # Fixed transforms bound every feature to about [-1, 1]; these statistics are
+            # informational (a model standardises with its own training split's statistics).
+            "mean": mean.round(6).tolist(),
+            "std": std.round(6).tolist(),
+        },
+        "counts": {
+            "conversations": sum(part_convs.values()),
+            "turns": sum(part_turns.values()),
+            "labelled": labelled,
+            "converted": converted,
+            "turns_with_oracle": with_oracle,
+            "rejected": reader.stats.rejected,
+        },
+        "parts": [{"name": part_name(i), "conversations": part_convs[i], "turns": part_turns[i]}
+                  for i in sorted(part_convs)],
+        "source": {"path": str(data), "sha256": build["source_sha256"]},
+    }
+

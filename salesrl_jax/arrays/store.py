@@ -1,0 +1,160 @@
+"""The on-disk layout of cached turn arrays, and a memory-mapped reader for it.
+
+A cache directory holds ``manifest.json`` and parts ``part-00000/``, ``part-00001/``, ... Each
+part covers a run of consecutive conversations, with its turns concatenated (a flat layout:
+no padding on disk):
+
+==================  ==================  =====================================================
+file                shape, dtype        meaning
+==================  ==================  =====================================================
+embeddings.npy      [turns, dim] f16/32 text embedding of each turn
+features.npy        [turns, F] f32      turn features (see ``manifest["features"]``)
+is_customer.npy     [turns] int8        1 if the customer speaks, 0 for the rep
+turn_index.npy      [turns] int16       0-based position of the turn in its conversation
+oracle_prob.npy     [turns] f32         simulator's ground-truth P(sale | turns 1..t); NaN if unknown
+offsets.npy         [convs + 1] int64   conversation c owns turns offsets[c]:offsets[c+1]
+outcome.npy         [convs] int8        1 converted, 0 not, -1 unlabelled
+industry.npy        [convs] int16       index into part.json's ``industries`` (-1: none)
+part.json           -                   conversation ids and the industry vocabulary
+==================  ==================  =====================================================
+
+Parts are written to a temporary directory and renamed into place, so a part either exists
+whole or not at all; that is what makes ``salesrl embed`` resumable after a kill. ``.npy`` is
+numpy's own format, so every array opens with ``np.load(mmap_mode="r")`` and training reads a
+cache of any size with bounded RAM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from salesrl_jax.embed.base import EmbedderIdentity
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TURN_ARRAYS = ("embeddings", "features", "is_customer", "turn_index", "oracle_prob")
+CONVERSATION_ARRAYS = ("offsets", "outcome", "industry")
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One part's arrays (memory-mapped when loaded with ``mmap=True``)."""
+
+    embeddings: np.ndarray  # [turns, dim]
+    features: np.ndarray  # [turns, F]
+    is_customer: np.ndarray  # [turns]
+    turn_index: np.ndarray  # [turns]
+    oracle_prob: np.ndarray  # [turns]
+    offsets: np.ndarray  # [convs + 1]
+    outcome: np.ndarray  # [convs]
+    industry: np.ndarray  # [convs]
+    ids: tuple[str, ...]
+    industries: tuple[str, ...]
+
+    @property
+    def num_conversations(self) -> int:
+        return len(self.outcome)
+
+    @property
+    def num_turns(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def industry_names(self) -> list[str | None]:
+        return [self.industries[i] if i >= 0 else None for i in self.industry]
+
+    def save(self, directory: Path) -> None:
+        """Write the part atomically: into a temporary sibling directory, then rename."""
+        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in TURN_ARRAYS + CONVERSATION_ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(self, name))
+        (tmp / "part.json").write_text(json.dumps({"ids": list(self.ids), "industries": list(self.industries)}))
+        for file in tmp.iterdir():  # durable before it becomes visible
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, directory)
+
+    @classmethod
+    def load(cls, directory: Path, mmap: bool = True) -> "Part":
+        mode = "r" if mmap else None
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode=mode)
+                  for name in TURN_ARRAYS + CONVERSATION_ARRAYS}
+        meta = json.loads((directory / "part.json").read_text())
+        return cls(**arrays, ids=tuple(meta["ids"]), industries=tuple(meta["industries"]))
+
+
+class TurnArrays:
+    """A complete cache directory: its manifest and its parts, opened lazily and memory-mapped.
+
+    >>> arrays = TurnArrays.open("runs/demo/arrays")
+    >>> for part in arrays.iter_parts():   # bounded RAM: one part's pages at a time
+    ...     part.embeddings[part.offsets[0]:part.offsets[1]]   # the first conversation's turns
+    """
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        self.identity = EmbedderIdentity(**manifest["embedder"])
+        self.feature_names: tuple[str, ...] = tuple(manifest["features"]["names"])
+        self.part_names: list[str] = [p["name"] for p in manifest["parts"]]
+        self.part_sizes: list[int] = [p["conversations"] for p in manifest["parts"]]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "TurnArrays":
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.exists():
+            if path.is_dir() and any(path.glob("part-*")):
+                raise ValueError(f"{path}: cached arrays are incomplete (no {MANIFEST}); "
+                                 "rerun the same `salesrl embed` command to finish them")
+            raise FileNotFoundError(f"{path}: no cached arrays here (expected {MANIFEST}; make them with `salesrl embed`)")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{manifest_path}: format version {manifest.get('format_version')}, "
+                             f"this library reads {FORMAT_VERSION}; re-embed with `salesrl embed`")
+        return cls(path, manifest)
+
+    @property
+    def num_conversations(self) -> int:
+        return int(self.manifest["counts"]["conversations"])
+
+    @property
+    def num_turns(self) -> int:
+        return int(self.manifest["counts"]["turns"])
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    @property
+    def feature_mean(self) -> np.ndarray:
+        return np.asarray(self.manifest["features"]["mean"], dtype=np.float32)
+
+    @property
+    def feature_std(self) -> np.ndarray:
+        return np.asarray(self.manifest["features"]["std"], dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.part_names)
+
+    def part(self, index: int, mmap: bool = True) -> Part:
+        return Part.load(self.path / self.part_names[index], mmap=mmap)
+
+    def iter_parts(self, order: list[int] | None = None, mmap: bool = True):
+        for index in (range(len(self)) if order is None else order):
+            yield self.part(index, mmap=mmap)

@@ -1,0 +1,60 @@
+"""Which embedder to use, as a typed config (shared by `salesrl embed`, training and scoring)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from salesrl_jax.embed.base import Embedder
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedderConfig:
+    """An embedding space and how to reach it. Keys are never stored here: they come from the environment."""
+
+    kind: Literal["hashing", "openai", "azure-openai", "sentence-transformers"] = "hashing"
+    """hashing: offline default (no download, no network); openai / azure-openai: the paper's setup
+    (needs OPENAI_API_KEY / AZURE_OPENAI_API_KEY); sentence-transformers: a local model on disk."""
+    dim: int = 512
+    """Output dimension (hashing: any; openai: the model's size or a shorter `dimensions`)."""
+    model: str = "text-embedding-3-large"
+    """OpenAI model or Azure deployment name (openai kinds only)."""
+    base_url: str | None = None
+    """An OpenAI-compatible endpoint instead of api.openai.com (openai only)."""
+    azure_endpoint: str | None = None
+    """Azure OpenAI resource endpoint (azure-openai only)."""
+    model_path: Path | None = None
+    """Directory of a saved sentence-transformers model (sentence-transformers only)."""
+
+    def __post_init__(self) -> None:
+        if self.dim < 8:
+            raise ValueError(f"embedder.dim must be >= 8, got {self.dim}")
+        if self.kind == "azure-openai" and not self.azure_endpoint:
+            raise ValueError("embedder.kind=azure-openai needs embedder.azure_endpoint")
+        if self.kind == "sentence-transformers" and self.model_path is None:
+            raise ValueError("embedder.kind=sentence-transformers needs embedder.model_path")
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether each text costs an API call (then a cache is worth its disk space)."""
+        return self.kind in ("openai", "azure-openai")
+
+    def build(self) -> Embedder:
+        if self.kind == "hashing":
+            from salesrl_jax.embed.hashing import HashingEmbedder
+
+            return HashingEmbedder(dim=self.dim)
+        if self.kind in ("openai", "azure-openai"):
+            from salesrl_jax.embed.openai_embedder import DIMENSIONS, OpenAIEmbedder
+
+            dimensions = None if DIMENSIONS.get(self.model) == self.dim else self.dim
+            return OpenAIEmbedder(self.model, dimensions, base_url=self.base_url,
+                                  azure_endpoint=self.azure_endpoint if self.kind == "azure-openai" else None)
+        from salesrl_jax.embed.sentence_transformers_embedder import SentenceTransformersEmbedder
+
+        embedder = SentenceTransformersEmbedder(self.model_path)
+        if embedder.identity.dim != self.dim:
+            raise ValueError(f"{self.model_path} embeds into {embedder.identity.dim} dimensions; "
+                             f"set embedder.dim={embedder.identity.dim}")
+        return embedder
