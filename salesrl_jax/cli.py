@@ -16,6 +16,7 @@ import tyro
 
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.sim.config import SimulatorConfig
+from salesrl_jax.train.config import TrainConfig, load_config
 
 ArchiveFormat = Literal["jsonl", "jsonl.gz", "csv", "parquet"]
 
@@ -200,32 +201,111 @@ def format_embed_result(result, out: Path) -> str:
 
 
 @dataclasses.dataclass
+class Train:
+    """Train the SalesRLAgent model (supervised pretraining, then PPO) on cached arrays; resumes from WORKDIR.
+
+    `--config FILE` loads a config file (a Python file with get_config(), see configs/); any field
+    below overrides it, e.g. `--model.ensemble-size 3 --ppo.no-enabled`.
+    """
+
+    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    """Config file (Python, defines get_config() -> TrainConfig); the built-in default if omitted."""
+    workdir: Path = Path("runs/train")
+    """Run directory: checkpoints (latest, best), metrics.jsonl, config.json, result.json. Rerun to resume."""
+    config: Annotated[TrainConfig, tyro.conf.arg(name="")] = TrainConfig()
+
+    def run(self) -> None:
+        from salesrl_jax.train.loop import TrainingDiverged, train_and_evaluate
+
+        try:
+            result = train_and_evaluate(self.config, self.workdir)
+        except TrainingDiverged as err:
+            raise SystemExit(f"error: training diverged: {err}") from None
+        print(format_train_result(result))
+
+
+def format_train_result(result) -> str:
+    lines = [f"run               {result.workdir}" + (f" (resumed at {result.resumed_from})" if result.resumed_from else "")]
+    for name, valid in (("final model", result.valid), ("best checkpoint", result.best_valid)):
+        if valid:
+            lines.append(f"{name:<18}validation: last-turn AUC {valid['last_turn_auc']:.3f}, accuracy "
+                         f"{valid['last_turn_accuracy']:.3f}, Brier {valid['last_turn_brier']:.3f}, "
+                         f"ECE {valid['last_turn_ece']:.3f}; all turns log loss {valid['log_loss']:.4f}")
+    for key, value in result.throughput.items():
+        lines.append(f"{key:<28}{value:,.1f}")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class Evaluate:
+    """Evaluate a trained model on cached arrays: last turn, by turn index, by fraction seen, per industry, and
+    the simulator's oracle side by side; writes report.md, metrics.json and PNG plots."""
+
+    model: Path
+    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    data: Path
+    """Cached arrays from `salesrl embed` (a test set the model never trained on)."""
+    out: Path | None = None
+    """Report directory (default: MODEL/eval-<data directory name>)."""
+    max_conversations: int | None = None
+    """Evaluate only the first this many conversations."""
+
+    def run(self) -> None:
+        from salesrl_jax.arrays.store import TurnArrays
+        from salesrl_jax.eval.predict import make_predict, predict_arrays
+        from salesrl_jax.eval.report import format_tables, evaluation_tables, write_report
+        from salesrl_jax.train.checkpoint import TrainedModel
+
+        model = TrainedModel.load(self.model)
+        arrays = TurnArrays.open(self.data)
+        model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {self.data}")
+        pred = predict_arrays(make_predict(model.graphdef), model.params, arrays,
+                              rows=model.config.eval_rows_per_minibatch, max_conversations=self.max_conversations)
+        out = self.out or self.model / f"eval-{self.data.name}"
+        header = (f"model `{model.directory}` ({model.config.name}), data `{self.data}`, "
+                  f"embeddings `{arrays.identity.key}`")
+        path = write_report(pred, out, f"Evaluation: {model.config.name}", header)
+        print(format_tables(evaluation_tables(pred)))
+        print(f"\nreport: {path}")
+
+
+@dataclasses.dataclass
 class Demo:
-    """The whole pipeline on embedded defaults, offline: generate a synthetic archive, validate it, summarise it."""
+    """The whole pipeline on embedded defaults, offline: generate synthetic train and test archives, validate,
+    embed, train a small model (supervised + PPO), and evaluate it against the simulator's oracle."""
 
     workdir: Path = Path("runs/demo")
     """Where every artefact of the demo goes."""
     num_conversations: int = 2_000
-    """Size of the synthetic archive."""
+    """Size of the synthetic training archive (the test archive is a quarter of it, from another seed)."""
     seed: int = 0
-    """Simulator seed."""
+    """Simulator seed (the test archive uses seed + 1)."""
 
     def run(self) -> None:
+        from salesrl_jax.arrays.build import embed_archive
         from salesrl_jax.data.readers import ArchiveReader, RejectSink
+        from salesrl_jax.eval.predict import make_predict, predict_arrays
+        from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
         from salesrl_jax.eval.simulator_report import format_summary
         from salesrl_jax.sim.generate import generate
+        from salesrl_jax.train import presets
+        from salesrl_jax.train.checkpoint import TrainedModel
+        from salesrl_jax.train.loop import train_and_evaluate
 
-        from salesrl_jax.arrays.build import embed_archive
-
-        sim = SimulatorConfig(num_conversations=self.num_conversations, seed=self.seed)
-        data = self.workdir / "synthetic"
-        print(f"[1/3] generate {self.num_conversations} conversations -> {data}/")
-        result = generate(sim, data, fmt="parquet")
+        steps = 5
+        train_data, test_data = self.workdir / "synthetic", self.workdir / "synthetic-test"
+        num_test = max(self.num_conversations // 4, 100)
+        print(f"[1/{steps}] generate {self.num_conversations} training and {num_test} test conversations "
+              f"-> {train_data}/, {test_data}/")
+        result = generate(SimulatorConfig(num_conversations=self.num_conversations, seed=self.seed), train_data,
+                          fmt="parquet")
+        generate(SimulatorConfig(num_conversations=num_test, seed=self.seed + 1), test_data, fmt="parquet")
         print(format_summary(result))
-        print(f"\n[2/3] validate {data}/ by reading it back")
+
+        print(f"\n[2/{steps}] validate {train_data}/ by reading it back")
         rejects_path = self.workdir / "synthetic.rejects.jsonl"
         with RejectSink(rejects_path) as rejects:
-            reader = ArchiveReader(data, rejects=rejects)
+            reader = ArchiveReader(train_data, rejects=rejects)
             first = None
             for conv in reader:
                 first = first or conv
@@ -235,24 +315,57 @@ class Demo:
             print(f"\nfirst conversation ({first.id}, {first.industry}, outcome {first.outcome}):")
             for index, turn in enumerate(first.turns):
                 print(f"  {index + 1:>2} {turn.speaker:<8} oracle {turn.oracle_prob:.2f}  {turn.text}")
-        arrays_dir = self.workdir / "arrays"
-        print(f"\n[3/3] embed (offline hashing embedder) and featurise -> {arrays_dir}/")
-        embedded = embed_archive(data, arrays_dir, EmbedderConfig(), chunk_conversations=1_000)
+
+        arrays_dir, test_arrays_dir = self.workdir / "arrays", self.workdir / "arrays-test"
+        print(f"\n[3/{steps}] embed (offline hashing embedder) and featurise -> {arrays_dir}/, {test_arrays_dir}/")
+        embedded = embed_archive(train_data, arrays_dir, EmbedderConfig(), chunk_conversations=1_000)
+        test_embedded = embed_archive(test_data, test_arrays_dir, EmbedderConfig(), chunk_conversations=1_000)
         print(format_embed_result(embedded, arrays_dir))
 
+        run_dir = self.workdir / "model"
+        config = presets.demo(arrays_dir)
+        print(f"\n[4/{steps}] train ({config.pretrain.epochs} supervised epochs, then {config.ppo.updates} PPO "
+              f"updates) -> {run_dir}/")
+        trained = train_and_evaluate(config, run_dir)
+        print(format_train_result(trained))
 
-Command = Union[
-    Annotated[Demo, tyro.conf.subcommand("demo")],
-    Annotated[Generate, tyro.conf.subcommand("generate")],
-    Annotated[Embed, tyro.conf.subcommand("embed")],
-    Annotated[Convert, tyro.conf.subcommand("convert")],
-]
+        print(f"\n[5/{steps}] evaluate the best checkpoint on the held-out test archive (oracle = the ceiling)")
+        model = TrainedModel.load(run_dir)
+        pred = predict_arrays(make_predict(model.graphdef), model.params, test_embedded.arrays)
+        report = write_report(pred, run_dir / "eval-test", "Evaluation: demo",
+                              f"model `{run_dir}`, data `{test_arrays_dir}`")
+        print(format_tables(evaluation_tables(pred)))
+        print(f"\nreport with plots: {report}")
+
+
+def _command_type(train_default: Train):
+    return Union[
+        Annotated[Demo, tyro.conf.subcommand("demo")],
+        Annotated[Generate, tyro.conf.subcommand("generate")],
+        Annotated[Embed, tyro.conf.subcommand("embed")],
+        Annotated[Train, tyro.conf.subcommand("train", default=train_default)],
+        Annotated[Evaluate, tyro.conf.subcommand("evaluate")],
+        Annotated[Convert, tyro.conf.subcommand("convert")],
+    ]
+
+
+def _config_file(argv: list[str]) -> Path | None:
+    """The value of ``--config`` (train's config file), read before parsing so the file sets the defaults."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salesrl`` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        command = tyro.cli(Command, args=argv, prog="salesrl",
+        config_file = _config_file(argv) if argv[:1] == ["train"] else None
+        train_default = Train(config_file=config_file, config=load_config(config_file))
+        command = tyro.cli(_command_type(train_default), args=argv, prog="salesrl",
                            description="salesrl-jax: real-time, turn-by-turn sales-conversion prediction.")
         command.run()
     except (FileNotFoundError, ValueError) as err:

@@ -13,7 +13,8 @@ from salesrl_jax.data.readers import read_conversations
 FIXTURE = Path(__file__).parent / "fixtures" / "persuasionforgood"
 
 
-@pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"], ["embed"]])
+@pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"], ["embed"],
+                                  ["train"], ["evaluate"]])
 def test_help_documents_every_subcommand(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
@@ -31,6 +32,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "oracle" in out.stdout and "last turn" in out.stdout
     assert (tmp_path / "synthetic" / "manifest.json").exists()
     assert "embedder          hashing:" in out.stdout and (tmp_path / "arrays" / "manifest.json").exists()
+    assert "**Last turn**" in out.stdout and "oracle auc" in out.stdout  # the model's evaluation table
+    assert (tmp_path / "model" / "eval-test" / "reliability.png").stat().st_size > 1000
 
 
 def test_convert_persuasionforgood(tmp_path, capsys):

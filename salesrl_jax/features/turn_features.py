@@ -46,6 +46,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sentiment", "customer_sentiment_mean", "customer_rep_length_ratio", "customer_questions",
     "objection_cue", "buying_cue", "objections_so_far", "buying_so_far",
 )
+# Which features each encoder switch controls (model.use_position / use_features / use_engagement).
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "position": ("is_customer", "position"),
+    "turn": ("words", "speaking_time", "has_timing", "question_density", "sentiment", "objection_cue", "buying_cue"),
+    "engagement": ("response_time", "customer_sentiment_mean", "customer_rep_length_ratio", "customer_questions",
+                   "objections_so_far", "buying_so_far"),
+}
+assert sorted(sum(FEATURE_GROUPS.values(), ())) == sorted(FEATURE_NAMES)
 # name -> definition, read from the table above so the docs and the cache manifests never disagree.
 FEATURE_DEFINITIONS: dict[str, str] = {
     line.split(None, 1)[0]: line.split(None, 1)[1].strip()

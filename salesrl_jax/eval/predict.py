@@ -1,0 +1,102 @@
+"""Per-turn predictions of a model over cached arrays, with everything evaluation needs beside them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.train.batches import epoch_plan, gather_packed, validation_mask
+
+
+@dataclasses.dataclass
+class TurnPredictions:
+    """Flat per-turn arrays for a set of conversations, in cache order (turns of a conversation consecutive)."""
+
+    prediction: np.ndarray  # [turns] P(sale | turns 1..t)
+    uncertainty: np.ndarray  # [turns] ensemble disagreement
+    oracle: np.ndarray  # [turns] simulator ground truth (NaN for real data)
+    outcome: np.ndarray  # [turns] the conversation's outcome
+    turn_index: np.ndarray  # [turns] 0-based
+    length: np.ndarray  # [turns] the conversation's number of turns
+    conversation: np.ndarray  # [turns] index into ids
+    ids: list[str]
+    industries: list[str | None]  # per conversation
+
+    @property
+    def last(self) -> np.ndarray:
+        """Mask of each conversation's last turn."""
+        return self.turn_index == self.length - 1
+
+
+def make_predict(graphdef: nnx.GraphDef) -> Callable:
+    """``predict(params, inputs) -> (prediction [N], uncertainty [N])``, jitted once per row count."""
+
+    @jax.jit
+    def predict(params, inputs: TurnInputs):
+        out = nnx.merge(graphdef, params).predict(inputs)
+        return out.prediction, out.uncertainty
+
+    return predict
+
+
+def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: str = "all", valid_fraction: float = 0.0,
+                   split_seed: int = 0, rows: int = 4096, max_conversations: int | None = None) -> TurnPredictions:
+    """Predict every turn of the chosen conversations (``split``: all / valid / train)."""
+    if split == "all":
+        valid_fraction = 0.0
+        split = "train"  # with nothing held out, "train" is every labelled conversation
+    plan = epoch_plan(arrays, split, valid_fraction, split_seed, seed=0, epoch=0, rows=rows,
+                      chunk_minibatches=8, shuffle=False)
+    columns: dict[str, list] = {k: [] for k in ("prediction", "uncertainty", "oracle", "outcome", "turn_index",
+                                                "length", "conversation")}
+    ids: list[str] = []
+    industries: list[str | None] = []
+    by_part: dict[int, list] = {}
+    for chunk in plan:
+        by_part.setdefault(chunk.part, []).append(chunk)
+    for p in sorted(by_part):
+        part = arrays.part(p)
+        held_out = validation_mask(part.ids, valid_fraction, split_seed)
+        chosen = np.flatnonzero((held_out if split == "valid" else ~held_out) & (np.asarray(part.outcome) >= 0))
+        if max_conversations is not None:
+            chosen = chosen[:max(max_conversations - len(ids), 0)]
+        if not len(chosen):
+            continue
+        turn_pred = np.full(part.num_turns, np.nan, np.float32)
+        turn_unc = np.full(part.num_turns, np.nan, np.float32)
+        for chunk in by_part[p]:
+            batch = gather_packed(part, chunk.minibatches, rows, len(chunk.minibatches))
+            for m in range(len(chunk.minibatches)):
+                inputs = TurnInputs(batch.embeddings[m], batch.features[m], batch.starts[m], batch.valid[m])
+                pred, unc = predict(params, inputs)
+                keep = batch.index[m] >= 0
+                turn_pred[batch.index[m][keep]] = np.asarray(pred)[keep]
+                turn_unc[batch.index[m][keep]] = np.asarray(unc)[keep]
+        offsets = np.asarray(part.offsets)
+        rows_of = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen])
+        lengths = offsets[chosen + 1] - offsets[chosen]
+        base = len(ids)
+        columns["prediction"].append(turn_pred[rows_of])
+        columns["uncertainty"].append(turn_unc[rows_of])
+        columns["oracle"].append(np.asarray(part.oracle_prob)[rows_of])
+        columns["outcome"].append(np.repeat(np.asarray(part.outcome)[chosen], lengths).astype(np.int8))
+        columns["turn_index"].append(np.asarray(part.turn_index)[rows_of].astype(np.int32))
+        columns["length"].append(np.repeat(lengths, lengths).astype(np.int32))
+        columns["conversation"].append(np.repeat(np.arange(base, base + len(chosen)), lengths))
+        names = part.industry_names()
+        ids.extend(part.ids[c] for c in chosen)
+        industries.extend(names[c] for c in chosen)
+        if max_conversations is not None and len(ids) >= max_conversations:
+            break
+    if not ids:
+        raise ValueError(f"{arrays.path}: no labelled conversations in the {split!r} split to evaluate")
+    out = {k: np.concatenate(v) for k, v in columns.items()}
+    if np.isnan(out["prediction"]).any():
+        raise AssertionError("a turn was not predicted")  # a packing bug, never bad input
+    return TurnPredictions(**out, ids=ids, industries=industries)

@@ -1,0 +1,177 @@
+"""Evaluation of per-turn predictions: tables (last turn, by turn index, by fraction seen, per
+industry; the oracle beside the model), a Markdown report and PNG plots.
+
+By turn index ``k`` means: over the conversations still running at turn ``k``, the prediction made
+after turn ``k``. That is what a live system faces. By fraction ``f`` means the prediction after
+turn ``ceil(f T)`` of a ``T``-turn conversation; choosing that turn uses ``T``, which a live system
+does not know, so those rows are printed beside the by-turn rows, never alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from salesrl_jax.eval import metrics
+from salesrl_jax.eval.predict import TurnPredictions
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+MIN_COUNT = 30  # rows of a table with fewer conversations are left out (too noisy to read)
+COLUMNS = ("n", "accuracy", "auc", "brier", "log_loss", "ece")
+
+
+def _summary(probs: np.ndarray, outcome: np.ndarray) -> dict[str, float]:
+    if len(probs) == 0:
+        return {}
+    out = metrics.summary(probs, outcome)
+    if len(np.unique(outcome)) < 2:
+        out["auc"] = float("nan")
+    return out
+
+
+def _pair(pred: TurnPredictions, mask: np.ndarray) -> dict[str, dict[str, float]]:
+    row = {"model": _summary(pred.prediction[mask], pred.outcome[mask])}
+    oracle = pred.oracle[mask]
+    if len(oracle) and np.isfinite(oracle).all():
+        row["oracle"] = _summary(oracle, pred.outcome[mask])
+    return row
+
+
+def evaluation_tables(pred: TurnPredictions) -> dict:
+    """All the tables, as plain dicts (JSON-serialisable)."""
+    tables: dict = {"conversations": len(pred.ids), "turns": int(len(pred.prediction))}
+    tables["last_turn"] = _pair(pred, pred.last)
+    by_turn = []
+    for k in range(1, int(pred.length.max()) + 1):
+        mask = pred.turn_index == k - 1
+        if mask.sum() < MIN_COUNT:
+            break
+        by_turn.append({"turn": k, **_pair(pred, mask)})
+    tables["by_turn"] = by_turn
+    by_fraction = []
+    for f in FRACTIONS:
+        chosen = np.maximum(np.ceil(f * pred.length).astype(np.int32), 1) - 1
+        by_fraction.append({"fraction": f, **_pair(pred, pred.turn_index == chosen)})
+    tables["by_fraction"] = by_fraction
+    industries = np.array([pred.industries[c] or "(none)" for c in pred.conversation])
+    per_industry = []
+    for name in sorted(set(industries[pred.last])):
+        mask = pred.last & (industries == name)
+        if mask.sum() >= MIN_COUNT:
+            per_industry.append({"industry": name, **_pair(pred, mask)})
+    tables["by_industry"] = per_industry
+    tables["mean_uncertainty"] = float(pred.uncertainty.mean())
+    return tables
+
+
+def _fmt(value: float, key: str) -> str:
+    if key == "n":
+        return f"{int(value):,}"
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _table(rows: list[dict], key: str, label) -> list[str]:
+    has_oracle = any("oracle" in r for r in rows)
+    head = [key] + [f"model {c}" for c in COLUMNS]
+    if has_oracle:
+        head += ["oracle auc", "oracle brier", "AUC gap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m = r["model"]
+        cells = [label(r[key])] + [_fmt(m.get(c, float("nan")), c) for c in COLUMNS]
+        if has_oracle:
+            o = r.get("oracle", {})
+            gap = o.get("auc", float("nan")) - m.get("auc", float("nan"))
+            cells += [_fmt(o.get("auc", float("nan")), "auc"), _fmt(o.get("brier", float("nan")), "brier"),
+                      _fmt(gap, "auc")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_tables(tables: dict) -> str:
+    """The tables as Markdown (also what the command line prints)."""
+    lines = [f"{tables['conversations']:,} conversations, {tables['turns']:,} turns; "
+             f"mean ensemble uncertainty {tables['mean_uncertainty']:.3f}", "", "**Last turn**", ""]
+    lines += _table([{"point": "last turn", **tables["last_turn"]}], "point", str)
+    lines += ["", "**By turn index** (conversations still running at turn k: what a live system faces)", ""]
+    lines += _table(tables["by_turn"], "turn", str)
+    lines += ["", "**By fraction seen** (turn ceil(f T): uses the total length T, unknown live; read beside the "
+              "by-turn table)", ""]
+    lines += _table(tables["by_fraction"], "fraction", lambda f: f"{int(f * 100)}%")
+    if tables["by_industry"]:
+        lines += ["", "**Per industry, last turn**", ""]
+        lines += _table(tables["by_industry"], "industry", str)
+    return "\n".join(lines)
+
+
+def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str = "", trajectories: int = 6) -> Path:
+    """``report.md`` + ``metrics.json`` + PNG plots in ``out_dir``; returns the report's path."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = evaluation_tables(pred)
+    (out_dir / "metrics.json").write_text(json.dumps(tables, indent=1))
+    has_oracle = bool(np.isfinite(pred.oracle).all())
+
+    # Reliability diagram at the last turn and over all turns.
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+    for mask, name in ((pred.last, "last turn"), (np.ones_like(pred.last), "all turns")):
+        rel = metrics.reliability(pred.prediction[mask], pred.outcome[mask])
+        filled = rel.counts > 0
+        ax.plot(rel.mean_prob[filled], rel.frequency[filled], marker="o", label=f"model, {name}")
+    if has_oracle:
+        rel = metrics.reliability(pred.oracle[pred.last], pred.outcome[pred.last])
+        filled = rel.counts > 0
+        ax.plot(rel.mean_prob[filled], rel.frequency[filled], marker="s", ls=":", label="oracle, last turn")
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="Reliability")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "reliability.png", dpi=110)
+    plt.close(fig)
+
+    # AUC and accuracy versus fraction seen and versus turn index, model vs oracle.
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, rows, key, xlabel in ((axes[0], tables["by_fraction"], "fraction", "fraction of the conversation seen"),
+                                  (axes[1], tables["by_turn"], "turn", "turn index (conversations still running)")):
+        x = [r[key] for r in rows]
+        for who, style in (("model", "-"), ("oracle", ":")):
+            if all(who in r for r in rows):
+                ax.plot(x, [r[who]["auc"] for r in rows], style, marker="o", label=f"{who} AUC")
+                ax.plot(x, [r[who]["accuracy"] for r in rows], style, marker="^", label=f"{who} accuracy")
+        ax.set(xlabel=xlabel, ylim=(0.4, 1.0))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "auc_by_fraction.png", dpi=110)
+    plt.close(fig)
+
+    # A few probability trajectories with their oracle curves.
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(pred.ids), size=min(trajectories, len(pred.ids)), replace=False)
+    for i, conv in enumerate(sorted(chosen)):
+        mask = pred.conversation == conv
+        turns = pred.turn_index[mask] + 1
+        line, = ax.plot(turns, pred.prediction[mask], marker=".", label=f"{pred.ids[conv]} (y={pred.outcome[mask][0]})")
+        if has_oracle:
+            ax.plot(turns, pred.oracle[mask], ls=":", color=line.get_color())
+    ax.set(xlabel="turn", ylabel="P(sale)", ylim=(0, 1), title="Trajectories (dotted: oracle)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out_dir / "trajectories.png", dpi=110)
+    plt.close(fig)
+
+    text = [f"# {title}", "", header, "", format_tables(tables), "",
+            "![reliability](reliability.png)", "", "![auc](auc_by_fraction.png)", "",
+            "![trajectories](trajectories.png)", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path

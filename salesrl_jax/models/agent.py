@@ -1,0 +1,90 @@
+"""The SalesRLAgent model: state encoder plus policy, value and ensemble heads."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from salesrl_jax.models.config import ModelConfig
+from salesrl_jax.models.encoder import EncoderCarry, StateEncoder
+from salesrl_jax.models.heads import EnsembleHeads, MLPHead, PolicyHead, beta_policy
+from salesrl_jax.models.inputs import TurnInputs
+
+
+@struct.dataclass
+class AgentOutput:
+    """Per-turn outputs; every field has the batch shape ``[...]`` except the ensemble's ``[K, ...]``."""
+
+    logit: jnp.ndarray  # policy mean logit: the prediction is sigmoid(logit)
+    concentration: jnp.ndarray  # policy Beta concentration alpha + beta
+    value: jnp.ndarray  # expected return from this state
+    ensemble_logits: jnp.ndarray  # [K, ...] probability logits of the ensemble heads
+
+    @property
+    def prediction(self) -> jnp.ndarray:
+        """P(sale | turns 1..t): the policy's mean."""
+        return jax.nn.sigmoid(self.logit)
+
+    @property
+    def uncertainty(self) -> jnp.ndarray:
+        """Ensemble disagreement: standard deviation of the heads' probabilities (0 without an ensemble)."""
+        if self.ensemble_logits.shape[0] < 2:
+            return jnp.zeros_like(self.logit)
+        return jnp.std(jax.nn.sigmoid(self.ensemble_logits), axis=0)
+
+    def policy(self):
+        return beta_policy(self.logit, self.concentration)
+
+
+class SalesAgent(nnx.Module):
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder = StateEncoder(config, embed_dim, rngs=rngs)
+        self.policy = PolicyHead(config.state_dim, config.min_concentration, rngs=rngs)
+        self.value = MLPHead(config.state_dim, config.head_hidden, rngs=rngs)
+        if config.ensemble_size:
+            self.ensemble = EnsembleHeads(config.state_dim, config.head_hidden, config.ensemble_size, rngs=rngs)
+
+    def heads(self, state: jnp.ndarray) -> AgentOutput:
+        logit, concentration = self.policy(state)
+        ensemble = (self.ensemble(state) if self.config.ensemble_size
+                    else jnp.zeros((0,) + logit.shape, logit.dtype))
+        return AgentOutput(logit, concentration, self.value(state), ensemble)
+
+    def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> AgentOutput:
+        """Batch form over a flat batch of turns."""
+        return self.heads(self.encoder(inputs, prev_prediction))
+
+    def predict(self, inputs: TurnInputs) -> AgentOutput:
+        """Batch form as deployed: with ``feed_prediction``, each turn reads the model's own previous
+        prediction (a scan over rows, reset at each conversation start); otherwise one parallel pass."""
+        context = self.encoder.context(inputs)
+        if not self.config.feed_prediction:
+            return self.heads(self.encoder.state(context))
+
+        # NNX modules cannot be closed over by a JAX transform: split, and merge inside the body.
+        graphdef, params = nnx.split(self)
+
+        def row(prev, step):
+            agent = nnx.merge(graphdef, params)
+            ctx, start = step
+            prev = jnp.where(start, 0.5, prev)
+            out = agent.heads(agent.encoder.state(ctx, prev))
+            return out.prediction, out
+
+        _, out = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (context, inputs.starts))
+        # The scan stacks the ensemble axis second: [N, K] -> [K, N].
+        return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
+
+    def step(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray,
+             prev_prediction: jnp.ndarray | None = None) -> tuple[EncoderCarry, AgentOutput]:
+        """Incremental form: one new turn per conversation."""
+        carry, context = self.encoder.step_context(carry, embeddings, features)
+        return carry, self.heads(self.encoder.state(context, prev_prediction))
+
+
+def previous_predictions(prediction: jnp.ndarray, starts: jnp.ndarray, prior: float = 0.5) -> jnp.ndarray:
+    """Shift flat per-turn predictions down one row within each conversation (``prior`` at a start)."""
+    shifted = jnp.concatenate([jnp.full((1,), prior, prediction.dtype), prediction[:-1]])
+    return jnp.where(starts, prior, shifted)

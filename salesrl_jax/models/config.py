@@ -1,0 +1,52 @@
+"""The model's structure: every field is static (changing one changes the compiled program)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Structure of the SalesRLAgent model. Ablations switch components off here."""
+
+    turn_dim: int = 128
+    """Width of a turn's projected embedding (the history pools live in this space)."""
+    history: Literal["weighted", "mean", "none"] = "weighted"
+    """How past turns enter the state. weighted: the paper's recency x learned-importance weighted
+    average; mean: plain running average; none: only the current turn."""
+    decay_half_lives: tuple[float, ...] = (1.0, 4.0, 16.0)
+    """Initial recency half-lives, in turns, of the weighted history pools (learned afterwards)."""
+    learned_importance: bool = True
+    """Weight each past turn by a learned importance score (weighted history only)."""
+    speaker_pools: bool = True
+    """Keep a separate history pool of the customer's turns beside the pool of all turns."""
+    use_features: bool = True
+    """Feed the turn features (speaking time, questions, sentiment, cues) to the state."""
+    use_engagement: bool = True
+    """Feed the customer-engagement features (response time, length ratio, questions asked, cue counts)."""
+    use_position: bool = True
+    """Feed the turn position and the speaker."""
+    feed_prediction: bool = False
+    """Feed the previous turn's prediction into the state (the agent sees what it said before)."""
+    state_dim: int = 128
+    """Width of the encoder state every head reads."""
+    hidden_dim: int = 256
+    """Width of the encoder's hidden layer."""
+    head_hidden: int = 64
+    """Hidden width of the value and ensemble heads."""
+    ensemble_size: int = 5
+    """Number of ensemble probability heads (their disagreement is the uncertainty signal); 0 for none."""
+    min_concentration: float = 2.0
+    """Lower bound of the policy's Beta concentration alpha + beta (keeps the policy unimodal)."""
+
+    def __post_init__(self) -> None:
+        if self.history == "weighted" and not self.decay_half_lives:
+            raise ValueError("model.decay_half_lives must list at least one half-life for weighted history")
+        if any(h <= 0 for h in self.decay_half_lives):
+            raise ValueError(f"model.decay_half_lives must be positive, got {self.decay_half_lives}")
+        for name in ("turn_dim", "state_dim", "hidden_dim", "head_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.ensemble_size < 0:
+            raise ValueError(f"model.ensemble_size must be >= 0, got {self.ensemble_size}")

@@ -1,0 +1,169 @@
+"""The state encoder: from turns 1..t to a state vector, in a batch form and an incremental form.
+
+For turn ``n`` of a conversation with embedding ``e_n`` and features ``f_n``:
+
+    u_n      = gelu(LayerNorm(W_p e_n))                                  projected turn, [H]
+    s_n      = c * tanh(w_s . [u_n, f_n])                                learned importance (|s_n| <= c)
+    P_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i) u_i                  history pools
+    Z_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i)
+    h_{k,g}  = P_{k,g} / Z_{k,g}                                         recency x importance weighted mean
+    state_n  = gelu(W_2 gelu(LayerNorm(W_1 [u_n, h_{.,.}, f_n (, a_{n-1})])))
+
+with learned recency factors ``r_k = sigmoid(rho_k)`` (one per pool, initialised from half-lives),
+speaker masks ``m_all = 1``, ``m_customer(i) = [turn i is the customer's]``, and, when
+``feed_prediction`` is on, the previous turn's prediction ``a_{n-1}``. Every sum runs over
+``i <= n``: the state at turn ``n`` reads turns 1..n only.
+
+The pools obey the linear recurrence ``(P, Z)_n = r (P, Z)_{n-1} + b_n`` (reset at a conversation
+start), which gives both forms: the batch form evaluates it for a whole flat batch with
+`jax.lax.associative_scan` (log-depth, no padding needed between conversations); the
+incremental form applies it once per new turn to a carried ``EncoderCarry``. The two agree to
+float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from salesrl_jax.features.turn_features import FEATURE_GROUPS, FEATURE_NAMES
+from salesrl_jax.models.config import ModelConfig
+from salesrl_jax.models.inputs import TurnInputs
+
+IMPORTANCE_BOUND = 3.0  # c above: exp(s) stays within [e^-3, e^3], so no turn can swamp the pools
+_CUSTOMER = FEATURE_NAMES.index("is_customer")
+
+
+@struct.dataclass
+class EncoderCarry:
+    """What the incremental encoder carries between turns of one conversation (or a batch of them)."""
+
+    pools: jnp.ndarray  # [..., K, G, H + 1]: numerators P and, in the last channel, denominators Z
+
+
+def feature_selection(config: ModelConfig) -> np.ndarray:
+    """Indices of the features the config switches on."""
+    groups = [name for name, on in (("position", config.use_position), ("turn", config.use_features),
+                                    ("engagement", config.use_engagement)) if on]
+    chosen = {f for g in groups for f in FEATURE_GROUPS[g]}
+    return np.array([i for i, name in enumerate(FEATURE_NAMES) if name in chosen], dtype=np.int32)
+
+
+def _pool_combine(earlier, later):
+    """Compose two steps of ``x -> a x + b``: applying ``earlier`` then ``later``."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a1 * a2, a2 * b1 + b2
+
+
+class StateEncoder(nnx.Module):
+    """See the module docstring. ``embed_dim`` is the embedding size of the cached arrays."""
+
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed_dim = embed_dim
+        self.feature_index = tuple(int(i) for i in feature_selection(config))  # static: part of the graph
+        h = config.turn_dim
+        self.project = nnx.Linear(embed_dim, h, rngs=rngs)
+        self.project_norm = nnx.LayerNorm(h, rngs=rngs)
+        if config.history == "weighted":
+            self.num_decays = len(config.decay_half_lives)
+            # r = 0.5 ** (1 / half_life); store its logit so sigmoid keeps it in (0, 1) while learning.
+            r = np.array([0.5 ** (1.0 / hl) for hl in config.decay_half_lives], dtype=np.float32)
+            self.decay_logit = nnx.Param(jnp.asarray(np.log(r / (1.0 - r))))
+        else:
+            self.num_decays = 1 if config.history == "mean" else 0
+        self.num_groups = 2 if config.speaker_pools else 1
+        if config.history == "weighted" and config.learned_importance:
+            self.importance = nnx.Linear(h + len(FEATURE_NAMES), 1, rngs=rngs,
+                                         kernel_init=nnx.initializers.zeros_init())
+        context_dim = h * (1 + self.num_decays * self.num_groups) + len(self.feature_index)
+        context_dim += int(config.feed_prediction)
+        self.hidden = nnx.Linear(context_dim, config.hidden_dim, rngs=rngs)
+        self.hidden_norm = nnx.LayerNorm(config.hidden_dim, rngs=rngs)
+        self.out = nnx.Linear(config.hidden_dim, config.state_dim, rngs=rngs)
+
+    # --- pieces shared by both forms -------------------------------------------------------
+
+    def _turn_terms(self, embeddings: jnp.ndarray, features: jnp.ndarray):
+        """Per-turn ``u`` [..., H] and pool increments ``b`` [..., K, G, H + 1]."""
+        u = jax.nn.gelu(self.project_norm(self.project(embeddings.astype(jnp.float32))))
+        if self.num_decays == 0:
+            return u, None
+        weight = jnp.ones(u.shape[:-1], jnp.float32)
+        if hasattr(self, "importance"):
+            score = self.importance(jnp.concatenate([u, features], axis=-1))[..., 0]
+            weight = jnp.exp(IMPORTANCE_BOUND * jnp.tanh(score))
+        groups = [jnp.ones_like(weight)]
+        if self.num_groups == 2:
+            groups.append(features[..., _CUSTOMER])
+        mask = jnp.stack(groups, axis=-1) * weight[..., None]  # [..., G]
+        increment = jnp.concatenate([u[..., None, :] * mask[..., None], mask[..., None]], axis=-1)  # [..., G, H+1]
+        increment = jnp.broadcast_to(increment[..., None, :, :],
+                                     increment.shape[:-2] + (self.num_decays,) + increment.shape[-2:])
+        return u, increment
+
+    def _decay(self) -> jnp.ndarray:
+        """Recency factors ``r_k``, [K]."""
+        if self.config.history == "weighted":
+            return jax.nn.sigmoid(self.decay_logit[...])
+        return jnp.ones((self.num_decays,), jnp.float32)
+
+    def _context(self, u: jnp.ndarray, pools: jnp.ndarray | None, features: jnp.ndarray) -> jnp.ndarray:
+        parts = [u]
+        if pools is not None:
+            numerator, denominator = pools[..., :-1], pools[..., -1:]
+            pooled = jnp.where(denominator > 1e-12, numerator / jnp.maximum(denominator, 1e-12), 0.0)
+            parts.append(pooled.reshape(pooled.shape[:-3] + (-1,)))
+        parts.append(features[..., jnp.array(self.feature_index, jnp.int32)])
+        return jnp.concatenate(parts, axis=-1)
+
+    def state(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
+        """The state MLP on a context ``[..., C]`` (and the previous prediction ``[...]`` if fed)."""
+        if self.config.feed_prediction:
+            if prev_prediction is None:
+                raise ValueError("model.feed_prediction is on: pass the previous turn's prediction")
+            context = jnp.concatenate([context, prev_prediction[..., None]], axis=-1)
+        hidden = jax.nn.gelu(self.hidden_norm(self.hidden(context)))
+        return jax.nn.gelu(self.out(hidden))
+
+    # --- batch form ----------------------------------------------------------------------------
+
+    def context(self, inputs: TurnInputs) -> jnp.ndarray:
+        """Everything the state reads except the previous prediction, for a flat batch: ``[N, C]``."""
+        features = inputs.features.astype(jnp.float32)
+        u, increment = self._turn_terms(inputs.embeddings, features)
+        pools = None
+        if increment is not None:
+            increment = increment * inputs.valid[:, None, None, None]
+            keep = jnp.where(inputs.starts, 0.0, 1.0)[:, None] * self._decay()[None, :]  # [N, K]
+            _, pools = jax.lax.associative_scan(_pool_combine, (keep[:, :, None, None], increment), axis=0)
+        return self._context(u, pools, features)
+
+    def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
+        """States ``[N, S]`` of a flat batch."""
+        return self.state(self.context(inputs), prev_prediction)
+
+    # --- incremental form ----------------------------------------------------------------------
+
+    def init_carry(self, batch_shape: tuple[int, ...] = ()) -> EncoderCarry:
+        k = max(self.num_decays, 1)
+        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.config.turn_dim + 1), jnp.float32))
+
+    def step_context(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray):
+        """One new turn per conversation (``embeddings [..., D]``, ``features [..., F]``) -> ``(carry, context)``."""
+        features = features.astype(jnp.float32)
+        u, increment = self._turn_terms(embeddings, features)
+        if increment is None:
+            return carry, self._context(u, None, features)
+        pools = self._decay()[:, None, None] * carry.pools + increment
+        return EncoderCarry(pools), self._context(u, pools, features)
+
+
+def half_life(decay: float) -> float:
+    """Turns until a weight of ``decay ** n`` halves (for reports of the learned recency)."""
+    return math.log(0.5) / math.log(decay) if 0 < decay < 1 else math.inf

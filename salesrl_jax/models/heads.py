@@ -1,0 +1,61 @@
+"""Heads on the encoder state: the policy (a Beta over the conversion probability), the value,
+and an ensemble of probability heads whose disagreement is the uncertainty signal."""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def beta_policy(logit: jnp.ndarray, concentration: jnp.ndarray) -> distrax.Beta:
+    """Beta with mean ``sigmoid(logit)`` and ``alpha + beta = concentration``:
+    ``alpha = mu kappa``, ``beta = (1 - mu) kappa``. Its mean is the model's prediction."""
+    mean = jax.nn.sigmoid(logit)
+    return distrax.Beta(mean * concentration, (1.0 - mean) * concentration)
+
+
+class PolicyHead(nnx.Module):
+    """state ``[..., S]`` -> (mean logit ``[...]``, concentration ``[...]``)."""
+
+    def __init__(self, state_dim: int, min_concentration: float, *, rngs: nnx.Rngs):
+        self.min_concentration = min_concentration
+        self.linear = nnx.Linear(state_dim, 2, rngs=rngs)
+
+    def __call__(self, state: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        raw = self.linear(state)
+        # Start concentrated around the mean (softplus(raw) + min ~ 2 + 0.7 at init), learn from there.
+        return raw[..., 0], self.min_concentration + jax.nn.softplus(raw[..., 1] + 3.0) * 10.0
+
+
+class MLPHead(nnx.Module):
+    """state ``[..., S]`` -> scalar ``[...]`` through one hidden layer."""
+
+    def __init__(self, state_dim: int, hidden: int, *, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(state_dim, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 1, rngs=rngs)
+
+    def __call__(self, state: jnp.ndarray) -> jnp.ndarray:
+        return self.out(jax.nn.gelu(self.hidden(state)))[..., 0]
+
+
+class EnsembleHeads(nnx.Module):
+    """``K`` independent `MLPHead` logit heads with stacked parameters, built with ``nnx.vmap``."""
+
+    def __init__(self, state_dim: int, hidden: int, size: int, *, rngs: nnx.Rngs):
+        self.size = size
+
+        @nnx.split_rngs(splits=size)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def create(rngs: nnx.Rngs) -> MLPHead:
+            return MLPHead(state_dim, hidden, rngs=rngs)
+
+        self.heads = create(rngs)
+
+    def __call__(self, state: jnp.ndarray) -> jnp.ndarray:
+        """Logits ``[K, ...]``."""
+        # Applied with jax.vmap over the stacked parameters (split / merge), which also works
+        # inside lax.scan bodies, where NNX transforms of captured modules are not allowed.
+        graphdef, params = nnx.split(self.heads)
+        return jax.vmap(lambda p: nnx.merge(graphdef, p)(state))(params)

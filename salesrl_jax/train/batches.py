@@ -1,0 +1,157 @@
+"""From memory-mapped parts to device-ready batches: packed flat minibatches and padded ``[B, T]`` batches.
+
+Supervised training packs whole conversations, in a shuffled order, into minibatches of exactly
+``rows`` turn slots (the tail of each minibatch is padding, under 1% at the default size), so
+every minibatch has one shape and no compute is spent on per-conversation padding. PPO walks
+conversations turn by turn, so it gets padded ``[B, T]`` batches.
+
+Only index plans are computed up front; embeddings are gathered from the memory-mapped part
+when a chunk is built, so RAM holds one chunk at a time whatever the cache's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from salesrl_jax.arrays.store import Part, TurnArrays
+
+
+def validation_mask(ids: tuple[str, ...] | list[str], fraction: float, seed: int) -> np.ndarray:
+    """``[convs]`` bool: the conversations held out for validation, by a seeded hash of the id
+    (stable across runs, machines and cache layouts)."""
+    if fraction <= 0:
+        return np.zeros(len(ids), dtype=bool)
+    salt = str(seed).encode() + b"\0"
+    values = np.array([int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "little")
+                       for i in ids], dtype=np.uint64)
+    return values < np.uint64(fraction * 2.0 ** 64)
+
+
+class PackedBatch(NamedTuple):
+    """Host arrays of ``M`` packed minibatches of ``N`` rows each (leading axes ``[M, N]``)."""
+
+    embeddings: np.ndarray  # [M, N, D] (the cache's dtype)
+    features: np.ndarray  # [M, N, F] float32
+    starts: np.ndarray  # [M, N] bool
+    valid: np.ndarray  # [M, N] bool
+    labels: np.ndarray  # [M, N] float32: outcome of the turn's conversation
+    segment: np.ndarray  # [M, N] int32: conversation slot within the minibatch (bootstrap weights)
+    index: np.ndarray  # [M, N] int64: the row in the part (-1: padding)
+
+
+def plan_packing(lengths: np.ndarray, order: np.ndarray, rows: int) -> list[np.ndarray]:
+    """Greedy first-fit-in-order packing: conversations ``order`` (indices into ``lengths``) -> a list of
+    minibatches, each an array of conversation indices whose lengths sum to at most ``rows``."""
+    if len(order) and lengths[order].max() > rows:
+        raise ValueError(f"a conversation has {int(lengths[order].max())} turns, more than the "
+                         f"{rows} rows of a minibatch; raise pretrain.rows_per_minibatch")
+    batches, current, used = [], [], 0
+    for conv in order:
+        n = int(lengths[conv])
+        if used + n > rows:
+            batches.append(np.array(current, dtype=np.int64))
+            current, used = [], 0
+        current.append(conv)
+        used += n
+    if current:
+        batches.append(np.array(current, dtype=np.int64))
+    return batches
+
+
+def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatches: int) -> PackedBatch:
+    """Materialise up to ``num_minibatches`` planned minibatches from ``part``; missing ones are all padding."""
+    if len(batches) > num_minibatches:
+        raise ValueError("more planned minibatches than the chunk holds")
+    offsets = np.asarray(part.offsets)
+    index = np.full((num_minibatches, rows), -1, dtype=np.int64)
+    starts = np.zeros((num_minibatches, rows), dtype=bool)
+    labels = np.zeros((num_minibatches, rows), dtype=np.float32)
+    segment = np.zeros((num_minibatches, rows), dtype=np.int32)
+    outcome = np.asarray(part.outcome)
+    for m, convs in enumerate(batches):
+        lengths = offsets[convs + 1] - offsets[convs]
+        row_index = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in convs])
+        n = len(row_index)
+        index[m, :n] = row_index
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        starts[m, first] = True
+        labels[m, :n] = np.repeat(outcome[convs].astype(np.float32), lengths)
+        segment[m, :n] = np.repeat(np.arange(len(convs), dtype=np.int32), lengths)
+    valid = index >= 0
+    flat = np.where(valid, index, 0).reshape(-1)
+    order = np.argsort(flat, kind="stable")  # sorted reads are sequential on the memory map
+    embeddings = np.empty((flat.size, part.embeddings.shape[1]), dtype=part.embeddings.dtype)
+    embeddings[order] = part.embeddings[flat[order]]
+    features = np.asarray(part.features)[flat]
+    embeddings[~valid.reshape(-1)] = 0
+    features[~valid.reshape(-1)] = 0
+    return PackedBatch(embeddings.reshape(num_minibatches, rows, -1), features.reshape(num_minibatches, rows, -1),
+                       starts, valid, labels, segment, index)
+
+
+class ChunkPlan(NamedTuple):
+    part: int
+    minibatches: list[np.ndarray]
+
+
+def epoch_plan(arrays: TurnArrays, split: str, valid_fraction: float, split_seed: int, seed: int, epoch: int,
+               rows: int, chunk_minibatches: int, shuffle: bool = True) -> list[ChunkPlan]:
+    """The whole epoch's chunks, deterministically from ``(seed, epoch)``: parts in a shuffled order,
+    conversations shuffled within each part, packed, then cut into chunks of ``chunk_minibatches``."""
+    rng = np.random.default_rng([seed, epoch])
+    part_order = rng.permutation(len(arrays)) if shuffle else np.arange(len(arrays))
+    plan = []
+    for p in part_order:
+        part = arrays.part(int(p))
+        held_out = validation_mask(part.ids, valid_fraction, split_seed)
+        outcome = np.asarray(part.outcome)
+        chosen = np.flatnonzero((held_out if split == "valid" else ~held_out) & (outcome >= 0))
+        if shuffle:
+            chosen = rng.permutation(chosen)
+        batches = plan_packing(part.lengths, chosen, rows)
+        for start in range(0, len(batches), chunk_minibatches):
+            plan.append(ChunkPlan(int(p), batches[start:start + chunk_minibatches]))
+    return plan
+
+
+class PaddedBatch(NamedTuple):
+    """Host arrays of ``B`` conversations padded to ``T`` turns (PPO)."""
+
+    embeddings: np.ndarray  # [B, T, D]
+    features: np.ndarray  # [B, T, F]
+    valid: np.ndarray  # [B, T] bool
+    labels: np.ndarray  # [B] float32 outcomes
+
+
+def gather_padded(part: Part, convs: np.ndarray, max_turns: int) -> PaddedBatch:
+    offsets = np.asarray(part.offsets)
+    lengths = offsets[convs + 1] - offsets[convs]
+    if len(convs) and lengths.max() > max_turns:
+        raise ValueError(f"a conversation has {int(lengths.max())} turns, more than ppo.max_turns={max_turns}")
+    t = np.arange(max_turns)
+    valid = t[None, :] < lengths[:, None]
+    rows = np.where(valid, offsets[convs][:, None] + t[None, :], 0)
+    flat = rows.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    embeddings = np.empty((flat.size, part.embeddings.shape[1]), dtype=part.embeddings.dtype)
+    embeddings[order] = part.embeddings[flat[order]]
+    embeddings[~valid.reshape(-1)] = 0
+    features = np.asarray(part.features)[flat]
+    features[~valid.reshape(-1)] = 0
+    return PaddedBatch(embeddings.reshape(len(convs), max_turns, -1), features.reshape(len(convs), max_turns, -1),
+                       valid, np.asarray(part.outcome)[convs].astype(np.float32))
+
+
+def iter_ppo_batches(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: int, epoch: int,
+                     conversations: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(part, conversation indices)`` of each full PPO batch of one pass over the training split."""
+    rng = np.random.default_rng([seed, 1_000_003, epoch])
+    for p in rng.permutation(len(arrays)):
+        part = arrays.part(int(p))
+        held_out = validation_mask(part.ids, valid_fraction, split_seed)
+        chosen = rng.permutation(np.flatnonzero(~held_out & (np.asarray(part.outcome) >= 0)))
+        for start in range(0, len(chosen) - conversations + 1, conversations):
+            yield int(p), chosen[start:start + conversations]

@@ -1,0 +1,134 @@
+"""Checkpoints: one wrapper around orbax's `CheckpointManager`.
+
+A run directory keeps two: ``checkpoints/latest`` (the most recent, for resuming) and
+``checkpoints/best`` (the best by validation log loss, for evaluation and scoring). Each holds the
+`TrainState` (parameters, optimizer state, step, PRNG key) and a JSON ``meta`` item: the resolved
+config, the data position (phase, epoch, chunk or update), the embedding identity and feature
+names the model was trained on, and the validation metrics. Saves are synchronous and orbax
+finalises a step directory atomically, so a kill at any moment leaves the previous checkpoint
+intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from salesrl_jax.train.state import TrainState
+
+
+def _manager(directory: Path, best: bool) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        enable_async_checkpointing=False,
+        best_fn=(lambda metrics: metrics["valid_log_loss"]) if best else None,
+        best_mode="min",
+        cleanup_tmp_directories=True,  # a kill mid-save leaves a tmp directory: remove it on the next run
+    )
+    return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+class Checkpoints:
+    def __init__(self, workdir: str | os.PathLike[str]):
+        self.root = Path(workdir) / "checkpoints"
+        self.latest = _manager(self.root / "latest", best=False)
+        self.best = _manager(self.root / "best", best=True)
+        self._save_count = self.latest.latest_step() or 0
+
+    def save_latest(self, state: TrainState, meta: dict) -> None:
+        self._save_count += 1
+        self.latest.save(self._save_count, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(state.params),
+            meta=ocp.args.JsonSave(meta)), force=True)
+
+    def save_best(self, state: TrainState, meta: dict, valid_log_loss: float) -> bool:
+        """Keep ``state`` if its validation log loss beats the best so far; returns whether it did."""
+        step = (self.best.latest_step() or 0) + 1
+        current = self.best_meta()
+        if current is not None and current["valid"]["log_loss"] <= valid_log_loss:
+            return False
+        self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     params=ocp.args.StandardSave(state.params),
+                                                     meta=ocp.args.JsonSave(meta)),
+                       metrics={"valid_log_loss": float(valid_log_loss)}, force=True)
+        return True
+
+    def best_meta(self) -> dict | None:
+        step = self.best.latest_step()
+        if step is None:
+            return None
+        return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+    def restore_latest(self, like: TrainState) -> tuple[TrainState, dict] | None:
+        step = self.latest.latest_step()
+        if step is None:
+            return None
+        return restore(self.latest, step, like)
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def restore(manager: ocp.CheckpointManager, step: int, like: TrainState) -> tuple[TrainState, dict]:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                             meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+
+
+def read_meta(directory: Path) -> dict:
+    """The JSON meta item of the newest step in a manager directory, without touching the arrays."""
+    manager = ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+    return manager.restore(manager.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def restore_params(directory: Path, like_params):
+    """Only the parameters (what inference needs) of the newest step in a manager directory."""
+    manager = ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
+    return manager.restore(manager.latest_step(),
+                           args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A run directory, its ``checkpoints/best`` or ``checkpoints/latest``, or one step directory ->
+    the manager directory to load (preferring ``best``)."""
+    path = Path(path)
+    for candidate in (path / "checkpoints" / "best", path / "checkpoints" / "latest", path):
+        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
+            return candidate
+    if path.name.isdigit() and (path / "meta").exists():
+        return path.parent
+    raise FileNotFoundError(f"{path}: no checkpoint here (expected a run directory from `salesrl train`)")
+
+
+class TrainedModel:
+    """A trained agent ready for inference: graph, parameters, resolved config, and what it was trained on."""
+
+    def __init__(self, directory: Path):
+        from salesrl_jax.embed.base import EmbedderIdentity
+        from salesrl_jax.train.config import TrainConfig
+        from salesrl_jax.train.state import create_agent
+
+        self.directory = directory
+        self.meta = read_meta(directory)
+        self.config = TrainConfig.from_dict(self.meta["config"])
+        self.identity = EmbedderIdentity(**self.meta["embedder"])
+        self.feature_names = tuple(self.meta["features"])
+        self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed)
+        self.params = restore_params(directory, like)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "TrainedModel":
+        return cls(find_checkpoint(path))
+
+    def require_compatible(self, identity, feature_names, what: str) -> None:
+        """Refuse data from another embedding space or feature set, with a clear message."""
+        identity.require_same(self.identity, what=f"the model at {self.directory}")
+        if tuple(feature_names) != self.feature_names:
+            raise ValueError(f"{what} has features {list(feature_names)}, but the model at {self.directory} was "
+                             f"trained on {list(self.feature_names)}; re-embed with this library version or retrain")

@@ -1,0 +1,187 @@
+"""The typed, documented configuration of a training run (``salesrl train --help`` prints it).
+
+Structural fields (the model's components, sizes, which phases run) are static: they shape the
+compiled program. Numeric hyperparameters (learning rates, loss weights, PPO coefficients) reach
+the jitted functions as arrays in `salesrl_jax.train.hyperparams.Hyperparams`, so one compiled update serves a sweep, and
+``jax.vmap`` can run several settings at once.
+
+A config file is a Python file with ``get_config() -> TrainConfig``; a variant imports the
+default and overrides a few fields (see ``configs/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.models.config import ModelConfig
+
+
+def _positive(config, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{prefix}.{name} must be > 0, got {getattr(config, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which cached arrays to train on, and the validation split."""
+
+    train: Path = Path("runs/demo/arrays")
+    """Cached arrays from `salesrl embed` (the training set; validation is held out of it)."""
+    valid_fraction: float = 0.1
+    """Share of conversations held out for validation, chosen by a seeded hash of the id."""
+    split_seed: int = 0
+    """Seed of the validation split (independent of the training seed)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Supervised pretraining: per-turn binary cross-entropy against the conversation's outcome."""
+
+    enabled: bool = True
+    """Run this phase."""
+    epochs: int = 4
+    """Passes over the training split."""
+    rows_per_minibatch: int = 2048
+    """Turn slots per packed minibatch (whole conversations, so at least the longest conversation)."""
+    chunk_minibatches: int = 16
+    """Minibatches per jitted `lax.scan` call (the host gathers one chunk while it trains)."""
+    learning_rate: float = 2e-3
+    """Peak AdamW learning rate (cosine decay to 5% over the phase, after a 5% warm-up)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Global gradient-norm clip."""
+    ensemble_weight: float = 1.0
+    """Weight of the ensemble heads' bootstrap-weighted cross-entropy in the loss."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "pretrain", ("epochs", "rows_per_minibatch", "chunk_minibatches", "learning_rate"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO fine-tuning: the action is a probability estimate, the reward a proper scoring rule of it."""
+
+    enabled: bool = True
+    """Run this phase."""
+    updates: int = 40
+    """PPO updates (each: one rollout batch, then epochs x minibatches of gradient steps)."""
+    conversations_per_update: int = 512
+    """Conversations per rollout batch (each is one episode)."""
+    max_turns: int = 32
+    """Episodes are padded to this many turns (at least the longest conversation)."""
+    epochs: int = 4
+    """Passes over each rollout batch."""
+    minibatches: int = 4
+    """Minibatches per pass (conversations are split, never their turns)."""
+    reward: Literal["brier", "log"] = "brier"
+    """Scoring rule of the estimate a against the outcome y: brier 1 - (a - y)^2; log y log a + (1 - y) log(1 - a).
+    Both are strictly proper: the best policy reports the true conditional probability."""
+    learning_rate: float = 3e-4
+    """Adam learning rate (linear decay to 0 over the phase)."""
+    clip_eps: float = 0.2
+    """PPO ratio clip."""
+    value_coef: float = 0.5
+    """Weight of the value loss."""
+    entropy_coef: float = 1e-3
+    """Weight of the policy entropy bonus."""
+    gamma: float = 0.0
+    """Discount. An estimate does not change later rewards, so gamma > 0 adds only variance; kept configurable."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    ensemble_weight: float = 1.0
+    """The ensemble heads keep learning by cross-entropy on a stop-gradient state (they never train the encoder here)."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "ppo", ("updates", "conversations_per_update", "max_turns", "epochs", "minibatches"))
+        if self.conversations_per_update % self.minibatches:
+            raise ValueError(f"ppo.conversations_per_update ({self.conversations_per_update}) must be divisible "
+                             f"by ppo.minibatches ({self.minibatches})")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: data, model, phases, checkpoints."""
+
+    name: str = "default"
+    """A label for reports."""
+    seed: int = 0
+    """Seed of initialisation, data order, bootstrap weights and PPO sampling."""
+    embedder: EmbedderConfig = EmbedderConfig()
+    """The embedding space; must match the cached arrays' (checked), and is what `salesrl score` embeds with."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    ppo: PPOConfig = PPOConfig()
+    checkpoint_every: int = 8
+    """Save the latest checkpoint every this many chunks / PPO updates (and at every phase end)."""
+    eval_rows_per_minibatch: int = 4096
+    """Rows per minibatch when predicting for validation and evaluation."""
+
+    def __post_init__(self) -> None:
+        if not (self.pretrain.enabled or self.ppo.enabled):
+            raise ValueError("at least one of pretrain.enabled and ppo.enabled must be true")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), default=str, indent=1)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        """Inverse of ``dataclasses.asdict`` (for configs saved beside checkpoints)."""
+        def build(kind, value):
+            fields = {f.name: f for f in dataclasses.fields(kind)}
+            kwargs = {}
+            for key, item in value.items():
+                if key not in fields:
+                    raise ValueError(f"unknown config field {kind.__name__}.{key}")
+                default = getattr(kind(), key) if kind is not TrainConfig else getattr(TrainConfig(), key)
+                if dataclasses.is_dataclass(default):
+                    kwargs[key] = build(type(default), item)
+                elif isinstance(default, Path) or key in ("train", "model_path") and item is not None:
+                    kwargs[key] = Path(item)
+                elif isinstance(default, tuple):
+                    kwargs[key] = tuple(item)
+                else:
+                    kwargs[key] = item
+            return kind(**kwargs)
+
+        return build(cls, raw)
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """``get_config()`` of a config file (the default config when ``path`` is None)."""
+    if path is None:
+        return TrainConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    # Variants import their base as `configs.<name>`: make the folder above `configs/` importable.
+    for parent in path.resolve().parents:
+        if parent.name == "configs":
+            if str(parent.parent) not in sys.path:
+                sys.path.insert(0, str(parent.parent))
+            break
+    spec = importlib.util.spec_from_file_location(f"_salesrl_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path}: a config file must define get_config() -> TrainConfig")
+    config = module.get_config()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{path}: get_config() returned {type(config).__name__}, not TrainConfig")
+    return config

@@ -1,0 +1,32 @@
+"""Numeric hyperparameters as a pytree of arrays: one compiled update serves every setting (and vmaps)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import struct
+
+from salesrl_jax.train.config import TrainConfig
+
+
+@struct.dataclass
+class Hyperparams:
+    """The numeric hyperparameters the jitted losses read, as arrays (vmappable for sweeps)."""
+
+    ensemble_weight: jnp.ndarray
+    clip_eps: jnp.ndarray
+    value_coef: jnp.ndarray
+    entropy_coef: jnp.ndarray
+    gamma: jnp.ndarray
+    gae_lambda: jnp.ndarray
+
+    @classmethod
+    def pretrain(cls, config: TrainConfig) -> "Hyperparams":
+        p = config.ppo
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (
+            config.pretrain.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda)))
+
+    @classmethod
+    def ppo(cls, config: TrainConfig) -> "Hyperparams":
+        p = config.ppo
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (
+            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda)))

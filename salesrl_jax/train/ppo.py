@@ -1,0 +1,240 @@
+"""PPO fine-tuning in the paper's formulation, without its label leak.
+
+An episode walks one conversation's turns. The observation at turn t is the encoder state of turns
+1..t (and, if ``model.feed_prediction``, the previous prediction); the action is a probability
+estimate ``a_t ~ Beta`` from the policy; the reward is a strictly proper scoring rule of ``a_t``
+against the final outcome ``y`` (`scoring_reward`), so the return-maximising policy reports
+``P(y = 1 | turns 1..t)``. The outcome is used only in the reward, never in the observation.
+
+One update (`make_ppo_update`) is one jitted function: rollout (vmapped over conversations, a
+`lax.scan` over turns when predictions feed back), GAE by a reverse `lax.scan`, then
+``epochs x minibatches`` of clipped-surrogate steps as nested scans (Schulman et al., 2017;
+the structure follows PureJaxRL).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from salesrl_jax.models.agent import SalesAgent
+from salesrl_jax.models.heads import beta_policy
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.train.hyperparams import Hyperparams
+from salesrl_jax.train.state import TrainState
+from salesrl_jax.train.supervised import masked_mean
+
+ACTION_EPS = 1e-4  # actions are clipped into [eps, 1 - eps] so log-probabilities stay finite
+LOG_SCORE_EPS = 1e-3
+
+
+def scoring_reward(action: jnp.ndarray, outcome: jnp.ndarray, kind: str) -> jnp.ndarray:
+    """Strictly proper scoring rules of an estimate ``a`` for a binary outcome ``y``.
+
+    brier: ``1 - (a - y)^2`` (Brier, 1950); log: ``y log a + (1 - y) log(1 - a)`` with ``a`` clipped
+    into ``[1e-3, 1 - 1e-3]`` (Good, 1952). ``E_y[S(a, y)]`` is maximised exactly at ``a = P(y = 1)``.
+    """
+    if kind == "brier":
+        return 1.0 - (action - outcome) ** 2
+    if kind == "log":
+        a = jnp.clip(action, LOG_SCORE_EPS, 1.0 - LOG_SCORE_EPS)
+        return outcome * jnp.log(a) + (1.0 - outcome) * jnp.log1p(-a)
+    raise ValueError(f"unknown reward kind {kind!r}")
+
+
+def gae(rewards: jnp.ndarray, values: jnp.ndarray, dones: jnp.ndarray, gamma: jnp.ndarray,
+        lam: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Generalised advantage estimation over one episode of ``T`` steps (Schulman et al., 2016).
+
+        delta_t = r_t + gamma (1 - d_t) V_{t+1} - V_t
+        A_t     = delta_t + gamma lambda (1 - d_t) A_{t+1}
+
+    ``d_t = 1`` at the last step (nothing follows it; steps after it are padding and get masked by
+    the caller). Returns ``(advantages [T], returns [T] = A + V)``.
+    """
+    chex.assert_rank([rewards, values, dones], 1)
+    chex.assert_equal_shape([rewards, values, dones])
+    next_values = jnp.concatenate([values[1:], jnp.zeros((1,), values.dtype)])
+
+    def backward(next_advantage, step):
+        reward, value, next_value, done = step
+        not_done = 1.0 - done
+        delta = reward + gamma * not_done * next_value - value
+        advantage = delta + gamma * lam * not_done * next_advantage
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(backward, jnp.zeros((), rewards.dtype),
+                                 (rewards, values, next_values, dones.astype(rewards.dtype)), reverse=True)
+    return advantages, advantages + values
+
+
+def clipped_surrogate(log_prob: jnp.ndarray, old_log_prob: jnp.ndarray, advantage: jnp.ndarray,
+                      clip_eps: jnp.ndarray) -> jnp.ndarray:
+    """Per-step PPO objective to *minimise*: ``-min(rho A, clip(rho, 1 - eps, 1 + eps) A)``, ``rho = exp(logp - logp_old)``."""
+    ratio = jnp.exp(log_prob - old_log_prob)
+    return -jnp.minimum(ratio * advantage, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantage)
+
+
+class PPOBatch(NamedTuple):
+    """Padded episodes ``[B, T]`` (features ``[B, T, F]``, embeddings ``[B, T, D]``), labels ``[B]``."""
+
+    embeddings: jnp.ndarray
+    features: jnp.ndarray
+    valid: jnp.ndarray
+    labels: jnp.ndarray
+
+
+class Rollout(NamedTuple):
+    """What the rollout recorded, ``[B, T]``."""
+
+    action: jnp.ndarray
+    log_prob: jnp.ndarray
+    value: jnp.ndarray
+    reward: jnp.ndarray
+    prev_prediction: jnp.ndarray  # what the state read as the previous prediction (0.5 at turn 1)
+    prediction: jnp.ndarray  # the policy mean (the reported estimate) before the update
+    advantage: jnp.ndarray
+    target: jnp.ndarray  # value target (GAE return)
+
+
+class PPOMetrics(NamedTuple):
+    loss: jnp.ndarray
+    policy_loss: jnp.ndarray
+    value_loss: jnp.ndarray
+    entropy: jnp.ndarray
+    approx_kl: jnp.ndarray
+    clip_fraction: jnp.ndarray
+    ensemble_bce: jnp.ndarray
+
+
+class UpdateMetrics(NamedTuple):
+    """Per update: rollout statistics and the mean of the minibatch metrics."""
+
+    mean_reward: jnp.ndarray
+    prediction_brier: jnp.ndarray  # Brier of the policy mean on the rollout batch
+    env_steps: jnp.ndarray  # valid turns in the rollout
+    train: PPOMetrics
+
+
+def _flat_inputs(batch: PPOBatch) -> TurnInputs:
+    b, t = batch.valid.shape
+    starts = jnp.broadcast_to(jnp.arange(t) == 0, (b, t))
+    return TurnInputs(batch.embeddings.reshape(b * t, -1), batch.features.reshape(b * t, -1),
+                      starts.reshape(-1), batch.valid.reshape(-1))
+
+
+def _contexts(agent: SalesAgent, batch: PPOBatch) -> jnp.ndarray:
+    b, t = batch.valid.shape
+    return agent.encoder.context(_flat_inputs(batch)).reshape(b, t, -1)
+
+
+def _policy_pass(agent: SalesAgent, context: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """States and heads for ``[B, T]`` contexts; with prediction feedback, a scan over turns."""
+    if not agent.config.feed_prediction:
+        state = agent.encoder.state(context)
+        logit, concentration = agent.policy(state)
+        return state, logit, concentration, jnp.full(logit.shape, 0.5)
+
+    graphdef, params = nnx.split(agent)  # NNX modules cannot be closed over by lax.scan
+
+    def turn(prev, ctx):
+        inner = nnx.merge(graphdef, params)
+        state = inner.encoder.state(ctx, prev)
+        logit, concentration = inner.policy(state)
+        return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
+
+    b = context.shape[0]
+    _, (state, logit, concentration, prev) = jax.lax.scan(turn, jnp.full((b,), 0.5), jnp.swapaxes(context, 0, 1))
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  [T, B, ...] -> [B, T, ...]
+    return swap(state), swap(logit), swap(concentration), swap(prev)
+
+
+def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarray, reward_kind: str) -> Rollout:
+    context = _contexts(agent, batch)
+    state, logit, concentration, prev = _policy_pass(agent, context)
+    policy = beta_policy(logit, concentration)
+    action = jnp.clip(policy.sample(seed=key), ACTION_EPS, 1.0 - ACTION_EPS)
+    log_prob = policy.log_prob(action)
+    value = agent.value(state)
+    valid = batch.valid.astype(jnp.float32)
+    reward = scoring_reward(action, batch.labels[:, None], reward_kind) * valid
+    lengths = batch.valid.sum(axis=1)
+    dones = (jnp.arange(batch.valid.shape[1])[None, :] >= lengths[:, None] - 1).astype(jnp.float32)
+    advantage, target = jax.vmap(gae, in_axes=(0, 0, 0, None, None))(reward, value * valid, dones,
+                                                                       hp.gamma, hp.gae_lambda)
+    return jax.tree.map(jax.lax.stop_gradient, Rollout(action, log_prob, value, reward, prev, jax.nn.sigmoid(logit),
+                                                       advantage, target))
+
+
+def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: PPOBatch, roll: Rollout, hp: Hyperparams
+             ) -> tuple[jnp.ndarray, PPOMetrics]:
+    """Clipped surrogate + value loss - entropy bonus (+ the ensemble heads' cross-entropy on a frozen state)."""
+    agent = nnx.merge(graphdef, params)
+    valid = batch.valid.astype(jnp.float32)
+    context = _contexts(agent, batch)
+    state = agent.encoder.state(context, roll.prev_prediction if agent.config.feed_prediction else None)
+    logit, concentration = agent.policy(state)
+    policy = beta_policy(logit, concentration)
+    log_prob = policy.log_prob(roll.action)
+    mean_adv = masked_mean(roll.advantage, valid)
+    std_adv = jnp.sqrt(masked_mean((roll.advantage - mean_adv) ** 2, valid))
+    advantage = (roll.advantage - mean_adv) / (std_adv + 1e-8)
+    policy_loss = masked_mean(clipped_surrogate(log_prob, roll.log_prob, advantage, hp.clip_eps), valid)
+    value_loss = 0.5 * masked_mean((agent.value(state) - roll.target) ** 2, valid)
+    entropy = masked_mean(policy.entropy(), valid)
+    ensemble_bce = jnp.zeros(())
+    if agent.config.ensemble_size:
+        logits = agent.ensemble(jax.lax.stop_gradient(state))
+        labels = jnp.broadcast_to(batch.labels[:, None], valid.shape)
+        bce = optax.sigmoid_binary_cross_entropy(logits, jnp.broadcast_to(labels, logits.shape))
+        ensemble_bce = masked_mean(bce, jnp.broadcast_to(valid, logits.shape))
+    loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy + hp.ensemble_weight * ensemble_bce
+    log_ratio = log_prob - roll.log_prob
+    approx_kl = masked_mean(jnp.exp(log_ratio) - 1.0 - log_ratio, valid)
+    clip_fraction = masked_mean((jnp.abs(jnp.exp(log_ratio) - 1.0) > hp.clip_eps).astype(jnp.float32), valid)
+    return loss, PPOMetrics(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction, ensemble_bce)
+
+
+def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, epochs: int,
+                    minibatches: int, reward_kind: str
+                    ) -> Callable[[TrainState, PPOBatch, Hyperparams], tuple[TrainState, UpdateMetrics]]:
+    """``update(state, batch [B, T], hp) -> (state, metrics)``: rollout, GAE, epochs x minibatches; one jit."""
+    grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
+
+    @jax.jit
+    def update(state: TrainState, batch: PPOBatch, hp: Hyperparams):
+        key, rollout_key, shuffle_key = jax.random.split(state.key, 3)
+        agent = nnx.merge(graphdef, state.params)
+        roll = rollout(agent, batch, hp, rollout_key, reward_kind)
+        b = batch.labels.shape[0]
+
+        def epoch(carry, epoch_key):
+            def step(carry, index):
+                params, opt_state = carry
+                take = lambda x: x[index]  # noqa: E731
+                (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch),
+                                              jax.tree.map(take, roll), hp)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), opt_state), metrics
+
+            order = jax.random.permutation(epoch_key, b).reshape(minibatches, b // minibatches)
+            return jax.lax.scan(step, carry, order)
+
+        (params, opt_state), metrics = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                                    jax.random.split(shuffle_key, epochs))
+        valid = batch.valid.astype(jnp.float32)
+        stats = UpdateMetrics(
+            mean_reward=masked_mean(roll.reward, valid),
+            prediction_brier=masked_mean((roll.prediction - batch.labels[:, None]) ** 2, valid),
+            env_steps=jnp.sum(valid),
+            train=jax.tree.map(jnp.mean, metrics),
+        )
+        new_state = state.replace(params=params, opt_state=opt_state, step=state.step + epochs * minibatches, key=key)
+        return new_state, stats
+
+    return update

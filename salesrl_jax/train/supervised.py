@@ -1,0 +1,94 @@
+"""Supervised pretraining: per-turn binary cross-entropy against the conversation's final outcome.
+
+For turn ``t`` of a conversation with outcome ``y``, the policy mean logit ``z_t`` is trained with
+
+    L_policy = sum_t v_t BCE(z_t, y) / sum_t v_t,     BCE(z, y) = softplus(z) - y z
+
+(``v_t`` masks padding), whose minimiser is ``sigmoid(z_t) = P(y = 1 | turns 1..t)``: calibrated
+probabilities at every turn. Each ensemble head ``k`` minimises the same loss under Bayesian
+bootstrap weights ``w_{k,c} ~ Exp(1)`` per conversation ``c`` (Rubin, 1981), so the heads
+disagree where the data are thin: that disagreement is the uncertainty signal.
+
+A chunk of minibatches is one `jax.lax.scan`; a minibatch without any valid row (the padding at
+an epoch's end) leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from salesrl_jax.models.agent import previous_predictions
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.train.hyperparams import Hyperparams
+from salesrl_jax.train.state import TrainState
+
+
+class SupervisedBatch(NamedTuple):
+    """One packed minibatch (``[N]`` rows) on device."""
+
+    inputs: TurnInputs
+    labels: jnp.ndarray  # [N] float32
+    segment: jnp.ndarray  # [N] int32 conversation slot
+
+
+class SupervisedMetrics(NamedTuple):
+    loss: jnp.ndarray
+    policy_bce: jnp.ndarray
+    ensemble_bce: jnp.ndarray
+    turns: jnp.ndarray  # valid rows in the minibatch
+    grad_norm: jnp.ndarray
+
+
+def masked_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
+
+
+def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: SupervisedBatch, hp: Hyperparams,
+                    key: jnp.ndarray) -> tuple[jnp.ndarray, SupervisedMetrics]:
+    chex.assert_rank([batch.labels, batch.segment], 1)
+    agent = nnx.merge(graphdef, params)
+    valid = batch.inputs.valid.astype(jnp.float32)
+    prev = None
+    if agent.config.feed_prediction:
+        # Teacher forcing with the model's own previous predictions, from a first pass without gradient.
+        first = agent(batch.inputs, jnp.full(batch.labels.shape, 0.5))
+        prev = jax.lax.stop_gradient(previous_predictions(first.prediction, batch.inputs.starts))
+    out = agent(batch.inputs, prev)
+    policy_bce = masked_mean(optax.sigmoid_binary_cross_entropy(out.logit, batch.labels), valid)
+    ensemble_bce = jnp.zeros(())
+    k = out.ensemble_logits.shape[0]
+    if k:
+        weights = jax.random.exponential(key, (k, batch.labels.shape[0]))[:, batch.segment] * valid
+        bce = optax.sigmoid_binary_cross_entropy(out.ensemble_logits, batch.labels[None])
+        ensemble_bce = jnp.mean(jax.vmap(masked_mean)(bce, weights))
+    loss = policy_bce + hp.ensemble_weight * ensemble_bce
+    return loss, SupervisedMetrics(loss, policy_bce, ensemble_bce, jnp.sum(valid), jnp.zeros(()))
+
+
+def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation
+                     ) -> Callable[[TrainState, SupervisedBatch, Hyperparams], tuple[TrainState, SupervisedMetrics]]:
+    """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches."""
+    grad_fn = jax.value_and_grad(supervised_loss, has_aux=True)
+
+    def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
+        key, step_key = jax.random.split(state.key)
+        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        stepped = state.replace(params=params, opt_state=opt_state, step=state.step + 1, key=key)
+        # An all-padding minibatch must not move the optimizer (Adam would still step on momentum).
+        has_rows = metrics.turns > 0
+        new = jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), stepped, state.replace(key=key))
+        return new, metrics._replace(grad_norm=optax.global_norm(grads))
+
+    @jax.jit
+    def train_chunk(state: TrainState, batches: SupervisedBatch, hp: Hyperparams):
+        return jax.lax.scan(lambda s, b: train_step(s, b, hp), state, batches)
+
+    return train_chunk

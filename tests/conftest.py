@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny synthetic archive embedded into cached arrays, and tiny configs."""
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.models.config import ModelConfig
+from salesrl_jax.train.config import DataConfig, PPOConfig, PretrainConfig, TrainConfig
+
+TINY_DIM = 32
+
+# Tests build many small training runs whose programs are identical: a persistent compilation
+# cache (shared with the subprocesses the tests start) compiles each program once per session.
+_COMPILE_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                                       os.path.join(tempfile.gettempdir(), f"salesrl-jax-test-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory) -> Path:
+    from salesrl_jax.sim.config import SimulatorConfig
+    from salesrl_jax.sim.generate import generate
+
+    out = tmp_path_factory.mktemp("tiny") / "synthetic"
+    generate(SimulatorConfig(num_conversations=600, seed=11), out, fmt="parquet", workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_arrays(tiny_archive, tmp_path_factory) -> Path:
+    from salesrl_jax.arrays.build import embed_archive
+
+    out = tmp_path_factory.mktemp("tiny-arrays") / "arrays"
+    embed_archive(tiny_archive, out, EmbedderConfig(dim=TINY_DIM), chunk_conversations=300, workers=1)
+    return out
+
+
+def tiny_model(**overrides) -> ModelConfig:
+    base = dict(turn_dim=16, state_dim=16, hidden_dim=32, head_hidden=8, ensemble_size=3)
+    return ModelConfig(**{**base, **overrides})
+
+
+def tiny_config(arrays: Path, **overrides) -> TrainConfig:
+    config = TrainConfig(
+        name="tiny", seed=0, embedder=EmbedderConfig(dim=TINY_DIM),
+        data=DataConfig(train=arrays, valid_fraction=0.2),
+        model=tiny_model(),
+        pretrain=PretrainConfig(epochs=6, rows_per_minibatch=128, chunk_minibatches=8, learning_rate=3e-3),
+        ppo=PPOConfig(updates=4, conversations_per_update=64, max_turns=27, epochs=2, minibatches=2,
+                      learning_rate=1e-4),
+        checkpoint_every=100, eval_rows_per_minibatch=512,
+    )
+    return dataclasses.replace(config, **overrides)

@@ -1,0 +1,110 @@
+"""The model: shapes, masking, causality, incremental == batch, the policy distribution."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from salesrl_jax.features.turn_features import FEATURE_NAMES
+from salesrl_jax.models import ModelConfig, SalesAgent, TurnInputs
+from tests.conftest import tiny_model
+
+D, F = 24, len(FEATURE_NAMES)
+
+
+def flat_batch(lengths, pad=0, seed=0):
+    rng = np.random.default_rng(seed)
+    n = sum(lengths) + pad
+    starts = np.zeros(n, bool)
+    starts[np.cumsum([0] + list(lengths[:-1]))] = True
+    features = rng.normal(size=(n, F)).astype(np.float32)
+    features[:, 0] = rng.integers(0, 2, n)
+    return TurnInputs(jnp.asarray(rng.normal(size=(n, D)), jnp.float32), jnp.asarray(features), jnp.asarray(starts),
+                      jnp.asarray(np.arange(n) < sum(lengths)))
+
+
+CONFIGS = {
+    "weighted": tiny_model(),
+    "mean": tiny_model(history="mean"),
+    "none": tiny_model(history="none", ensemble_size=0),
+    "feed_prediction": tiny_model(feed_prediction=True, speaker_pools=False),
+    "text_only": tiny_model(use_features=False, use_engagement=False, use_position=False, learned_importance=False),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shapes_and_padding_do_not_leak(name):
+    agent = SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(0))
+    predict = jax.jit(lambda x: agent.predict(x))
+    inputs = flat_batch([3, 5, 2], pad=4)
+    out = predict(inputs)
+    k = CONFIGS[name].ensemble_size
+    assert out.prediction.shape == (14,) and out.value.shape == (14,) and out.ensemble_logits.shape == (k, 14)
+    assert out.uncertainty.shape == (14,) and bool(jnp.all((out.prediction > 0) & (out.prediction < 1)))
+    # Garbage in the padding rows changes nothing in the real rows.
+    noisy = inputs.replace(embeddings=inputs.embeddings.at[10:].set(1e3), features=inputs.features.at[10:].set(-7.0))
+    np.testing.assert_allclose(predict(noisy).prediction[:10], out.prediction[:10], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_changing_turn_t_plus_1_leaves_turns_1_to_t_unchanged(name):
+    agent = SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(1))
+    predict = jax.jit(lambda x: agent.predict(x))
+    inputs = flat_batch([6, 4])
+    base = predict(inputs)
+    for t in range(1, 6):  # change turn t+1 (row t) of the first conversation and everything after it
+        changed = inputs.replace(embeddings=inputs.embeddings.at[t:6].multiply(-3.0),
+                                 features=inputs.features.at[t:6].add(2.0))
+        out = predict(changed)
+        np.testing.assert_array_equal(out.prediction[:t], base.prediction[:t])
+        np.testing.assert_array_equal(out.ensemble_logits[:, :t], base.ensemble_logits[:, :t])
+        assert not np.allclose(out.prediction[t:6], base.prediction[t:6])
+        np.testing.assert_allclose(out.prediction[6:], base.prediction[6:], rtol=1e-6, atol=1e-7)  # other conversation
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_incremental_equals_batch(name):
+    agent = SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(2))
+    lengths = [7, 1, 4]
+    inputs = flat_batch(lengths)
+    batch = agent.predict(inputs)  # eager here: the incremental side is jitted, so both paths are covered
+    step = jax.jit(lambda carry, e, f, p: agent.step(carry, e, f, p))
+    row = 0
+    for n in lengths:
+        carry, prev = agent.encoder.init_carry(), jnp.asarray(0.5)
+        for _ in range(n):
+            carry, out = step(carry, inputs.embeddings[row], inputs.features[row], prev)
+            prev = out.prediction
+            np.testing.assert_allclose(out.prediction, batch.prediction[row], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out.uncertainty, batch.uncertainty[row], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(out.value, batch.value[row], rtol=1e-5, atol=1e-5)
+            row += 1
+
+
+def test_policy_is_a_beta_whose_mean_is_the_prediction():
+    agent = SalesAgent(tiny_model(), D, rngs=nnx.Rngs(3))
+    out = agent(flat_batch([4]))
+    policy = out.policy()
+    np.testing.assert_allclose(policy.mean(), out.prediction, rtol=1e-5)
+    samples = policy.sample(seed=jax.random.PRNGKey(0), sample_shape=(4000,))
+    np.testing.assert_allclose(samples.mean(0), out.prediction, atol=0.02)
+    assert bool(jnp.all(out.concentration >= tiny_model().min_concentration))
+
+
+def test_ensemble_heads_are_independent_and_stacked():
+    agent = SalesAgent(tiny_model(), D, rngs=nnx.Rngs(4))
+    kernel = agent.ensemble.heads.hidden.kernel[...]
+    assert kernel.shape == (3, 16, 8)
+    assert not np.allclose(kernel[0], kernel[1])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(history="weighted", decay_half_lives=()), "at least one half-life"),
+    (dict(decay_half_lives=(1.0, -2.0)), "positive"),
+    (dict(state_dim=0), "state_dim"),
+    (dict(ensemble_size=-1), "ensemble_size"),
+])
+def test_model_config_validation(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**bad)

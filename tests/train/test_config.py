@@ -1,0 +1,73 @@
+"""Configs: files that import the default and override it, command-line overrides, clear validation errors."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from salesrl_jax.cli import main
+from salesrl_jax.train.config import PPOConfig, PretrainConfig, TrainConfig, load_config
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.py")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_config_loads_and_round_trips(path):
+    config = load_config(path)
+    assert isinstance(config, TrainConfig)
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+
+
+def test_ablations_change_only_what_they_say():
+    default = load_config(CONFIGS / "default.py")
+    no_history = load_config(CONFIGS / "ablations" / "no_history.py")
+    assert no_history.model == dataclasses.replace(default.model, history="none")
+    assert no_history.pretrain == default.pretrain and no_history.ppo == default.ppo
+    assert not load_config(CONFIGS / "ablations" / "supervised_only.py").ppo.enabled
+
+
+def test_command_line_overrides_a_config_file(tiny_arrays, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("salesrl_jax.cli.Train.run", lambda self: seen.setdefault("config", self.config))
+    main(["train", "--config", str(CONFIGS / "ablations" / "no_history.py"), "--model.ensemble-size", "2",
+          "--pretrain.epochs", "7", "--data.train", str(tiny_arrays), "--workdir", str(tmp_path)])
+    config = seen["config"]
+    assert config.model.history == "none" and config.model.ensemble_size == 2  # file, then override
+    assert config.pretrain.epochs == 7 and config.data.train == tiny_arrays and config.name == "no_history"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pretrain.epochs", "0"], "pretrain.epochs must be > 0"),
+    (["--ppo.conversations-per-update", "10", "--ppo.minibatches", "4"], "must be divisible"),
+    (["--pretrain.no-enabled", "--ppo.no-enabled"], "at least one of"),
+    (["--model.decay-half-lives", "2", "-1"], "positive"),
+    (["--data.valid-fraction", "1.5"], "valid_fraction"),
+])
+def test_invalid_settings_are_clear_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *argv])
+    # tyro draws its error in a box: compare the words, not the line breaks.
+    shown = " ".join((str(exit_info.value) + capsys.readouterr().err).replace("│", " ").split())
+    assert message in shown
+
+
+def test_missing_or_broken_config_files(tmp_path):
+    with pytest.raises(SystemExit, match="no such config file"):
+        main(["train", "--config", str(tmp_path / "absent.py")])
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = 1\n")
+    with pytest.raises(SystemExit, match="must define get_config"):
+        main(["train", "--config", str(broken)])
+
+
+def test_a_mismatched_embedding_space_is_refused(tiny_arrays, tmp_path):
+    with pytest.raises(SystemExit, match="holds hashing:.*embeddings but the config says"):
+        main(["train", "--data.train", str(tiny_arrays), "--embedder.dim", "64", "--workdir", str(tmp_path)])
+
+
+def test_numeric_fields_are_validated_in_their_dataclasses():
+    with pytest.raises(ValueError, match="learning_rate"):
+        PretrainConfig(learning_rate=0.0)
+    with pytest.raises(ValueError, match="max_turns"):
+        PPOConfig(max_turns=0)

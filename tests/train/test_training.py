@@ -1,0 +1,203 @@
+"""Training: jit == eager, no recompilation, an end-to-end run that learns, checkpoints and resumption."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from salesrl_jax.arrays import TurnArrays
+from salesrl_jax.eval import metrics
+from salesrl_jax.eval.predict import make_predict, predict_arrays
+from salesrl_jax.train import batches as batch_lib
+from salesrl_jax.train.checkpoint import TrainedModel
+from salesrl_jax.train.hyperparams import Hyperparams
+from salesrl_jax.train.loop import TrainingDiverged, _ppo_batch, _supervised_batch, train_and_evaluate
+from salesrl_jax.train.ppo import make_ppo_update, ppo_loss, rollout
+from salesrl_jax.train.state import adam_linear, adamw_schedule, create_agent, init_state
+from salesrl_jax.train.supervised import make_train_chunk, supervised_loss
+from tests.conftest import tiny_config
+
+
+def _first_chunk(arrays_path, config):
+    arrays = TurnArrays.open(arrays_path)
+    plan = batch_lib.epoch_plan(arrays, "train", 0.2, 0, 0, 0, config.pretrain.rows_per_minibatch,
+                                config.pretrain.chunk_minibatches)
+    host = batch_lib.gather_packed(arrays.part(plan[0].part), plan[0].minibatches, config.pretrain.rows_per_minibatch,
+                                   config.pretrain.chunk_minibatches)
+    return arrays, _supervised_batch(host)
+
+
+def test_packing_covers_every_training_turn_once(tiny_arrays):
+    arrays = TurnArrays.open(tiny_arrays)
+    plan = batch_lib.epoch_plan(arrays, "train", 0.2, 0, 0, 0, 256, 4)
+    seen = {}
+    for chunk in plan:
+        part = arrays.part(chunk.part)
+        host = batch_lib.gather_packed(part, chunk.minibatches, 256, 4)
+        assert host.valid.sum(1).max() <= 256 and host.starts.sum() == sum(len(m) for m in chunk.minibatches)
+        for m in range(4):
+            rows = host.index[m][host.valid[m]]
+            np.testing.assert_array_equal(host.features[m][host.valid[m]], np.asarray(part.features)[rows])
+            seen.setdefault(chunk.part, []).extend(rows.tolist())
+    for p, rows in seen.items():
+        part = arrays.part(p)
+        train = ~batch_lib.validation_mask(part.ids, 0.2, 0)
+        want = np.concatenate([np.arange(part.offsets[c], part.offsets[c + 1]) for c in np.flatnonzero(train)])
+        assert sorted(rows) == sorted(want.tolist())
+
+
+def test_supervised_loss_jit_equals_eager_and_compiles_once(tiny_arrays):
+    config = tiny_config(tiny_arrays)
+    arrays, batches = _first_chunk(tiny_arrays, config)
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    hp = Hyperparams.pretrain(config)
+    one = jax.tree.map(lambda x: x[0], batches)
+    key = jax.random.PRNGKey(0)
+    eager, _ = supervised_loss(params, graphdef, one, hp, key)
+    jitted, _ = jax.jit(supervised_loss, static_argnums=1)(params, graphdef, one, hp, key)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5)
+
+    optimizer = adamw_schedule(1e-3, 100, 1e-4, 1.0)
+    train_chunk = make_train_chunk(graphdef, optimizer)
+    state = init_state(params, optimizer, 0)
+    state, m = train_chunk(state, batches, hp)
+    assert train_chunk._cache_size() == 1
+    state, m = train_chunk(state, batches, hp.replace(ensemble_weight=jnp.asarray(0.5, jnp.float32)))  # new values, same program
+    assert train_chunk._cache_size() == 1
+    assert m.loss.shape == (config.pretrain.chunk_minibatches,) and np.all(np.isfinite(m.loss))
+
+
+def test_all_padding_minibatches_do_not_move_the_parameters(tiny_arrays):
+    config = tiny_config(tiny_arrays)
+    arrays, batches = _first_chunk(tiny_arrays, config)
+    empty = batches._replace(inputs=batches.inputs.replace(valid=jnp.zeros_like(batches.inputs.valid)))
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    optimizer = adamw_schedule(1e-3, 100, 1e-4, 1.0)
+    train_chunk = make_train_chunk(graphdef, optimizer)
+    state = init_state(params, optimizer, 0)
+    moved, _ = train_chunk(state, batches, Hyperparams.pretrain(config))
+    still, _ = train_chunk(moved, empty, Hyperparams.pretrain(config))
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), still.params, moved.params))
+    assert int(still.step) == int(moved.step)
+
+
+def test_ppo_update_jit_equals_eager_and_compiles_once(tiny_arrays):
+    config = tiny_config(tiny_arrays)
+    arrays = TurnArrays.open(tiny_arrays)
+    part = arrays.part(0)
+    host = batch_lib.gather_padded(part, np.arange(16), config.ppo.max_turns)
+    batch = _ppo_batch(host)
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    hp = Hyperparams.ppo(config)
+    from flax import nnx
+
+    roll = jax.jit(lambda p, b, k: rollout(nnx.merge(graphdef, p), b, hp, k, "brier"))(params, batch,
+                                                                                       jax.random.PRNGKey(1))
+    assert roll.action.shape == (16, config.ppo.max_turns)
+    eager, _ = ppo_loss(params, graphdef, batch, roll, hp)
+    jitted, _ = jax.jit(ppo_loss, static_argnums=1)(params, graphdef, batch, roll, hp)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-4)
+    # At the rollout's own parameters the ratio is 1: the surrogate is -mean(normalised advantage) = 0.
+    _, m = ppo_loss(params, graphdef, batch, roll, hp)
+    assert abs(float(m.policy_loss)) < 1e-5 and float(m.approx_kl) < 1e-6 and float(m.clip_fraction) == 0.0
+    optimizer = adam_linear(1e-4, 100, 0.5)
+    update = make_ppo_update(graphdef, optimizer, epochs=2, minibatches=2, reward_kind="brier")
+    state = init_state(params, optimizer, 0)
+    state, stats = update(state, batch, hp)
+    state, stats = update(state, batch, hp.replace(clip_eps=jnp.asarray(0.1, jnp.float32)))
+    assert update._cache_size() == 1
+    assert int(stats.env_steps) == int(host.valid.sum()) and np.isfinite(float(stats.train.loss))
+
+
+def test_end_to_end_run_beats_a_constant_predictor(tiny_arrays, tmp_path):
+    config = tiny_config(tiny_arrays)
+    result = train_and_evaluate(config, tmp_path / "run", progress=False)
+    arrays = TurnArrays.open(tiny_arrays)
+    model = TrainedModel.load(tmp_path / "run")
+    pred = predict_arrays(make_predict(model.graphdef), model.params, arrays, split="valid", valid_fraction=0.2,
+                          split_seed=0, rows=512)
+    last = pred.last
+    train_rate = np.mean([o for p in arrays.iter_parts() for o in np.asarray(p.outcome)])
+    constant = metrics.brier(np.full(last.sum(), train_rate), pred.outcome[last])
+    assert metrics.brier(pred.prediction[last], pred.outcome[last]) < constant - 0.03
+    assert metrics.roc_auc(pred.prediction[last], pred.outcome[last]) > 0.7
+    assert result.throughput["pretrain_turns_per_s"] > 0 and result.throughput["ppo_env_steps_per_s"] > 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["event"] for r in log} == {"pretrain", "ppo", "validation", "done"}
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["ensemble_size"] == 3 and model.config == config
+
+
+def _params_equal(a, b):
+    return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b))
+
+
+def test_interrupted_runs_resume_to_the_uninterrupted_result(tiny_arrays, tmp_path):
+    base = tiny_config(tiny_arrays, checkpoint_every=1)
+    config = dataclasses.replace(base, pretrain=dataclasses.replace(base.pretrain, epochs=2),
+                                 ppo=dataclasses.replace(base.ppo, updates=3))
+    straight = train_and_evaluate(config, tmp_path / "straight", progress=False)
+    # Stop twice: once mid-pretraining, once mid-PPO, resuming each time from the latest checkpoint.
+    for stop in (2, 6):
+        partial = train_and_evaluate(config, tmp_path / "resumed", progress=False, stop_after_chunks=stop)
+        assert partial.valid == {}
+    resumed = train_and_evaluate(config, tmp_path / "resumed", progress=False)
+    assert resumed.resumed_from is not None
+    assert resumed.valid == straight.valid
+    a, b = TrainedModel.load(tmp_path / "straight"), TrainedModel.load(tmp_path / "resumed")
+    assert _params_equal(a.params, b.params)
+    # The metrics log holds each step once.
+    seqs = [json.loads(line)["seq"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] in ("pretrain", "ppo")]
+    assert seqs == sorted(set(seqs))
+
+
+def test_kill_9_mid_training_then_resume(tiny_arrays, tmp_path):
+    config = tiny_config(tiny_arrays, checkpoint_every=1, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, enabled=False))
+    cfg_file = tmp_path / "tiny.py"
+    cfg_file.write_text(
+        "from salesrl_jax.train.config import TrainConfig\n"
+        f"RAW = {json.loads(config.to_json())!r}\n"
+        "def get_config():\n    return TrainConfig.from_dict(RAW)\n")
+    exe = str(Path(sys.executable).with_name("salesrl"))
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen([exe, "train", "--config", str(cfg_file), "--workdir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (log.exists() and log.read_text().count('"pretrain"') >= 3):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "result.json").exists()
+    done = subprocess.run([exe, "train", "--config", str(cfg_file), "--workdir", str(workdir)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed at" in done.stdout
+    straight = train_and_evaluate(config, tmp_path / "straight", progress=False)
+    assert json.loads((workdir / "result.json").read_text())["valid"] == pytest.approx(straight.valid, rel=1e-6)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_good_checkpoint(tiny_arrays, tmp_path):
+    config = tiny_config(tiny_arrays, checkpoint_every=1)
+    train_and_evaluate(config, tmp_path / "run", progress=False, stop_after_chunks=2)
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "latest").iterdir())
+    exploding = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, learning_rate=1e30))
+    with pytest.raises(TrainingDiverged, match=r"at pretrain epoch 1, chunk \d+"):
+        train_and_evaluate(exploding, tmp_path / "boom", progress=False)
+    assert not (tmp_path / "boom" / "result.json").exists()
+    # A different config in the same workdir is refused rather than mixed.
+    with pytest.raises(ValueError, match="different config"):
+        train_and_evaluate(exploding, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "latest").iterdir()) == before
