@@ -270,6 +270,71 @@ class Evaluate:
 
 
 @dataclasses.dataclass
+class Score:
+    """Score every turn of a transcript archive (JSONL / CSV / Parquet, any size): per-turn probabilities and
+    uncertainty, plus a per-conversation summary. Resumable after a kill; a no-op when done."""
+
+    model: Path
+    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    input: Path
+    """Archive file or directory of shards."""
+    output: Path
+    """Per-turn output (.jsonl or .parquet); the summary goes beside it as *.conversations.<ext>."""
+    quantized: bool = False
+    """Run the int8 model (int8 x int8 -> int32 matmuls)."""
+    chunk_conversations: int = 2_000
+    """Conversations per chunk: the unit of resumption."""
+    workers: int = 0
+    """Embedding worker processes (0 = one per core)."""
+    cache: Path | None = None
+    """SQLite embedding cache (recommended with API embedders)."""
+    strict: bool = False
+    """Fail on the first bad record instead of setting it aside."""
+
+    def run(self) -> None:
+        from salesrl_jax.data.validation import BadRecordError
+        from salesrl_jax.infer.archive import score_archive
+
+        with _progress(_expected_turns(self.input), "turn", "score") as bar:
+            try:
+                result = score_archive(self.model, self.input, self.output, quantized=self.quantized,
+                                       chunk_conversations=self.chunk_conversations, workers=self.workers or None,
+                                       cache_path=self.cache, strict=self.strict, progress=bar.update)
+            except BadRecordError as err:
+                raise SystemExit(f"error: {err} (--strict)") from None
+        if result.up_to_date:
+            print(f"{self.output}: already scored with this model and input; nothing to do")
+        else:
+            reused = f" ({result.chunks_reused} chunks reused from an interrupted run)" if result.chunks_reused else ""
+            print(f"scored {result.conversations:,} conversations, {result.turns:,} turns{reused}")
+        print(f"per turn          {result.outputs['turns']}")
+        print(f"per conversation  {result.outputs['conversations']}")
+        print(f"rejected          {result.rejected:,}" + (f" (reasons in {result.outputs['rejects']})"
+                                                          if result.rejected else ""))
+        if result.cache is not None:
+            print(result.cache)
+
+
+@dataclasses.dataclass
+class Quantize:
+    """Quantize a trained model to int8 (per-output-channel symmetric weights) and save it beside the float one."""
+
+    model: Path
+    """Run directory of `salesrl train`."""
+
+    def run(self) -> None:
+        from salesrl_jax.infer.quantize import QUANTIZED_DIR, quantize_params, save_quantized, tree_bytes
+        from salesrl_jax.train.checkpoint import TrainedModel
+
+        model = TrainedModel.load(self.model)
+        _, q_params = quantize_params(model.params, model.config.model, model.identity.dim)
+        path = save_quantized(model.directory.parent.parent / QUANTIZED_DIR
+                              if model.directory.parent.name == "checkpoints" else self.model / QUANTIZED_DIR, q_params)
+        print(f"wrote {path}: {tree_bytes(q_params) / 1e6:.2f} MB of parameters "
+              f"(float32: {tree_bytes(model.params) / 1e6:.2f} MB, {tree_bytes(model.params) / tree_bytes(q_params):.1f}x)")
+
+
+@dataclasses.dataclass
 class Demo:
     """The whole pipeline on embedded defaults, offline: generate synthetic train and test archives, validate,
     embed, train a small model (supervised + PPO), and evaluate it against the simulator's oracle."""
@@ -292,7 +357,7 @@ class Demo:
         from salesrl_jax.train.checkpoint import TrainedModel
         from salesrl_jax.train.loop import train_and_evaluate
 
-        steps = 5
+        steps = 6
         train_data, test_data = self.workdir / "synthetic", self.workdir / "synthetic-test"
         num_test = max(self.num_conversations // 4, 100)
         print(f"[1/{steps}] generate {self.num_conversations} training and {num_test} test conversations "
@@ -337,6 +402,23 @@ class Demo:
         print(format_tables(evaluation_tables(pred)))
         print(f"\nreport with plots: {report}")
 
+        from salesrl_jax.data.writers import write_conversations
+        from salesrl_jax.infer.archive import score_archive
+
+        transcripts = self.workdir / "transcripts.jsonl"
+        write_conversations(transcripts, ArchiveReader(test_data))
+        scores = self.workdir / "scores.jsonl"
+        print(f"\n[6/{steps}] score raw transcripts {transcripts} with the int8 model -> {scores}")
+        scored = score_archive(run_dir, transcripts, scores, quantized=True)
+        print(f"scored {scored.conversations:,} conversations, {scored.turns:,} turns; per conversation: "
+              f"{scored.outputs['conversations']}")
+        summary = json.loads(scored.outputs["conversations"].read_text().splitlines()[0])
+        conversation = next(iter(ArchiveReader(test_data)))
+        print(f"\n{summary['conversation_id']} turn by turn (P(sale) after each turn; outcome {summary['outcome']}):")
+        for index, (turn, prob) in enumerate(zip(conversation.turns, summary["trajectory"])):
+            print(f"  {index + 1:>2} {turn.speaker:<8} P(sale) {prob:.2f}  oracle {turn.oracle_prob:.2f}  "
+                  f"{turn.text[:70]}")
+
 
 def _command_type(train_default: Train):
     return Union[
@@ -345,6 +427,8 @@ def _command_type(train_default: Train):
         Annotated[Embed, tyro.conf.subcommand("embed")],
         Annotated[Train, tyro.conf.subcommand("train", default=train_default)],
         Annotated[Evaluate, tyro.conf.subcommand("evaluate")],
+        Annotated[Score, tyro.conf.subcommand("score")],
+        Annotated[Quantize, tyro.conf.subcommand("quantize")],
         Annotated[Convert, tyro.conf.subcommand("convert")],
     ]
 

@@ -56,3 +56,13 @@ def tiny_config(arrays: Path, **overrides) -> TrainConfig:
         checkpoint_every=100, eval_rows_per_minibatch=512,
     )
     return dataclasses.replace(config, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_arrays, tmp_path_factory) -> Path:
+    """A tiny model trained on the tiny arrays (supervised, then a few PPO updates)."""
+    from salesrl_jax.train.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("tiny-model") / "run"
+    train_and_evaluate(tiny_config(tiny_arrays), workdir, progress=False)
+    return workdir

@@ -14,7 +14,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "persuasionforgood"
 
 
 @pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"], ["embed"],
-                                  ["train"], ["evaluate"]])
+                                  ["train"], ["evaluate"], ["score"], ["quantize"]])
 def test_help_documents_every_subcommand(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
@@ -34,6 +34,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "embedder          hashing:" in out.stdout and (tmp_path / "arrays" / "manifest.json").exists()
     assert "**Last turn**" in out.stdout and "oracle auc" in out.stdout  # the model's evaluation table
     assert (tmp_path / "model" / "eval-test" / "reliability.png").stat().st_size > 1000
+    assert "turn by turn (P(sale) after each turn" in out.stdout and (tmp_path / "scores.jsonl").exists()
 
 
 def test_convert_persuasionforgood(tmp_path, capsys):

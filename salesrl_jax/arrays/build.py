@@ -83,7 +83,8 @@ def encode_conversations(conversations: Sequence[Conversation], embed: Callable[
 _WORKER: dict = {}
 
 
-def _init_worker(embedder: EmbedderConfig, cache_path: str | None) -> None:
+def init_embed_worker(embedder: EmbedderConfig, cache_path: str | None) -> None:
+    """Pool initializer (also used in-process): build this process's embedder once, behind the cache if any."""
     from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
 
     built = embedder.build()
@@ -92,8 +93,16 @@ def _init_worker(embedder: EmbedderConfig, cache_path: str | None) -> None:
     _WORKER["embedder"] = built
 
 
+def worker_embedder():
+    return _WORKER["embedder"]
+
+
+def clear_embed_worker() -> None:
+    _WORKER.clear()
+
+
 def _write_part(index: int, conversations: list[Conversation], out: str, dtype: str) -> tuple[int, int, int, int]:
-    embedder = _WORKER["embedder"]
+    embedder = worker_embedder()
     before = dataclasses.replace(embedder.stats) if hasattr(embedder, "stats") else CacheStats()
     part = encode_conversations(conversations, embedder.embed, dtype)
     part.save(Path(out) / part_name(index))
@@ -207,10 +216,10 @@ def embed_archive(
     with RejectSink(out / "rejects.jsonl") as rejects:
         reader = ArchiveReader(data, rejects=rejects)
         if workers == 1:
-            _init_worker(embedder, cache)
+            init_embed_worker(embedder, cache)
             pool = None
         else:
-            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (embedder, cache))
+            pool = multiprocessing.get_context("spawn").Pool(workers, init_embed_worker, (embedder, cache))
         try:
             pending: collections.deque = collections.deque()
             for index, chunk in enumerate(_chunks(reader, chunk_conversations)):
@@ -233,8 +242,8 @@ def embed_archive(
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        if "embedder" in _WORKER and pool is None:
-            _WORKER.clear()
+        if pool is None:
+            clear_embed_worker()
 
     manifest = _manifest(out, build, part_convs, part_turns, reader, data)
     tmp = out / (MANIFEST + ".tmp")

@@ -11,7 +11,7 @@ from flax import nnx
 
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.inputs import TurnInputs
-from salesrl_jax.train.batches import epoch_plan, gather_packed, validation_mask
+from salesrl_jax.train.batches import gather_packed, plan_packing, validation_mask
 
 
 @dataclasses.dataclass
@@ -45,22 +45,35 @@ def make_predict(graphdef: nnx.GraphDef) -> Callable:
     return predict
 
 
+def predict_part(predict: Callable, params, part, conversations: np.ndarray, rows: int,
+                 chunk_minibatches: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and uncertainties ``[part turns]`` for ``conversations`` of ``part`` (NaN elsewhere)."""
+    turn_pred = np.full(part.num_turns, np.nan, np.float32)
+    turn_unc = np.full(part.num_turns, np.nan, np.float32)
+    planned = plan_packing(part.lengths, conversations, rows)
+    for start in range(0, len(planned), chunk_minibatches):
+        minibatches = planned[start:start + chunk_minibatches]
+        batch = gather_packed(part, minibatches, rows, len(minibatches))
+        for m in range(len(minibatches)):
+            inputs = TurnInputs(batch.embeddings[m], batch.features[m], batch.starts[m], batch.valid[m])
+            pred, unc = predict(params, inputs)
+            keep = batch.index[m] >= 0
+            turn_pred[batch.index[m][keep]] = np.asarray(pred)[keep]
+            turn_unc[batch.index[m][keep]] = np.asarray(unc)[keep]
+    return turn_pred, turn_unc
+
+
 def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: str = "all", valid_fraction: float = 0.0,
                    split_seed: int = 0, rows: int = 4096, max_conversations: int | None = None) -> TurnPredictions:
     """Predict every turn of the chosen conversations (``split``: all / valid / train)."""
     if split == "all":
         valid_fraction = 0.0
         split = "train"  # with nothing held out, "train" is every labelled conversation
-    plan = epoch_plan(arrays, split, valid_fraction, split_seed, seed=0, epoch=0, rows=rows,
-                      chunk_minibatches=8, shuffle=False)
     columns: dict[str, list] = {k: [] for k in ("prediction", "uncertainty", "oracle", "outcome", "turn_index",
                                                 "length", "conversation")}
     ids: list[str] = []
     industries: list[str | None] = []
-    by_part: dict[int, list] = {}
-    for chunk in plan:
-        by_part.setdefault(chunk.part, []).append(chunk)
-    for p in sorted(by_part):
+    for p in range(len(arrays)):
         part = arrays.part(p)
         held_out = validation_mask(part.ids, valid_fraction, split_seed)
         chosen = np.flatnonzero((held_out if split == "valid" else ~held_out) & (np.asarray(part.outcome) >= 0))
@@ -68,16 +81,7 @@ def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: str 
             chosen = chosen[:max(max_conversations - len(ids), 0)]
         if not len(chosen):
             continue
-        turn_pred = np.full(part.num_turns, np.nan, np.float32)
-        turn_unc = np.full(part.num_turns, np.nan, np.float32)
-        for chunk in by_part[p]:
-            batch = gather_packed(part, chunk.minibatches, rows, len(chunk.minibatches))
-            for m in range(len(chunk.minibatches)):
-                inputs = TurnInputs(batch.embeddings[m], batch.features[m], batch.starts[m], batch.valid[m])
-                pred, unc = predict(params, inputs)
-                keep = batch.index[m] >= 0
-                turn_pred[batch.index[m][keep]] = np.asarray(pred)[keep]
-                turn_unc[batch.index[m][keep]] = np.asarray(unc)[keep]
+        turn_pred, turn_unc = predict_part(predict, params, part, chosen, rows)
         offsets = np.asarray(part.offsets)
         rows_of = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen])
         lengths = offsets[chosen + 1] - offsets[chosen]

@@ -38,13 +38,16 @@ class AgentOutput:
 
 
 class SalesAgent(nnx.Module):
-    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs):
+    """``quantized=True`` builds the int8 inference form (wide layers int8, narrow output layers float)."""
+
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: bool = False):
         self.config = config
-        self.encoder = StateEncoder(config, embed_dim, rngs=rngs)
+        self.encoder = StateEncoder(config, embed_dim, rngs=rngs, quantized=quantized)
         self.policy = PolicyHead(config.state_dim, config.min_concentration, rngs=rngs)
-        self.value = MLPHead(config.state_dim, config.head_hidden, rngs=rngs)
+        self.value = MLPHead(config.state_dim, config.head_hidden, rngs=rngs, quantized=quantized)
         if config.ensemble_size:
-            self.ensemble = EnsembleHeads(config.state_dim, config.head_hidden, config.ensemble_size, rngs=rngs)
+            self.ensemble = EnsembleHeads(config.state_dim, config.head_hidden, config.ensemble_size, rngs=rngs,
+                                          quantized=quantized)
 
     def heads(self, state: jnp.ndarray) -> AgentOutput:
         logit, concentration = self.policy(state)

@@ -33,6 +33,7 @@ from flax import nnx, struct
 from salesrl_jax.features.turn_features import FEATURE_GROUPS, FEATURE_NAMES
 from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.layers import Dense
 
 IMPORTANCE_BOUND = 3.0  # c above: exp(s) stays within [e^-3, e^3], so no turn can swamp the pools
 _CUSTOMER = FEATURE_NAMES.index("is_customer")
@@ -61,14 +62,15 @@ def _pool_combine(earlier, later):
 
 
 class StateEncoder(nnx.Module):
-    """See the module docstring. ``embed_dim`` is the embedding size of the cached arrays."""
+    """See the module docstring. ``embed_dim`` is the embedding size of the cached arrays; ``quantized``
+    builds the int8 inference form of the wide layers (see `salesrl_jax.models.layers`)."""
 
-    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: bool = False):
         self.config = config
         self.embed_dim = embed_dim
         self.feature_index = tuple(int(i) for i in feature_selection(config))  # static: part of the graph
         h = config.turn_dim
-        self.project = nnx.Linear(embed_dim, h, rngs=rngs)
+        self.project = Dense(embed_dim, h, rngs=rngs, quantized=quantized)
         self.project_norm = nnx.LayerNorm(h, rngs=rngs)
         if config.history == "weighted":
             self.num_decays = len(config.decay_half_lives)
@@ -79,13 +81,12 @@ class StateEncoder(nnx.Module):
             self.num_decays = 1 if config.history == "mean" else 0
         self.num_groups = 2 if config.speaker_pools else 1
         if config.history == "weighted" and config.learned_importance:
-            self.importance = nnx.Linear(h + len(FEATURE_NAMES), 1, rngs=rngs,
-                                         kernel_init=nnx.initializers.zeros_init())
+            self.importance = Dense(h + len(FEATURE_NAMES), 1, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
         context_dim = h * (1 + self.num_decays * self.num_groups) + len(self.feature_index)
         context_dim += int(config.feed_prediction)
-        self.hidden = nnx.Linear(context_dim, config.hidden_dim, rngs=rngs)
+        self.hidden = Dense(context_dim, config.hidden_dim, rngs=rngs, quantized=quantized)
         self.hidden_norm = nnx.LayerNorm(config.hidden_dim, rngs=rngs)
-        self.out = nnx.Linear(config.hidden_dim, config.state_dim, rngs=rngs)
+        self.out = Dense(config.hidden_dim, config.state_dim, rngs=rngs, quantized=quantized)
 
     # --- pieces shared by both forms -------------------------------------------------------
 

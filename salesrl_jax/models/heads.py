@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from salesrl_jax.models.layers import Dense
+
 
 def beta_policy(logit: jnp.ndarray, concentration: jnp.ndarray) -> distrax.Beta:
     """Beta with mean ``sigmoid(logit)`` and ``alpha + beta = concentration``:
@@ -21,7 +23,7 @@ class PolicyHead(nnx.Module):
 
     def __init__(self, state_dim: int, min_concentration: float, *, rngs: nnx.Rngs):
         self.min_concentration = min_concentration
-        self.linear = nnx.Linear(state_dim, 2, rngs=rngs)
+        self.linear = Dense(state_dim, 2, rngs=rngs)
 
     def __call__(self, state: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         raw = self.linear(state)
@@ -32,9 +34,9 @@ class PolicyHead(nnx.Module):
 class MLPHead(nnx.Module):
     """state ``[..., S]`` -> scalar ``[...]`` through one hidden layer."""
 
-    def __init__(self, state_dim: int, hidden: int, *, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(state_dim, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, 1, rngs=rngs)
+    def __init__(self, state_dim: int, hidden: int, *, rngs: nnx.Rngs, quantized: bool = False):
+        self.hidden = Dense(state_dim, hidden, rngs=rngs, quantized=quantized)
+        self.out = Dense(hidden, 1, rngs=rngs)
 
     def __call__(self, state: jnp.ndarray) -> jnp.ndarray:
         return self.out(jax.nn.gelu(self.hidden(state)))[..., 0]
@@ -43,13 +45,13 @@ class MLPHead(nnx.Module):
 class EnsembleHeads(nnx.Module):
     """``K`` independent `MLPHead` logit heads with stacked parameters, built with ``nnx.vmap``."""
 
-    def __init__(self, state_dim: int, hidden: int, size: int, *, rngs: nnx.Rngs):
+    def __init__(self, state_dim: int, hidden: int, size: int, *, rngs: nnx.Rngs, quantized: bool = False):
         self.size = size
 
         @nnx.split_rngs(splits=size)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def create(rngs: nnx.Rngs) -> MLPHead:
-            return MLPHead(state_dim, hidden, rngs=rngs)
+            return MLPHead(state_dim, hidden, rngs=rngs, quantized=quantized)
 
         self.heads = create(rngs)
 

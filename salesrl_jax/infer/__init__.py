@@ -1,0 +1,1 @@
+"""Inference: int8 quantization, the streaming scorer, batch scoring of transcript archives."""

@@ -1,0 +1,266 @@
+"""``salesrl score``: batch scoring of transcript archives of any size, resumable, exactly once.
+
+The archive is streamed in chunks of ``chunk_conversations``. Worker processes embed (through
+the cache, if one is given) and featurise chunk ``i + 1`` while this process predicts chunk ``i``
+with the jitted packed-batch model (int8 x int8 when ``quantized``), so both cores work. Each
+chunk's outputs are written as part files, atomically; a rerun after a kill skips the parts that
+exist; when all are done they are joined, in order, into the outputs (atomically too) and the
+parts are removed. Chunking depends only on the archive, so a resumed run's outputs are
+byte-identical to an uninterrupted run's (tested).
+
+Outputs (the format follows OUTPUT's extension, ``.jsonl`` or ``.parquet``):
+
+* ``OUTPUT``: one row per turn: conversation_id, turn_index, speaker, probability, uncertainty;
+* ``OUTPUT`` with ``.conversations`` before the extension: one row per conversation: turns,
+  final probability and uncertainty, peak probability and its turn, the whole trajectory, and
+  the outcome when the archive has one;
+* ``OUTPUT`` with ``.rejects.jsonl``: bad records, with file, location, id, field and reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from salesrl_jax.arrays.build import (archive_hash, clear_embed_worker, encode_conversations, init_embed_worker,
+                                      worker_embedder)
+from salesrl_jax.arrays.store import Part
+from salesrl_jax.data.readers import ArchiveReader, RejectSink
+from salesrl_jax.data.records import Conversation
+from salesrl_jax.embed.cache import CacheStats
+from salesrl_jax.embed.config import EmbedderConfig
+
+TURN_COLUMNS = ("conversation_id", "turn_index", "speaker", "probability", "uncertainty")
+
+
+def output_paths(output: Path) -> dict[str, Path]:
+    name = output.name
+    for ext in (".jsonl", ".parquet"):
+        if name.endswith(ext):
+            stem = name[: -len(ext)]
+            return {"turns": output, "conversations": output.with_name(f"{stem}.conversations{ext}"),
+                    "rejects": output.with_name(f"{stem}.rejects.jsonl"), "done": output.with_name(f"{stem}.done.json"),
+                    "parts": output.with_name(f"{stem}.parts"), "ext": Path(ext)}
+    raise ValueError(f"{output}: the output must end in .jsonl or .parquet")
+
+
+def score_records(part: Part, speakers: list[str], prediction: np.ndarray, uncertainty: np.ndarray,
+                  ) -> tuple[list[dict], list[dict]]:
+    """Per-turn and per-conversation rows of one scored part."""
+    turns, conversations = [], []
+    offsets = np.asarray(part.offsets)
+    for c, conv_id in enumerate(part.ids):
+        lo, hi = int(offsets[c]), int(offsets[c + 1])
+        probs = [round(float(p), 6) for p in prediction[lo:hi]]
+        uncs = [round(float(u), 6) for u in uncertainty[lo:hi]]
+        for t in range(hi - lo):
+            turns.append({"conversation_id": conv_id, "turn_index": t, "speaker": speakers[lo + t],
+                          "probability": probs[t], "uncertainty": uncs[t]})
+        peak = int(np.argmax(probs))
+        outcome = int(part.outcome[c])
+        conversations.append({"conversation_id": conv_id, "turns": hi - lo, "final_probability": probs[-1],
+                              "final_uncertainty": uncs[-1], "peak_probability": probs[peak], "peak_turn": peak,
+                              "trajectory": probs, "outcome": None if outcome < 0 else outcome})
+    return turns, conversations
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``path`` atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    else:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _join(parts: list[Path], out: Path) -> None:
+    """Concatenate part files, in order, into ``out`` atomically."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if out.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        writer = None
+        for part in parts:
+            table = pq.read_table(part)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+    else:
+        with open(tmp, "wb") as handle:
+            for part in parts:
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, handle)
+    os.replace(tmp, out)
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+def _encode_chunk(index: int, conversations: list[Conversation]) -> tuple[int, Part, list[str], tuple[int, int]]:
+    embedder = worker_embedder()
+    stats = getattr(embedder, "stats", None)
+    before = (stats.hits, stats.misses) if stats else (0, 0)
+    part = encode_conversations(conversations, embedder.embed, "float32")  # in memory only: keep full precision
+    speakers = [t.speaker for c in conversations for t in c.turns]
+    after = (stats.hits, stats.misses) if stats else (0, 0)
+    return index, part, speakers, (after[0] - before[0], after[1] - before[1])
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    outputs: dict[str, Path]
+    up_to_date: bool
+    conversations: int
+    turns: int
+    rejected: int
+    chunks_written: int
+    chunks_reused: int
+    cache: CacheStats | None
+
+
+def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathLike[str],
+                  output: str | os.PathLike[str], *, quantized: bool = False, chunk_conversations: int = 2_000,
+                  workers: int | None = None, cache_path: str | os.PathLike[str] | None = None,
+                  strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None
+                  ) -> ScoreResult:
+    """Score every turn of an archive with a trained model (see the module docstring)."""
+    from salesrl_jax.eval.predict import make_predict, predict_part
+    from salesrl_jax.features.turn_features import FEATURE_NAMES
+    from salesrl_jax.infer.quantize import quantize_params
+    from salesrl_jax.train.checkpoint import TrainedModel
+
+    paths = output_paths(Path(output))
+    model = TrainedModel.load(model_path)
+    embedder_config = model.config.embedder
+    identity = embedder_config.build().identity
+    model.require_compatible(identity, FEATURE_NAMES, f"the embedder of {model.directory}'s config")
+    run = {"input_sha256": archive_hash(input_path), "model": str(model.directory),
+           "model_params_sha256": _params_digest(model.params), "quantized": quantized,
+           "chunk_conversations": chunk_conversations, "strict": strict}
+    if paths["done"].exists() and json.loads(paths["done"].read_text()).get("run") == run:
+        done = json.loads(paths["done"].read_text())
+        return ScoreResult(paths, True, done["conversations"], done["turns"], done["rejected"], 0, 0, None)
+    parts_dir = paths["parts"]
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    run_file = parts_dir / "run.json"
+    if run_file.exists() and json.loads(run_file.read_text()) != run:
+        raise ValueError(f"{parts_dir} holds a partial run with other arguments (input, model or options); "
+                         "delete it or choose another --output")
+    run_file.write_text(json.dumps(run))
+    for stale in parts_dir.glob(".*.tmp-*"):
+        stale.unlink()
+
+    graphdef, params = model.graphdef, model.params
+    if quantized:
+        graphdef, params = quantize_params(params, model.config.model, model.identity.dim)
+    predict = make_predict(graphdef)
+    ext = str(paths["ext"])
+    workers = workers or os.cpu_count() or 1
+    cache = str(cache_path) if cache_path is not None else None
+    stats = CacheStats()
+    counts = {"conversations": 0, "turns": 0, "written": 0, "reused": 0}
+    part_files: list[tuple[Path, Path]] = []
+
+    def part_paths(index: int) -> tuple[Path, Path]:
+        return parts_dir / f"turns-{index:05d}{ext}", parts_dir / f"conversations-{index:05d}{ext}"
+
+    def finish(result) -> None:
+        index, part, speakers, (hits, misses) = result
+        stats.hits += hits
+        stats.misses += misses
+        prediction, uncertainty = predict_part(predict, params, part, np.arange(part.num_conversations), rows)
+        turns, conversations = score_records(part, speakers, prediction, uncertainty)
+        turn_path, conv_path = part_paths(index)
+        _write_rows(conv_path, conversations)
+        _write_rows(turn_path, turns)  # written last: its presence marks the chunk done
+        counts["written"] += 1
+        if progress:
+            progress(part.num_turns)
+
+    with RejectSink(paths["rejects"]) as rejects:
+        reader = ArchiveReader(input_path, strict=strict, rejects=rejects)
+        pool = None
+        if workers > 1:
+            pool = multiprocessing.get_context("spawn").Pool(workers, init_embed_worker, (embedder_config, cache))
+        else:
+            init_embed_worker(embedder_config, cache)
+        try:
+            pending: collections.deque = collections.deque()
+            chunk: list[Conversation] = []
+            index = 0
+
+            def dispatch(index: int, chunk: list[Conversation]) -> None:
+                counts["conversations"] += len(chunk)
+                counts["turns"] += sum(c.num_turns for c in chunk)
+                part_files.append(part_paths(index))
+                if part_paths(index)[0].exists() and part_paths(index)[1].exists():
+                    counts["reused"] += 1
+                    if progress:
+                        progress(sum(c.num_turns for c in chunk))
+                    return
+                if pool is None:
+                    finish(_encode_chunk(index, chunk))
+                    return
+                pending.append(pool.apply_async(_encode_chunk, (index, chunk)))
+                while len(pending) >= workers + 1:
+                    finish(pending.popleft().get())
+
+            for conv in reader:  # strict: the first bad record raises BadRecordError here
+                chunk.append(conv)
+                if len(chunk) == chunk_conversations:
+                    dispatch(index, chunk)
+                    chunk, index = [], index + 1
+            if chunk:
+                dispatch(index, chunk)
+            while pending:
+                finish(pending.popleft().get())
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            clear_embed_worker()
+
+    if not part_files:
+        raise ValueError(f"{input_path}: no valid conversations to score ({reader.stats.rejected} rejected; "
+                         f"reasons in {paths['rejects']})")
+    _join([t for t, _ in part_files], paths["turns"])
+    _join([c for _, c in part_files], paths["conversations"])
+    done = {"run": run, "conversations": counts["conversations"], "turns": counts["turns"],
+            "rejected": reader.stats.rejected}
+    _write_json(paths["done"], done)
+    shutil.rmtree(parts_dir)
+    return ScoreResult(paths, False, counts["conversations"], counts["turns"], reader.stats.rejected,
+                       counts["written"], counts["reused"], stats if cache is not None else None)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def _params_digest(params) -> str:
+    import jax
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,116 @@
+"""The real-time API: one session per live conversation, one call per new turn.
+
+    scorer = Scorer.load("runs/demo/model", quantized=True)
+    session = scorer.session()
+    score = session.add_turn("customer", "That sounds useful, how soon could we start?")
+    score.probability, score.uncertainty, score.turn_index
+
+A session carries the feature state and the encoder's pooled history (`EncoderCarry`) and updates
+both incrementally: the history is never re-encoded, and a turn reads turns 1..t only. Its
+outputs equal batch scoring of the same conversation to float tolerance (tested). Sessions are
+independent objects, so one process serves many conversations at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from salesrl_jax.data.records import Turn, normalize_speaker
+from salesrl_jax.embed.base import Embedder
+from salesrl_jax.features import turn_features
+from salesrl_jax.infer.quantize import QUANTIZED_DIR, dequantize_params, load_quantized, quantize_params
+from salesrl_jax.models.encoder import EncoderCarry
+from salesrl_jax.train.checkpoint import TrainedModel
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnScore:
+    turn_index: int  # 0-based index of the turn just added
+    probability: float  # P(sale | turns 1..t)
+    uncertainty: float  # ensemble disagreement (std of the heads' probabilities)
+
+
+class Scorer:
+    """A trained model plus the embedder it was trained with, ready to score turns one at a time."""
+
+    def __init__(self, model: TrainedModel, embedder: Embedder, *, quantized: bool = False):
+        model.require_compatible(embedder.identity, turn_features.FEATURE_NAMES, "the embedder in use")
+        self.model = model
+        self.embedder = embedder
+        self.quantized = quantized
+        params = model.params
+        if quantized:
+            # Batch-1 streaming runs the float graph on weights dequantized once, here: on XLA:CPU a
+            # per-call activation quantization costs more than an int8 matmul saves at batch 1.
+            saved = model.directory.parent.parent / QUANTIZED_DIR if model.directory.parent.name == "checkpoints" else None
+            if saved is not None and saved.exists():
+                _, q_params = load_quantized(saved, model.config.model, model.identity.dim)
+            else:
+                _, q_params = quantize_params(params, model.config.model, model.identity.dim)
+            params = dequantize_params(q_params, params)
+        self.params = params
+        graphdef = model.graphdef
+        self.feed_prediction = model.config.model.feed_prediction
+
+        @jax.jit
+        def step(params, carry: EncoderCarry, embedding, features, prev):
+            agent = nnx.merge(graphdef, params)
+            carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
+            return carry, out.prediction, out.uncertainty
+
+        self._step = step
+        self._initial_carry = nnx.merge(graphdef, params).encoder.init_carry()
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike[str], *, quantized: bool = False, embedder: Embedder | None = None,
+             cache: str | os.PathLike[str] | None = None) -> "Scorer":
+        """Load a run directory or checkpoint; the embedder defaults to the one in the model's config,
+        behind a SQLite embedding cache if ``cache`` is given."""
+        model = TrainedModel.load(checkpoint)
+        if embedder is None:
+            embedder = model.config.embedder.build()
+        if cache is not None:
+            from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
+
+            embedder = CachedEmbedder(embedder, EmbeddingCache(cache))
+        return cls(model, embedder, quantized=quantized)
+
+    def session(self) -> "ScoringSession":
+        return ScoringSession(self)
+
+    def score_embedded(self, session: "ScoringSession", embedding: np.ndarray, features: np.ndarray) -> TurnScore:
+        """Advance ``session`` by one turn whose embedding and features are already computed."""
+        carry, prob, unc = self._step(self.params, session.carry, embedding, features, session.prev_prediction)
+        prob, unc = float(prob), float(unc)
+        session.carry, session.prev_prediction = carry, prob
+        session.turn_index += 1
+        return TurnScore(session.turn_index - 1, prob, unc)
+
+
+class ScoringSession:
+    """The state of one live conversation."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self.features = turn_features.FeatureState()
+        self.carry: EncoderCarry = scorer._initial_carry
+        self.prev_prediction = 0.5
+        self.turn_index = 0
+
+    def add_turn(self, speaker: str, text: str, start_time: float | None = None,
+                 duration: float | None = None) -> TurnScore:
+        role = normalize_speaker(speaker)
+        if role is None:
+            raise ValueError(f"speaker {speaker!r} is neither the rep nor the customer")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        self.features, features = turn_features.step(self.features, Turn(role, text, start_time, duration))
+        embedding = self.scorer.embedder.embed([text])[0]
+        return self.scorer.score_embedded(self, embedding, features)

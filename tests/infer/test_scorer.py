@@ -1,0 +1,75 @@
+"""The streaming scorer: equal to batch scoring, incremental, refuses foreign embedding spaces."""
+
+import json
+
+import numpy as np
+import pytest
+
+from salesrl_jax.arrays import TurnArrays
+from salesrl_jax.data.readers import read_conversations
+from salesrl_jax.embed import EmbeddingSpaceMismatch, HashingEmbedder
+from salesrl_jax.eval.predict import make_predict, predict_arrays
+from salesrl_jax.data.writers import write_conversations
+from salesrl_jax.infer.archive import score_archive
+from salesrl_jax.infer.scorer import Scorer
+from salesrl_jax.train.checkpoint import TrainedModel
+
+
+def test_streaming_equals_batch_scoring(tiny_trained, tiny_arrays, tiny_archive, tmp_path):
+    conversations = list(read_conversations(tiny_archive))[:12]
+    write_conversations(tmp_path / "calls.jsonl", conversations)
+    scored = score_archive(tiny_trained, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1)
+    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    # The cached arrays hold float16 embeddings: the same model on them agrees to float16 rounding.
+    model = TrainedModel.load(tiny_trained)
+    cached = predict_arrays(make_predict(model.graphdef), model.params, TurnArrays.open(tiny_arrays), rows=512,
+                            max_conversations=12)
+    scorer = Scorer.load(tiny_trained)
+    # Interleave the conversations' turns, as a server with many live calls would see them.
+    sessions = [scorer.session() for _ in conversations]
+    streamed = {i: [] for i in range(len(conversations))}
+    for t in range(max(c.num_turns for c in conversations)):
+        for i, conv in enumerate(conversations):
+            if t < conv.num_turns:
+                turn = conv.turns[t]
+                score = sessions[i].add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+                assert score.turn_index == t
+                streamed[i].append((score.probability, score.uncertainty))
+    for i, conv in enumerate(conversations):
+        got = np.array(streamed[i])
+        batch = np.array([(r["probability"], r["uncertainty"]) for r in rows if r["conversation_id"] == conv.id])
+        np.testing.assert_allclose(got, batch, rtol=1e-5, atol=2e-6)  # outputs are rounded to 6 decimals
+        np.testing.assert_allclose(got[:, 0], cached.prediction[cached.conversation == i], atol=5e-4)
+
+
+def test_quantized_streaming_stays_close_to_float(tiny_trained, tiny_archive):
+    conv = next(iter(read_conversations(tiny_archive)))
+    exact, quant = Scorer.load(tiny_trained).session(), Scorer.load(tiny_trained, quantized=True).session()
+    for turn in conv.turns:
+        a = exact.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        b = quant.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        assert abs(a.probability - b.probability) < 0.02
+
+
+def test_a_foreign_embedding_space_is_refused(tiny_trained):
+    with pytest.raises(EmbeddingSpaceMismatch, match="was built with embeddings 'hashing:.*:32:"):
+        Scorer.load(tiny_trained, embedder=HashingEmbedder(dim=64))
+
+
+def test_bad_turns_are_clear_errors_and_leave_the_session_unchanged(tiny_trained):
+    session = Scorer.load(tiny_trained).session()
+    session.add_turn("rep", "Hi, thanks for taking the call.")
+    with pytest.raises(ValueError, match="neither the rep nor the customer"):
+        session.add_turn("narrator", "meanwhile")
+    with pytest.raises(ValueError, match="non-empty"):
+        session.add_turn("customer", "   ")
+    assert session.add_turn("customer", "Sure, what is this about?").turn_index == 1
+
+
+def test_cached_embeddings_are_reused(tiny_trained, tmp_path):
+    scorer = Scorer.load(tiny_trained, cache=tmp_path / "cache.sqlite")
+    for _ in range(2):
+        session = scorer.session()
+        session.add_turn("rep", "Hello there")
+        session.add_turn("customer", "Hi, what's the price?")
+    assert scorer.embedder.stats.hits == 2 and scorer.embedder.stats.misses == 2
