@@ -324,14 +324,78 @@ class Quantize:
 
     def run(self) -> None:
         from salesrl_jax.infer.quantize import QUANTIZED_DIR, quantize_params, save_quantized, tree_bytes
+        from salesrl_jax.infer.scorer import saved_quantized_dir
         from salesrl_jax.train.checkpoint import TrainedModel
 
         model = TrainedModel.load(self.model)
         _, q_params = quantize_params(model.params, model.config.model, model.identity.dim)
-        path = save_quantized(model.directory.parent.parent / QUANTIZED_DIR
-                              if model.directory.parent.name == "checkpoints" else self.model / QUANTIZED_DIR, q_params)
+        path = save_quantized(saved_quantized_dir(model) or self.model / QUANTIZED_DIR, q_params)
         print(f"wrote {path}: {tree_bytes(q_params) / 1e6:.2f} MB of parameters "
               f"(float32: {tree_bytes(model.params) / 1e6:.2f} MB, {tree_bytes(model.params) / tree_bytes(q_params):.1f}x)")
+
+
+BenchPart = Literal["batch", "stream", "loop", "train"]
+
+
+@dataclasses.dataclass
+class Bench:
+    """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
+    streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
+
+    parts: tuple[BenchPart, ...] = ("batch", "stream", "loop", "train")
+    """Which benchmarks to run."""
+    dims: tuple[int, ...] = (512, 3072)
+    """Embedding dimensions (512: the offline default; 3072: text-embedding-3-large)."""
+    batch_sizes: tuple[int, ...] = (1, 32, 1024, 16384)
+    """Batch sizes of the throughput table."""
+    min_seconds: float = 1.0
+    """Steady-state timing per measurement (after the compiling first call)."""
+    out: Path = Path("runs/bench.json")
+    """All numbers as JSON."""
+
+    def run(self) -> None:
+        from salesrl_jax.bench import inference, training
+        from salesrl_jax.bench.timing import matmul_peak_flops
+
+        results: dict = {"jax_devices": [str(d) for d in __import__("jax").devices()]}
+        if "batch" in self.parts:
+            rows = inference.batch_throughput(self.dims, self.batch_sizes, self.min_seconds)
+            results["batch"] = rows
+            print("batch scoring over cached arrays (turns/s; weights random, shapes of the default model)")
+            print("| dim | batch | float32 | int8 x int8 -> int32 | int8 / float32 |\n|---:|---:|---:|---:|---:|")
+            for r in rows:
+                print(f"| {r['dim']} | {r['batch']:,} | {r['float32_turns_per_s']:,.0f} | {r['int8_turns_per_s']:,.0f} "
+                      f"| {r['int8_over_float32']:.2f}x |")
+        if "stream" in self.parts:
+            rows = inference.streaming_latency()
+            results["stream"] = rows
+            print("\nstreaming scorer, one turn per call")
+            print("| case | p50 ms | p99 ms | turns/s |\n|---|---:|---:|---:|")
+            for r in rows:
+                print(f"| {r['case']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['turns_per_s']:,.0f} |")
+        if "loop" in self.parts:
+            r = inference.loop_baseline(max(self.dims))
+            results["loop"] = r
+            print(f"\nper-turn Python loop (the incumbent's way) vs batch {r['batch']}, {r['dim']}-d, same model:")
+            print(f"  loop {r['loop_turns_per_s']:,.0f} turns/s; batch float32 {r['batch_float32_turns_per_s']:,.0f} "
+                  f"({r['float32_speedup']:.1f}x); batch int8 {r['batch_int8_turns_per_s']:,.0f} "
+                  f"({r['int8_speedup']:.1f}x)")
+        if "train" in self.parts:
+            peak = matmul_peak_flops()
+            rows = training.training_throughput(self.dims, peak_flops=peak, min_seconds=max(self.min_seconds, 2.0))
+            results["matmul_peak_gflops"] = peak / 1e9
+            results["train"] = rows
+            print(f"\ntraining throughput (measured matmul peak {peak / 1e9:,.1f} GFLOP/s, 2048^3 float32)")
+            print("| dim | model | params | pretrain turns/s | GFLOP/s (% peak) | compile s | PPO env steps/s | "
+                  "GFLOP/s (% peak) | compile s |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+            for r in rows:
+                pre_f = f"{r.get('pretrain_gflops_per_s', float('nan')):.1f} ({r.get('pretrain_fraction_of_peak', float('nan')):.0%})"
+                ppo_f = f"{r.get('ppo_gflops_per_s', float('nan')):.1f} ({r.get('ppo_fraction_of_peak', float('nan')):.0%})"
+                print(f"| {r['dim']} | {r['model']} | {r['parameters']:,} | {r['pretrain_turns_per_s']:,.0f} | {pre_f} | "
+                      f"{r['pretrain_compile_s']:.1f} | {r['ppo_env_steps_per_s']:,.0f} | {ppo_f} | {r['ppo_compile_s']:.1f} |")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(results, indent=1))
+        print(f"\nall numbers: {self.out}")
 
 
 @dataclasses.dataclass
@@ -429,6 +493,7 @@ def _command_type(train_default: Train):
         Annotated[Evaluate, tyro.conf.subcommand("evaluate")],
         Annotated[Score, tyro.conf.subcommand("score")],
         Annotated[Quantize, tyro.conf.subcommand("quantize")],
+        Annotated[Bench, tyro.conf.subcommand("bench")],
         Annotated[Convert, tyro.conf.subcommand("convert")],
     ]
 

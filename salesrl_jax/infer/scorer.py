@@ -37,6 +37,13 @@ class TurnScore:
     uncertainty: float  # ensemble disagreement (std of the heads' probabilities)
 
 
+def saved_quantized_dir(model: TrainedModel) -> Path | None:
+    """Where `salesrl quantize` keeps a run's int8 parameters (``RUN/int8``), if the model came from a run."""
+    if model.directory is None or model.directory.parent.name != "checkpoints":
+        return None
+    return model.directory.parent.parent / QUANTIZED_DIR
+
+
 class Scorer:
     """A trained model plus the embedder it was trained with, ready to score turns one at a time."""
 
@@ -49,7 +56,7 @@ class Scorer:
         if quantized:
             # Batch-1 streaming runs the float graph on weights dequantized once, here: on XLA:CPU a
             # per-call activation quantization costs more than an int8 matmul saves at batch 1.
-            saved = model.directory.parent.parent / QUANTIZED_DIR if model.directory.parent.name == "checkpoints" else None
+            saved = saved_quantized_dir(model)
             if saved is not None and saved.exists():
                 _, q_params = load_quantized(saved, model.config.model, model.identity.dim)
             else:

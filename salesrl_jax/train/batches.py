@@ -1,9 +1,9 @@
 """From memory-mapped parts to device-ready batches: packed flat minibatches and padded ``[B, T]`` batches.
 
-Supervised training packs whole conversations, in a shuffled order, into minibatches of exactly
-``rows`` turn slots (the tail of each minibatch is padding, under 1% at the default size), so
-every minibatch has one shape and no compute is spent on per-conversation padding. PPO walks
-conversations turn by turn, so it gets padded ``[B, T]`` batches.
+Training packs whole conversations, in a shuffled order, into minibatches of exactly ``rows``
+turn slots (the tail of each minibatch is padding, under 1% at the default size), so every
+minibatch has one shape and no compute is spent on per-conversation padding. Supervised
+pretraining and PPO both use this layout.
 
 Only index plans are computed up front; embeddings are gathered from the memory-mapped part
 when a chunk is built, so RAM holds one chunk at a time whatever the cache's size.
@@ -12,7 +12,7 @@ when a chunk is built, so RAM holds one chunk at a time whatever the cache's siz
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,41 +117,27 @@ def epoch_plan(arrays: TurnArrays, split: str, valid_fraction: float, split_seed
     return plan
 
 
-class PaddedBatch(NamedTuple):
-    """Host arrays of ``B`` conversations padded to ``T`` turns (PPO)."""
-
-    embeddings: np.ndarray  # [B, T, D]
-    features: np.ndarray  # [B, T, F]
-    valid: np.ndarray  # [B, T] bool
-    labels: np.ndarray  # [B] float32 outcomes
-
-
-def gather_padded(part: Part, convs: np.ndarray, max_turns: int) -> PaddedBatch:
-    offsets = np.asarray(part.offsets)
-    lengths = offsets[convs + 1] - offsets[convs]
-    if len(convs) and lengths.max() > max_turns:
-        raise ValueError(f"a conversation has {int(lengths.max())} turns, more than ppo.max_turns={max_turns}")
-    t = np.arange(max_turns)
-    valid = t[None, :] < lengths[:, None]
-    rows = np.where(valid, offsets[convs][:, None] + t[None, :], 0)
-    flat = rows.reshape(-1)
-    order = np.argsort(flat, kind="stable")
-    embeddings = np.empty((flat.size, part.embeddings.shape[1]), dtype=part.embeddings.dtype)
-    embeddings[order] = part.embeddings[flat[order]]
-    embeddings[~valid.reshape(-1)] = 0
-    features = np.asarray(part.features)[flat]
-    features[~valid.reshape(-1)] = 0
-    return PaddedBatch(embeddings.reshape(len(convs), max_turns, -1), features.reshape(len(convs), max_turns, -1),
-                       valid, np.asarray(part.outcome)[convs].astype(np.float32))
-
-
-def iter_ppo_batches(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: int, epoch: int,
-                     conversations: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(part, conversation indices)`` of each full PPO batch of one pass over the training split."""
-    rng = np.random.default_rng([seed, 1_000_003, epoch])
-    for p in rng.permutation(len(arrays)):
-        part = arrays.part(int(p))
-        held_out = validation_mask(part.ids, valid_fraction, split_seed)
-        chosen = rng.permutation(np.flatnonzero(~held_out & (np.asarray(part.outcome) >= 0)))
-        for start in range(0, len(chosen) - conversations + 1, conversations):
-            yield int(p), chosen[start:start + conversations]
+def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: int, updates: int, rows: int,
+             minibatches: int) -> list[ChunkPlan]:
+    """The packed minibatches of every PPO update, fixed by the seed (indices only, no data read): passes over
+    the training split, parts and conversations shuffled per pass, ``minibatches`` full packs per update."""
+    plan: list[ChunkPlan] = []
+    epoch = 0
+    while len(plan) < updates:
+        before = len(plan)
+        rng = np.random.default_rng([seed, 1_000_003, epoch])
+        for p in rng.permutation(len(arrays)):
+            part = arrays.part(int(p))
+            held_out = validation_mask(part.ids, valid_fraction, split_seed)
+            chosen = rng.permutation(np.flatnonzero(~held_out & (np.asarray(part.outcome) >= 0)))
+            packs = plan_packing(part.lengths, chosen, rows)
+            for start in range(0, len(packs) - minibatches + 1, minibatches):
+                plan.append(ChunkPlan(int(p), packs[start:start + minibatches]))
+                if len(plan) == updates:
+                    return plan
+        if len(plan) == before:
+            raise ValueError(f"no part of {arrays.path} fills ppo.minibatches x ppo.rows_per_minibatch = "
+                             f"{minibatches} x {rows} turn slots with training conversations; lower them "
+                             "or embed with a larger --chunk-conversations")
+        epoch += 1
+    return plan

@@ -77,14 +77,12 @@ class PPOConfig:
     """Run this phase."""
     updates: int = 40
     """PPO updates (each: one rollout batch, then epochs x minibatches of gradient steps)."""
-    conversations_per_update: int = 512
-    """Conversations per rollout batch (each is one episode)."""
-    max_turns: int = 32
-    """Episodes are padded to this many turns (at least the longest conversation)."""
+    rows_per_minibatch: int = 2048
+    """Turn slots per packed minibatch (whole conversations, each one episode)."""
     epochs: int = 4
     """Passes over each rollout batch."""
     minibatches: int = 4
-    """Minibatches per pass (conversations are split, never their turns)."""
+    """Packed minibatches per rollout batch (so a batch holds minibatches x rows_per_minibatch turns)."""
     reward: Literal["brier", "log"] = "brier"
     """Scoring rule of the estimate a against the outcome y: brier 1 - (a - y)^2; log y log a + (1 - y) log(1 - a).
     Both are strictly proper: the best policy reports the true conditional probability."""
@@ -106,10 +104,7 @@ class PPOConfig:
     """The ensemble heads keep learning by cross-entropy on a stop-gradient state (they never train the encoder here)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "ppo", ("updates", "conversations_per_update", "max_turns", "epochs", "minibatches"))
-        if self.conversations_per_update % self.minibatches:
-            raise ValueError(f"ppo.conversations_per_update ({self.conversations_per_update}) must be divisible "
-                             f"by ppo.minibatches ({self.minibatches})")
+        _positive(self, "ppo", ("updates", "rows_per_minibatch", "epochs", "minibatches", "learning_rate"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,28 +55,9 @@ def _supervised_batch(host: batch_lib.PackedBatch) -> SupervisedBatch:
     return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(host.segment))
 
 
-def _ppo_batch(host: batch_lib.PaddedBatch) -> PPOBatch:
-    return PPOBatch(jnp.asarray(host.embeddings), jnp.asarray(host.features), jnp.asarray(host.valid),
-                    jnp.asarray(host.labels))
-
-
-def ppo_schedule(arrays: TurnArrays, config: TrainConfig) -> list[tuple[int, np.ndarray]]:
-    """The ``(part, conversations)`` of every PPO update, fixed by the seed (indices only, no data read)."""
-    plan: list[tuple[int, np.ndarray]] = []
-    epoch = 0
-    while len(plan) < config.ppo.updates:
-        before = len(plan)
-        for item in batch_lib.iter_ppo_batches(arrays, config.data.valid_fraction, config.data.split_seed,
-                                               config.seed, epoch, config.ppo.conversations_per_update):
-            plan.append(item)
-            if len(plan) == config.ppo.updates:
-                break
-        if len(plan) == before:
-            raise ValueError(f"no part of {arrays.path} holds ppo.conversations_per_update="
-                             f"{config.ppo.conversations_per_update} training conversations; lower it "
-                             "or embed with a larger --chunk-conversations")
-        epoch += 1
-    return plan
+def _ppo_batch(host: batch_lib.PackedBatch) -> PPOBatch:
+    supervised = _supervised_batch(host)
+    return PPOBatch(supervised.inputs, supervised.labels)
 
 
 @dataclasses.dataclass
@@ -282,16 +263,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
 
         # --- PPO fine-tuning -----------------------------------------------------------------
         if position["phase"] == "ppo":
-            update = make_ppo_update(graphdef, ppo_opt, epochs=ppo.epochs, minibatches=ppo.minibatches,
-                                     reward_kind=ppo.reward)
+            update = make_ppo_update(graphdef, ppo_opt, epochs=ppo.epochs, reward_kind=ppo.reward)
             hp = Hyperparams.ppo(config)
-            schedule = ppo_schedule(arrays, config)
+            schedule = batch_lib.ppo_plan(arrays, config.data.valid_fraction, config.data.split_seed, config.seed,
+                                          ppo.updates, ppo.rows_per_minibatch, ppo.minibatches)
             bar = tqdm(total=ppo.updates, initial=position["update"], unit="update", desc="ppo",
                        disable=None if progress else True, dynamic_ncols=True)
             meter, parts = _Meter(), _PartCache(arrays)
             for u in range(position["update"], ppo.updates):
-                part_index, convs = schedule[u]
-                host = batch_lib.gather_padded(parts.get(part_index), np.sort(convs), ppo.max_turns)
+                planned = schedule[u]
+                host = batch_lib.gather_packed(parts.get(planned.part), planned.minibatches, ppo.rows_per_minibatch,
+                                               ppo.minibatches)
                 (new_state, m), seconds = meter.timed(update, state, _ppo_batch(host), hp)
                 meter.add(float(m.env_steps), seconds)
                 _finite_or_raise({"loss": m.train.loss, "value_loss": m.train.value_loss},

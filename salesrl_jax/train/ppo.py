@@ -6,10 +6,12 @@ estimate ``a_t ~ Beta`` from the policy; the reward is a strictly proper scoring
 against the final outcome ``y`` (`scoring_reward`), so the return-maximising policy reports
 ``P(y = 1 | turns 1..t)``. The outcome is used only in the reward, never in the observation.
 
-One update (`make_ppo_update`) is one jitted function: rollout (vmapped over conversations, a
-`lax.scan` over turns when predictions feed back), GAE by a reverse `lax.scan`, then
-``epochs x minibatches`` of clipped-surrogate steps as nested scans (Schulman et al., 2017;
-the structure follows PureJaxRL).
+Episodes are packed end to end into minibatches of ``rows`` turn slots (whole conversations, no
+per-turn padding: with conversations of 3-27 turns, padding to the longest would waste ~3x).
+One update (`make_ppo_update`) is one jitted function: the rollout over every row at once (a scan
+over rows only when predictions feed back), GAE as a reverse associative scan over the packed
+rows, then ``epochs x minibatches`` of clipped-surrogate steps as nested scans (Schulman et al.,
+2017; the structure follows PureJaxRL).
 """
 
 from __future__ import annotations
@@ -80,17 +82,37 @@ def clipped_surrogate(log_prob: jnp.ndarray, old_log_prob: jnp.ndarray, advantag
     return -jnp.minimum(ratio * advantage, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantage)
 
 
-class PPOBatch(NamedTuple):
-    """Padded episodes ``[B, T]`` (features ``[B, T, F]``, embeddings ``[B, T, D]``), labels ``[B]``."""
+def gae_flat(rewards: jnp.ndarray, values: jnp.ndarray, dones: jnp.ndarray, gamma: jnp.ndarray,
+             lam: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`gae` for many episodes laid end to end in ``[N]`` rows (``d_n = 1`` on each episode's last row).
 
-    embeddings: jnp.ndarray
-    features: jnp.ndarray
-    valid: jnp.ndarray
-    labels: jnp.ndarray
+    The same recurrence, ``A_n = delta_n + gamma lambda (1 - d_n) A_{n+1}``, is linear in ``A``, so it
+    runs as a reverse `jax.lax.associative_scan` (log depth) instead of a sequential scan over rows.
+    """
+    chex.assert_rank([rewards, values, dones], 1)
+    not_done = 1.0 - dones.astype(rewards.dtype)
+    next_values = jnp.concatenate([values[1:], jnp.zeros((1,), values.dtype)])
+    delta = rewards + gamma * not_done * next_values - values
+    _, advantages = jax.lax.associative_scan(_linear_combine, (gamma * lam * not_done, delta), reverse=True)
+    return advantages, advantages + values
+
+
+def _linear_combine(earlier, later):
+    """Compose two steps of ``x -> a x + b`` (scan order)."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a1 * a2, a2 * b1 + b2
+
+
+class PPOBatch(NamedTuple):
+    """``M`` packed minibatches of ``rows`` turn slots: whole conversations laid end to end (no per-turn padding)."""
+
+    inputs: TurnInputs  # leaves [M, rows, ...]
+    labels: jnp.ndarray  # [M, rows] outcome of each row's conversation
 
 
 class Rollout(NamedTuple):
-    """What the rollout recorded, ``[B, T]``."""
+    """What the rollout recorded, ``[M, rows]``."""
 
     action: jnp.ndarray
     log_prob: jnp.ndarray
@@ -121,20 +143,17 @@ class UpdateMetrics(NamedTuple):
     train: PPOMetrics
 
 
-def _flat_inputs(batch: PPOBatch) -> TurnInputs:
-    b, t = batch.valid.shape
-    starts = jnp.broadcast_to(jnp.arange(t) == 0, (b, t))
-    return TurnInputs(batch.embeddings.reshape(b * t, -1), batch.features.reshape(b * t, -1),
-                      starts.reshape(-1), batch.valid.reshape(-1))
+def episode_ends(inputs: TurnInputs) -> jnp.ndarray:
+    """``[N]`` float: 1 on each conversation's last row (the next row starts another, or is padding) and on padding."""
+    next_starts = jnp.concatenate([inputs.starts[1:], jnp.ones((1,), bool)])
+    next_valid = jnp.concatenate([inputs.valid[1:], jnp.zeros((1,), bool)])
+    return (next_starts | ~next_valid | ~inputs.valid).astype(jnp.float32)
 
 
-def _contexts(agent: SalesAgent, batch: PPOBatch) -> jnp.ndarray:
-    b, t = batch.valid.shape
-    return agent.encoder.context(_flat_inputs(batch)).reshape(b, t, -1)
-
-
-def _policy_pass(agent: SalesAgent, context: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-    """States and heads for ``[B, T]`` contexts; with prediction feedback, a scan over turns."""
+def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ...]:
+    """States and policy heads for flat rows; with prediction feedback, a scan over rows that restarts at
+    each conversation (the policy mean of turn t is what turn t + 1 reads)."""
+    context = agent.encoder.context(inputs)
     if not agent.config.feed_prediction:
         state = agent.encoder.state(context)
         logit, concentration = agent.policy(state)
@@ -142,41 +161,48 @@ def _policy_pass(agent: SalesAgent, context: jnp.ndarray) -> tuple[jnp.ndarray, 
 
     graphdef, params = nnx.split(agent)  # NNX modules cannot be closed over by lax.scan
 
-    def turn(prev, ctx):
+    def row(prev, step):
+        ctx, start = step
         inner = nnx.merge(graphdef, params)
+        prev = jnp.where(start, 0.5, prev)
         state = inner.encoder.state(ctx, prev)
         logit, concentration = inner.policy(state)
         return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
 
-    b = context.shape[0]
-    _, (state, logit, concentration, prev) = jax.lax.scan(turn, jnp.full((b,), 0.5), jnp.swapaxes(context, 0, 1))
-    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  [T, B, ...] -> [B, T, ...]
-    return swap(state), swap(logit), swap(concentration), swap(prev)
+    _, (state, logit, concentration, prev) = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32),
+                                                          (context, inputs.starts))
+    return state, logit, concentration, prev
+
+
+def _flatten(batch: PPOBatch) -> tuple[TurnInputs, jnp.ndarray]:
+    m, rows = batch.labels.shape
+    return jax.tree.map(lambda x: x.reshape((m * rows,) + x.shape[2:]), batch.inputs), batch.labels.reshape(-1)
 
 
 def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarray, reward_kind: str) -> Rollout:
-    context = _contexts(agent, batch)
-    state, logit, concentration, prev = _policy_pass(agent, context)
+    """Act on every turn of every conversation in the batch, score the actions, and compute GAE."""
+    shape = batch.labels.shape
+    inputs, labels = _flatten(batch)
+    state, logit, concentration, prev = _policy_pass(agent, inputs)
     policy = beta_policy(logit, concentration)
     action = jnp.clip(policy.sample(seed=key), ACTION_EPS, 1.0 - ACTION_EPS)
     log_prob = policy.log_prob(action)
-    value = agent.value(state)
-    valid = batch.valid.astype(jnp.float32)
-    reward = scoring_reward(action, batch.labels[:, None], reward_kind) * valid
-    lengths = batch.valid.sum(axis=1)
-    dones = (jnp.arange(batch.valid.shape[1])[None, :] >= lengths[:, None] - 1).astype(jnp.float32)
-    advantage, target = jax.vmap(gae, in_axes=(0, 0, 0, None, None))(reward, value * valid, dones,
-                                                                       hp.gamma, hp.gae_lambda)
-    return jax.tree.map(jax.lax.stop_gradient, Rollout(action, log_prob, value, reward, prev, jax.nn.sigmoid(logit),
-                                                       advantage, target))
+    valid = inputs.valid.astype(jnp.float32)
+    value = agent.value(state) * valid
+    reward = scoring_reward(action, labels, reward_kind) * valid
+    advantage, target = gae_flat(reward, value, episode_ends(inputs), hp.gamma, hp.gae_lambda)
+    roll = Rollout(action, log_prob, value, reward, prev, jax.nn.sigmoid(logit), advantage, target)
+    return jax.tree.map(lambda x: jax.lax.stop_gradient(x).reshape(shape), roll)
 
 
-def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: PPOBatch, roll: Rollout, hp: Hyperparams
-             ) -> tuple[jnp.ndarray, PPOMetrics]:
-    """Clipped surrogate + value loss - entropy bonus (+ the ensemble heads' cross-entropy on a frozen state)."""
+def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labels: jnp.ndarray, roll: Rollout,
+             hp: Hyperparams) -> tuple[jnp.ndarray, PPOMetrics]:
+    """Clipped surrogate + value loss - entropy bonus (+ the ensemble heads' cross-entropy on a frozen state),
+    for one packed minibatch of ``[rows]`` turns."""
+    chex.assert_rank(labels, 1)
     agent = nnx.merge(graphdef, params)
-    valid = batch.valid.astype(jnp.float32)
-    context = _contexts(agent, batch)
+    valid = inputs.valid.astype(jnp.float32)
+    context = agent.encoder.context(inputs)
     state = agent.encoder.state(context, roll.prev_prediction if agent.config.feed_prediction else None)
     logit, concentration = agent.policy(state)
     policy = beta_policy(logit, concentration)
@@ -190,7 +216,6 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: PPOBatch, roll: R
     ensemble_bce = jnp.zeros(())
     if agent.config.ensemble_size:
         logits = agent.ensemble(jax.lax.stop_gradient(state))
-        labels = jnp.broadcast_to(batch.labels[:, None], valid.shape)
         bce = optax.sigmoid_binary_cross_entropy(logits, jnp.broadcast_to(labels, logits.shape))
         ensemble_bce = masked_mean(bce, jnp.broadcast_to(valid, logits.shape))
     loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy + hp.ensemble_weight * ensemble_bce
@@ -201,36 +226,34 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: PPOBatch, roll: R
 
 
 def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, epochs: int,
-                    minibatches: int, reward_kind: str
-                    ) -> Callable[[TrainState, PPOBatch, Hyperparams], tuple[TrainState, UpdateMetrics]]:
-    """``update(state, batch [B, T], hp) -> (state, metrics)``: rollout, GAE, epochs x minibatches; one jit."""
+                    reward_kind: str) -> Callable[[TrainState, PPOBatch, Hyperparams], tuple[TrainState, UpdateMetrics]]:
+    """``update(state, batch [M, rows], hp) -> (state, metrics)``: rollout, GAE, then ``epochs`` passes over the
+    ``M`` minibatches in a fresh random order each pass; one jitted function, nested scans."""
     grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
 
     @jax.jit
     def update(state: TrainState, batch: PPOBatch, hp: Hyperparams):
         key, rollout_key, shuffle_key = jax.random.split(state.key, 3)
-        agent = nnx.merge(graphdef, state.params)
-        roll = rollout(agent, batch, hp, rollout_key, reward_kind)
-        b = batch.labels.shape[0]
+        roll = rollout(nnx.merge(graphdef, state.params), batch, hp, rollout_key, reward_kind)
+        minibatches = batch.labels.shape[0]
 
         def epoch(carry, epoch_key):
             def step(carry, index):
                 params, opt_state = carry
                 take = lambda x: x[index]  # noqa: E731
-                (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch),
-                                              jax.tree.map(take, roll), hp)
+                (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch.inputs),
+                                              batch.labels[index], jax.tree.map(take, roll), hp)
                 updates, opt_state = optimizer.update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), opt_state), metrics
 
-            order = jax.random.permutation(epoch_key, b).reshape(minibatches, b // minibatches)
-            return jax.lax.scan(step, carry, order)
+            return jax.lax.scan(step, carry, jax.random.permutation(epoch_key, minibatches))
 
         (params, opt_state), metrics = jax.lax.scan(epoch, (state.params, state.opt_state),
                                                     jax.random.split(shuffle_key, epochs))
-        valid = batch.valid.astype(jnp.float32)
+        valid = batch.inputs.valid.astype(jnp.float32)
         stats = UpdateMetrics(
             mean_reward=masked_mean(roll.reward, valid),
-            prediction_brier=masked_mean((roll.prediction - batch.labels[:, None]) ** 2, valid),
+            prediction_brier=masked_mean((roll.prediction - batch.labels) ** 2, valid),
             env_steps=jnp.sum(valid),
             train=jax.tree.map(jnp.mean, metrics),
         )

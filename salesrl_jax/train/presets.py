@@ -14,5 +14,5 @@ def demo(train: Path = Path("runs/demo/arrays")) -> TrainConfig:
     return dataclasses.replace(
         base, name="demo", data=DataConfig(train=train),
         pretrain=dataclasses.replace(base.pretrain, epochs=3, rows_per_minibatch=1024, chunk_minibatches=8),
-        ppo=dataclasses.replace(base.ppo, updates=8, conversations_per_update=256),
+        ppo=dataclasses.replace(base.ppo, updates=8, rows_per_minibatch=1024),
     )

@@ -39,7 +39,7 @@ def test_command_line_overrides_a_config_file(tiny_arrays, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("argv, message", [
     (["--pretrain.epochs", "0"], "pretrain.epochs must be > 0"),
-    (["--ppo.conversations-per-update", "10", "--ppo.minibatches", "4"], "must be divisible"),
+    (["--ppo.rows-per-minibatch", "0"], "ppo.rows_per_minibatch must be > 0"),
     (["--pretrain.no-enabled", "--ppo.no-enabled"], "at least one of"),
     (["--model.decay-half-lives", "2", "-1"], "positive"),
     (["--data.valid-fraction", "1.5"], "valid_fraction"),
@@ -69,5 +69,5 @@ def test_a_mismatched_embedding_space_is_refused(tiny_arrays, tmp_path):
 def test_numeric_fields_are_validated_in_their_dataclasses():
     with pytest.raises(ValueError, match="learning_rate"):
         PretrainConfig(learning_rate=0.0)
-    with pytest.raises(ValueError, match="max_turns"):
-        PPOConfig(max_turns=0)
+    with pytest.raises(ValueError, match="minibatches"):
+        PPOConfig(minibatches=0)

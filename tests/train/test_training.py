@@ -21,7 +21,8 @@ from salesrl_jax.train import batches as batch_lib
 from salesrl_jax.train.checkpoint import TrainedModel
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.loop import TrainingDiverged, _ppo_batch, _supervised_batch, train_and_evaluate
-from salesrl_jax.train.ppo import make_ppo_update, ppo_loss, rollout
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.train.ppo import episode_ends, gae, gae_flat, make_ppo_update, ppo_loss, rollout
 from salesrl_jax.train.state import adam_linear, adamw_schedule, create_agent, init_state
 from salesrl_jax.train.supervised import make_train_chunk, supervised_loss
 from tests.conftest import tiny_config
@@ -90,32 +91,58 @@ def test_all_padding_minibatches_do_not_move_the_parameters(tiny_arrays):
     assert int(still.step) == int(moved.step)
 
 
-def test_ppo_update_jit_equals_eager_and_compiles_once(tiny_arrays):
+@pytest.mark.parametrize("feed_prediction", [False, True])
+def test_ppo_update_jit_equals_eager_and_compiles_once(tiny_arrays, feed_prediction):
     config = tiny_config(tiny_arrays)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, feed_prediction=feed_prediction))
     arrays = TurnArrays.open(tiny_arrays)
-    part = arrays.part(0)
-    host = batch_lib.gather_padded(part, np.arange(16), config.ppo.max_turns)
-    batch = _ppo_batch(host)
+    plan = batch_lib.ppo_plan(arrays, 0.2, 0, 0, 2, 128, 2)
+    batch = _ppo_batch(batch_lib.gather_packed(arrays.part(plan[0].part), plan[0].minibatches, 128, 2))
     graphdef, params = create_agent(config.model, arrays.dim, 0)
     hp = Hyperparams.ppo(config)
     from flax import nnx
 
     roll = jax.jit(lambda p, b, k: rollout(nnx.merge(graphdef, p), b, hp, k, "brier"))(params, batch,
                                                                                        jax.random.PRNGKey(1))
-    assert roll.action.shape == (16, config.ppo.max_turns)
-    eager, _ = ppo_loss(params, graphdef, batch, roll, hp)
-    jitted, _ = jax.jit(ppo_loss, static_argnums=1)(params, graphdef, batch, roll, hp)
+    assert roll.action.shape == (2, 128)
+    one = lambda x: x[0]  # noqa: E731
+    args = (jax.tree.map(one, batch.inputs), batch.labels[0], jax.tree.map(one, roll), hp)
+    eager, _ = ppo_loss(params, graphdef, *args)
+    jitted, _ = jax.jit(ppo_loss, static_argnums=1)(params, graphdef, *args)
     np.testing.assert_allclose(eager, jitted, rtol=1e-4)
     # At the rollout's own parameters the ratio is 1: the surrogate is -mean(normalised advantage) = 0.
-    _, m = ppo_loss(params, graphdef, batch, roll, hp)
+    _, m = ppo_loss(params, graphdef, *args)
     assert abs(float(m.policy_loss)) < 1e-5 and float(m.approx_kl) < 1e-6 and float(m.clip_fraction) == 0.0
     optimizer = adam_linear(1e-4, 100, 0.5)
-    update = make_ppo_update(graphdef, optimizer, epochs=2, minibatches=2, reward_kind="brier")
+    update = make_ppo_update(graphdef, optimizer, epochs=2, reward_kind="brier")
     state = init_state(params, optimizer, 0)
     state, stats = update(state, batch, hp)
     state, stats = update(state, batch, hp.replace(clip_eps=jnp.asarray(0.1, jnp.float32)))
     assert update._cache_size() == 1
-    assert int(stats.env_steps) == int(host.valid.sum()) and np.isfinite(float(stats.train.loss))
+    assert int(stats.env_steps) == int(np.asarray(batch.inputs.valid).sum()) and np.isfinite(float(stats.train.loss))
+
+
+def test_gae_over_packed_rows_equals_gae_per_episode(tiny_arrays):
+    rng = np.random.default_rng(3)
+    lengths = [4, 1, 6, 3]
+    n = sum(lengths) + 2  # two padding rows
+    starts = np.zeros(n, bool)
+    starts[np.cumsum([0] + lengths[:-1])] = True
+    valid = np.arange(n) < sum(lengths)
+    inputs = TurnInputs(jnp.zeros((n, 1)), jnp.zeros((n, 1)), jnp.asarray(starts), jnp.asarray(valid))
+    rewards, values = rng.normal(size=n) * valid, rng.normal(size=n) * valid
+    adv, ret = gae_flat(jnp.asarray(rewards, jnp.float32), jnp.asarray(values, jnp.float32), episode_ends(inputs),
+                        0.9, 0.8)
+    offset = 0
+    for length in lengths:
+        sl = slice(offset, offset + length)
+        done = np.zeros(length)
+        done[-1] = 1
+        want, want_ret = gae(jnp.asarray(rewards[sl], jnp.float32), jnp.asarray(values[sl], jnp.float32),
+                             jnp.asarray(done, jnp.float32), 0.9, 0.8)
+        np.testing.assert_allclose(adv[sl], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ret[sl], want_ret, rtol=1e-5, atol=1e-6)
+        offset += length
 
 
 def test_end_to_end_run_beats_a_constant_predictor(tiny_arrays, tmp_path):

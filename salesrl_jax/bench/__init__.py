@@ -1,0 +1,1 @@
+"""Benchmarks (`salesrl bench`): every variant runs in one process and ratios are printed."""

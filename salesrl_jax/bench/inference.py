@@ -1,0 +1,161 @@
+"""Inference benchmarks: batch throughput float32 vs int8, streaming latency, and the per-turn loop baseline.
+
+All variants of one table run in this process, on the same inputs, so their ratios are meaningful
+on a noisy machine. Weights are random (speed does not depend on their values); shapes are the
+default model's at each embedding dimension.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.embed.hashing import HashingEmbedder
+from salesrl_jax.eval.predict import make_predict
+from salesrl_jax.features.turn_features import FEATURE_NAMES
+from salesrl_jax.infer.quantize import dequantize_params, quantize_params
+from salesrl_jax.infer.scorer import Scorer
+from salesrl_jax.models.agent import SalesAgent
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.bench.timing import compile_and_time
+from salesrl_jax.train.checkpoint import TrainedModel
+from salesrl_jax.train.config import TrainConfig
+from salesrl_jax.embed.config import EmbedderConfig
+
+TURNS_PER_CONVERSATION = 10
+
+
+def random_inputs(rows: int, dim: int, seed: int = 0) -> TurnInputs:
+    rng = np.random.default_rng(seed)
+    embeddings = rng.normal(size=(rows, dim)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    features = rng.uniform(-1, 1, size=(rows, len(FEATURE_NAMES))).astype(np.float32)
+    features[:, 0] = rng.integers(0, 2, rows)
+    starts = np.arange(rows) % TURNS_PER_CONVERSATION == 0
+    return TurnInputs(jnp.asarray(embeddings), jnp.asarray(features), jnp.asarray(starts), jnp.ones(rows, bool))
+
+
+def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
+    """A randomly initialised default model, packaged like a loaded checkpoint."""
+    config = config or TrainConfig(embedder=EmbedderConfig(dim=dim))
+    graphdef, params = nnx.split(SalesAgent(config.model, dim, rngs=nnx.Rngs(0)))
+    model = object.__new__(TrainedModel)
+    model.directory, model.meta, model.config = None, {}, config
+    model.identity = HashingEmbedder(dim).identity if config.embedder.kind == "hashing" else EmbedderIdentity(
+        config.embedder.kind, config.embedder.model, dim, "1")
+    model.feature_names, model.graphdef, model.params = tuple(FEATURE_NAMES), graphdef, params
+    return model
+
+
+def batch_throughput(dims=(512, 3072), batch_sizes=(1, 32, 1024, 16384), min_seconds: float = 1.0) -> list[dict]:
+    """Turns/s of jitted batch prediction, float32 vs int8 x int8 -> int32, at each dim and batch size."""
+    rows = []
+    for dim in dims:
+        model = bench_model(dim)
+        q_graphdef, q_params = quantize_params(model.params, model.config.model, dim)
+        variants = {"float32": (make_predict(model.graphdef), model.params),
+                    "int8": (make_predict(q_graphdef), q_params)}
+        for batch in batch_sizes:
+            inputs = random_inputs(batch, dim)
+            row = {"dim": dim, "batch": batch}
+            for name, (predict, params) in variants.items():
+                compile_s, times = compile_and_time(predict, params, inputs, min_seconds=min_seconds)
+                row[f"{name}_turns_per_s"] = batch / float(np.median(times))
+                row[f"{name}_compile_s"] = compile_s
+            row["int8_over_float32"] = row["int8_turns_per_s"] / row["float32_turns_per_s"]
+            rows.append(row)
+    return rows
+
+
+def _sample_turns(n: int) -> list[tuple[str, str]]:
+    from salesrl_jax.sim.config import SimulatorConfig
+    from salesrl_jax.sim.generate import calibrate_outcome_bias, simulate
+
+    config = SimulatorConfig()
+    turns = []
+    for conv in simulate(config, calibrate_outcome_bias(config), np.random.default_rng(0), random.Random(0), 0,
+                         n // 8 + 10):
+        turns.extend((t.speaker, t.text) for t in conv.turns)
+    return turns[:n]
+
+
+def _percentiles(seconds: np.ndarray) -> dict[str, float]:
+    return {"p50_ms": float(np.percentile(seconds, 50) * 1e3), "p99_ms": float(np.percentile(seconds, 99) * 1e3),
+            "turns_per_s": float(len(seconds) / seconds.sum())}
+
+
+def streaming_latency(turns: int = 3000) -> list[dict]:
+    """Per-turn latency of the streaming scorer: embedding cached (3072-d), and with the offline embedder (512-d)."""
+    rows = []
+    for dim, quantized in ((3072, False), (3072, True)):
+        model = bench_model(dim)
+        scorer = Scorer(model, HashingEmbedder(dim), quantized=quantized)
+        inputs = random_inputs(turns, dim)
+        embeddings, features = np.asarray(inputs.embeddings), np.asarray(inputs.features)
+        session = scorer.session()
+        scorer.score_embedded(session, embeddings[0], features[0])  # compile
+        seconds = np.empty(turns)
+        for i in range(turns):
+            if i % TURNS_PER_CONVERSATION == 0:
+                session = scorer.session()
+            start = time.perf_counter()
+            scorer.score_embedded(session, embeddings[i], features[i])
+            seconds[i] = time.perf_counter() - start
+        rows.append({"case": f"embedding cached, {dim}-d" + (", int8 (dequantized at load)" if quantized else ""),
+                     **_percentiles(seconds)})
+    text_turns = _sample_turns(turns)
+    for dim in (512,):
+        scorer = Scorer(bench_model(dim), HashingEmbedder(dim))
+        session = scorer.session()
+        session.add_turn(*text_turns[0])
+        seconds = np.empty(len(text_turns))
+        for i, (speaker, text) in enumerate(text_turns):
+            if i % TURNS_PER_CONVERSATION == 0:
+                session = scorer.session()
+            start = time.perf_counter()
+            session.add_turn(speaker, text)
+            seconds[i] = time.perf_counter() - start
+        rows.append({"case": f"offline embedder + features included, {dim}-d", **_percentiles(seconds)})
+    return rows
+
+
+def loop_baseline(dim: int = 3072, turns: int = 3000, batch: int = 1024) -> dict:
+    """The incumbent's way (one turn at a time from a Python loop) against batch scoring, same model, same run."""
+    model = bench_model(dim)
+    scorer = Scorer(model, HashingEmbedder(dim))
+    inputs = random_inputs(turns, dim)
+    embeddings, features = np.asarray(inputs.embeddings), np.asarray(inputs.features)
+    session = scorer.session()
+    scorer.score_embedded(session, embeddings[0], features[0])
+    start = time.perf_counter()
+    for i in range(turns):
+        if i % TURNS_PER_CONVERSATION == 0:
+            session = scorer.session()
+        scorer.score_embedded(session, embeddings[i], features[i])
+    loop_rate = turns / (time.perf_counter() - start)
+    q_graphdef, q_params = quantize_params(model.params, model.config.model, dim)
+    batch_inputs = random_inputs(batch, dim)
+    _, times_f32 = compile_and_time(make_predict(model.graphdef), model.params, batch_inputs)
+    _, times_int8 = compile_and_time(make_predict(q_graphdef), q_params, batch_inputs)
+    batch_rate = batch / float(np.median(times_f32))
+    int8_rate = batch / float(np.median(times_int8))
+    return {"dim": dim, "loop_turns_per_s": loop_rate, "batch": batch, "batch_float32_turns_per_s": batch_rate,
+            "batch_int8_turns_per_s": int8_rate, "float32_speedup": batch_rate / loop_rate,
+            "int8_speedup": int8_rate / loop_rate}
+
+
+def dequantization_check(dim: int = 512) -> float:
+    """Max |float - dequantized| prediction difference on random inputs (a sanity line in the report)."""
+    model = bench_model(dim)
+    _, q_params = quantize_params(model.params, model.config.model, dim)
+    predict = make_predict(model.graphdef)
+    inputs = random_inputs(256, dim)
+    a = predict(model.params, inputs)[0]
+    b = predict(dequantize_params(q_params, model.params), inputs)[0]
+    return float(jnp.max(jnp.abs(a - b)))
