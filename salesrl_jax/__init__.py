@@ -1,0 +1,29 @@
+"""salesrl-jax: real-time, turn-by-turn sales-conversion prediction in JAX.
+
+The public API, loaded lazily so that ``import salesrl_jax`` (and ``salesrl --help``) stays fast:
+
+- data: `Conversation`, `Turn`, `read_conversations`, `write_conversations`
+- embeddings and arrays: `EmbedderConfig`, `TurnArrays`, `embed_archive`
+- model and training: `ModelConfig`, `SalesAgent`, `TrainConfig`, `load_config`, `train_and_evaluate`
+- inference: `Scorer`, `score_archive`, `quantize_params`
+"""
+
+import importlib
+
+_EXPORTS = {
+    "Conversation": "salesrl_jax.data.records", "Turn": "salesrl_jax.data.records",
+    "read_conversations": "salesrl_jax.data.readers", "write_conversations": "salesrl_jax.data.writers",
+    "EmbedderConfig": "salesrl_jax.embed.config", "TurnArrays": "salesrl_jax.arrays.store",
+    "embed_archive": "salesrl_jax.arrays.build", "ModelConfig": "salesrl_jax.models.config",
+    "SalesAgent": "salesrl_jax.models.agent", "TrainConfig": "salesrl_jax.train.config",
+    "load_config": "salesrl_jax.train.config", "train_and_evaluate": "salesrl_jax.train.loop",
+    "Scorer": "salesrl_jax.infer.scorer", "score_archive": "salesrl_jax.infer.archive",
+    "quantize_params": "salesrl_jax.infer.quantize",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'salesrl_jax' has no attribute {name!r}")

@@ -249,6 +249,8 @@ class Evaluate:
     """Report directory (default: MODEL/eval-<data directory name>)."""
     max_conversations: int | None = None
     """Evaluate only the first this many conversations."""
+    quantized: bool = False
+    """Evaluate the int8 model (int8 x int8 -> int32 matmuls), to measure what quantization costs."""
 
     def run(self) -> None:
         from salesrl_jax.arrays.store import TurnArrays
@@ -259,11 +261,16 @@ class Evaluate:
         model = TrainedModel.load(self.model)
         arrays = TurnArrays.open(self.data)
         model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {self.data}")
-        pred = predict_arrays(make_predict(model.graphdef), model.params, arrays,
+        graphdef, params = model.graphdef, model.params
+        if self.quantized:
+            from salesrl_jax.infer.quantize import quantize_params
+
+            graphdef, params = quantize_params(params, model.config.model, model.identity.dim)
+        pred = predict_arrays(make_predict(graphdef), params, arrays,
                               rows=model.config.eval_rows_per_minibatch, max_conversations=self.max_conversations)
-        out = self.out or self.model / f"eval-{self.data.name}"
-        header = (f"model `{model.directory}` ({model.config.name}), data `{self.data}`, "
-                  f"embeddings `{arrays.identity.key}`")
+        out = self.out or self.model / f"eval-{self.data.name}{'-int8' if self.quantized else ''}"
+        header = (f"model `{model.directory}` ({model.config.name}{', int8' if self.quantized else ''}), "
+                  f"data `{self.data}`, embeddings `{arrays.identity.key}`")
         path = write_report(pred, out, f"Evaluation: {model.config.name}", header)
         print(format_tables(evaluation_tables(pred)))
         print(f"\nreport: {path}")

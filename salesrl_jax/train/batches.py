@@ -120,7 +120,7 @@ def epoch_plan(arrays: TurnArrays, split: str, valid_fraction: float, split_seed
 def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: int, updates: int, rows: int,
              minibatches: int) -> list[ChunkPlan]:
     """The packed minibatches of every PPO update, fixed by the seed (indices only, no data read): passes over
-    the training split, parts and conversations shuffled per pass, ``minibatches`` full packs per update."""
+    the training split, parts and conversations shuffled per pass, up to ``minibatches`` packs per update."""
     plan: list[ChunkPlan] = []
     epoch = 0
     while len(plan) < updates:
@@ -131,13 +131,13 @@ def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: i
             held_out = validation_mask(part.ids, valid_fraction, split_seed)
             chosen = rng.permutation(np.flatnonzero(~held_out & (np.asarray(part.outcome) >= 0)))
             packs = plan_packing(part.lengths, chosen, rows)
-            for start in range(0, len(packs) - minibatches + 1, minibatches):
+            # The last update of a part may hold fewer packs: the missing ones are all padding and
+            # the update skips them (no optimizer step on an empty minibatch).
+            for start in range(0, len(packs), minibatches):
                 plan.append(ChunkPlan(int(p), packs[start:start + minibatches]))
                 if len(plan) == updates:
                     return plan
         if len(plan) == before:
-            raise ValueError(f"no part of {arrays.path} fills ppo.minibatches x ppo.rows_per_minibatch = "
-                             f"{minibatches} x {rows} turn slots with training conversations; lower them "
-                             "or embed with a larger --chunk-conversations")
+            raise ValueError(f"{arrays.path}: no labelled training conversations for PPO")
         epoch += 1
     return plan

@@ -243,19 +243,24 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                 take = lambda x: x[index]  # noqa: E731
                 (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch.inputs),
                                               batch.labels[index], jax.tree.map(take, roll), hp)
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), metrics
+                updates, new_opt_state = optimizer.update(grads, opt_state, params)
+                new_params = optax.apply_updates(params, updates)
+                # An all-padding minibatch (a part's last, short batch) must not move the optimizer.
+                has_rows = jnp.any(batch.inputs.valid[index])
+                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), new, old)  # noqa: E731
+                return (keep(new_params, params), keep(new_opt_state, opt_state)), (metrics, has_rows)
 
             return jax.lax.scan(step, carry, jax.random.permutation(epoch_key, minibatches))
 
-        (params, opt_state), metrics = jax.lax.scan(epoch, (state.params, state.opt_state),
-                                                    jax.random.split(shuffle_key, epochs))
+        (params, opt_state), (metrics, used) = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                                            jax.random.split(shuffle_key, epochs))
         valid = batch.inputs.valid.astype(jnp.float32)
+        used = used.astype(jnp.float32)  # [epochs, minibatches]: minibatches that had rows
         stats = UpdateMetrics(
             mean_reward=masked_mean(roll.reward, valid),
             prediction_brier=masked_mean((roll.prediction - batch.labels) ** 2, valid),
             env_steps=jnp.sum(valid),
-            train=jax.tree.map(jnp.mean, metrics),
+            train=jax.tree.map(lambda m: jnp.sum(m * used) / jnp.maximum(jnp.sum(used), 1.0), metrics),
         )
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + epochs * minibatches, key=key)
         return new_state, stats
