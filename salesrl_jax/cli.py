@@ -369,10 +369,12 @@ class Bench:
             rows = inference.batch_throughput(self.dims, self.batch_sizes, self.min_seconds)
             results["batch"] = rows
             print("batch scoring over cached arrays (turns/s; weights random, shapes of the default model)")
-            print("| dim | batch | float32 | int8 x int8 -> int32 | int8 / float32 |\n|---:|---:|---:|---:|---:|")
+            print("| dim | batch | float32 | int8 x int8 -> int32 | int8 / float32 | int8, int8 embeddings | "
+                  "ratio |\n|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
                 print(f"| {r['dim']} | {r['batch']:,} | {r['float32_turns_per_s']:,.0f} | {r['int8_turns_per_s']:,.0f} "
-                      f"| {r['int8_over_float32']:.2f}x |")
+                      f"| {r['int8_over_float32']:.2f}x | {r['int8_embeddings_turns_per_s']:,.0f} | "
+                      f"{r['int8_embeddings_over_float32']:.2f}x |")
         if "stream" in self.parts:
             rows = inference.streaming_latency()
             results["stream"] = rows

@@ -60,6 +60,9 @@ class Part:
     industry: np.ndarray  # [convs]
     ids: tuple[str, ...]
     industries: tuple[str, ...]
+    # In memory only (never saved): per-row scales when `embeddings` holds int8 rows quantized for
+    # the int8 model (salesrl score --quantized), embedding = int8 * scale.
+    embedding_scale: np.ndarray | None = None
 
     @property
     def num_conversations(self) -> int:

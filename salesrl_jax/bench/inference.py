@@ -19,7 +19,7 @@ from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.hashing import HashingEmbedder
 from salesrl_jax.eval.predict import make_predict
 from salesrl_jax.features.turn_features import FEATURE_NAMES
-from salesrl_jax.infer.quantize import dequantize_params, quantize_params
+from salesrl_jax.infer.quantize import dequantize_params, quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.inputs import TurnInputs
@@ -59,16 +59,21 @@ def batch_throughput(dims=(512, 3072), batch_sizes=(1, 32, 1024, 16384), min_sec
     for dim in dims:
         model = bench_model(dim)
         q_graphdef, q_params = quantize_params(model.params, model.config.model, dim)
-        variants = {"float32": (make_predict(model.graphdef), model.params),
-                    "int8": (make_predict(q_graphdef), q_params)}
+        int8_predict = make_predict(q_graphdef)
+        variants = {"float32": (make_predict(model.graphdef), model.params), "int8": (int8_predict, q_params),
+                    "int8_embeddings": (int8_predict, q_params)}  # the int8 model fed int8 embeddings
         for batch in batch_sizes:
             inputs = random_inputs(batch, dim)
+            q, scale = quantize_rows_np(np.asarray(inputs.embeddings))
+            int8_inputs = inputs.replace(embeddings=jnp.asarray(q), embedding_scale=jnp.asarray(scale))
             row = {"dim": dim, "batch": batch}
             for name, (predict, params) in variants.items():
-                compile_s, times = compile_and_time(predict, params, inputs, min_seconds=min_seconds)
+                feed = int8_inputs if name == "int8_embeddings" else inputs
+                compile_s, times = compile_and_time(predict, params, feed, min_seconds=min_seconds)
                 row[f"{name}_turns_per_s"] = batch / float(np.median(times))
                 row[f"{name}_compile_s"] = compile_s
             row["int8_over_float32"] = row["int8_turns_per_s"] / row["float32_turns_per_s"]
+            row["int8_embeddings_over_float32"] = row["int8_embeddings_turns_per_s"] / row["float32_turns_per_s"]
             rows.append(row)
     return rows
 

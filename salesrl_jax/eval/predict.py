@@ -55,7 +55,8 @@ def predict_part(predict: Callable, params, part, conversations: np.ndarray, row
         minibatches = planned[start:start + chunk_minibatches]
         batch = gather_packed(part, minibatches, rows, len(minibatches))
         for m in range(len(minibatches)):
-            inputs = TurnInputs(batch.embeddings[m], batch.features[m], batch.starts[m], batch.valid[m])
+            scale = None if batch.embedding_scale is None else batch.embedding_scale[m]
+            inputs = TurnInputs(batch.embeddings[m], batch.features[m], batch.starts[m], batch.valid[m], scale)
             pred, unc = predict(params, inputs)
             keep = batch.index[m] >= 0
             turn_pred[batch.index[m][keep]] = np.asarray(pred)[keep]

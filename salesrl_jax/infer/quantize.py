@@ -33,6 +33,18 @@ from salesrl_jax.models.layers import INT8_MAX
 QUANTIZED_DIR = "int8"
 
 
+def quantize_rows_np(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Host-side symmetric per-row int8 quantization (embeddings, in worker processes): ``(int8 [n, d], scale [n])``.
+
+    Feeding the int8 model int8 embeddings skips its widest per-call activation quantization and
+    moves a quarter of the bytes.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.abs(x).max(axis=1) / INT8_MAX if x.size else np.zeros(len(x), np.float32)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.clip(np.rint(x / scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8), scale
+
+
 def quantize_kernel(kernel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``[..., d_in, d_out]`` float -> (int8 kernel, per-output-channel scales ``[..., d_out]``)."""
     scale = jnp.max(jnp.abs(kernel), axis=-2) / INT8_MAX

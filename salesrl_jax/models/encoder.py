@@ -90,9 +90,11 @@ class StateEncoder(nnx.Module):
 
     # --- pieces shared by both forms -------------------------------------------------------
 
-    def _turn_terms(self, embeddings: jnp.ndarray, features: jnp.ndarray):
+    def _turn_terms(self, embeddings: jnp.ndarray, features: jnp.ndarray, embedding_scale: jnp.ndarray | None = None):
         """Per-turn ``u`` [..., H] and pool increments ``b`` [..., K, G, H + 1]."""
-        u = jax.nn.gelu(self.project_norm(self.project(embeddings.astype(jnp.float32))))
+        if embeddings.dtype != jnp.int8:
+            embeddings = embeddings.astype(jnp.float32)
+        u = jax.nn.gelu(self.project_norm(self.project(embeddings, embedding_scale)))
         if self.num_decays == 0:
             return u, None
         weight = jnp.ones(u.shape[:-1], jnp.float32)
@@ -137,7 +139,7 @@ class StateEncoder(nnx.Module):
     def context(self, inputs: TurnInputs) -> jnp.ndarray:
         """Everything the state reads except the previous prediction, for a flat batch: ``[N, C]``."""
         features = inputs.features.astype(jnp.float32)
-        u, increment = self._turn_terms(inputs.embeddings, features)
+        u, increment = self._turn_terms(inputs.embeddings, features, inputs.embedding_scale)
         pools = None
         if increment is not None:
             increment = increment * inputs.valid[:, None, None, None]

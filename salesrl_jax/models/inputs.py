@@ -16,10 +16,11 @@ class TurnInputs:
     starts a conversation). Nothing here reads the outcome: the labels travel separately.
     """
 
-    embeddings: jnp.ndarray  # [N, D] float16/float32 turn-text embeddings
+    embeddings: jnp.ndarray  # [N, D] float16/float32 turn-text embeddings, or int8 with embedding_scale
     features: jnp.ndarray  # [N, F] float32 turn features (salesrl_jax.features)
     starts: jnp.ndarray  # [N] bool: first turn of its conversation
     valid: jnp.ndarray  # [N] bool: a real turn (False: padding)
+    embedding_scale: jnp.ndarray | None = None  # [N] row scales of int8 embeddings (embedding = int8 * scale)
 
     @property
     def num_rows(self) -> int:

@@ -46,7 +46,17 @@ class Dense(nnx.Module):
             self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, x_scale: jnp.ndarray | None = None) -> jnp.ndarray:
+        """``x [..., d_in]``: float, or int8 with per-row scales ``x_scale [...]`` (inputs quantized upstream,
+        such as int8 embeddings, skip the per-call activation quantization)."""
+        if x.dtype == jnp.int8:
+            if x_scale is None:
+                raise ValueError("int8 inputs need their per-row scales")
+            if not self.quantized:
+                return (x.astype(jnp.float32) * x_scale[..., None]) @ self.kernel[...] + self.bias[...]
+            acc = jax.lax.dot_general(x, self.kernel[...], (((x.ndim - 1,), (0,)), ((), ())),
+                                      preferred_element_type=jnp.int32)
+            return acc.astype(jnp.float32) * x_scale[..., None] * self.scale[...] + self.bias[...]
         if self.quantized:
             return int8_matmul(x, self.kernel[...], self.scale[...]) + self.bias[...]
         return x @ self.kernel[...] + self.bias[...]

@@ -40,6 +40,7 @@ class PackedBatch(NamedTuple):
     labels: np.ndarray  # [M, N] float32: outcome of the turn's conversation
     segment: np.ndarray  # [M, N] int32: conversation slot within the minibatch (bootstrap weights)
     index: np.ndarray  # [M, N] int64: the row in the part (-1: padding)
+    embedding_scale: np.ndarray | None = None  # [M, N] row scales when the embeddings are int8
 
 
 def plan_packing(lengths: np.ndarray, order: np.ndarray, rows: int) -> list[np.ndarray]:
@@ -88,8 +89,11 @@ def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatc
     features = np.asarray(part.features)[flat]
     embeddings[~valid.reshape(-1)] = 0
     features[~valid.reshape(-1)] = 0
+    scale = None
+    if part.embedding_scale is not None:
+        scale = np.where(valid, np.asarray(part.embedding_scale)[index.clip(0)], 1.0).astype(np.float32)
     return PackedBatch(embeddings.reshape(num_minibatches, rows, -1), features.reshape(num_minibatches, rows, -1),
-                       starts, valid, labels, segment, index)
+                       starts, valid, labels, segment, index, scale)
 
 
 class ChunkPlan(NamedTuple):

@@ -55,3 +55,25 @@ def test_int8_agrees_with_float32_on_a_trained_model(tiny_trained, tiny_arrays, 
     _, loaded = load_quantized(path, model.config.model, arrays.dim)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), loaded, q_params))
     assert tree_bytes(model.params) / tree_bytes(q_params) > 2.5
+
+
+def test_int8_embeddings_feed_the_int8_model_like_float_ones(tiny_trained, tiny_arrays):
+    from salesrl_jax.infer.quantize import quantize_rows_np
+    from salesrl_jax.models.inputs import TurnInputs
+
+    model = TrainedModel.load(tiny_trained)
+    part = TurnArrays.open(tiny_arrays).part(0)
+    rows = slice(0, int(part.offsets[20]))
+    embeddings = np.asarray(part.embeddings[rows], np.float32)
+    q, scale = quantize_rows_np(embeddings)
+    assert q.dtype == np.int8 and np.all(np.abs(q.astype(np.float32) * scale[:, None] - embeddings) <= scale[:, None] / 2 + 1e-7)
+    starts = np.zeros(len(embeddings), bool)
+    starts[np.asarray(part.offsets[:20])] = True
+    base = TurnInputs(jnp.asarray(embeddings), jnp.asarray(part.features[rows]), jnp.asarray(starts),
+                      jnp.ones(len(embeddings), bool))
+    q_graphdef, q_params = quantize_params(model.params, model.config.model, part.embeddings.shape[1])
+    f32 = make_predict(model.graphdef)(model.params, base)[0]
+    int8 = make_predict(q_graphdef)(q_params, base.replace(embeddings=jnp.asarray(q), embedding_scale=jnp.asarray(scale)))[0]
+    float_from_int8 = make_predict(model.graphdef)(model.params, base.replace(embeddings=jnp.asarray(q),
+                                                                              embedding_scale=jnp.asarray(scale)))[0]
+    assert float(jnp.max(jnp.abs(int8 - f32))) < 0.02 and float(jnp.max(jnp.abs(float_from_int8 - f32))) < 0.01

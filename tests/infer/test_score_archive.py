@@ -101,3 +101,11 @@ def test_kill_9_and_resume_scores_every_conversation_exactly_once(tiny_trained, 
     ids = [json.loads(line)["conversation_id"] for line in straight.outputs["conversations"].read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 600
     assert not parts.exists()
+
+
+def test_quantized_scoring_stays_close_to_float(tiny_trained, calls, tmp_path):
+    exact = score_archive(tiny_trained, calls, tmp_path / "f32.jsonl", workers=1)
+    quant = score_archive(tiny_trained, calls, tmp_path / "int8.jsonl", workers=1, quantized=True)
+    a = [json.loads(line)["probability"] for line in exact.outputs["turns"].read_text().splitlines()]
+    b = [json.loads(line)["probability"] for line in quant.outputs["turns"].read_text().splitlines()]
+    assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 0.02
