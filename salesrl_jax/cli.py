@@ -143,11 +143,9 @@ class Convert:
 
 
 def _expected_turns(data: Path) -> int | None:
-    """Total turns of a synthetic archive (its manifest says), for a progress bar with an ETA."""
-    try:
-        return int(json.loads((data / "manifest.json").read_text())["turns"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from salesrl_jax.data.readers import estimate_turns
+
+    return estimate_turns(data)
 
 
 @dataclasses.dataclass

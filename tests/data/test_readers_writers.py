@@ -123,3 +123,21 @@ def test_nested_parquet_one_row_per_conversation(tmp_path):
     first, second = read_conversations(tmp_path / "nested.parquet")
     assert first.outcome == 1 and [t.speaker for t in first.turns] == ["rep", "customer"]
     assert second.outcome is None and second.turns[0].text == "Anyone there?"
+
+
+def test_estimate_turns_for_progress_bars(tmp_path):
+    from salesrl_jax.data.readers import estimate_turns
+    from salesrl_jax.sim.config import SimulatorConfig
+    from salesrl_jax.sim.generate import generate
+
+    generate(SimulatorConfig(num_conversations=50, seed=2), tmp_path / "syn", fmt="parquet", workers=1)
+    conversations = list(read_conversations(tmp_path / "syn"))
+    turns = sum(c.num_turns for c in conversations)
+    assert estimate_turns(tmp_path / "syn") == turns  # the simulator's manifest
+    for name in ("a.parquet", "a.csv"):
+        write_conversations(tmp_path / name, conversations)
+        assert estimate_turns(tmp_path / name) == turns  # exact: row counts
+    write_conversations(tmp_path / "a.jsonl", conversations)
+    assert estimate_turns(tmp_path / "a.jsonl") == turns  # 50 lines < 200 sampled: exact here
+    write_conversations(tmp_path / "a.jsonl.gz", conversations)
+    assert estimate_turns(tmp_path / "a.jsonl.gz") is None
