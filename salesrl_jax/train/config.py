@@ -1,9 +1,11 @@
 """The typed, documented configuration of a training run (``salesrl train --help`` prints it).
 
 Structural fields (the model's components, sizes, which phases run) are static: they shape the
-compiled program. Numeric hyperparameters (learning rates, loss weights, PPO coefficients) reach
-the jitted functions as arrays in `salesrl_jax.train.hyperparams.Hyperparams`, so one compiled update serves a sweep, and
-``jax.vmap`` can run several settings at once.
+compiled program. The numeric loss hyperparameters (ensemble weight, PPO clip, value and entropy
+coefficients, gamma, lambda) reach the jitted functions as arrays in
+`salesrl_jax.train.hyperparams.Hyperparams`. One compiled update serves every setting, and
+``jax.vmap`` runs a sweep in one call (tested). Learning rates, weight decay and clip norms are
+baked into the optimizer's schedule.
 
 A config file is a Python file with ``get_config() -> TrainConfig``; a variant imports the
 default and overrides a few fields (see ``configs/``).

@@ -228,3 +228,23 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_good_checkpoint(tiny_arrays, tmp
     with pytest.raises(ValueError, match="different config"):
         train_and_evaluate(exploding, tmp_path / "run", progress=False)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "latest").iterdir()) == before
+
+
+def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
+    """One compiled chunk trains two ensemble-loss weights at once, equal to two separate runs."""
+    config = tiny_config(tiny_arrays)
+    arrays, batches = _first_chunk(tiny_arrays, config)
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    optimizer = adamw_schedule(1e-3, 100, 1e-4, 1.0)
+    train_chunk = make_train_chunk(graphdef, optimizer)
+    state = init_state(params, optimizer, 0)
+    base = Hyperparams.pretrain(config)
+    weights = jnp.asarray([0.0, 2.0], jnp.float32)
+    sweep = base.replace(ensemble_weight=weights)
+    states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+    in_axes = (0, None, Hyperparams(0, None, None, None, None, None))
+    swept, metrics = jax.vmap(train_chunk, in_axes=in_axes)(states, batches, sweep)
+    for i, w in enumerate(weights):
+        single, m = train_chunk(state, batches, base.replace(ensemble_weight=w))
+        np.testing.assert_allclose(metrics.loss[i], m.loss, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(metrics.loss[0], metrics.loss[1])
