@@ -249,6 +249,9 @@ class Evaluate:
     """Evaluate only the first this many conversations."""
     quantized: bool = False
     """Evaluate the int8 model (int8 x int8 -> int32 matmuls), to measure what quantization costs."""
+    split: Literal["all", "valid"] = "all"
+    """all: every labelled conversation of DATA; valid: only the validation split the model held out of DATA
+    (the model's data.valid_fraction and data.split_seed), for data sets too small to split into files."""
 
     def run(self) -> None:
         from salesrl_jax.arrays.store import TurnArrays
@@ -264,7 +267,8 @@ class Evaluate:
             from salesrl_jax.infer.quantize import quantize_params
 
             graphdef, params = quantize_params(params, model.config.model, model.identity.dim)
-        pred = predict_arrays(make_predict(graphdef), params, arrays,
+        pred = predict_arrays(make_predict(graphdef), params, arrays, split=self.split,
+                              valid_fraction=model.config.data.valid_fraction, split_seed=model.config.data.split_seed,
                               rows=model.config.eval_rows_per_minibatch, max_conversations=self.max_conversations)
         out = self.out or self.model / f"eval-{self.data.name}{'-int8' if self.quantized else ''}"
         header = (f"model `{model.directory}` ({model.config.name}{', int8' if self.quantized else ''}), "
