@@ -11,6 +11,7 @@ intact.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -80,15 +81,27 @@ def restore(manager: ocp.CheckpointManager, step: int, like: TrainState) -> tupl
     return restored.state, restored.meta
 
 
+def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
+    # orbax logs three warnings for every read-only manager (expected settings, not problems): keep
+    # them out of the command line's output.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        return ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+    finally:
+        absl_logger.setLevel(level)
+
+
 def read_meta(directory: Path) -> dict:
     """The JSON meta item of the newest step in a manager directory, without touching the arrays."""
-    manager = ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = _read_only_manager(directory)
     return manager.restore(manager.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
 def restore_params(directory: Path, like_params):
     """Only the parameters (what inference needs) of the newest step in a manager directory."""
-    manager = ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = _read_only_manager(directory)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
     return manager.restore(manager.latest_step(),
                            args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
