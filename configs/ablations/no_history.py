@@ -7,4 +7,7 @@ from configs.default import get_config as default_config
 
 def get_config():
     config = default_config()
-    return dataclasses.replace(config, name="no_history", model=dataclasses.replace(config.model, history="none"))
+    return dataclasses.replace(
+        config, name="no_history",
+        model=dataclasses.replace(config.model, history="none"),
+    )
