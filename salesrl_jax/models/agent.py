@@ -59,9 +59,17 @@ class SalesAgent(nnx.Module):
         """Batch form over a flat batch of turns."""
         return self.heads(self.encoder(inputs, prev_prediction))
 
-    def predict(self, inputs: TurnInputs) -> AgentOutput:
+    def predict(self, inputs: TurnInputs, block_rows: int | None = None) -> AgentOutput:
         """Batch form as deployed: with ``feed_prediction``, each turn reads the model's own previous
-        prediction (a scan over rows, reset at each conversation start); otherwise one parallel pass."""
+        prediction (a scan over rows, reset at each conversation start); otherwise one parallel pass.
+
+        ``block_rows`` (when it divides the row count) runs a large batch as a scan over blocks of
+        that many rows, carrying the history pools across block edges: the same result, with a
+        working set that stays in cache (large batches otherwise run slower per turn on CPU).
+        """
+        n = inputs.features.shape[0]
+        if not self.config.feed_prediction and block_rows and n > block_rows and n % block_rows == 0:
+            return self._predict_blocked(inputs, block_rows)
         context = self.encoder.context(inputs)
         if not self.config.feed_prediction:
             return self.heads(self.encoder.state(context))
@@ -79,6 +87,21 @@ class SalesAgent(nnx.Module):
         _, out = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (context, inputs.starts))
         # The scan stacks the ensemble axis second: [N, K] -> [K, N].
         return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
+
+    def _predict_blocked(self, inputs: TurnInputs, block_rows: int) -> AgentOutput:
+        graphdef, params = nnx.split(self)  # NNX modules cannot be closed over by lax.scan
+        blocks = jax.tree.map(lambda x: x.reshape((-1, block_rows) + x.shape[1:]), inputs)
+
+        def block(carry, rows):
+            agent = nnx.merge(graphdef, params)
+            context, carry = agent.encoder.context_with_carry(rows, carry)
+            return carry, agent.heads(agent.encoder.state(context))
+
+        _, out = jax.lax.scan(block, self.encoder.init_carry(), blocks)
+        flat = lambda x: x.reshape(-1)  # noqa: E731  [blocks, rows] -> [N]
+        ensemble = jnp.moveaxis(out.ensemble_logits, 1, 0)  # [blocks, K, rows] -> [K, blocks, rows]
+        return AgentOutput(flat(out.logit), flat(out.concentration), flat(out.value),
+                           ensemble.reshape(ensemble.shape[0], inputs.features.shape[0]))
 
     def step(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray,
              prev_prediction: jnp.ndarray | None = None) -> tuple[EncoderCarry, AgentOutput]:

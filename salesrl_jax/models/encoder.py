@@ -138,14 +138,27 @@ class StateEncoder(nnx.Module):
 
     def context(self, inputs: TurnInputs) -> jnp.ndarray:
         """Everything the state reads except the previous prediction, for a flat batch: ``[N, C]``."""
+        return self.context_with_carry(inputs)[0]
+
+    def context_with_carry(self, inputs: TurnInputs, carry: EncoderCarry | None = None
+                           ) -> tuple[jnp.ndarray, EncoderCarry | None]:
+        """`context` of a block of rows whose first conversation may have begun in an earlier block:
+        ``carry`` holds the pools after that block's last row; returns the pools after this block's.
+
+        The associative scan gives, per row, the pools from this block alone and the product of the
+        recency factors since the block started (0 once a conversation starts), so
+        ``pools = block pools + product x carried pools``.
+        """
         features = inputs.features.astype(jnp.float32)
         u, increment = self._turn_terms(inputs.embeddings, features, inputs.embedding_scale)
-        pools = None
-        if increment is not None:
-            increment = increment * inputs.valid[:, None, None, None]
-            keep = jnp.where(inputs.starts, 0.0, 1.0)[:, None] * self._decay()[None, :]  # [N, K]
-            _, pools = jax.lax.associative_scan(_pool_combine, (keep[:, :, None, None], increment), axis=0)
-        return self._context(u, pools, features)
+        if increment is None:
+            return self._context(u, None, features), carry
+        increment = increment * inputs.valid[:, None, None, None]
+        keep = jnp.where(inputs.starts, 0.0, 1.0)[:, None] * self._decay()[None, :]  # [N, K]
+        gain, pools = jax.lax.associative_scan(_pool_combine, (keep[:, :, None, None], increment), axis=0)
+        if carry is not None:
+            pools = pools + gain * carry.pools[None]
+        return self._context(u, pools, features), EncoderCarry(pools[-1])
 
     def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
         """States ``[N, S]`` of a flat batch."""

@@ -108,3 +108,16 @@ def test_ensemble_heads_are_independent_and_stacked():
 def test_model_config_validation(bad, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**bad)
+
+
+@pytest.mark.parametrize("name", ["weighted", "mean", "none"])
+def test_blocked_prediction_equals_one_pass(name):
+    """Conversations cross block edges; carrying the pools across them gives the one-pass result."""
+    agent = SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(5))
+    lengths = [7, 3, 12, 5, 9, 4, 6, 2, 11, 5]  # 64 rows with padding: blocks of 16 cut conversations
+    inputs = flat_batch(lengths, pad=64 - sum(lengths))
+    one = jax.jit(lambda x: agent.predict(x))(inputs)
+    blocked = jax.jit(lambda x: agent.predict(x, block_rows=16))(inputs)
+    np.testing.assert_allclose(blocked.prediction, one.prediction, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blocked.ensemble_logits, one.ensemble_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(blocked.value, one.value, rtol=1e-5, atol=1e-5)
