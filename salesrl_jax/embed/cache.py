@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import random
 import sqlite3
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -48,11 +50,22 @@ class EmbeddingCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
         self._db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
-                         "vector BLOB NOT NULL) WITHOUT ROWID")
+        # Switching a new database to WAL needs an exclusive lock and SQLite answers "database is
+        # locked" at once, without waiting, when another process is opening it at the same moment:
+        # retry that step (and the schema) until the timeout.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
+                                 "vector BLOB NOT NULL) WITHOUT ROWID")
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01 + random.random() * 0.04)
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
 
     def get_many(self, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
