@@ -98,3 +98,14 @@ def test_cache_survives_kill_9_mid_write(tmp_path):
     again = CachedEmbedder(HashingEmbedder(16), cache)
     again.embed(["t0-0", "t0-1"])
     assert again.stats.hits == 2
+
+
+def test_sparse_and_dense_paths_give_identical_vectors(monkeypatch):
+    from salesrl_jax.embed import hashing
+
+    texts = ["The price is too high for us right now.", "Sounds good, send it over!", "", "ünïcödé ✓", "a"]
+    sparse = HashingEmbedder(1536).embed(texts)
+    monkeypatch.setattr(hashing, "SPARSE_FROM_DIM", 10**9)
+    dense = HashingEmbedder(1536).embed(texts)
+    np.testing.assert_array_equal(sparse, dense)
+    assert sparse.dtype == np.float32 and np.allclose(np.linalg.norm(sparse[[0, 1, 3, 4]], axis=1), 1.0)
