@@ -8,7 +8,7 @@ The public API, loaded lazily so that ``import salesrl_jax`` (and ``salesrl --he
 - inference: `Scorer`, `score_archive`, `quantize_params`
 """
 
-import importlib
+from salesrl_jax._lazy import lazy_exports
 
 _EXPORTS = {
     "Conversation": "salesrl_jax.data.records", "Turn": "salesrl_jax.data.records",
@@ -21,9 +21,4 @@ _EXPORTS = {
     "quantize_params": "salesrl_jax.infer.quantize",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'salesrl_jax' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 Imports are lazy so that reading a config (``salesrl_jax.models.config``) does not load JAX.
 """
 
-import importlib
+from salesrl_jax._lazy import lazy_exports
 
 _EXPORTS = {
     "AgentOutput": "salesrl_jax.models.agent", "SalesAgent": "salesrl_jax.models.agent",
@@ -12,9 +12,4 @@ _EXPORTS = {
     "TurnInputs": "salesrl_jax.models.inputs",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'salesrl_jax.models' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
