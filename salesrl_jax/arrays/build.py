@@ -279,8 +279,8 @@ def _manifest(out: Path, build: dict, part_convs: dict[int, int], part_turns: di
         "features": {
             "names": list(FEATURE_NAMES),
             "definitions": FEATURE_DEFINITIONS,
-            # Fixed transforms bound every feature to about [-1, 1]; these statistics are
-            # informational (a model standardises with its own training split's statistics).
+            # Fixed transforms bound every feature to about [-1, 1], so the model reads them as
+            # they are; these statistics are for inspecting a data set, not for normalising it.
             "mean": mean.round(6).tolist(),
             "std": std.round(6).tolist(),
         },

@@ -144,14 +144,6 @@ class TurnArrays:
     def dim(self) -> int:
         return self.identity.dim
 
-    @property
-    def feature_mean(self) -> np.ndarray:
-        return np.asarray(self.manifest["features"]["mean"], dtype=np.float32)
-
-    @property
-    def feature_std(self) -> np.ndarray:
-        return np.asarray(self.manifest["features"]["std"], dtype=np.float32)
-
     def __len__(self) -> int:
         return len(self.part_names)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -19,7 +18,7 @@ from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.hashing import HashingEmbedder
 from salesrl_jax.eval.predict import make_predict
 from salesrl_jax.features.turn_features import FEATURE_NAMES
-from salesrl_jax.infer.quantize import dequantize_params, quantize_params, quantize_rows_np
+from salesrl_jax.infer.quantize import quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.inputs import TurnInputs
@@ -153,14 +152,3 @@ def loop_baseline(dim: int = 3072, turns: int = 3000, batch: int = 1024) -> dict
     return {"dim": dim, "loop_turns_per_s": loop_rate, "batch": batch, "batch_float32_turns_per_s": batch_rate,
             "batch_int8_turns_per_s": int8_rate, "float32_speedup": batch_rate / loop_rate,
             "int8_speedup": int8_rate / loop_rate}
-
-
-def dequantization_check(dim: int = 512) -> float:
-    """Max |float - dequantized| prediction difference on random inputs (a sanity line in the report)."""
-    model = bench_model(dim)
-    _, q_params = quantize_params(model.params, model.config.model, dim)
-    predict = make_predict(model.graphdef)
-    inputs = random_inputs(256, dim)
-    a = predict(model.params, inputs)[0]
-    b = predict(dequantize_params(q_params, model.params), inputs)[0]
-    return float(jnp.max(jnp.abs(a - b)))

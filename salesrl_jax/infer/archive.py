@@ -37,7 +37,6 @@ from salesrl_jax.arrays.store import Part
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.embed.cache import CacheStats
-from salesrl_jax.embed.config import EmbedderConfig
 
 TURN_COLUMNS = ("conversation_id", "turn_index", "speaker", "probability", "uncertainty")
 

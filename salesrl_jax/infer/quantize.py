@@ -57,15 +57,18 @@ def dequantize_kernel(q: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
     return q.astype(jnp.float32) * scale[..., None, :]
 
 
-def _walk(float_tree: dict, quant_tree: dict, fn) -> dict:
+def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: bool) -> dict:
+    """Walk the two pure-dict parameter trees together: every quantized Dense (a dict with ``scale``
+    in ``quant_tree``) becomes ``convert(float_layer, quant_layer)``; other leaves are copied from
+    one tree (they are float32 in both)."""
     out = {}
     for key, node in quant_tree.items():
         if isinstance(node, dict) and "scale" in node and "kernel" in node:
-            out[key] = fn(float_tree[key], node)
+            out[key] = convert(float_tree[key], node)
         elif isinstance(node, dict):
-            out[key] = _walk(float_tree[key], node, fn)
+            out[key] = _map_layers(float_tree[key], node, convert, leaves_from_quant)
         else:
-            out[key] = float_tree[key]
+            out[key] = node if leaves_from_quant else float_tree[key]
     return out
 
 
@@ -82,7 +85,7 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int) -> t
         q, scale = quantize_kernel(float_layer["kernel"])
         return {"kernel": q, "scale": scale, "bias": float_layer["bias"]}
 
-    pure = _walk(nnx.to_pure_dict(params), nnx.to_pure_dict(like), convert)
+    pure = _map_layers(nnx.to_pure_dict(params), nnx.to_pure_dict(like), convert, leaves_from_quant=False)
     nnx.replace_by_pure_dict(like, pure)
     return graphdef, like
 
@@ -92,23 +95,9 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     def convert(float_layer: dict, quant_layer: dict) -> dict:
         return {"kernel": dequantize_kernel(quant_layer["kernel"], quant_layer["scale"]), "bias": quant_layer["bias"]}
 
-    # Walk the quantized tree, but build the float tree's structure: swap the roles of the two trees.
-    quant_pure, float_pure = nnx.to_pure_dict(quantized), nnx.to_pure_dict(float_like)
-
-    def walk(qt: dict, ft: dict) -> dict:
-        out = {}
-        for key, node in ft.items():
-            qnode = qt[key]
-            if isinstance(qnode, dict) and "scale" in qnode and "kernel" in qnode:
-                out[key] = convert(node, qnode)
-            elif isinstance(node, dict):
-                out[key] = walk(qnode, node)
-            else:
-                out[key] = qnode
-        return out
-
+    pure = _map_layers(nnx.to_pure_dict(float_like), nnx.to_pure_dict(quantized), convert, leaves_from_quant=True)
     result = jax.tree.map(lambda x: x, float_like)
-    nnx.replace_by_pure_dict(result, walk(quant_pure, float_pure))
+    nnx.replace_by_pure_dict(result, pure)
     return result
 
 

@@ -23,8 +23,6 @@ float rounding (tested).
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -178,8 +176,3 @@ class StateEncoder(nnx.Module):
             return carry, self._context(u, None, features)
         pools = self._decay()[:, None, None] * carry.pools + increment
         return EncoderCarry(pools), self._context(u, pools, features)
-
-
-def half_life(decay: float) -> float:
-    """Turns until a weight of ``decay ** n`` halves (for reports of the learned recency)."""
-    return math.log(0.5) / math.log(decay) if 0 < decay < 1 else math.inf

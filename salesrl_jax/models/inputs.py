@@ -21,7 +21,3 @@ class TurnInputs:
     starts: jnp.ndarray  # [N] bool: first turn of its conversation
     valid: jnp.ndarray  # [N] bool: a real turn (False: padding)
     embedding_scale: jnp.ndarray | None = None  # [N] row scales of int8 embeddings (embedding = int8 * scale)
-
-    @property
-    def num_rows(self) -> int:
-        return self.embeddings.shape[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.eval import metrics as metric_fns
@@ -30,7 +28,7 @@ from salesrl_jax.train.checkpoint import Checkpoints
 from salesrl_jax.train.config import TrainConfig
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.ppo import PPOBatch, make_ppo_update
-from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, create_agent, init_state
+from salesrl_jax.train.state import adam_linear, adamw_schedule, create_agent, init_state
 from salesrl_jax.train.supervised import SupervisedBatch, make_train_chunk
 
 
