@@ -248,7 +248,8 @@ class Evaluate:
     max_conversations: int | None = None
     """Evaluate only the first this many conversations."""
     quantized: bool = False
-    """Evaluate the int8 model (int8 x int8 -> int32 matmuls), to measure what quantization costs."""
+    """Evaluate the int8 model, to measure what quantization costs: the run's saved int8 parameters
+    (`salesrl quantize`), else quantized now and calibrated on the run's training arrays."""
     split: Literal["all", "valid"] = "all"
     """all: every labelled conversation of DATA; valid: only the validation split the model held out of DATA
     (the model's data.valid_fraction and data.split_seed), for data sets too small to split into files."""
@@ -264,9 +265,10 @@ class Evaluate:
         model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {self.data}")
         graphdef, params = model.graphdef, model.params
         if self.quantized:
-            from salesrl_jax.infer.quantize import quantize_params
+            from salesrl_jax.infer.quantize import int8_model
 
-            graphdef, params = quantize_params(params, model.config.model, model.identity.dim)
+            graphdef, params, how = int8_model(model)
+            print(f"int8 model: {how}")
         pred = predict_arrays(make_predict(graphdef), params, arrays, split=self.split,
                               valid_fraction=model.config.data.valid_fraction, split_seed=model.config.data.split_seed,
                               rows=model.config.eval_rows_per_minibatch, max_conversations=self.max_conversations)
@@ -290,7 +292,8 @@ class Score:
     output: Path
     """Per-turn output (.jsonl or .parquet); the summary goes beside it as *.conversations.<ext>."""
     quantized: bool = False
-    """Run the int8 model (int8 x int8 -> int32 matmuls)."""
+    """Run the int8 model: the run's saved int8 parameters (`salesrl quantize`), else quantized now and
+    calibrated on the run's training arrays."""
     chunk_conversations: int = 2_000
     """Conversations per chunk: the unit of resumption."""
     workers: int = 0
@@ -326,19 +329,36 @@ class Score:
 
 @dataclasses.dataclass
 class Quantize:
-    """Quantize a trained model to int8 (per-output-channel symmetric weights) and save it beside the float one."""
+    """Quantize a trained model to int8 and save it beside the float one: per-output-channel symmetric weights,
+    and per-input-channel activation scales calibrated on a sample of training turns."""
 
     model: Path
     """Run directory of `salesrl train`."""
+    calibration: Path | None = None
+    """Cached arrays to calibrate the activation scales on (default: the run's training arrays, data.train)."""
+    calibration_turns: int = 65_536
+    """Turns of the calibration arrays to read."""
 
     def run(self) -> None:
-        from salesrl_jax.infer.quantize import QUANTIZED_DIR, quantize_params, save_quantized, tree_bytes
+        from salesrl_jax.arrays.store import TurnArrays
+        from salesrl_jax.infer.quantize import (QUANTIZED_DIR, activation_ranges, calibration_batches, quantize_params,
+                                                save_quantized, training_arrays, tree_bytes)
         from salesrl_jax.infer.scorer import saved_quantized_dir
         from salesrl_jax.train.checkpoint import TrainedModel
 
         model = TrainedModel.load(self.model)
-        _, q_params = quantize_params(model.params, model.config.model, model.identity.dim)
+        if self.calibration is not None:
+            arrays = TurnArrays.open(self.calibration)
+            model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {self.calibration}")
+        else:
+            arrays = training_arrays(model)
+            if arrays is None:
+                raise SystemExit(f"error: the run's training arrays ({model.config.data.train}) are not on disk or do "
+                                 "not match the model; pass --calibration ARRAYS (cached arrays from `salesrl embed`)")
+        ranges = activation_ranges(model.graphdef, model.params, calibration_batches(arrays, self.calibration_turns))
+        _, q_params = quantize_params(model.params, model.config.model, model.identity.dim, ranges)
         path = save_quantized(saved_quantized_dir(model) or self.model / QUANTIZED_DIR, q_params)
+        print(f"calibrated on the first {min(self.calibration_turns, arrays.num_turns):,} turns of {arrays.path}")
         print(f"wrote {path}: {tree_bytes(q_params) / 1e6:.2f} MB of parameters "
               f"(float32: {tree_bytes(model.params) / 1e6:.2f} MB, {tree_bytes(model.params) / tree_bytes(q_params):.1f}x)")
 
@@ -370,13 +390,15 @@ class Bench:
         if "batch" in self.parts:
             rows = inference.batch_throughput(self.dims, self.batch_sizes, self.min_seconds)
             results["batch"] = rows
-            print("batch scoring over cached arrays (turns/s; weights random, shapes of the default model)")
-            print("| dim | batch | float32 | int8 x int8 -> int32 | int8 / float32 | int8, int8 embeddings | "
-                  "ratio |\n|---:|---:|---:|---:|---:|---:|---:|")
+            print("batch scoring over cached arrays (turns/s; weights random, shapes of the default model; int8 with "
+                  "calibrated activation scales, its products summed in int32 or on bf16 dot units; int8 embeddings: "
+                  f"the default way, {rows[0]['int8_dot_default']}, fed int8 embeddings)")
+            print("| dim | batch | float32 | int8, int32 sums | ratio | int8, bf16 units | ratio | int8, int8 embeddings "
+                  "| ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
-                print(f"| {r['dim']} | {r['batch']:,} | {r['float32_turns_per_s']:,.0f} | {r['int8_turns_per_s']:,.0f} "
-                      f"| {r['int8_over_float32']:.2f}x | {r['int8_embeddings_turns_per_s']:,.0f} | "
-                      f"{r['int8_embeddings_over_float32']:.2f}x |")
+                cells = " | ".join(f"{r[f'{name}_turns_per_s']:,.0f} | {r[f'{name}_over_float32']:.2f}x"
+                                   for name in inference.INT8_VARIANTS)
+                print(f"| {r['dim']} | {r['batch']:,} | {r['float32_turns_per_s']:,.0f} | {cells} |")
         if "stream" in self.parts:
             rows = inference.streaming_latency()
             results["stream"] = rows

@@ -18,11 +18,11 @@ from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.hashing import HashingEmbedder
 from salesrl_jax.eval.predict import make_predict
 from salesrl_jax.features.turn_features import FEATURE_NAMES
-from salesrl_jax.infer.quantize import quantize_params, quantize_rows_np
+from salesrl_jax.infer.quantize import activation_ranges, quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.inputs import TurnInputs
-from salesrl_jax.bench.timing import compile_and_time
+from salesrl_jax.bench.timing import compile_and_time, interleaved_times
 from salesrl_jax.train.checkpoint import TrainedModel
 from salesrl_jax.train.config import TrainConfig
 from salesrl_jax.embed.config import EmbedderConfig
@@ -52,27 +52,47 @@ def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
     return model
 
 
+def bench_int8(model: TrainedModel, dim: int, dot: str | None = None):
+    """The model's int8 form, its activation scales calibrated on random inputs like the benchmark's."""
+    ranges = activation_ranges(model.graphdef, model.params, [random_inputs(4096, dim, seed=1)])
+    return quantize_params(model.params, model.config.model, dim, ranges, dot)
+
+
+INT8_VARIANTS = ("int8_int32", "int8_bf16", "int8_embeddings")
+
+
 def batch_throughput(dims=(512, 3072), batch_sizes=(1, 32, 1024, 16384), min_seconds: float = 1.0) -> list[dict]:
-    """Turns/s of jitted batch prediction, float32 vs int8 x int8 -> int32, at each dim and batch size."""
+    """Turns/s of jitted batch prediction, float32 against int8, at each dim and batch size.
+
+    int8 runs with calibrated activation scales and each way of summing the int8 products
+    (`salesrl_jax.models.layers`): ``int8_int32`` (int32 accumulation), ``int8_bf16`` (the same integers
+    on bf16 dot units), and ``int8_embeddings``: the default way (`default_int8_dot`) fed embeddings
+    quantized per row upstream, as `salesrl score --quantized` does. The variants of one row are timed
+    in interleaved rounds (`interleaved_times`), so their ratios hold on a noisy machine.
+    """
+    from salesrl_jax.models.layers import default_int8_dot
+
     rows = []
     for dim in dims:
         model = bench_model(dim)
-        q_graphdef, q_params = quantize_params(model.params, model.config.model, dim)
-        int8_predict = make_predict(q_graphdef)
-        variants = {"float32": (make_predict(model.graphdef), model.params), "int8": (int8_predict, q_params),
-                    "int8_embeddings": (int8_predict, q_params)}  # the int8 model fed int8 embeddings
+        programs = {"float32": (make_predict(model.graphdef), model.params)}
+        for dot in ("int32", "bf16"):
+            graphdef, params = bench_int8(model, dim, dot)
+            programs[f"int8_{dot}"] = (make_predict(graphdef), params)
+        programs["int8_embeddings"] = programs[f"int8_{default_int8_dot()}"]
         for batch in batch_sizes:
             inputs = random_inputs(batch, dim)
             q, scale = quantize_rows_np(np.asarray(inputs.embeddings))
             int8_inputs = inputs.replace(embeddings=jnp.asarray(q), embedding_scale=jnp.asarray(scale))
-            row = {"dim": dim, "batch": batch}
-            for name, (predict, params) in variants.items():
-                feed = int8_inputs if name == "int8_embeddings" else inputs
-                compile_s, times = compile_and_time(predict, params, feed, min_seconds=min_seconds)
-                row[f"{name}_turns_per_s"] = batch / float(np.median(times))
-                row[f"{name}_compile_s"] = compile_s
-            row["int8_over_float32"] = row["int8_turns_per_s"] / row["float32_turns_per_s"]
-            row["int8_embeddings_over_float32"] = row["int8_embeddings_turns_per_s"] / row["float32_turns_per_s"]
+            variants = {name: (predict, (params, int8_inputs if name == "int8_embeddings" else inputs))
+                        for name, (predict, params) in programs.items()}
+            compile_s, times = interleaved_times(variants, min_seconds=min_seconds)
+            row = {"dim": dim, "batch": batch, "int8_dot_default": default_int8_dot()}
+            for name in variants:
+                row[f"{name}_turns_per_s"] = batch / float(np.median(times[name]))
+                row[f"{name}_compile_s"] = compile_s[name]
+            for name in INT8_VARIANTS:
+                row[f"{name}_over_float32"] = row[f"{name}_turns_per_s"] / row["float32_turns_per_s"]
             rows.append(row)
     return rows
 
@@ -143,7 +163,7 @@ def loop_baseline(dim: int = 3072, turns: int = 3000, batch: int = 1024) -> dict
             session = scorer.session()
         scorer.score_embedded(session, embeddings[i], features[i])
     loop_rate = turns / (time.perf_counter() - start)
-    q_graphdef, q_params = quantize_params(model.params, model.config.model, dim)
+    q_graphdef, q_params = bench_int8(model, dim)
     batch_inputs = random_inputs(batch, dim)
     _, times_f32 = compile_and_time(make_predict(model.graphdef), model.params, batch_inputs)
     _, times_int8 = compile_and_time(make_predict(q_graphdef), q_params, batch_inputs)

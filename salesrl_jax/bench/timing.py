@@ -44,3 +44,26 @@ def program_flops(jitted, *args) -> float | None:
         analysis = analysis[0] if analysis else {}
     flops = analysis.get("flops") if analysis else None
     return float(flops) if flops else None
+
+
+def interleaved_times(variants: dict[str, tuple[Callable, tuple]], min_seconds: float = 1.0,
+                      max_rounds: int = 10_000) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``(first-call seconds, steady-state per-call seconds)`` of each named ``(fn, args)``, timed in rounds
+    that call every variant once, so that a machine slowing down or speeding up mid-run moves every
+    variant alike and their ratios stay meaningful (timing one variant after another does not).
+    ``min_seconds`` is the total per variant."""
+    first = {}
+    for name, (fn, args) in variants.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - start
+    times = {name: [] for name in variants}
+    deadline = time.perf_counter() + min_seconds * len(variants)
+    rounds = 0
+    while (time.perf_counter() < deadline or rounds < 3) and rounds < max_rounds:
+        for name, (fn, args) in variants.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+    return first, {name: np.asarray(t) for name, t in times.items()}

@@ -149,7 +149,7 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
     """Score every turn of an archive with a trained model (see the module docstring)."""
     from salesrl_jax.eval.predict import make_predict, predict_part
     from salesrl_jax.features.turn_features import FEATURE_NAMES
-    from salesrl_jax.infer.quantize import quantize_params
+    from salesrl_jax.infer.quantize import int8_model
     from salesrl_jax.train.checkpoint import TrainedModel
 
     paths = output_paths(Path(output))
@@ -157,8 +157,12 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
     embedder_config = model.config.embedder
     identity = embedder_config.build().identity
     model.require_compatible(identity, FEATURE_NAMES, f"the embedder of {model.directory}'s config")
+    graphdef, params = model.graphdef, model.params
+    if quantized:
+        graphdef, params, _ = int8_model(model)
+    # The digest of the parameters that score (the int8 ones when quantized): a resumed run must not mix models.
     run = {"input_sha256": archive_hash(input_path), "model": str(model.directory),
-           "model_params_sha256": _params_digest(model.params), "quantized": quantized,
+           "model_params_sha256": _params_digest(params), "quantized": quantized,
            "chunk_conversations": chunk_conversations, "strict": strict}
     if paths["done"].exists() and json.loads(paths["done"].read_text()).get("run") == run:
         done = json.loads(paths["done"].read_text())
@@ -173,9 +177,6 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
     for stale in parts_dir.glob(".*.tmp-*"):
         stale.unlink()
 
-    graphdef, params = model.graphdef, model.params
-    if quantized:
-        graphdef, params = quantize_params(params, model.config.model, model.identity.dim)
     predict = make_predict(graphdef)
     ext = str(paths["ext"])
     workers = workers or os.cpu_count() or 1

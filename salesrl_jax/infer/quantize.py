@@ -6,14 +6,18 @@ wide layers (embedding projection, encoder hidden and state layers, head hidden 
 quantized; the narrow output layers and the LayerNorms stay float32, where int8 saves nothing
 and costs accuracy.
 
+Activations (`salesrl_jax.models.layers`): calibrated per input channel where calibration data is
+given (`activation_ranges` over a sample of training turns; the scales are folded into the
+kernels), else dynamic per row; the embedding projection is always per row.
+
 Two ways to run a quantized model, chosen by batch size (measured in ``salesrl bench``):
 
-* int8 x int8 -> int32 (`SalesAgent(..., quantized=True)`): the int8 graph; fastest for large
-  batches on XLA:CPU;
+* the int8 graph (`SalesAgent(..., quantized=Int8Spec(...))`): fastest for large batches on XLA:CPU;
 * dequantized once at load (`dequantize_params`): the float graph with weights ``s W_q``; for
   batch-1 streaming, where a per-call activation quantization would cost more than it saves.
 
-The quantized parameters are a plain pytree saved with orbax beside the float checkpoint.
+The quantized parameters are a plain pytree saved with orbax beside the float checkpoint; whether
+they were calibrated is read back from the saved tree (an ``input_scale`` per calibrated layer).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from salesrl_jax.models.agent import SalesAgent
+from salesrl_jax.models.agent import SalesAgent, previous_predictions
 from salesrl_jax.models.config import ModelConfig
-from salesrl_jax.models.layers import INT8_MAX
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.layers import INT8_MAX, Int8Dot, Int8Spec, default_int8_dot
 
 QUANTIZED_DIR = "int8"
+CALIBRATION_TURNS = 65_536
 
 
 def quantize_rows_np(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,33 +63,102 @@ def dequantize_kernel(q: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
     return q.astype(jnp.float32) * scale[..., None, :]
 
 
-def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: bool) -> dict:
+def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: bool, path: tuple = ()) -> dict:
     """Walk the two pure-dict parameter trees together: every quantized Dense (a dict with ``scale``
-    in ``quant_tree``) becomes ``convert(float_layer, quant_layer)``; other leaves are copied from
+    in ``quant_tree``) becomes ``convert(path, float_layer, quant_layer)``; other leaves are copied from
     one tree (they are float32 in both)."""
     out = {}
     for key, node in quant_tree.items():
         if isinstance(node, dict) and "scale" in node and "kernel" in node:
-            out[key] = convert(float_tree[key], node)
+            out[key] = convert(path + (key,), float_tree[key], node)
         elif isinstance(node, dict):
-            out[key] = _map_layers(float_tree[key], node, convert, leaves_from_quant)
+            out[key] = _map_layers(float_tree[key], node, convert, leaves_from_quant, path + (key,))
         else:
             out[key] = node if leaves_from_quant else float_tree[key]
     return out
 
 
-def quantized_agent(config: ModelConfig, embed_dim: int) -> tuple[nnx.GraphDef, nnx.State]:
+def quantized_agent(config: ModelConfig, embed_dim: int, spec: Int8Spec) -> tuple[nnx.GraphDef, nnx.State]:
     """The int8 graph and a placeholder state (its shapes and dtypes)."""
-    return nnx.split(SalesAgent(config, embed_dim, rngs=nnx.Rngs(0), quantized=True))
+    return nnx.split(SalesAgent(config, embed_dim, rngs=nnx.Rngs(0), quantized=spec))
 
 
-def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int) -> tuple[nnx.GraphDef, nnx.State]:
-    """Float parameters -> (int8 graph, int8 parameters)."""
-    graphdef, like = quantized_agent(config, embed_dim)
+def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dict:
+    """Per-channel ``max |x|`` of the input of every calibrated layer, over the valid rows of ``batches``
+    (an iterable of `TurnInputs`), run through the float model: a pure dict keyed like the parameters
+    (``{"encoder": {"hidden": [C], "out": [H]}, "value": {"hidden": [S]}, ...}``)."""
+    config = nnx.merge(graphdef, params).config
 
-    def convert(float_layer: dict, _quant_layer: dict) -> dict:
-        q, scale = quantize_kernel(float_layer["kernel"])
-        return {"kernel": q, "scale": scale, "bias": float_layer["bias"]}
+    @jax.jit
+    def batch_ranges(params, inputs: TurnInputs) -> dict:
+        agent = nnx.merge(graphdef, params)
+        encoder = agent.encoder
+        prev = None
+        if config.feed_prediction:
+            prev = previous_predictions(agent.predict(inputs).prediction, inputs.starts)
+        state_input = encoder.state_input(encoder.context(inputs), prev)
+        hidden = encoder.hidden_activation(state_input)
+        state = jax.nn.gelu(encoder.out(hidden))
+
+        def absmax(x):
+            return jnp.max(jnp.where(inputs.valid[:, None], jnp.abs(x), 0.0), axis=0)
+
+        ranges = {"encoder": {"hidden": absmax(state_input), "out": absmax(hidden)}, "value": {"hidden": absmax(state)}}
+        if config.ensemble_size:
+            ranges["ensemble"] = {"heads": {"hidden": absmax(state)}}
+        return ranges
+
+    total = None
+    for inputs in batches:
+        ranges = batch_ranges(params, inputs)
+        total = ranges if total is None else jax.tree.map(jnp.maximum, total, ranges)
+    if total is None:
+        raise ValueError("no calibration turns")
+    return total
+
+
+def calibration_batches(arrays, turns: int = CALIBRATION_TURNS, rows: int = 4096):
+    """`TurnInputs` of whole conversations from ``arrays`` (a `TurnArrays`), in cache order, until ``turns``."""
+    from salesrl_jax.train.batches import gather_packed, plan_packing
+
+    seen = 0
+    for p in range(len(arrays)):
+        part = arrays.part(p)
+        for minibatch in plan_packing(part.lengths, np.arange(part.num_conversations), rows):
+            batch = gather_packed(part, [minibatch], rows, 1)
+            yield TurnInputs(jnp.asarray(batch.embeddings[0]), jnp.asarray(batch.features[0]),
+                             jnp.asarray(batch.starts[0]), jnp.asarray(batch.valid[0]))
+            seen += int(batch.valid[0].sum())
+            if seen >= turns:
+                return
+
+
+def _lookup(tree: dict, path: tuple):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, ranges: dict | None = None,
+                    dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State]:
+    """Float parameters -> (int8 graph, int8 parameters). With ``ranges`` (from `activation_ranges`) the
+    layers get calibrated input scales ``a = max|x| / 127``, folded into the kernel before it is
+    quantized; without, they quantize their inputs per row at run time. ``dot``: see `Int8Spec`
+    (default: `default_int8_dot`)."""
+    graphdef, like = quantized_agent(config, embed_dim, Int8Spec(calibrated=ranges is not None,
+                                                                 dot=dot or default_int8_dot()))
+
+    def convert(path: tuple, float_layer: dict, quant_layer: dict) -> dict:
+        kernel = float_layer["kernel"]
+        layer = {"bias": float_layer["bias"]}
+        if "input_scale" in quant_layer:
+            absmax = jnp.broadcast_to(_lookup(ranges, path), kernel.shape[:-1])
+            input_scale = jnp.where(absmax > 0, absmax / INT8_MAX, 1.0).astype(jnp.float32)
+            kernel = kernel * input_scale[..., None]  # x W = (x / a) (diag(a) W)
+            layer["input_scale"] = input_scale
+        q, layer["scale"] = quantize_kernel(kernel)
+        layer["kernel"] = q.astype(quant_layer["kernel"].dtype)  # int8, or bf16 for the bf16 dot (exact)
+        return layer
 
     pure = _map_layers(nnx.to_pure_dict(params), nnx.to_pure_dict(like), convert, leaves_from_quant=False)
     nnx.replace_by_pure_dict(like, pure)
@@ -91,9 +166,13 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int) -> t
 
 
 def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
-    """int8 parameters -> float parameters ``s W_q`` for the float graph (dequantized once, at load)."""
-    def convert(float_layer: dict, quant_layer: dict) -> dict:
-        return {"kernel": dequantize_kernel(quant_layer["kernel"], quant_layer["scale"]), "bias": quant_layer["bias"]}
+    """int8 parameters -> float parameters ``s W_q`` (divided by the folded input scales) for the
+    float graph: dequantized once, at load."""
+    def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
+        kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
+        if "input_scale" in quant_layer:
+            kernel = kernel / quant_layer["input_scale"][..., None]
+        return {"kernel": kernel, "bias": quant_layer["bias"]}
 
     pure = _map_layers(nnx.to_pure_dict(float_like), nnx.to_pure_dict(quantized), convert, leaves_from_quant=True)
     result = jax.tree.map(lambda x: x, float_like)
@@ -107,21 +186,65 @@ def save_quantized(directory: str | os.PathLike[str], quantized: nnx.State) -> P
 
     path = Path(directory).absolute()
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, nnx.to_pure_dict(quantized), force=True)
+        checkpointer.save(path, jax.tree.map(_as_stored, nnx.to_pure_dict(quantized)), force=True)
     return path
 
 
-def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed_dim: int
+def _as_stored(x):
+    """Kernels held as bf16 for the bf16 dot are stored as the int8 they hold exactly."""
+    return x.astype(jnp.int8) if x.dtype == jnp.bfloat16 else x
+
+
+def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed_dim: int, dot: Int8Dot | None = None
                    ) -> tuple[nnx.GraphDef, nnx.State]:
     import orbax.checkpoint as ocp
 
-    graphdef, like = quantized_agent(config, embed_dim)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(like))
+    path = Path(directory).absolute()
     with ocp.StandardCheckpointer() as checkpointer:
-        pure = checkpointer.restore(Path(directory).absolute(), target)
-    nnx.replace_by_pure_dict(like, pure)
+        saved = checkpointer.metadata(path).item_metadata.tree
+    calibrated = "input_scale" in saved["encoder"]["hidden"]
+    graphdef, like = quantized_agent(config, embed_dim, Int8Spec(calibrated=calibrated, dot=dot or default_int8_dot()))
+    held = nnx.to_pure_dict(like)
+    target = jax.tree.map(lambda x: ocp.utils.to_shape_dtype_struct(_as_stored(x)), held)
+    with ocp.StandardCheckpointer() as checkpointer:
+        pure = checkpointer.restore(path, target)
+    nnx.replace_by_pure_dict(like, jax.tree.map(lambda x, h: jnp.asarray(x).astype(h.dtype), pure, held))
     return graphdef, like
 
 
+def int8_model(model, calibration=None, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State, str]:
+    """The int8 form of a `TrainedModel`: ``(graphdef, params, how)``. Its saved int8 parameters
+    (`salesrl quantize`) if any; else quantized now, calibrated on ``calibration`` (a `TurnArrays`) or,
+    failing that, on the model's training arrays if they are still on disk; else with per-row scales."""
+    from salesrl_jax.infer.scorer import saved_quantized_dir
+
+    dim = model.identity.dim
+    saved = saved_quantized_dir(model)
+    if calibration is None and saved is not None and saved.exists():
+        graphdef, params = load_quantized(saved, model.config.model, dim, dot)
+        return graphdef, params, f"saved int8 parameters at {saved}"
+    if calibration is None:
+        calibration = training_arrays(model)
+    if calibration is None:
+        graphdef, params = quantize_params(model.params, model.config.model, dim, dot=dot)
+        return graphdef, params, "quantized now, per-row activation scales (no calibration arrays found)"
+    ranges = activation_ranges(model.graphdef, model.params, calibration_batches(calibration))
+    graphdef, params = quantize_params(model.params, model.config.model, dim, ranges, dot)
+    return graphdef, params, f"quantized now, calibrated on {calibration.path}"
+
+
+def training_arrays(model):
+    """The model's training arrays (its config's ``data.train``) if they are on disk and match it, else None."""
+    from salesrl_jax.arrays.store import TurnArrays
+
+    try:
+        arrays = TurnArrays.open(model.config.data.train)
+        model.require_compatible(arrays.identity, arrays.feature_names, str(model.config.data.train))
+    except (OSError, ValueError):
+        return None
+    return arrays
+
+
 def tree_bytes(tree) -> int:
-    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
+    """Bytes of a parameter tree as saved (kernels held as bf16 count as the int8 they are stored as)."""
+    return int(sum(np.asarray(_as_stored(x)).nbytes for x in jax.tree.leaves(tree)))

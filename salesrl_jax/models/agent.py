@@ -10,6 +10,7 @@ from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.encoder import EncoderCarry, StateEncoder
 from salesrl_jax.models.heads import EnsembleHeads, MLPHead, PolicyHead, beta_policy
 from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.layers import Int8Spec
 
 
 @struct.dataclass
@@ -38,9 +39,9 @@ class AgentOutput:
 
 
 class SalesAgent(nnx.Module):
-    """``quantized=True`` builds the int8 inference form (wide layers int8, narrow output layers float)."""
+    """``quantized=Int8Spec(...)`` builds the int8 inference form (wide layers int8, narrow output layers float)."""
 
-    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: bool = False):
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
         self.config = config
         self.encoder = StateEncoder(config, embed_dim, rngs=rngs, quantized=quantized)
         self.policy = PolicyHead(config.state_dim, config.min_concentration, rngs=rngs)

@@ -23,6 +23,8 @@ float rounding (tested).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +33,7 @@ from flax import nnx, struct
 from salesrl_jax.features.turn_features import FEATURE_GROUPS, FEATURE_NAMES
 from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.inputs import TurnInputs
-from salesrl_jax.models.layers import Dense
+from salesrl_jax.models.layers import Dense, Int8Spec
 
 IMPORTANCE_BOUND = 3.0  # c above: exp(s) stays within [e^-3, e^3], so no turn can swamp the pools
 _CUSTOMER = FEATURE_NAMES.index("is_customer")
@@ -63,12 +65,14 @@ class StateEncoder(nnx.Module):
     """See the module docstring. ``embed_dim`` is the embedding size of the cached arrays; ``quantized``
     builds the int8 inference form of the wide layers (see `salesrl_jax.models.layers`)."""
 
-    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: bool = False):
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
         self.config = config
         self.embed_dim = embed_dim
         self.feature_index = tuple(int(i) for i in feature_selection(config))  # static: part of the graph
         h = config.turn_dim
-        self.project = Dense(embed_dim, h, rngs=rngs, quantized=quantized)
+        # The projection reads raw embeddings (or int8 rows quantized upstream): per-row scales, never calibrated.
+        project_spec = quantized and dataclasses.replace(quantized, calibrated=False)
+        self.project = Dense(embed_dim, h, rngs=rngs, quantized=project_spec)
         self.project_norm = nnx.LayerNorm(h, rngs=rngs)
         if config.history == "weighted":
             self.num_decays = len(config.decay_half_lives)
@@ -118,19 +122,29 @@ class StateEncoder(nnx.Module):
         parts = [u]
         if pools is not None:
             numerator, denominator = pools[..., :-1], pools[..., -1:]
-            pooled = jnp.where(denominator > 1e-12, numerator / jnp.maximum(denominator, 1e-12), 0.0)
+            # One reciprocal per pool, then a multiply per channel: a division per channel costs several
+            # times more in this, the encoder's widest elementwise pass.
+            inverse = jnp.where(denominator > 1e-12, 1.0 / jnp.maximum(denominator, 1e-12), 0.0)
+            pooled = numerator * inverse
             parts.append(pooled.reshape(pooled.shape[:-3] + (-1,)))
         parts.append(features[..., jnp.array(self.feature_index, jnp.int32)])
         return jnp.concatenate(parts, axis=-1)
 
+    def state_input(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
+        """What the state MLP reads: the context ``[..., C]``, plus the previous prediction ``[...]`` if fed."""
+        if not self.config.feed_prediction:
+            return context
+        if prev_prediction is None:
+            raise ValueError("model.feed_prediction is on: pass the previous turn's prediction")
+        return jnp.concatenate([context, prev_prediction[..., None]], axis=-1)
+
+    def hidden_activation(self, state_input: jnp.ndarray) -> jnp.ndarray:
+        """The state MLP's hidden layer, ``[..., hidden_dim]``."""
+        return jax.nn.gelu(self.hidden_norm(self.hidden(state_input)))
+
     def state(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
         """The state MLP on a context ``[..., C]`` (and the previous prediction ``[...]`` if fed)."""
-        if self.config.feed_prediction:
-            if prev_prediction is None:
-                raise ValueError("model.feed_prediction is on: pass the previous turn's prediction")
-            context = jnp.concatenate([context, prev_prediction[..., None]], axis=-1)
-        hidden = jax.nn.gelu(self.hidden_norm(self.hidden(context)))
-        return jax.nn.gelu(self.out(hidden))
+        return jax.nn.gelu(self.out(self.hidden_activation(self.state_input(context, prev_prediction))))
 
     # --- batch form ----------------------------------------------------------------------------
 

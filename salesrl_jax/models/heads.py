@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from salesrl_jax.models.layers import Dense
+from salesrl_jax.models.layers import Dense, Int8Spec
 
 
 def beta_policy(logit: jnp.ndarray, concentration: jnp.ndarray) -> distrax.Beta:
@@ -34,7 +34,7 @@ class PolicyHead(nnx.Module):
 class MLPHead(nnx.Module):
     """state ``[..., S]`` -> scalar ``[...]`` through one hidden layer."""
 
-    def __init__(self, state_dim: int, hidden: int, *, rngs: nnx.Rngs, quantized: bool = False):
+    def __init__(self, state_dim: int, hidden: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
         self.hidden = Dense(state_dim, hidden, rngs=rngs, quantized=quantized)
         self.out = Dense(hidden, 1, rngs=rngs)
 
@@ -45,7 +45,7 @@ class MLPHead(nnx.Module):
 class EnsembleHeads(nnx.Module):
     """``K`` independent `MLPHead` logit heads with stacked parameters, built with ``nnx.vmap``."""
 
-    def __init__(self, state_dim: int, hidden: int, size: int, *, rngs: nnx.Rngs, quantized: bool = False):
+    def __init__(self, state_dim: int, hidden: int, size: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
         self.size = size
 
         @nnx.split_rngs(splits=size)

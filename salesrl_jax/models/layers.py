@@ -1,47 +1,113 @@
 """A dense layer with a float form (training) and an int8 form (quantized inference).
 
-Float: ``y = x W + b``. Int8 (``quantized=True``): the kernel is stored as ``W_q = round(W / s_W)``
-with one scale per output channel ``s_W[j] = max_i |W[i, j]| / 127``; each input row is quantized
-on the fly with its own scale ``s_x = max_j |x_j| / 127``, and
+Float: ``y = x W + b``. Int8 (``quantized=Int8Spec(...)``): the kernel is stored as
+``W_q = round(W / s_W)`` with one scale per output channel ``s_W[j] = max_i |W[i, j]| / 127``, the
+input is quantized to int8 ``x_q`` with scales ``s_x``, and
 
-    y = (x_q W_q)_{int32} * s_x * s_W + b
+    y = (x_q W_q) * s_x * s_W + b
 
-with the product accumulated in int32 (``lax.dot_general(..., preferred_element_type=int32)``),
-which XLA:CPU runs on integer SIMD units. The quantized form is a different graph with the same
-parameter paths plus ``scale``; `salesrl_jax.infer.quantize` converts a float state into it.
+where the product of the int8 integers is summed exactly. The input scales are either
+
+* dynamic, one per row: ``s_x = max_j |x_j| / 127``, computed per call (a reduction over the row); or
+* calibrated, one per input channel: ``a_i = max |x_i| / 127`` over calibration data, folded into
+  the kernel before it is quantized (``W_q = round(diag(a) W / s_W)``), so that quantizing the input
+  is one fused elementwise step ``x_q = clip(round(x / a))`` (values beyond the calibrated range clip).
+
+Two ways to sum ``x_q W_q`` (``Int8Spec.dot``), both exact integer arithmetic:
+
+* ``int32``: ``lax.dot_general(..., preferred_element_type=int32)`` (XLA:CPU's int8 kernels);
+* ``bf16``: the same integers as bfloat16 (every int8 is exact in bf16's 8-bit significand) on the
+  CPU's bf16 dot units, summed in float32. Each product is at most 127^2 and every partial sum is an
+  exact float32 integer while it stays below 2^24, so the result equals the int32 sum whenever
+  ``d_in * 127^2 < 2^24`` (``d_in <= 1040``) and is within float32 rounding beyond. On CPUs with
+  AVX512-BF16 (or AMX) XLA runs these about 2x float32, against about 1.5x for its int8 kernels
+  (docs/benchmarks.md); elsewhere bf16 would be emulated, so `default_int8_dot` picks by CPU.
+
+The quantized form is a different graph with the same parameter paths plus ``scale`` (and
+``input_scale`` when calibrated); `salesrl_jax.infer.quantize` converts a float state into it.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 INT8_MAX = 127.0
+Int8Dot = Literal["int32", "bf16"]
 
 
-def quantize_rows(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Symmetric per-row int8 quantization of ``x [..., d]`` -> ``(x_q int8 [..., d], scale [...])``."""
-    scale = jnp.max(jnp.abs(x), axis=-1) / INT8_MAX
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.clip(jnp.round(x / scale[..., None]), -INT8_MAX, INT8_MAX).astype(jnp.int8), scale
+@dataclasses.dataclass(frozen=True)
+class Int8Spec:
+    """How the quantized layers run; static (part of the compiled program)."""
+
+    calibrated: bool = True
+    """Per-input-channel activation scales from calibration data (else dynamic per-row scales)."""
+    dot: Int8Dot = "int32"
+    """How the int8 products are summed: int32 accumulation, or exactly on bf16 dot units (see module docstring)."""
 
 
-def int8_matmul(x: jnp.ndarray, kernel_q: jnp.ndarray, kernel_scale: jnp.ndarray) -> jnp.ndarray:
-    """``x [..., d_in] f32`` times an int8 kernel ``[d_in, d_out]`` with per-column scales ``[d_out]``."""
-    x_q, x_scale = quantize_rows(x)
-    acc = jax.lax.dot_general(x_q, kernel_q, (((x_q.ndim - 1,), (0,)), ((), ())),
-                              preferred_element_type=jnp.int32)
-    return acc.astype(jnp.float32) * x_scale[..., None] * kernel_scale
+@functools.cache
+def default_int8_dot() -> Int8Dot:
+    """``bf16`` where the CPU has native bf16 dot products (AVX512-BF16 or AMX-BF16), else ``int32``."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "int32"
+
+
+def kernel_dtype(dot: Int8Dot):
+    """The dtype a quantized kernel is held in at run time for ``dot``."""
+    return jnp.bfloat16 if dot == "bf16" else jnp.int8
+
+
+def quantize_rows(x: jnp.ndarray, dtype=jnp.int8) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Symmetric per-row int8 quantization of ``x [..., d]`` -> ``(x_q [..., d], scale [...])``, ``x_q`` as
+    ``dtype`` (int8, or bf16 holding the same integers)."""
+    absmax = jnp.max(jnp.abs(x), axis=-1)
+    inverse = jnp.where(absmax > 0, INT8_MAX / absmax, 1.0)  # multiply, not divide, in the wide elementwise pass
+    return jnp.clip(jnp.round(x * inverse[..., None]), -INT8_MAX, INT8_MAX).astype(dtype), 1.0 / inverse
+
+
+def quantize_columns(x: jnp.ndarray, input_scale: jnp.ndarray, dtype=jnp.int8) -> jnp.ndarray:
+    """``clip(round(x / a), -127, 127)`` with calibrated per-channel scales ``a [d]``, as ``dtype``
+    (int8, or bf16 holding the same integers)."""
+    return jnp.clip(jnp.round(x * (1.0 / input_scale)), -INT8_MAX, INT8_MAX).astype(dtype)
+
+
+def int8_dot(x_q: jnp.ndarray, kernel_q: jnp.ndarray, dot: Int8Dot = "int32") -> jnp.ndarray:
+    """The exact integer product ``x_q [..., d_in] @ W_q [d_in, d_out]`` as float32 (see module docstring)."""
+    dims = (((x_q.ndim - 1,), (0,)), ((), ()))
+    if dot == "bf16":
+        return jax.lax.dot_general(x_q.astype(jnp.bfloat16), kernel_q.astype(jnp.bfloat16), dims,
+                                   preferred_element_type=jnp.float32)
+    acc = jax.lax.dot_general(x_q.astype(jnp.int8), kernel_q, dims, preferred_element_type=jnp.int32)
+    return acc.astype(jnp.float32)
+
+
+def int8_matmul(x: jnp.ndarray, kernel_q: jnp.ndarray, kernel_scale: jnp.ndarray, dot: Int8Dot = "int32") -> jnp.ndarray:
+    """``x [..., d_in] f32`` (dynamic per-row scales) times an int8 kernel ``[d_in, d_out]`` with per-column scales."""
+    x_q, x_scale = quantize_rows(x, jnp.bfloat16 if dot == "bf16" else jnp.int8)
+    return int8_dot(x_q, kernel_q, dot) * x_scale[..., None] * kernel_scale
 
 
 class Dense(nnx.Module):
-    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, quantized: bool = False,
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None,
                  kernel_init=nnx.initializers.lecun_normal()):
         self.quantized = quantized
-        if quantized:  # filled in by salesrl_jax.infer.quantize
-            self.kernel = nnx.Param(jnp.zeros((in_features, out_features), jnp.int8))
+        if quantized is not None:  # filled in by salesrl_jax.infer.quantize
+            # Held in the dtype the dot reads (bf16 holds every int8 exactly), so no call converts it;
+            # saved as int8 either way.
+            self.kernel = nnx.Param(jnp.zeros((in_features, out_features), kernel_dtype(quantized.dot)))
             self.scale = nnx.Param(jnp.ones((out_features,), jnp.float32))
+            if quantized.calibrated:
+                self.input_scale = nnx.Param(jnp.ones((in_features,), jnp.float32))
         else:
             self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
@@ -49,14 +115,18 @@ class Dense(nnx.Module):
     def __call__(self, x: jnp.ndarray, x_scale: jnp.ndarray | None = None) -> jnp.ndarray:
         """``x [..., d_in]``: float, or int8 with per-row scales ``x_scale [...]`` (inputs quantized upstream,
         such as int8 embeddings, skip the per-call activation quantization)."""
+        spec = self.quantized
         if x.dtype == jnp.int8:
             if x_scale is None:
                 raise ValueError("int8 inputs need their per-row scales")
-            if not self.quantized:
+            if spec is None:
                 return (x.astype(jnp.float32) * x_scale[..., None]) @ self.kernel[...] + self.bias[...]
-            acc = jax.lax.dot_general(x, self.kernel[...], (((x.ndim - 1,), (0,)), ((), ())),
-                                      preferred_element_type=jnp.int32)
-            return acc.astype(jnp.float32) * x_scale[..., None] * self.scale[...] + self.bias[...]
-        if self.quantized:
-            return int8_matmul(x, self.kernel[...], self.scale[...]) + self.bias[...]
-        return x @ self.kernel[...] + self.bias[...]
+            if spec.calibrated:
+                raise ValueError("a calibrated int8 layer quantizes its own input: pass it float inputs")
+            return int8_dot(x, self.kernel[...], spec.dot) * x_scale[..., None] * self.scale[...] + self.bias[...]
+        if spec is None:
+            return x @ self.kernel[...] + self.bias[...]
+        if spec.calibrated:
+            x_q = quantize_columns(x, self.input_scale[...], jnp.bfloat16 if spec.dot == "bf16" else jnp.int8)
+            return int8_dot(x_q, self.kernel[...], spec.dot) * self.scale[...] + self.bias[...]
+        return int8_matmul(x, self.kernel[...], self.scale[...], spec.dot) + self.bias[...]
