@@ -22,7 +22,8 @@ from salesrl_jax.infer.quantize import activation_ranges, quantize_params, quant
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.inputs import TurnInputs
-from salesrl_jax.bench.timing import compile_and_time, interleaved_times
+from salesrl_jax.models.layers import Int8Dot
+from salesrl_jax.bench.timing import interleaved_times
 from salesrl_jax.train.checkpoint import TrainedModel
 from salesrl_jax.train.config import TrainConfig
 from salesrl_jax.embed.config import EmbedderConfig
@@ -52,7 +53,7 @@ def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
     return model
 
 
-def bench_int8(model: TrainedModel, dim: int, dot: str | None = None):
+def bench_int8(model: TrainedModel, dim: int, dot: Int8Dot | None = None):
     """The model's int8 form, its activation scales calibrated on random inputs like the benchmark's."""
     ranges = activation_ranges(model.graphdef, model.params, [random_inputs(4096, dim, seed=1)])
     return quantize_params(model.params, model.config.model, dim, ranges, dot)
@@ -165,10 +166,10 @@ def loop_baseline(dim: int = 3072, turns: int = 3000, batch: int = 1024) -> dict
     loop_rate = turns / (time.perf_counter() - start)
     q_graphdef, q_params = bench_int8(model, dim)
     batch_inputs = random_inputs(batch, dim)
-    _, times_f32 = compile_and_time(make_predict(model.graphdef), model.params, batch_inputs)
-    _, times_int8 = compile_and_time(make_predict(q_graphdef), q_params, batch_inputs)
-    batch_rate = batch / float(np.median(times_f32))
-    int8_rate = batch / float(np.median(times_int8))
+    _, times = interleaved_times({"float32": (make_predict(model.graphdef), (model.params, batch_inputs)),
+                                  "int8": (make_predict(q_graphdef), (q_params, batch_inputs))})
+    batch_rate = batch / float(np.median(times["float32"]))
+    int8_rate = batch / float(np.median(times["int8"]))
     return {"dim": dim, "loop_turns_per_s": loop_rate, "batch": batch, "batch_float32_turns_per_s": batch_rate,
             "batch_int8_turns_per_s": int8_rate, "float32_speedup": batch_rate / loop_rate,
             "int8_speedup": int8_rate / loop_rate}

@@ -98,7 +98,7 @@ def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dic
             prev = previous_predictions(agent.predict(inputs).prediction, inputs.starts)
         state_input = encoder.state_input(encoder.context(inputs), prev)
         hidden = encoder.hidden_activation(state_input)
-        state = jax.nn.gelu(encoder.out(hidden))
+        state = encoder.state_from_hidden(hidden)
 
         def absmax(x):
             return jnp.max(jnp.where(inputs.valid[:, None], jnp.abs(x), 0.0), axis=0)
@@ -118,7 +118,8 @@ def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dic
 
 
 def calibration_batches(arrays, turns: int = CALIBRATION_TURNS, rows: int = 4096):
-    """`TurnInputs` of whole conversations from ``arrays`` (a `TurnArrays`), in cache order, until ``turns``."""
+    """`TurnInputs` of whole conversations from ``arrays`` (a `TurnArrays`), in cache order: the first
+    ``turns`` turns are valid rows (a conversation cut by the budget keeps only its first turns)."""
     from salesrl_jax.train.batches import gather_packed, plan_packing
 
     seen = 0
@@ -126,9 +127,10 @@ def calibration_batches(arrays, turns: int = CALIBRATION_TURNS, rows: int = 4096
         part = arrays.part(p)
         for minibatch in plan_packing(part.lengths, np.arange(part.num_conversations), rows):
             batch = gather_packed(part, [minibatch], rows, 1)
+            valid = batch.valid[0] & (seen + np.cumsum(batch.valid[0]) <= turns)
             yield TurnInputs(jnp.asarray(batch.embeddings[0]), jnp.asarray(batch.features[0]),
-                             jnp.asarray(batch.starts[0]), jnp.asarray(batch.valid[0]))
-            seen += int(batch.valid[0].sum())
+                             jnp.asarray(batch.starts[0]), jnp.asarray(valid))
+            seen += int(valid.sum())
             if seen >= turns:
                 return
 
@@ -212,25 +214,24 @@ def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed
     return graphdef, like
 
 
-def int8_model(model, calibration=None, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State, str]:
+def int8_model(model, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State, str]:
     """The int8 form of a `TrainedModel`: ``(graphdef, params, how)``. Its saved int8 parameters
-    (`salesrl quantize`) if any; else quantized now, calibrated on ``calibration`` (a `TurnArrays`) or,
-    failing that, on the model's training arrays if they are still on disk; else with per-row scales."""
+    (`salesrl quantize`) if any; else quantized now, calibrated on the model's training arrays if they
+    are still on disk; else with per-row activation scales."""
     from salesrl_jax.infer.scorer import saved_quantized_dir
 
     dim = model.identity.dim
     saved = saved_quantized_dir(model)
-    if calibration is None and saved is not None and saved.exists():
+    if saved is not None and saved.exists():
         graphdef, params = load_quantized(saved, model.config.model, dim, dot)
         return graphdef, params, f"saved int8 parameters at {saved}"
-    if calibration is None:
-        calibration = training_arrays(model)
-    if calibration is None:
+    arrays = training_arrays(model)
+    if arrays is None:
         graphdef, params = quantize_params(model.params, model.config.model, dim, dot=dot)
         return graphdef, params, "quantized now, per-row activation scales (no calibration arrays found)"
-    ranges = activation_ranges(model.graphdef, model.params, calibration_batches(calibration))
+    ranges = activation_ranges(model.graphdef, model.params, calibration_batches(arrays))
     graphdef, params = quantize_params(model.params, model.config.model, dim, ranges, dot)
-    return graphdef, params, f"quantized now, calibrated on {calibration.path}"
+    return graphdef, params, f"quantized now, calibrated on {arrays.path}"
 
 
 def training_arrays(model):

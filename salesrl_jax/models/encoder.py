@@ -142,9 +142,13 @@ class StateEncoder(nnx.Module):
         """The state MLP's hidden layer, ``[..., hidden_dim]``."""
         return jax.nn.gelu(self.hidden_norm(self.hidden(state_input)))
 
+    def state_from_hidden(self, hidden: jnp.ndarray) -> jnp.ndarray:
+        """The state MLP's output layer: the state ``[..., S]`` from `hidden_activation`."""
+        return jax.nn.gelu(self.out(hidden))
+
     def state(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
         """The state MLP on a context ``[..., C]`` (and the previous prediction ``[...]`` if fed)."""
-        return jax.nn.gelu(self.out(self.hidden_activation(self.state_input(context, prev_prediction))))
+        return self.state_from_hidden(self.hidden_activation(self.state_input(context, prev_prediction)))
 
     # --- batch form ----------------------------------------------------------------------------
 

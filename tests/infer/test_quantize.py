@@ -109,7 +109,9 @@ def test_int8_agrees_with_float32_on_a_trained_model(tiny_trained, tiny_arrays, 
     model = TrainedModel.load(tiny_trained)
     arrays = TurnArrays.open(tiny_arrays)
     f32 = predict_arrays(make_predict(model.graphdef), model.params, arrays, rows=512)
-    ranges = activation_ranges(model.graphdef, model.params, calibration_batches(arrays, 2000, rows=512))
+    batches = list(calibration_batches(arrays, 2000, rows=512))
+    assert sum(int(b.valid.sum()) for b in batches) == 2000  # exactly the budget, whole minibatches or not
+    ranges = activation_ranges(model.graphdef, model.params, batches)
     context_dim = model.params["encoder"]["hidden"]["kernel"][...].shape[0]
     assert ranges["encoder"]["hidden"].shape == (context_dim,) and bool(jnp.all(ranges["encoder"]["hidden"] >= 0))
     programs = {}
@@ -174,3 +176,25 @@ def test_int8_embeddings_feed_the_int8_model_like_float_ones(tiny_trained, tiny_
     float_from_int8 = make_predict(model.graphdef)(model.params, base.replace(embeddings=jnp.asarray(q),
                                                                               embedding_scale=jnp.asarray(scale)))[0]
     assert float(jnp.max(jnp.abs(int8 - f32))) < 0.02 and float(jnp.max(jnp.abs(float_from_int8 - f32))) < 0.01
+
+
+def test_quantize_command_calibrates_saves_and_refuses_missing_calibration_data(tiny_trained, tiny_arrays, tmp_path,
+                                                                                 capsys, monkeypatch):
+    import shutil
+
+    import salesrl_jax.infer.quantize as quantize
+    from salesrl_jax.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained, run)
+    main(["quantize", "--model", str(run), "--calibration", str(tiny_arrays), "--calibration-turns", "500"])
+    out = capsys.readouterr().out
+    assert "calibrated on the first 500 turns" in out and "x)" in out
+    _, params, how = int8_model(TrainedModel.load(run))
+    assert how.startswith("saved int8 parameters") and "input_scale" in nnx_pure(params)["encoder"]["hidden"]
+    with pytest.raises(SystemExit, match="no cached arrays here"):
+        main(["quantize", "--model", str(run), "--calibration", str(tmp_path / "missing")])
+    # Without --calibration it reads the run's training arrays; when they are gone it says what to pass.
+    monkeypatch.setattr(quantize, "training_arrays", lambda model: None)
+    with pytest.raises(SystemExit, match="pass --calibration"):
+        main(["quantize", "--model", str(run)])
