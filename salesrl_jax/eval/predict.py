@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -34,16 +35,45 @@ class TurnPredictions:
         return self.turn_index == self.length - 1
 
 
-PREDICT_BLOCK_ROWS = 1024  # larger batches run as a scan over blocks of this many rows (same result, faster)
+PREDICT_BLOCK_ROWS = 1024  # larger batches run block by block (same result, faster: see make_predict)
 
 
-def make_predict(graphdef: nnx.GraphDef) -> Callable:
-    """``predict(params, inputs) -> (prediction [N], uncertainty [N])``, jitted once per row count."""
+def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS) -> Callable:
+    """``predict(params, inputs) -> (prediction [N], uncertainty [N])``, jitted once per row count.
+
+    A batch of more than ``block_rows`` rows (a multiple of it) runs as a host loop over blocks of
+    ``block_rows``, carrying the history pools across block edges (`SalesAgent.predict_block`): the
+    same result as one pass. Each block's working set stays in cache, and a host loop beats a
+    ``lax.scan`` over blocks here: inside XLA:CPU's loop body the pools' associative scan fuses its
+    levels with the slicing of the scanned inputs and runs 2-3x slower (docs/benchmarks.md).
+    """
 
     @jax.jit
-    def predict(params, inputs: TurnInputs):
-        out = nnx.merge(graphdef, params).predict(inputs, block_rows=PREDICT_BLOCK_ROWS)
+    def whole(params, inputs: TurnInputs):
+        out = nnx.merge(graphdef, params).predict(inputs)
         return out.prediction, out.uncertainty
+
+    @jax.jit
+    def block(params, inputs: TurnInputs, carry):
+        out, carry = nnx.merge(graphdef, params).predict_block(inputs, carry)
+        return out.prediction, out.uncertainty, carry
+
+    def predict(params, inputs: TurnInputs):
+        n = inputs.features.shape[0]
+        if n <= block_rows or n % block_rows:
+            return whole(params, inputs)
+        encoder = nnx.merge(graphdef, params).encoder
+        if encoder.config.feed_prediction:
+            return whole(params, inputs)
+        carry = encoder.init_carry()
+        host = jax.tree.map(np.asarray, inputs)  # numpy slices are free; slicing device arrays costs an op each
+        predictions, uncertainties = [], []
+        for start in range(0, n, block_rows):
+            rows = jax.tree.map(lambda x: x[start:start + block_rows], host)  # noqa: B023
+            prediction, uncertainty, carry = block(params, rows, carry)
+            predictions.append(prediction)
+            uncertainties.append(uncertainty)
+        return jnp.concatenate(predictions), jnp.concatenate(uncertainties)
 
     return predict
 

@@ -163,8 +163,21 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
         return layer
 
     pure = _map_layers(nnx.to_pure_dict(params), nnx.to_pure_dict(like), convert, leaves_from_quant=False)
+    check_shared_state_scale(pure)
     nnx.replace_by_pure_dict(like, pure)
     return graphdef, like
+
+
+def check_shared_state_scale(pure: dict) -> None:
+    """The calibrated int8 agent quantizes the state once for the value and every ensemble head
+    (`SalesAgent.heads`), so their first layers must share one input scale: raise if they do not."""
+    if "input_scale" not in pure["value"]["hidden"] or "ensemble" not in pure:
+        return
+    value = np.asarray(pure["value"]["hidden"]["input_scale"])
+    heads = np.asarray(pure["ensemble"]["heads"]["hidden"]["input_scale"])
+    if not np.array_equal(np.broadcast_to(value, heads.shape), heads):
+        raise ValueError("int8 parameters: the value and ensemble heads read the same state but have different "
+                         "calibrated input scales (re-run salesrl quantize)")
 
 
 def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
@@ -210,6 +223,7 @@ def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed
     target = jax.tree.map(lambda x: ocp.utils.to_shape_dtype_struct(_as_stored(x)), held)
     with ocp.StandardCheckpointer() as checkpointer:
         pure = checkpointer.restore(path, target)
+    check_shared_state_scale(pure)
     nnx.replace_by_pure_dict(like, jax.tree.map(lambda x, h: jnp.asarray(x).astype(h.dtype), pure, held))
     return graphdef, like
 

@@ -43,6 +43,7 @@ class SalesAgent(nnx.Module):
 
     def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
         self.config = config
+        self.quantized = quantized
         self.encoder = StateEncoder(config, embed_dim, rngs=rngs, quantized=quantized)
         self.policy = PolicyHead(config.state_dim, config.min_concentration, rngs=rngs)
         self.value = MLPHead(config.state_dim, config.head_hidden, rngs=rngs, quantized=quantized)
@@ -52,25 +53,21 @@ class SalesAgent(nnx.Module):
 
     def heads(self, state: jnp.ndarray) -> AgentOutput:
         logit, concentration = self.policy(state)
-        ensemble = (self.ensemble(state) if self.config.ensemble_size
+        # Calibrated int8: the value and ensemble heads all read the state, so calibration gives them one
+        # input scale (`salesrl_jax.infer.quantize` checks it): quantize the state once, not once per head.
+        state_q = (self.value.hidden.quantize_input(state) if self.quantized and self.quantized.calibrated
+                   else None)
+        ensemble = (self.ensemble(state, state_q) if self.config.ensemble_size
                     else jnp.zeros((0,) + logit.shape, logit.dtype))
-        return AgentOutput(logit, concentration, self.value(state), ensemble)
+        return AgentOutput(logit, concentration, self.value(state, state_q), ensemble)
 
     def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> AgentOutput:
         """Batch form over a flat batch of turns."""
         return self.heads(self.encoder(inputs, prev_prediction))
 
-    def predict(self, inputs: TurnInputs, block_rows: int | None = None) -> AgentOutput:
+    def predict(self, inputs: TurnInputs) -> AgentOutput:
         """Batch form as deployed: with ``feed_prediction``, each turn reads the model's own previous
-        prediction (a scan over rows, reset at each conversation start); otherwise one parallel pass.
-
-        ``block_rows`` (when it divides the row count) runs a large batch as a scan over blocks of
-        that many rows, carrying the history pools across block edges: the same result, with a
-        working set that stays in cache (large batches otherwise run slower per turn on CPU).
-        """
-        n = inputs.features.shape[0]
-        if not self.config.feed_prediction and block_rows and n > block_rows and n % block_rows == 0:
-            return self._predict_blocked(inputs, block_rows)
+        prediction (a scan over rows, reset at each conversation start); otherwise one parallel pass."""
         context = self.encoder.context(inputs)
         if not self.config.feed_prediction:
             return self.heads(self.encoder.state(context))
@@ -89,20 +86,16 @@ class SalesAgent(nnx.Module):
         # The scan stacks the ensemble axis second: [N, K] -> [K, N].
         return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
 
-    def _predict_blocked(self, inputs: TurnInputs, block_rows: int) -> AgentOutput:
-        graphdef, params = nnx.split(self)  # NNX modules cannot be closed over by lax.scan
-        blocks = jax.tree.map(lambda x: x.reshape((-1, block_rows) + x.shape[1:]), inputs)
-
-        def block(carry, rows):
-            agent = nnx.merge(graphdef, params)
-            context, carry = agent.encoder.context_with_carry(rows, carry)
-            return carry, agent.heads(agent.encoder.state(context))
-
-        _, out = jax.lax.scan(block, self.encoder.init_carry(), blocks)
-        flat = lambda x: x.reshape(-1)  # noqa: E731  [blocks, rows] -> [N]
-        ensemble = jnp.moveaxis(out.ensemble_logits, 1, 0)  # [blocks, K, rows] -> [K, blocks, rows]
-        return AgentOutput(flat(out.logit), flat(out.concentration), flat(out.value),
-                           ensemble.reshape(ensemble.shape[0], inputs.features.shape[0]))
+    def predict_block(self, inputs: TurnInputs, carry: EncoderCarry) -> tuple[AgentOutput, EncoderCarry]:
+        """`predict` on one block of a larger flat batch whose first conversation may have begun in the
+        previous block: ``carry`` holds the history pools after that block's last row (``init_carry()``
+        for the first block); returns the outputs and the pools after this block's last row. Blocks
+        in order give exactly the one-pass result (tested); `salesrl_jax.eval.predict` runs large
+        batches this way so that each block's working set stays in cache."""
+        if self.config.feed_prediction:
+            raise ValueError("model.feed_prediction is on: its predictions run as one scan over rows (predict)")
+        context, carry = self.encoder.context_with_carry(inputs, carry)
+        return self.heads(self.encoder.state(context)), carry
 
     def step(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray,
              prev_prediction: jnp.ndarray | None = None) -> tuple[EncoderCarry, AgentOutput]:

@@ -38,8 +38,10 @@ class MLPHead(nnx.Module):
         self.hidden = Dense(state_dim, hidden, rngs=rngs, quantized=quantized)
         self.out = Dense(hidden, 1, rngs=rngs)
 
-    def __call__(self, state: jnp.ndarray) -> jnp.ndarray:
-        return self.out(jax.nn.gelu(self.hidden(state)))[..., 0]
+    def __call__(self, state: jnp.ndarray, state_q: jnp.ndarray | None = None) -> jnp.ndarray:
+        """``state_q``: the state already quantized with this head's input scale (int8 form, calibrated)."""
+        hidden = self.hidden(state) if state_q is None else self.hidden.apply_quantized(state_q)
+        return self.out(jax.nn.gelu(hidden))[..., 0]
 
 
 class EnsembleHeads(nnx.Module):
@@ -55,9 +57,9 @@ class EnsembleHeads(nnx.Module):
 
         self.heads = create(rngs)
 
-    def __call__(self, state: jnp.ndarray) -> jnp.ndarray:
-        """Logits ``[K, ...]``."""
+    def __call__(self, state: jnp.ndarray, state_q: jnp.ndarray | None = None) -> jnp.ndarray:
+        """Logits ``[K, ...]``; ``state_q`` as in `MLPHead` (one quantized state shared by every head)."""
         # Applied with jax.vmap over the stacked parameters (split / merge), which also works
         # inside lax.scan bodies, where NNX transforms of captured modules are not allowed.
         graphdef, params = nnx.split(self.heads)
-        return jax.vmap(lambda p: nnx.merge(graphdef, p)(state))(params)
+        return jax.vmap(lambda p: nnx.merge(graphdef, p)(state, state_q))(params)

@@ -72,6 +72,12 @@ def test_calibrated_input_quantization_is_within_half_a_step_and_clips_outside_t
     assert bool(jnp.all(jnp.where(inside, jnp.abs(q * a - x) <= a / 2 + 1e-6, True)))
     assert bool(jnp.all(jnp.where(~inside, jnp.abs(q.astype(jnp.int32)) == 127, True)))
     assert np.array_equal(np.asarray(quantize_columns(x, a, jnp.bfloat16), np.float32), np.asarray(q, np.float32))
+    # bf16 is taken as the top half of the float32 bits: exact for every value a quantization can produce.
+    # Every integer in range, values that round to -0.0, and values beyond the range.
+    values = np.concatenate([np.arange(-127, 128), [-0.3, -0.5, 0.5, 126.5, -126.5, 1e6, -1e6]]).astype(np.float32)
+    q16 = quantize_columns(jnp.asarray(values)[None, :], jnp.ones(len(values), jnp.float32), jnp.bfloat16)
+    assert q16.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(q16, np.float32)[0], np.clip(np.round(values), -127, 127))
 
 
 @pytest.mark.parametrize("dot", ["int32", "bf16"])
@@ -135,6 +141,21 @@ def test_int8_agrees_with_float32_on_a_trained_model(tiny_trained, tiny_arrays, 
         assert jax.tree.all(jax.tree.map(lambda a, b: a.dtype == b.dtype and bool(np.array_equal(np.asarray(a), np.asarray(b))),
                                          loaded, original))
     assert tree_bytes(model.params) / tree_bytes(programs["calibrated-bf16"][1]) > 2.5
+    # The state is quantized once for the value and ensemble heads: parameters where their calibrated input
+    # scales differ are refused, when quantized and when loaded.
+    skewed = jax.tree.map(lambda x: x, ranges)
+    skewed["value"]["hidden"] = ranges["value"]["hidden"] * 2.0
+    with pytest.raises(ValueError, match="different calibrated input scales"):
+        quantize_params(model.params, model.config.model, arrays.dim, skewed)
+    from flax import nnx
+
+    skewed_params = jax.tree.map(lambda x: x, programs["calibrated-bf16"][1])
+    pure = nnx_pure(skewed_params)
+    pure["ensemble"]["heads"]["hidden"]["input_scale"] = pure["ensemble"]["heads"]["hidden"]["input_scale"] * 2.0
+    nnx.replace_by_pure_dict(skewed_params, pure)
+    save_quantized(tmp_path / "skewed", skewed_params)
+    with pytest.raises(ValueError, match="different calibrated input scales"):
+        load_quantized(tmp_path / "skewed", model.config.model, arrays.dim)
 
 
 def test_int8_model_prefers_saved_parameters_then_calibrates_on_the_training_arrays(tiny_trained, tmp_path):

@@ -117,7 +117,29 @@ def test_blocked_prediction_equals_one_pass(name):
     lengths = [7, 3, 12, 5, 9, 4, 6, 2, 11, 5]  # 64 rows with padding: blocks of 16 cut conversations
     inputs = flat_batch(lengths, pad=64 - sum(lengths))
     one = jax.jit(lambda x: agent.predict(x))(inputs)
-    blocked = jax.jit(lambda x: agent.predict(x, block_rows=16))(inputs)
+    block = jax.jit(agent.predict_block)
+    carry, outs = agent.encoder.init_carry(), []
+    for start in range(0, 64, 16):
+        out, carry = block(jax.tree.map(lambda x: x[start:start + 16], inputs), carry)
+        outs.append(out)
+    blocked = jax.tree.map(lambda *x: jnp.concatenate(x, axis=-1), *outs)
     np.testing.assert_allclose(blocked.prediction, one.prediction, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(blocked.ensemble_logits, one.ensemble_logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(blocked.value, one.value, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["weighted", "none", "feed_prediction"])
+def test_make_predict_runs_large_batches_block_by_block(name):
+    """`make_predict` splits a batch of several blocks at the host (carrying the pools); same result as one
+    pass, and a feed_prediction model (one scan over rows) is never split."""
+    from salesrl_jax.eval.predict import make_predict
+
+    graphdef, params = nnx.split(SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(6)))
+    inputs = flat_batch([7, 3, 12, 5, 9, 4, 6, 2, 11, 5])  # 64 rows: blocks of 16 cut conversations
+    one = make_predict(graphdef, block_rows=64)(params, inputs)
+    blocked = make_predict(graphdef, block_rows=16)(params, inputs)
+    for got, want in zip(blocked, one):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if CONFIGS[name].feed_prediction:
+        with pytest.raises(ValueError, match="feed_prediction"):
+            nnx.merge(graphdef, params).predict_block(inputs, nnx.merge(graphdef, params).encoder.init_carry())
