@@ -90,8 +90,8 @@ class SalesAgent(nnx.Module):
         """`predict` on one block of a larger flat batch whose first conversation may have begun in the
         previous block: ``carry`` holds the history pools after that block's last row (``init_carry()``
         for the first block); returns the outputs and the pools after this block's last row. Blocks
-        in order give exactly the one-pass result (tested); `salesrl_jax.eval.predict` runs large
-        batches this way so that each block's working set stays in cache."""
+        in order give the one-pass result to float rounding (tested); `salesrl_jax.eval.predict`
+        runs large batches this way so that each block's working set stays in cache."""
         if self.config.feed_prediction:
             raise ValueError("model.feed_prediction is on: its predictions run as one scan over rows (predict)")
         context, carry = self.encoder.context_with_carry(inputs, carry)
