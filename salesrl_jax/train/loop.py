@@ -173,6 +173,15 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
                                         config.seed, 0, pre.rows_per_minibatch, pre.chunk_minibatches)
         if not plans[0]:
             raise ValueError(f"{arrays.path}: no labelled training conversations")
+    data = config.data
+    if data.valid_fraction > 0 and not any(
+            np.any(batch_lib.validation_mask(part.ids, data.valid_fraction, data.split_seed) & (part.outcome >= 0))
+            for part in arrays.iter_parts()):
+        # The usual way to get here: these arrays were carved out of a larger set by the same seeded id
+        # hash (a held-out test set split off first), so none of their ids falls below the threshold.
+        raise ValueError(f"{arrays.path}: data.valid_fraction {data.valid_fraction} with data.split_seed "
+                         f"{data.split_seed} holds out no labelled conversation (if these arrays were split off a "
+                         f"larger set with the same seed, pick another --data.split-seed)")
     pretrain_steps = sum(len(c.minibatches) for c in plans.get(0, [])) * pre.epochs
     pre_opt = adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay, pre.max_grad_norm)
     ppo_opt = adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches, ppo.max_grad_norm)

@@ -248,3 +248,26 @@ def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
         single, m = train_chunk(state, batches, base.replace(ensemble_weight=w))
         np.testing.assert_allclose(metrics.loss[i], m.loss, rtol=1e-4, atol=1e-6)
     assert not np.allclose(metrics.loss[0], metrics.loss[1])
+
+
+def test_a_validation_split_that_holds_out_nothing_is_refused_with_the_fix(tiny_archive, tmp_path):
+    """Arrays split off a larger set by the same seeded hash (a test set carved out first) hold none of
+    their own held-out ids at a smaller fraction: refused up front, naming the seed to change."""
+    from salesrl_jax.arrays.build import embed_archive
+    from salesrl_jax.data.readers import read_conversations
+    from salesrl_jax.data.writers import write_conversations
+    from salesrl_jax.embed.config import EmbedderConfig
+    from salesrl_jax.train.batches import validation_mask
+    from salesrl_jax.train.config import DataConfig
+    from tests.conftest import TINY_DIM
+
+    conversations = list(read_conversations(tiny_archive))[:200]
+    test = validation_mask([c.id for c in conversations], 0.3, 0)
+    dev = tmp_path / "dev.jsonl"
+    write_conversations(dev, [c for c, held in zip(conversations, test) if not held])
+    arrays = tmp_path / "dev-arrays"
+    embed_archive(dev, arrays, EmbedderConfig(dim=TINY_DIM), chunk_conversations=200, workers=1)
+    config = tiny_config(arrays, data=DataConfig(train=arrays, valid_fraction=0.2, split_seed=0))
+    with pytest.raises(ValueError, match="holds out no labelled conversation.*pick another --data.split-seed"):
+        train_and_evaluate(config, tmp_path / "run", progress=False)
+    assert validation_mask(TurnArrays.open(arrays).part(0).ids, 0.2, 1).any()  # another seed holds some out
