@@ -6,6 +6,7 @@ The public API, loaded lazily so that ``import salesrl_jax`` (and ``salesrl --he
 - embeddings and arrays: `EmbedderConfig`, `TurnArrays`, `embed_archive`
 - model and training: `ModelConfig`, `SalesAgent`, `TrainConfig`, `load_config`, `train_and_evaluate`
 - inference: `Scorer`, `score_archive`, `quantize_params`
+- evaluation: `fit_platt`, `recalibrated_params`
 """
 
 from salesrl_jax._lazy import lazy_exports
@@ -19,6 +20,7 @@ _EXPORTS = {
     "load_config": "salesrl_jax.train.config", "train_and_evaluate": "salesrl_jax.train.loop",
     "Scorer": "salesrl_jax.infer.scorer", "score_archive": "salesrl_jax.infer.archive",
     "quantize_params": "salesrl_jax.infer.quantize",
+    "fit_platt": "salesrl_jax.eval.calibration", "recalibrated_params": "salesrl_jax.eval.calibration",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -363,6 +363,54 @@ class Quantize:
               f"(float32: {tree_bytes(model.params) / 1e6:.2f} MB, {tree_bytes(model.params) / tree_bytes(q_params):.1f}x)")
 
 
+@dataclasses.dataclass
+class Calibrate:
+    """Recalibrate a trained model's probabilities on held-out turns (Platt scaling of its logit, folded into the
+    policy head; ranking unchanged) and save the result as a new model directory that every command loads."""
+
+    model: Path
+    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    out: Path
+    """New model directory (a run directory with checkpoints/best)."""
+    data: Path | None = None
+    """Cached arrays to fit on (default: the run's training arrays, data.train, with --split valid)."""
+    split: Literal["valid", "all"] = "valid"
+    """valid: the validation split the model held out of DATA (its data.valid_fraction and data.split_seed);
+    all: every labelled conversation of DATA (arrays the model never trained on)."""
+
+    def run(self) -> None:
+        from salesrl_jax.arrays.store import TurnArrays
+        from salesrl_jax.eval import metrics
+        from salesrl_jax.eval.calibration import check_recalibratable, fit_platt, logits_of, recalibrated_params
+        from salesrl_jax.eval.predict import make_predict, predict_arrays
+        from salesrl_jax.train.checkpoint import TrainedModel, export_model
+
+        model = TrainedModel.load(self.model)
+        check_recalibratable(model.config.model)
+        data = self.data or model.config.data.train
+        if self.split == "valid" and model.config.data.valid_fraction <= 0:
+            raise ValueError(f"the model at {model.directory} held out no validation split (data.valid_fraction 0): "
+                             "pass --data ARRAYS of conversations it never trained on, with --split all")
+        arrays = TurnArrays.open(data)
+        model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
+        pred = predict_arrays(make_predict(model.graphdef), model.params, arrays, split=self.split,
+                              valid_fraction=model.config.data.valid_fraction,
+                              split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
+        scaling = fit_platt(logits_of(pred.prediction), pred.outcome)
+        before, after = pred.prediction, scaling(logits_of(pred.prediction))
+        fit = {"slope": scaling.slope, "intercept": scaling.intercept, "data": str(data), "split": self.split,
+               "conversations": len(pred.ids), "turns": int(len(before)), "from": str(model.directory)}
+        path = export_model(self.out, recalibrated_params(model.params, model.config.model, scaling),
+                            {**model.meta, "recalibration": fit})
+        print(f"Platt scaling p' = sigmoid({scaling.slope:.4f} z + {scaling.intercept:.4f}), fitted on "
+              f"{len(before):,} turns of {len(pred.ids):,} conversations ({data}, split {self.split})")
+        print("on those turns (in-sample)   log loss   Brier     ECE")
+        for name, probs in (("before", before), ("after", after)):
+            print(f"  {name:<26} {metrics.log_loss(probs, pred.outcome):8.4f} {metrics.brier(probs, pred.outcome):8.4f} "
+                  f"{metrics.expected_calibration_error(probs, pred.outcome):7.4f}")
+        print(f"wrote {path}")
+
+
 BenchPart = Literal["batch", "stream", "loop", "train"]
 
 
@@ -526,6 +574,7 @@ def _command_type(train_default: Train):
         Annotated[Evaluate, tyro.conf.subcommand("evaluate")],
         Annotated[Score, tyro.conf.subcommand("score")],
         Annotated[Quantize, tyro.conf.subcommand("quantize")],
+        Annotated[Calibrate, tyro.conf.subcommand("calibrate")],
         Annotated[Bench, tyro.conf.subcommand("bench")],
         Annotated[Convert, tyro.conf.subcommand("convert")],
     ]

@@ -81,6 +81,19 @@ def restore(manager: ocp.CheckpointManager, step: int, like: TrainState) -> tupl
     return restored.state, restored.meta
 
 
+def export_model(workdir: str | os.PathLike[str], params, meta: dict) -> Path:
+    """Write inference parameters and their meta as a run directory whose ``checkpoints/best`` any
+    command loads like a trained run's (no optimizer state: it cannot be resumed). Returns the manager
+    directory. Refuses a directory that already holds a checkpoint."""
+    path = Path(workdir) / "checkpoints" / "best"
+    if path.exists() and any(path.iterdir()):
+        raise ValueError(f"{workdir}: already holds a checkpoint; choose a new directory")
+    with _manager(path, best=False) as manager:
+        manager.save(1, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+                     force=True)
+    return path
+
+
 def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
     # orbax logs three warnings for every read-only manager (expected settings, not problems): keep
     # them out of the command line's output.

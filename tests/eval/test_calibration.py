@@ -1,0 +1,88 @@
+"""Post-hoc recalibration: Platt's fit recovers a known map, folding it into the policy head changes the
+probabilities exactly as the map says (batch and streaming alike), and `salesrl calibrate` writes a model
+every command loads."""
+
+import json
+
+import numpy as np
+import pytest
+
+from salesrl_jax.arrays import TurnArrays
+from salesrl_jax.cli import main
+from salesrl_jax.eval import metrics
+from salesrl_jax.eval.calibration import PlattScaling, check_recalibratable, fit_platt, logits_of
+from salesrl_jax.eval.predict import make_predict, predict_arrays
+from salesrl_jax.infer.scorer import Scorer
+from salesrl_jax.train.checkpoint import TrainedModel
+from tests.conftest import tiny_model
+
+
+def test_fit_platt_recovers_a_known_map():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, size=40_000)
+    y = (rng.uniform(size=z.shape) < PlattScaling(0.5, -0.7)(z)).astype(np.float64)
+    fit = fit_platt(z, y)
+    assert abs(fit.slope - 0.5) < 0.03 and abs(fit.intercept + 0.7) < 0.03
+    # Already calibrated logits stay (nearly) where they are.
+    calibrated = fit_platt(z, (rng.uniform(size=z.shape) < PlattScaling(1.0, 0.0)(z)).astype(np.float64))
+    assert abs(calibrated.slope - 1) < 0.05 and abs(calibrated.intercept) < 0.05
+    with pytest.raises(ValueError, match="outcomes in"):
+        fit_platt(z[:3], np.array([0.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="one shape"):
+        fit_platt(z[:3], y[:4])
+
+
+def test_logits_of_inverts_the_sigmoid():
+    z = np.linspace(-12, 12, 25)
+    np.testing.assert_allclose(logits_of(1 / (1 + np.exp(-z))), z, atol=1e-6)
+
+
+def test_a_model_that_feeds_back_its_prediction_is_refused():
+    with pytest.raises(ValueError, match="feed_prediction"):
+        check_recalibratable(tiny_model(feed_prediction=True))
+
+
+def test_calibrate_writes_a_model_whose_probabilities_follow_the_fitted_map(tiny_trained, tiny_arrays, tmp_path,
+                                                                            capsys, tiny_archive):
+    out = tmp_path / "recalibrated"
+    main(["calibrate", "--model", str(tiny_trained), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "Platt scaling" in printed and "wrote" in printed
+    model, recalibrated = TrainedModel.load(tiny_trained), TrainedModel.load(out)
+    fit = recalibrated.meta["recalibration"]
+    scaling = PlattScaling(fit["slope"], fit["intercept"])
+    arrays = TurnArrays.open(tiny_arrays)
+    predict = make_predict(model.graphdef)
+    split = dict(split="valid", valid_fraction=model.config.data.valid_fraction,
+                 split_seed=model.config.data.split_seed, rows=512)
+    before = predict_arrays(predict, model.params, arrays, **split)
+    after = predict_arrays(predict, recalibrated.params, arrays, **split)
+    assert fit["turns"] == len(before.prediction)
+    # Folded into the policy head: exactly the map applied to the old logits, to float32 rounding.
+    np.testing.assert_allclose(after.prediction, scaling(logits_of(before.prediction)), rtol=1e-4, atol=2e-6)
+    # The ensemble (the uncertainty signal) is untouched, and so is the ranking.
+    np.testing.assert_array_equal(after.uncertainty, before.uncertainty)
+    assert abs(metrics.roc_auc(after.prediction, after.outcome) - metrics.roc_auc(before.prediction, before.outcome)) < 1e-6
+    # Maximum likelihood over a family holding the identity: the fit turns' log loss cannot rise.
+    assert metrics.log_loss(after.prediction, after.outcome) <= metrics.log_loss(before.prediction, before.outcome) + 1e-6
+    # The streaming scorer serves the same recalibrated probabilities.
+    from salesrl_jax.data.readers import read_conversations
+
+    conv = next(iter(read_conversations(tiny_archive)))
+    old_session, new_session = Scorer.load(tiny_trained).session(), Scorer.load(out).session()
+    for turn in conv.turns:
+        old = old_session.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        new = new_session.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        assert new.probability == pytest.approx(float(scaling(logits_of(np.array([old.probability])))[0]), abs=1e-5)
+    # A second export into the same directory is refused rather than mixed with the first.
+    with pytest.raises(SystemExit, match="already holds a checkpoint"):
+        main(["calibrate", "--model", str(tiny_trained), "--out", str(out)])
+    assert json.loads(json.dumps(recalibrated.meta))["config"] == model.meta["config"]
+
+
+def test_calibrate_on_other_arrays_uses_all_their_conversations(tiny_trained, tiny_arrays, tmp_path):
+    main(["calibrate", "--model", str(tiny_trained), "--out", str(tmp_path / "out"), "--data", str(tiny_arrays),
+          "--split", "all"])
+    fit = TrainedModel.load(tmp_path / "out").meta["recalibration"]
+    arrays = TurnArrays.open(tiny_arrays)
+    assert fit["split"] == "all" and fit["turns"] == arrays.num_turns and fit["conversations"] == arrays.num_conversations
