@@ -35,7 +35,7 @@ class PlattScaling:
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """``sigmoid(a z + b)`` for logits ``[n]``."""
-        return 1.0 / (1.0 + np.exp(-(self.slope * np.asarray(logits, np.float64) + self.intercept)))
+        return 1.0 / (1.0 + np.exp(-np.clip(self.slope * np.asarray(logits, np.float64) + self.intercept, -50.0, 50.0)))
 
 
 def logits_of(probs: np.ndarray) -> np.ndarray:
@@ -61,7 +61,7 @@ def fit_platt(logits: np.ndarray, outcomes: np.ndarray, iterations: int = 100) -
     x = np.stack([z, np.ones_like(z)], axis=1)  # [n, 2]
     theta = np.array([1.0, 0.0])
     for _ in range(iterations):
-        s = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        s = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50.0, 50.0)))  # no overflow if the data are separable
         gradient = x.T @ (s - y) / len(z)
         hessian = (x * (s * (1 - s))[:, None]).T @ x / len(z) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hessian, gradient)

@@ -86,3 +86,9 @@ def test_calibrate_on_other_arrays_uses_all_their_conversations(tiny_trained, ti
     fit = TrainedModel.load(tmp_path / "out").meta["recalibration"]
     arrays = TurnArrays.open(tiny_arrays)
     assert fit["split"] == "all" and fit["turns"] == arrays.num_turns and fit["conversations"] == arrays.num_conversations
+
+
+def test_fit_platt_stays_finite_on_separable_data():
+    z = np.linspace(-3, 3, 200)
+    fit = fit_platt(z, (z > 0).astype(np.float64))
+    assert np.isfinite(fit.slope) and fit.slope > 1 and np.isfinite(PlattScaling(fit.slope, fit.intercept)(z)).all()
