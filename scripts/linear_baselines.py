@@ -150,7 +150,7 @@ def main(config: BaselineConfig) -> None:
     print(f"{len(ids)} labelled conversations, {int(held_out_conversations.sum())} held out; "
           f"{int(train.sum())} training prefixes, {int((~train).sum())} held-out prefixes")
     for name in ("tfidf", "embedding-mean"):
-        probs, c = fit_predict(name, prefixes, train, config.folds)
+        probs, chosen_c = fit_predict(name, prefixes, train, config.folds)
         rows = ~train
         # TurnPredictions index the predicted conversations only, like `salesrl evaluate --split valid`.
         kept, conversation = np.unique(prefixes.conversation[rows], return_inverse=True)
@@ -159,8 +159,8 @@ def main(config: BaselineConfig) -> None:
                                turn_index=prefixes.turn_index[rows], length=prefixes.length[rows],
                                conversation=conversation.astype(np.int32), ids=[ids[c] for c in kept],
                                industries=[industries[c] for c in kept])
-        path = write_report(pred, config.out / name, f"{name} logistic regression (C = {c:g} by grouped CV)")
-        print(f"\n## {name} (C = {c:g}, chosen by {config.folds}-fold CV on the training conversations): {path}")
+        path = write_report(pred, config.out / name, f"{name} logistic regression (C = {chosen_c:g} by grouped CV)")
+        print(f"\n## {name} (C = {chosen_c:g}, chosen by {config.folds}-fold CV on the training conversations): {path}")
         print(format_tables(evaluation_tables(pred)))
 
 
