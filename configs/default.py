@@ -4,7 +4,7 @@ Every field is documented in ``salesrl train --help``; this file only names the 
 Variants import it and override a few fields (see ablations/).
 """
 
-from salesrl_jax.train.config import TrainConfig
+from salesrl_jax.run.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -4,13 +4,13 @@
     salesrl train --config configs/paper_3072.py --data.train runs/arrays-3072
 """
 
-import dataclasses
+from salesrl_jax.configs.default import get_config as default_config
 
-from configs.default import get_config as default_config
-from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.run.config import with_overrides
 
 
 def get_config():
-    config = default_config()
-    return dataclasses.replace(config, name="paper-3072",
-                               embedder=EmbedderConfig(kind="openai", dim=3072, model="text-embedding-3-large"))
+    return with_overrides(default_config(), {
+        "name": "paper-3072",
+        "embedder.kind": "openai", "embedder.dim": 3072, "embedder.model": "text-embedding-3-large",
+    })

@@ -4,9 +4,13 @@ The public API, loaded lazily so that ``import salesrl_jax`` (and ``salesrl --he
 
 - data: `Conversation`, `Turn`, `read_conversations`, `write_conversations`
 - embeddings and arrays: `EmbedderConfig`, `TurnArrays`, `embed_archive`
-- model and training: `ModelConfig`, `SalesAgent`, `TrainConfig`, `load_config`, `train_and_evaluate`
-- inference: `Scorer`, `score_archive`, `quantize_params`
-- evaluation: `fit_platt`, `recalibrated_params`
+- model and training: `ModelConfig`, `SalesAgent`, `TrainConfig`, `load_config`, `with_overrides`,
+  `train_and_evaluate`, `TrainedModel`
+- inference: `Scorer`, `score_archive`, `quantize_model`, `quantize_params`
+- evaluation: `evaluate_model`, `recalibrate_model`, `fit_platt`, `recalibrated_params`
+- pipelines: `run_demo`
+
+docs/architecture.md shows how the packages depend on each other.
 """
 
 from salesrl_jax._lazy import lazy_exports
@@ -16,8 +20,8 @@ _EXPORTS = {
     "read_conversations": "salesrl_jax.data.readers", "write_conversations": "salesrl_jax.data.writers",
     "EmbedderConfig": "salesrl_jax.embed.config", "TurnArrays": "salesrl_jax.arrays.store",
     "embed_archive": "salesrl_jax.arrays.build", "ModelConfig": "salesrl_jax.models.config",
-    "SalesAgent": "salesrl_jax.models.agent", "TrainConfig": "salesrl_jax.train.config",
-    "load_config": "salesrl_jax.train.config", "train_and_evaluate": "salesrl_jax.train.loop",
+    "SalesAgent": "salesrl_jax.models.agent", "TrainConfig": "salesrl_jax.run.config",
+    "load_config": "salesrl_jax.run.config", "train_and_evaluate": "salesrl_jax.train.loop",
     "Scorer": "salesrl_jax.infer.scorer", "score_archive": "salesrl_jax.infer.archive",
     "quantize_params": "salesrl_jax.infer.quantize",
     "fit_platt": "salesrl_jax.eval.calibration", "recalibrated_params": "salesrl_jax.eval.calibration",

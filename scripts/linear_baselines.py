@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from salesrl_jax.arrays.split import validation_mask
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.data.readers import read_conversations
-from salesrl_jax.eval.predict import TurnPredictions
 from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
-from salesrl_jax.train.batches import validation_mask
+from salesrl_jax.models.predict import TurnPredictions
 
 C_GRID = np.logspace(-7, 2, 10)  # inverse L2 strengths tried by the inner cross-validation (a decade apart)
 

@@ -9,7 +9,7 @@ import pytest
 
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.models.config import ModelConfig
-from salesrl_jax.train.config import DataConfig, PPOConfig, PretrainConfig, TrainConfig
+from salesrl_jax.run.config import DataConfig, PPOConfig, PretrainConfig, TrainConfig
 
 TINY_DIM = 32
 

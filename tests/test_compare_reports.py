@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from salesrl_jax.eval.predict import TurnPredictions
 from salesrl_jax.eval.report import evaluation_tables
+from salesrl_jax.models.predict import TurnPredictions
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_reports.py"
 

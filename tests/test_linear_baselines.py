@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from salesrl_jax.arrays.split import validation_mask  # noqa: E402
 from salesrl_jax.data.readers import read_conversations  # noqa: E402
-from salesrl_jax.train.batches import validation_mask  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "linear_baselines.py"
 

@@ -1,13 +1,5 @@
 """Ablation: the previous prediction feeds into the state."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="feed_prediction",
-        model=dataclasses.replace(config.model, feed_prediction=True),
-    )
+get_config = ablation(__name__, {"model.feed_prediction": True})

@@ -1,13 +1,5 @@
 """Ablation: PPO with the log-score reward instead of the Brier-based one."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="log_reward",
-        ppo=dataclasses.replace(config.ppo, reward="log"),
-    )
+get_config = ablation(__name__, {"ppo.reward": 'log'})

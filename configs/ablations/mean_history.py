@@ -1,13 +1,5 @@
 """Ablation: history as a plain running mean (no recency weighting, no learned importance)."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="mean_history",
-        model=dataclasses.replace(config.model, history="mean"),
-    )
+get_config = ablation(__name__, {"model.history": 'mean'})

@@ -1,13 +1,5 @@
 """Ablation: no ensemble heads (no uncertainty signal)."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="no_ensemble",
-        model=dataclasses.replace(config.model, ensemble_size=0),
-    )
+get_config = ablation(__name__, {"model.ensemble_size": 0})

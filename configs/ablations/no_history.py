@@ -1,13 +1,5 @@
 """Ablation: the state sees only the current turn (no history pools)."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="no_history",
-        model=dataclasses.replace(config.model, history="none"),
-    )
+get_config = ablation(__name__, {"model.history": 'none'})

@@ -1,13 +1,5 @@
 """Ablation: recency-weighted history without the learned importance scores."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="no_importance",
-        model=dataclasses.replace(config.model, learned_importance=False),
-    )
+get_config = ablation(__name__, {"model.learned_importance": False})

@@ -1,13 +1,5 @@
 """Ablation: one history pool over all turns (no separate customer pool)."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="no_speaker_pools",
-        model=dataclasses.replace(config.model, speaker_pools=False),
-    )
+get_config = ablation(__name__, {"model.speaker_pools": False})

@@ -1,14 +1,5 @@
 """Ablation: PPO from scratch, no supervised pretraining (the encoder learns from the reward alone)."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="ppo_only",
-        pretrain=dataclasses.replace(config.pretrain, enabled=False),
-        ppo=dataclasses.replace(config.ppo, updates=400),
-    )
+get_config = ablation(__name__, {"pretrain.enabled": False, "ppo.updates": 400})

@@ -1,13 +1,5 @@
 """Ablation: supervised pretraining only, no PPO."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="supervised_only",
-        ppo=dataclasses.replace(config.ppo, enabled=False),
-    )
+get_config = ablation(__name__, {"ppo.enabled": False})

@@ -1,13 +1,5 @@
 """Ablation: text embeddings only: no turn, engagement, position or speaker features."""
 
-import dataclasses
+from salesrl_jax.configs.ablations import ablation
 
-from configs.default import get_config as default_config
-
-
-def get_config():
-    config = default_config()
-    return dataclasses.replace(
-        config, name="text_only",
-        model=dataclasses.replace(config.model, use_features=False, use_engagement=False, use_position=False),
-    )
+get_config = ablation(__name__, {"model.use_features": False, "model.use_engagement": False, "model.use_position": False})

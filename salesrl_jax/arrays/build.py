@@ -14,24 +14,22 @@ instead of silently mixing two builds.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
-import json
-import multiprocessing
 import os
-import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays, part_name
 from salesrl_jax.data.readers import ArchiveReader, RejectSink, archive_files
 from salesrl_jax.data.records import Conversation
-from salesrl_jax.embed.cache import CacheStats
+from salesrl_jax.embed.cache import CacheStats, cached_embedder
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
+from salesrl_jax.io.atomic import remove_stale_temporaries, write_json_atomic
+from salesrl_jax.io.resumable_map import check_run_record, chunked, resumable_map
 
 BUILD = "build.json"
 EMBED_BATCH = 4096  # texts per embedder call: bounds a worker's transient memory
@@ -78,36 +76,29 @@ def encode_conversations(conversations: Sequence[Conversation], embed: Callable[
     )
 
 
-# --- worker processes ----------------------------------------------------------------------
+# --- the work of one chunk, in a worker process ---------------------------------------------
 
-_WORKER: dict = {}
+class EmbedWorker:
+    """A worker's embedder (behind the shared SQLite cache, if any), built once per process; counts cache use."""
 
+    def __init__(self, embedder: EmbedderConfig, cache_path: str | None):
+        self.embedder = cached_embedder(embedder, cache_path)
 
-def init_embed_worker(embedder: EmbedderConfig, cache_path: str | None) -> None:
-    """Pool initializer (also used in-process): build this process's embedder once, behind the cache if any."""
-    from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
-
-    built = embedder.build()
-    if cache_path is not None:
-        built = CachedEmbedder(built, EmbeddingCache(cache_path))
-    _WORKER["embedder"] = built
-
-
-def worker_embedder():
-    return _WORKER["embedder"]
+    def encode(self, conversations: Sequence[Conversation], dtype: str) -> tuple[Part, CacheStats]:
+        """One part's arrays, and the cache hits and misses it took."""
+        stats = getattr(self.embedder, "stats", None)
+        before = dataclasses.replace(stats) if stats is not None else CacheStats()
+        part = encode_conversations(conversations, self.embedder.embed, dtype)
+        after = stats if stats is not None else CacheStats()
+        return part, CacheStats(hits=after.hits - before.hits, misses=after.misses - before.misses)
 
 
-def clear_embed_worker() -> None:
-    _WORKER.clear()
-
-
-def _write_part(index: int, conversations: list[Conversation], out: str, dtype: str) -> tuple[int, int, int, int]:
-    embedder = worker_embedder()
-    before = dataclasses.replace(embedder.stats) if hasattr(embedder, "stats") else CacheStats()
-    part = encode_conversations(conversations, embedder.embed, dtype)
+def _write_part(worker: EmbedWorker, index: int, job: tuple[list[Conversation], str, str]
+                ) -> tuple[int, int, CacheStats]:
+    conversations, out, dtype = job
+    part, used = worker.encode(conversations, dtype)
     part.save(Path(out) / part_name(index))
-    after = embedder.stats if hasattr(embedder, "stats") else CacheStats()
-    return index, part.num_turns, after.hits - before.hits, after.misses - before.misses
+    return index, part.num_turns, used
 
 
 # --- the job -------------------------------------------------------------------------------
@@ -121,32 +112,24 @@ class EmbedResult:
     rejected: int
     cache: CacheStats | None
 
-
-def _chunks(items: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
-    chunk: list[Conversation] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _check_build(out: Path, build: dict) -> None:
-    path = out / BUILD
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = [key for key in build if previous.get(key) != build[key]]
-        if changed:
-            raise ValueError(f"{out} holds cached arrays built with different {', '.join(changed)} "
-                             f"({', '.join(f'{k}={previous.get(k)!r}' for k in changed)}); "
-                             "use a new --out directory or delete this one")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(build, indent=1))
-        os.replace(tmp, path)
+    def summary(self) -> str:
+        out, arrays = self.arrays.path, self.arrays
+        counts = arrays.manifest["counts"]
+        lines = []
+        if self.up_to_date:
+            lines.append(f"{out}: already complete for this archive and embedder; nothing to do")
+        else:
+            lines.append(f"wrote {out}/: {self.parts_written} parts" +
+                         (f" ({self.parts_reused} reused from an interrupted run)" if self.parts_reused else ""))
+        lines.append(f"embedder          {arrays.identity.key} ({arrays.manifest['dtype']})")
+        lines.append(f"conversations     {counts['conversations']:,} ({counts['labelled']:,} labelled, "
+                     f"{counts['converted']:,} converted)")
+        lines.append(f"turns             {counts['turns']:,} ({counts['turns_with_oracle']:,} with oracle probability)")
+        lines.append(f"rejected          {counts['rejected']:,}" +
+                     (f" (reasons in {out / 'rejects.jsonl'})" if counts["rejected"] else ""))
+        if self.cache is not None:
+            lines.append(str(self.cache))
+        return "\n".join(lines)
 
 
 def embed_archive(
@@ -177,79 +160,55 @@ def embed_archive(
     if chunk_conversations < 1:
         raise ValueError(f"chunk_conversations must be >= 1, got {chunk_conversations}")
     out = Path(out)
-    source_hash = archive_hash(data)
     # Building an embedder makes no request (a remote one only checks that a key is set).
     identity = embedder.build().identity
     build = {
         "format_version": FORMAT_VERSION,
-        "source_sha256": source_hash,
+        "source_sha256": archive_hash(data),
         "embedder": dataclasses.asdict(identity),
         "dtype": dtype,
         "chunk_conversations": chunk_conversations,
         "features": list(FEATURE_NAMES),
     }
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_record(out / BUILD, build, "cached arrays")
     if (out / MANIFEST).exists():
-        _check_build(out, build)
         arrays = TurnArrays.open(out)
         return EmbedResult(arrays, True, 0, len(arrays), arrays.manifest["counts"]["rejected"], None)
-    _check_build(out, build)
-    for stale in out.glob(".part-*.tmp-*"):  # half-written by a killed run; never visible as a part
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(out)  # parts half-written by a killed run; never visible as parts
 
-    workers = workers or os.cpu_count() or 1
     cache = str(cache_path) if cache_path is not None else None
     stats = CacheStats()
-    written = reused = 0
     part_turns: dict[int, int] = {}
     part_convs: dict[int, int] = {}
 
-    def finished(result: tuple[int, int, int, int]) -> None:
-        nonlocal written
-        index, turns, hits, misses = result
+    def finished(result: tuple[int, int, CacheStats]) -> None:
+        index, turns, used = result
         part_turns[index] = turns
-        stats.hits += hits
-        stats.misses += misses
-        written += 1
+        stats.hits += used.hits
+        stats.misses += used.misses
         if progress:
             progress(turns)
 
+    def reused(index: int, job) -> None:
+        part_turns[index] = sum(c.num_turns for c in job[0])
+        if progress:
+            progress(part_turns[index])
+
+    def jobs(reader: ArchiveReader):
+        for index, chunk in enumerate(chunked(reader, chunk_conversations)):
+            part_convs[index] = len(chunk)
+            yield chunk, str(out), dtype
+
     with RejectSink(out / "rejects.jsonl") as rejects:
         reader = ArchiveReader(data, rejects=rejects)
-        if workers == 1:
-            init_embed_worker(embedder, cache)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(workers, init_embed_worker, (embedder, cache))
-        try:
-            pending: collections.deque = collections.deque()
-            for index, chunk in enumerate(_chunks(reader, chunk_conversations)):
-                part_convs[index] = len(chunk)
-                if (out / part_name(index)).is_dir():  # written by an earlier, interrupted run
-                    reused += 1
-                    part_turns[index] = sum(c.num_turns for c in chunk)
-                    if progress:
-                        progress(part_turns[index])
-                    continue
-                if pool is None:
-                    finished(_write_part(index, chunk, str(out), dtype))
-                    continue
-                pending.append(pool.apply_async(_write_part, (index, chunk, str(out), dtype)))
-                while len(pending) >= 2 * workers:  # bounded in flight: bounded memory
-                    finished(pending.popleft().get())
-            while pending:
-                finished(pending.popleft().get())
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-        if pool is None:
-            clear_embed_worker()
+        counts = resumable_map(jobs(reader), _write_part, finished,
+                               is_done=lambda index, job: (out / part_name(index)).is_dir(), skip=reused,
+                               setup=EmbedWorker, setup_args=(embedder, cache), workers=workers)
 
-    manifest = _manifest(out, build, part_convs, part_turns, reader, data)
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)  # the manifest appears last: its presence means complete
-    return EmbedResult(TurnArrays.open(out), False, written, reused, reader.stats.rejected,
+    # The manifest appears last: its presence means complete.
+    write_json_atomic(out / MANIFEST, _manifest(out, build, part_convs, part_turns, reader, data))
+    return EmbedResult(TurnArrays.open(out), False, counts.computed, counts.skipped, reader.stats.rejected,
                        stats if cache is not None else None)
 
 

@@ -14,19 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from salesrl_jax.bench.timing import interleaved_times
 from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.embed.hashing import HashingEmbedder
-from salesrl_jax.eval.predict import make_predict
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.infer.quantize import activation_ranges, quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.layers import Int8Dot
-from salesrl_jax.bench.timing import interleaved_times
-from salesrl_jax.train.checkpoint import TrainedModel
-from salesrl_jax.train.config import TrainConfig
-from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.models.predict import make_predict
+from salesrl_jax.run.config import TrainConfig
+from salesrl_jax.run.trained_model import TrainedModel
 
 TURNS_PER_CONVERSATION = 10
 

@@ -10,11 +10,12 @@ from flax import nnx
 
 from salesrl_jax.bench.inference import random_inputs
 from salesrl_jax.bench.timing import compile_and_time, program_flops
+from salesrl_jax.models.agent import create_agent
 from salesrl_jax.models.config import ModelConfig
-from salesrl_jax.train.config import PPOConfig, PretrainConfig, TrainConfig
+from salesrl_jax.run.config import PPOConfig, PretrainConfig, TrainConfig
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.ppo import PPOBatch, make_ppo_update, ppo_loss, rollout
-from salesrl_jax.train.state import adam_linear, adamw_schedule, create_agent, init_state
+from salesrl_jax.train.state import adam_linear, adamw_schedule, init_state
 from salesrl_jax.train.supervised import SupervisedBatch, make_train_chunk, supervised_loss
 
 # The incumbent's network size (3088-float observation, 512-256-64 extractor, 128-64 heads), in our

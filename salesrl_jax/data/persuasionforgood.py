@@ -16,7 +16,7 @@ from typing import Iterator
 
 from salesrl_jax.data.readers import RejectSink
 from salesrl_jax.data.records import Conversation, Turn
-from salesrl_jax.data.validation import Limits, RecordProblem, check_text, FieldError
+from salesrl_jax.data.validation import FieldError, Limits, RecordProblem, check_text
 
 ROLE_TO_SPEAKER = {"0": "rep", "1": "customer"}
 

@@ -110,6 +110,15 @@ class RejectSink:
             self._handle.close()
             self._handle = None
 
+    def summary(self) -> str:
+        """A few lines for a person: how many were set aside, where, the commonest reasons and examples."""
+        if not self.count:
+            return "rejected          0"
+        lines = [f"rejected          {self.count}" + (f" (reasons in {self.path})" if self.path else "")]
+        lines += [f"  {count:>8}  {reason}" for reason, count in self.by_reason.most_common(8)]
+        lines += [f"  e.g. {problem}" for problem in self.first[:3]]
+        return "\n".join(lines)
+
     def __enter__(self) -> "RejectSink":
         return self
 

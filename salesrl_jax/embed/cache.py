@@ -127,3 +127,9 @@ class CachedEmbedder:
         for i, key in enumerate(keys):
             out[i] = found[key]
         return out
+
+
+def cached_embedder(config, cache_path: str | os.PathLike[str] | None) -> Embedder:
+    """``config.build()``, behind the SQLite cache at ``cache_path`` when one is given (an `EmbedderConfig`)."""
+    built = config.build()
+    return CachedEmbedder(built, EmbeddingCache(cache_path)) if cache_path is not None else built

@@ -18,12 +18,20 @@ this way (the fed-back value would change what the state sees), so it is refused
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
+from salesrl_jax import metrics
+from salesrl_jax.arrays.split import Split
+from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.config import ModelConfig
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.checkpoints import export_model
+from salesrl_jax.run.trained_model import TrainedModel
 
 _EPS = 1e-7
 
@@ -90,3 +98,57 @@ def recalibrated_params(params: nnx.State, config: ModelConfig, scaling: PlattSc
     result = jax.tree.map(lambda x: x, params)
     nnx.replace_by_pure_dict(result, pure)
     return result
+
+
+@dataclasses.dataclass
+class Recalibration:
+    """What `recalibrate_model` fitted and wrote, with in-sample metrics before and after."""
+
+    scaling: PlattScaling
+    fit: dict  # saved in the new model's meta as ``recalibration``
+    path: Path  # the new model's checkpoint directory
+    before: dict[str, float]  # log loss, Brier, ECE on the fitting turns
+    after: dict[str, float]
+
+    def summary(self) -> str:
+        fit = self.fit
+        lines = [f"Platt scaling p' = sigmoid({self.scaling.slope:.4f} z + {self.scaling.intercept:.4f}), fitted on "
+                 f"{fit['turns']:,} turns of {fit['conversations']:,} conversations ({fit['data']}, split {fit['split']})",
+                 "on those turns (in-sample)   log loss   Brier     ECE"]
+        for name, m in (("before", self.before), ("after", self.after)):
+            lines.append(f"  {name:<26} {m['log_loss']:8.4f} {m['brier']:8.4f} {m['ece']:7.4f}")
+        lines.append(f"wrote {self.path}")
+        return "\n".join(lines)
+
+
+def _calibration_metrics(probs: np.ndarray, outcome: np.ndarray) -> dict[str, float]:
+    return {"log_loss": metrics.log_loss(probs, outcome), "brier": metrics.brier(probs, outcome),
+            "ece": metrics.expected_calibration_error(probs, outcome)}
+
+
+def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                      data: str | os.PathLike[str] | None = None, split: Split = "valid") -> Recalibration:
+    """Fit Platt scaling of a trained model on held-out turns and export the recalibrated model to ``out``.
+
+    ``data`` defaults to the run's training arrays with ``split="valid"`` (the split the model held out);
+    ``split="all"`` fits on every labelled conversation of arrays the model never trained on.
+    """
+    model = TrainedModel.load(model_path)
+    check_recalibratable(model.config.model)
+    data = Path(data) if data is not None else model.config.data.train
+    if split == "valid" and model.config.data.valid_fraction <= 0:
+        raise ValueError(f"the model at {model.directory} held out no validation split (data.valid_fraction 0): "
+                         "pass --data ARRAYS of conversations it never trained on, with --split all")
+    arrays = TurnArrays.open(data)
+    model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
+    pred = predict_arrays(make_predict(model.graphdef), model.params, arrays, split=split,
+                          valid_fraction=model.config.data.valid_fraction,
+                          split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
+    scaling = fit_platt(logits_of(pred.prediction), pred.outcome)
+    before, after = pred.prediction, scaling(logits_of(pred.prediction))
+    fit = {"slope": scaling.slope, "intercept": scaling.intercept, "data": str(data), "split": split,
+           "conversations": len(pred.ids), "turns": int(len(before)), "from": str(model.directory)}
+    path = export_model(out, recalibrated_params(model.params, model.config.model, scaling),
+                        {**model.meta, "recalibration": fit})
+    return Recalibration(scaling, fit, path, _calibration_metrics(before, pred.outcome),
+                         _calibration_metrics(after, pred.outcome))

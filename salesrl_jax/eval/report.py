@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from salesrl_jax.eval import metrics
-from salesrl_jax.eval.predict import TurnPredictions
+from salesrl_jax import metrics
+from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
+from salesrl_jax.models.predict import TurnPredictions
 
-FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 MIN_COUNT = 30  # rows of a table with fewer conversations are left out (too noisy to read)
 COLUMNS = ("n", "accuracy", "auc", "brier", "log_loss", "ece")
 
@@ -52,8 +52,7 @@ def evaluation_tables(pred: TurnPredictions) -> dict:
     tables["by_turn"] = by_turn
     by_fraction = []
     for f in FRACTIONS:
-        chosen = np.maximum(np.ceil(f * pred.length).astype(np.int32), 1) - 1
-        by_fraction.append({"fraction": f, **_pair(pred, pred.turn_index == chosen)})
+        by_fraction.append({"fraction": f, **_pair(pred, pred.turn_index == turn_at_fraction(f, pred.length))})
     tables["by_fraction"] = by_fraction
     industries = np.array([pred.industries[c] or "(none)" for c in pred.conversation])
     per_industry = []

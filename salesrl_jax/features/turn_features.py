@@ -4,27 +4,8 @@ The batch form (`conversation_features`) is a left fold of the streaming form (`
 turns, so the two agree exactly and no feature can see the future by construction.
 
 Every feature is scaled by a fixed, documented transform (no statistics fitted on data, so
-nothing leaks between training and test sets) into roughly [-1, 1]:
-
-=========================  ===============================================================
-name                       definition
-=========================  ===============================================================
-is_customer                1 if the customer speaks this turn, else 0
-position                   log1p(t) / log1p(27), t = 0-based turn index
-words                      log1p(words in the turn) / log1p(60)
-speaking_time              log1p(duration seconds) / log1p(30); 0 if unknown
-has_timing                 1 if the turn has a start time and duration
-response_time              log1p(gap since the previous turn ended, s) / log1p(30); 0 if unknown
-question_density           questions ("?") per sentence in the turn, capped at 1
-sentiment                  VADER compound score of the turn, in [-1, 1]
-customer_sentiment_mean    mean VADER compound over the customer's turns so far
-customer_rep_length_ratio  tanh(log((customer words so far + 1) / (rep words so far + 1)))
-customer_questions         tanh(customer questions so far / 3)
-objection_cue              1 if the turn matches an objection pattern (price, timing, authority, rival)
-buying_cue                 1 if the turn matches a buying-interest pattern
-objections_so_far          tanh(customer turns with objection cues so far / 2)
-buying_so_far              tanh(customer turns with buying cues so far / 2)
-=========================  ===============================================================
+nothing leaks between training and test sets) into roughly [-1, 1]; `FEATURE_DEFINITIONS` below
+names and defines each one (the cache manifests copy it, so docs and data never disagree).
 
 Sentiment uses VADER (Hutto & Gilbert, ICWSM 2014), a maintained, validated lexicon-and-rules
 model for short conversational text that runs offline.
@@ -41,11 +22,24 @@ import numpy as np
 
 from salesrl_jax.data.records import Turn
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "is_customer", "position", "words", "speaking_time", "has_timing", "response_time", "question_density",
-    "sentiment", "customer_sentiment_mean", "customer_rep_length_ratio", "customer_questions",
-    "objection_cue", "buying_cue", "objections_so_far", "buying_so_far",
-)
+FEATURE_DEFINITIONS: dict[str, str] = {
+    "is_customer": "1 if the customer speaks this turn, else 0",
+    "position": "log1p(t) / log1p(27), t = 0-based turn index",
+    "words": "log1p(words in the turn) / log1p(60)",
+    "speaking_time": "log1p(duration seconds) / log1p(30); 0 if unknown",
+    "has_timing": "1 if the turn has a start time and duration",
+    "response_time": "log1p(gap since the previous turn ended, s) / log1p(30); 0 if unknown",
+    "question_density": 'questions ("?") per sentence in the turn, capped at 1',
+    "sentiment": "VADER compound score of the turn, in [-1, 1]",
+    "customer_sentiment_mean": "mean VADER compound over the customer's turns so far",
+    "customer_rep_length_ratio": "tanh(log((customer words so far + 1) / (rep words so far + 1)))",
+    "customer_questions": "tanh(customer questions so far / 3)",
+    "objection_cue": "1 if the turn matches an objection pattern (price, timing, authority, rival)",
+    "buying_cue": "1 if the turn matches a buying-interest pattern",
+    "objections_so_far": "tanh(customer turns with objection cues so far / 2)",
+    "buying_so_far": "tanh(customer turns with buying cues so far / 2)",
+}
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_DEFINITIONS)  # the column order of the feature arrays
 # Which features each encoder switch controls (model.use_position / use_features / use_engagement).
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "position": ("is_customer", "position"),
@@ -54,12 +48,6 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
                    "objections_so_far", "buying_so_far"),
 }
 assert sorted(sum(FEATURE_GROUPS.values(), ())) == sorted(FEATURE_NAMES)
-# name -> definition, read from the table above so the docs and the cache manifests never disagree.
-FEATURE_DEFINITIONS: dict[str, str] = {
-    line.split(None, 1)[0]: line.split(None, 1)[1].strip()
-    for line in __doc__.splitlines() if line.split(None, 1)[:1] and line.split(None, 1)[0] in FEATURE_NAMES
-}
-assert tuple(FEATURE_DEFINITIONS) == FEATURE_NAMES, "the feature table in the docstring is out of date"
 
 # Cue patterns: what sales teams flag in call review. Matched case-insensitively on word boundaries.
 OBJECTION_PATTERN = re.compile(

@@ -19,11 +19,9 @@ Outputs (the format follows OUTPUT's extension, ``.jsonl`` or ``.parquet``):
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -31,12 +29,17 @@ from typing import Callable
 
 import numpy as np
 
-from salesrl_jax.arrays.build import (archive_hash, clear_embed_worker, encode_conversations, init_embed_worker,
-                                      worker_embedder)
+from salesrl_jax.arrays.build import EmbedWorker, archive_hash
 from salesrl_jax.arrays.store import Part
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.embed.cache import CacheStats
+from salesrl_jax.features.turn_features import FEATURE_NAMES
+from salesrl_jax.io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from salesrl_jax.io.resumable_map import check_run_record, chunked, default_workers, resumable_map
+
+# JAX and the model are imported inside the functions that use them: the embedding workers import this
+# module to find `_encode_chunk`, and a worker that never predicts should not pay for loading JAX.
 
 TURN_COLUMNS = ("conversation_id", "turn_index", "speaker", "probability", "uncertainty")
 
@@ -73,60 +76,53 @@ def score_records(part: Part, speakers: list[str], prediction: np.ndarray, uncer
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    """Write ``rows`` to ``path`` atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    """Write ``rows`` to ``path`` atomically, as Parquet or JSON lines by its extension."""
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-    else:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _join(parts: list[Path], out: Path) -> None:
     """Concatenate part files, in order, into ``out`` atomically."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if out.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    with atomic_path(out) as tmp:
+        if out.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        writer = None
-        for part in parts:
-            table = pq.read_table(part)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-    else:
-        with open(tmp, "wb") as handle:
+            writer = None
             for part in parts:
-                with open(part, "rb") as source:
-                    shutil.copyfileobj(source, handle)
-    os.replace(tmp, out)
+                table = pq.read_table(part)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
+        else:
+            with open(tmp, "wb") as handle:
+                for part in parts:
+                    with open(part, "rb") as source:
+                        shutil.copyfileobj(source, handle)
 
 
-# --- worker processes ----------------------------------------------------------------------
+# --- the work of one chunk, in a worker process ---------------------------------------------
 
-def _encode_chunk(index: int, conversations: list[Conversation], int8_embeddings: bool
-                  ) -> tuple[int, Part, list[str], tuple[int, int]]:
-    embedder = worker_embedder()
-    stats = getattr(embedder, "stats", None)
-    before = (stats.hits, stats.misses) if stats else (0, 0)
-    part = encode_conversations(conversations, embedder.embed, "float32")  # in memory only: keep full precision
+def _encode_chunk(worker: EmbedWorker, index: int, job: tuple[list[Conversation], bool]
+                  ) -> tuple[int, Part, list[str], CacheStats]:
+    conversations, int8_embeddings = job
+    part, used = worker.encode(conversations, "float32")  # in memory only: keep full precision
     if int8_embeddings:  # for the int8 model: quantized here, in parallel, and a quarter of the bytes to send
         from salesrl_jax.infer.quantize import quantize_rows_np
 
         q, scale = quantize_rows_np(part.embeddings)
         part = dataclasses.replace(part, embeddings=q, embedding_scale=scale)
     speakers = [t.speaker for c in conversations for t in c.turns]
-    after = (stats.hits, stats.misses) if stats else (0, 0)
-    return index, part, speakers, (after[0] - before[0], after[1] - before[1])
+    return index, part, speakers, used
 
 
 @dataclasses.dataclass
@@ -140,6 +136,20 @@ class ScoreResult:
     chunks_reused: int
     cache: CacheStats | None
 
+    def summary(self) -> str:
+        if self.up_to_date:
+            lines = [f"{self.outputs['turns']}: already scored with this model and input; nothing to do"]
+        else:
+            reused = f" ({self.chunks_reused} chunks reused from an interrupted run)" if self.chunks_reused else ""
+            lines = [f"scored {self.conversations:,} conversations, {self.turns:,} turns{reused}"]
+        lines.append(f"per turn          {self.outputs['turns']}")
+        lines.append(f"per conversation  {self.outputs['conversations']}")
+        lines.append(f"rejected          {self.rejected:,}" +
+                     (f" (reasons in {self.outputs['rejects']})" if self.rejected else ""))
+        if self.cache is not None:
+            lines.append(str(self.cache))
+        return "\n".join(lines)
+
 
 def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathLike[str],
                   output: str | os.PathLike[str], *, quantized: bool = False, chunk_conversations: int = 2_000,
@@ -147,10 +157,9 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
                   strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None
                   ) -> ScoreResult:
     """Score every turn of an archive with a trained model (see the module docstring)."""
-    from salesrl_jax.eval.predict import make_predict, predict_part
-    from salesrl_jax.features.turn_features import FEATURE_NAMES
     from salesrl_jax.infer.quantize import int8_model
-    from salesrl_jax.train.checkpoint import TrainedModel
+    from salesrl_jax.models.predict import make_predict, predict_part
+    from salesrl_jax.run.trained_model import TrainedModel
 
     paths = output_paths(Path(output))
     model = TrainedModel.load(model_path)
@@ -169,80 +178,49 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
         return ScoreResult(paths, True, done["conversations"], done["turns"], done["rejected"], 0, 0, None)
     parts_dir = paths["parts"]
     parts_dir.mkdir(parents=True, exist_ok=True)
-    run_file = parts_dir / "run.json"
-    if run_file.exists() and json.loads(run_file.read_text()) != run:
-        raise ValueError(f"{parts_dir} holds a partial run with other arguments (input, model or options); "
-                         "delete it or choose another --output")
-    run_file.write_text(json.dumps(run))
-    for stale in parts_dir.glob(".*.tmp-*"):
-        stale.unlink()
+    check_run_record(parts_dir / "run.json", run, "a partial scoring run")
+    remove_stale_temporaries(parts_dir)
 
     predict = make_predict(graphdef)
     ext = str(paths["ext"])
-    workers = workers or os.cpu_count() or 1
     cache = str(cache_path) if cache_path is not None else None
     stats = CacheStats()
-    counts = {"conversations": 0, "turns": 0, "written": 0, "reused": 0}
+    counts = {"conversations": 0, "turns": 0}
     part_files: list[tuple[Path, Path]] = []
 
     def part_paths(index: int) -> tuple[Path, Path]:
         return parts_dir / f"turns-{index:05d}{ext}", parts_dir / f"conversations-{index:05d}{ext}"
 
     def finish(result) -> None:
-        index, part, speakers, (hits, misses) = result
-        stats.hits += hits
-        stats.misses += misses
+        index, part, speakers, used = result
+        stats.hits += used.hits
+        stats.misses += used.misses
         prediction, uncertainty = predict_part(predict, params, part, np.arange(part.num_conversations), rows)
         turns, conversations = score_records(part, speakers, prediction, uncertainty)
         turn_path, conv_path = part_paths(index)
         _write_rows(conv_path, conversations)
         _write_rows(turn_path, turns)  # written last: its presence marks the chunk done
-        counts["written"] += 1
         if progress:
             progress(part.num_turns)
 
+    def jobs(reader: ArchiveReader):
+        for index, chunk in enumerate(chunked(reader, chunk_conversations)):  # strict: a bad record raises here
+            counts["conversations"] += len(chunk)
+            counts["turns"] += sum(c.num_turns for c in chunk)
+            part_files.append(part_paths(index))
+            yield chunk, quantized
+
+    def reused(index: int, job) -> None:
+        if progress:
+            progress(sum(c.num_turns for c in job[0]))
+
+    workers = default_workers(workers)
     with RejectSink(paths["rejects"]) as rejects:
         reader = ArchiveReader(input_path, strict=strict, rejects=rejects)
-        pool = None
-        if workers > 1:
-            pool = multiprocessing.get_context("spawn").Pool(workers, init_embed_worker, (embedder_config, cache))
-        else:
-            init_embed_worker(embedder_config, cache)
-        try:
-            pending: collections.deque = collections.deque()
-            chunk: list[Conversation] = []
-            index = 0
-
-            def dispatch(index: int, chunk: list[Conversation]) -> None:
-                counts["conversations"] += len(chunk)
-                counts["turns"] += sum(c.num_turns for c in chunk)
-                part_files.append(part_paths(index))
-                if part_paths(index)[0].exists() and part_paths(index)[1].exists():
-                    counts["reused"] += 1
-                    if progress:
-                        progress(sum(c.num_turns for c in chunk))
-                    return
-                if pool is None:
-                    finish(_encode_chunk(index, chunk, quantized))
-                    return
-                pending.append(pool.apply_async(_encode_chunk, (index, chunk, quantized)))
-                while len(pending) >= workers + 1:
-                    finish(pending.popleft().get())
-
-            for conv in reader:  # strict: the first bad record raises BadRecordError here
-                chunk.append(conv)
-                if len(chunk) == chunk_conversations:
-                    dispatch(index, chunk)
-                    chunk, index = [], index + 1
-            if chunk:
-                dispatch(index, chunk)
-            while pending:
-                finish(pending.popleft().get())
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-            clear_embed_worker()
+        mapped = resumable_map(jobs(reader), _encode_chunk, finish,
+                               is_done=lambda index, job: all(p.exists() for p in part_paths(index)), skip=reused,
+                               setup=EmbedWorker, setup_args=(embedder_config, cache), workers=workers,
+                               in_flight=workers + 1)
 
     if not part_files:
         raise ValueError(f"{input_path}: no valid conversations to score ({reader.stats.rejected} rejected; "
@@ -251,16 +229,10 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
     _join([c for _, c in part_files], paths["conversations"])
     done = {"run": run, "conversations": counts["conversations"], "turns": counts["turns"],
             "rejected": reader.stats.rejected}
-    _write_json(paths["done"], done)
+    write_json_atomic(paths["done"], done)
     shutil.rmtree(parts_dir)
     return ScoreResult(paths, False, counts["conversations"], counts["turns"], reader.stats.rejected,
-                       counts["written"], counts["reused"], stats if cache is not None else None)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+                       mapped.computed, mapped.skipped, stats if cache is not None else None)
 
 
 def _params_digest(params) -> str:

@@ -22,6 +22,7 @@ they were calibrated is read back from the saved tree (an ``input_scale`` per ca
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dic
 def calibration_batches(arrays, turns: int = CALIBRATION_TURNS, rows: int = 4096):
     """`TurnInputs` of whole conversations from ``arrays`` (a `TurnArrays`), in cache order: the first
     ``turns`` turns are valid rows (a conversation cut by the budget keeps only its first turns)."""
-    from salesrl_jax.train.batches import gather_packed, plan_packing
+    from salesrl_jax.arrays.batches import gather_packed, plan_packing
 
     seen = 0
     for p in range(len(arrays)):
@@ -228,12 +229,17 @@ def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed
     return graphdef, like
 
 
+def saved_quantized_dir(model) -> Path | None:
+    """Where `salesrl quantize` keeps a run's int8 parameters (``RUN/int8``), if the model came from a run."""
+    if model.directory is None or model.directory.parent.name != "checkpoints":
+        return None
+    return model.directory.parent.parent / QUANTIZED_DIR
+
+
 def int8_model(model, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State, str]:
     """The int8 form of a `TrainedModel`: ``(graphdef, params, how)``. Its saved int8 parameters
     (`salesrl quantize`) if any; else quantized now, calibrated on the model's training arrays if they
     are still on disk; else with per-row activation scales."""
-    from salesrl_jax.infer.scorer import saved_quantized_dir
-
     dim = model.identity.dim
     saved = saved_quantized_dir(model)
     if saved is not None and saved.exists():
@@ -258,6 +264,43 @@ def training_arrays(model):
     except (OSError, ValueError):
         return None
     return arrays
+
+
+@dataclasses.dataclass
+class QuantizedModel:
+    path: Path  # where the int8 parameters were saved
+    calibration: Path  # the arrays the activation scales were calibrated on
+    calibration_turns: int
+    int8_bytes: int
+    float_bytes: int
+
+    def summary(self) -> str:
+        return (f"calibrated on the first {self.calibration_turns:,} turns of {self.calibration}\n"
+                f"wrote {self.path}: {self.int8_bytes / 1e6:.2f} MB of parameters (float32: "
+                f"{self.float_bytes / 1e6:.2f} MB, {self.float_bytes / self.int8_bytes:.1f}x)")
+
+
+def quantize_model(model_path: str | os.PathLike[str], *, calibration: str | os.PathLike[str] | None = None,
+                   calibration_turns: int = CALIBRATION_TURNS) -> QuantizedModel:
+    """Quantize a trained run to int8 and save it beside the float model (``RUN/int8``), with activation scales
+    calibrated on ``calibration`` arrays (default: the run's training arrays, if still on disk)."""
+    from salesrl_jax.arrays.store import TurnArrays
+    from salesrl_jax.run.trained_model import TrainedModel
+
+    model = TrainedModel.load(model_path)
+    if calibration is not None:
+        arrays = TurnArrays.open(calibration)
+        model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {calibration}")
+    else:
+        arrays = training_arrays(model)
+        if arrays is None:
+            raise ValueError(f"the run's training arrays ({model.config.data.train}) are not on disk or do not match "
+                             "the model; pass --calibration ARRAYS (cached arrays from `salesrl embed`)")
+    ranges = activation_ranges(model.graphdef, model.params, calibration_batches(arrays, calibration_turns))
+    _, q_params = quantize_params(model.params, model.config.model, model.identity.dim, ranges)
+    path = save_quantized(saved_quantized_dir(model) or Path(model_path) / QUANTIZED_DIR, q_params)
+    return QuantizedModel(path, arrays.path, min(calibration_turns, arrays.num_turns), tree_bytes(q_params),
+                          tree_bytes(model.params))
 
 
 def tree_bytes(tree) -> int:

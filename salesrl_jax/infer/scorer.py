@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -24,9 +23,9 @@ from flax import nnx
 from salesrl_jax.data.records import Turn, normalize_speaker
 from salesrl_jax.embed.base import Embedder
 from salesrl_jax.features import turn_features
-from salesrl_jax.infer.quantize import QUANTIZED_DIR, dequantize_params, load_quantized, quantize_params
+from salesrl_jax.infer.quantize import dequantize_params, load_quantized, quantize_params, saved_quantized_dir
 from salesrl_jax.models.encoder import EncoderCarry
-from salesrl_jax.train.checkpoint import TrainedModel
+from salesrl_jax.run.trained_model import TrainedModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +33,6 @@ class TurnScore:
     turn_index: int  # 0-based index of the turn just added
     probability: float  # P(sale | turns 1..t)
     uncertainty: float  # ensemble disagreement (std of the heads' probabilities)
-
-
-def saved_quantized_dir(model: TrainedModel) -> Path | None:
-    """Where `salesrl quantize` keeps a run's int8 parameters (``RUN/int8``), if the model came from a run."""
-    if model.directory is None or model.directory.parent.name != "checkpoints":
-        return None
-    return model.directory.parent.parent / QUANTIZED_DIR
 
 
 class Scorer:

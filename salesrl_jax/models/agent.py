@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
@@ -67,11 +69,23 @@ class SalesAgent(nnx.Module):
 
     def predict(self, inputs: TurnInputs) -> AgentOutput:
         """Batch form as deployed: with ``feed_prediction``, each turn reads the model's own previous
-        prediction (a scan over rows, reset at each conversation start); otherwise one parallel pass."""
+        prediction (`scan_with_feedback`); otherwise one parallel pass."""
         context = self.encoder.context(inputs)
         if not self.config.feed_prediction:
             return self.heads(self.encoder.state(context))
 
+        def emit(agent: "SalesAgent", state: jnp.ndarray, prev: jnp.ndarray):
+            out = agent.heads(state)
+            return out.prediction, out
+
+        out = self.scan_with_feedback(context, inputs.starts, emit)
+        # The scan stacks the ensemble axis second: [N, K] -> [K, N].
+        return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
+
+    def scan_with_feedback(self, context: jnp.ndarray, starts: jnp.ndarray, emit: Callable):
+        """The states of flat rows in order when each reads the previous row's prediction (``prior`` 0.5 at
+        a conversation start): a `lax.scan` over rows. ``emit(agent, state, prev) -> (prediction, out)``
+        says what each row predicts (fed to the next row) and outputs; returns the stacked outputs."""
         # NNX modules cannot be closed over by a JAX transform: split, and merge inside the body.
         graphdef, params = nnx.split(self)
 
@@ -79,18 +93,16 @@ class SalesAgent(nnx.Module):
             agent = nnx.merge(graphdef, params)
             ctx, start = step
             prev = jnp.where(start, 0.5, prev)
-            out = agent.heads(agent.encoder.state(ctx, prev))
-            return out.prediction, out
+            return emit(agent, agent.encoder.state(ctx, prev), prev)
 
-        _, out = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (context, inputs.starts))
-        # The scan stacks the ensemble axis second: [N, K] -> [K, N].
-        return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
+        _, out = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (context, starts))
+        return out
 
     def predict_block(self, inputs: TurnInputs, carry: EncoderCarry) -> tuple[AgentOutput, EncoderCarry]:
         """`predict` on one block of a larger flat batch whose first conversation may have begun in the
         previous block: ``carry`` holds the history pools after that block's last row (``init_carry()``
         for the first block); returns the outputs and the pools after this block's last row. Blocks
-        in order give the one-pass result to float rounding (tested); `salesrl_jax.eval.predict`
+        in order give the one-pass result to float rounding (tested); `salesrl_jax.models.predict`
         runs large batches this way so that each block's working set stays in cache."""
         if self.config.feed_prediction:
             raise ValueError("model.feed_prediction is on: its predictions run as one scan over rows (predict)")
@@ -108,3 +120,10 @@ def previous_predictions(prediction: jnp.ndarray, starts: jnp.ndarray, prior: fl
     """Shift flat per-turn predictions down one row within each conversation (``prior`` at a start)."""
     shifted = jnp.concatenate([jnp.full((1,), prior, prediction.dtype), prediction[:-1]])
     return jnp.where(starts, prior, shifted)
+
+
+def create_agent(config: ModelConfig, embed_dim: int, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
+    """Initialise the agent and split it once into its static graph and its parameters (the functional form
+    every jitted function takes: ``nnx.merge(graphdef, params)`` inside, never ``nnx.jit``)."""
+    agent = SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed))
+    return nnx.split(agent)

@@ -20,8 +20,8 @@ Two ways to sum ``x_q W_q`` (``Int8Spec.dot``), both exact integer arithmetic:
   CPU's bf16 dot units, summed in float32. Each product is at most 127^2 and every partial sum is an
   exact float32 integer while it stays below 2^24, so the result equals the int32 sum whenever
   ``d_in * 127^2 < 2^24`` (``d_in <= 1040``) and is within float32 rounding beyond. On CPUs with
-  AVX512-BF16 (or AMX) XLA runs these about 2x float32, against about 1.5x for its int8 kernels
-  (docs/benchmarks.md); elsewhere bf16 would be emulated, so `default_int8_dot` picks by CPU.
+  AVX512-BF16 (or AMX) XLA runs these faster than its int8 kernels (measured in
+  docs/benchmarks.md); elsewhere bf16 would be emulated, so `default_int8_dot` picks by CPU.
 
 The quantized form is a different graph with the same parameter paths plus ``scale`` (and
 ``input_scale`` when calibrated); `salesrl_jax.infer.quantize` converts a float state into it.
@@ -108,6 +108,19 @@ def int8_matmul(x: jnp.ndarray, kernel_q: jnp.ndarray, kernel_scale: jnp.ndarray
 
 
 class Dense(nnx.Module):
+    """``y = x W + b`` for ``x [..., d_in]``: every wide layer of the model, in float or int8 form.
+
+    Float (``quantized=None``): ``kernel [d_in, d_out]`` float32, LeCun-normal initialised. Int8
+    (``quantized=Int8Spec(...)``, the module docstring has the maths): ``kernel`` holds the integers
+    ``W_q`` (as the dtype the dot reads), ``scale [d_out]`` the per-output-channel ``s_W``, and, when
+    calibrated, ``input_scale [d_in]`` the activation scales folded into the kernel. The int8 form
+    is made from a trained float layer by `salesrl_jax.infer.quantize`, never trained itself.
+
+    Inputs are float, or int8 with per-row scales (embeddings quantized upstream); a calibrated
+    layer quantizes its own float input, or takes it already quantized (`apply_quantized`) when
+    several layers share one input scale.
+    """
+
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None,
                  kernel_init=nnx.initializers.lecun_normal()):
         self.quantized = quantized

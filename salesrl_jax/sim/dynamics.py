@@ -36,6 +36,8 @@ import dataclasses
 
 import numpy as np
 
+from salesrl_jax.sim.params import ActTable, DynamicsParams, OutcomeLogits, ProfilePriors
+
 REP_ACTS = (
     "opening", "discovery_question", "needs_summary", "value_pitch", "social_proof", "demo_offer",
     "objection_handling", "pricing", "discount", "close_attempt", "next_step",
@@ -105,17 +107,19 @@ class Profile:
 
 
 def draw_profiles(rng: np.random.Generator, competition: np.ndarray, price_sensitivity: np.ndarray,
-                  authority_base: np.ndarray) -> Profile:
-    """Draw ``N`` static profiles; the industry arrays are ``[N]``."""
+                  authority_base: np.ndarray, priors: ProfilePriors = ProfilePriors()) -> Profile:
+    """Draw ``N`` static profiles; the industry arrays are ``[N]``. The draws' order is part of the bytes."""
     n = competition.shape[0]
-    budget = rng.beta(2.4, 1.8, n) * (1.0 - 0.35 * price_sensitivity) + 0.2 * price_sensitivity * rng.random(n)
+    budget = (rng.beta(*priors.budget, n) * (1.0 - priors.budget_price_cut * price_sensitivity)
+              + priors.budget_price_lift * price_sensitivity * rng.random(n))
     return Profile(
-        need=rng.beta(2.0, 2.0, n),
+        need=rng.beta(*priors.need, n),
         budget_fit=np.clip(budget, 0.0, 1.0),
-        authority=np.clip(0.6 * rng.beta(1.6, 1.4, n) + 0.4 * authority_base, 0.0, 1.0),
-        urgency=rng.beta(1.5, 2.0, n),
-        skepticism=rng.beta(2.0, 2.5, n),
-        rep_skill=rng.beta(2.0, 2.0, n),
+        authority=np.clip(priors.authority_own_weight * rng.beta(*priors.authority, n)
+                          + priors.authority_industry_weight * authority_base, 0.0, 1.0),
+        urgency=rng.beta(*priors.urgency, n),
+        skepticism=rng.beta(*priors.skepticism, n),
+        rep_skill=rng.beta(*priors.rep_skill, n),
         competition=competition,
         price_sensitivity=price_sensitivity,
     )
@@ -142,7 +146,17 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float) -> Tensors:
+def _by_act(table: ActTable, acts: tuple[str, ...]) -> np.ndarray:
+    """A named table as a vector over ``acts`` (acts it does not name get 0)."""
+    index = {name: i for i, name in enumerate(acts)}
+    out = np.zeros(len(acts))
+    for name, value in table:
+        out[index[name]] = value
+    return out
+
+
+def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
+                  params: DynamicsParams = DynamicsParams()) -> Tensors:
     """All transition tables for a batch of profiles.
 
     Args:
@@ -150,32 +164,34 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float) 
       exchanges: the length cap ``E`` in rep/customer exchanges.
       outcome_bias: added to every outcome logit (calibrates the conversion rate).
       pace: > 1 makes reps close sooner and customers decide sooner (shorter calls).
+      params: the coefficients (`salesrl_jax.sim.params`); the defaults are the simulator's.
     """
     n = p.need.shape[0]
     col = lambda a: a[:, None]  # noqa: E731 - [N] -> [N, 1] for broadcasting
 
     # Initial interest: needy, urgent, trusting customers start warmer.
-    mu0 = 1.0 + 2.6 * p.need - 0.9 * p.skepticism + 0.8 * p.urgency
+    ii = params.initial_interest
+    mu0 = ii.base + ii.per_need * p.need + ii.per_skepticism * p.skepticism + ii.per_urgency * p.urgency
     levels = np.arange(LEVELS)
-    init = _softmax(-((levels[None, :] - col(mu0)) ** 2) / 2.0)
+    init = _softmax(-((levels[None, :] - col(mu0)) ** 2) / (2.0 * ii.variance))
 
     # Rep policy: skilled reps answer what they hear; novices pitch, discount, push to close.
-    base = np.array([0.0, 0.3, -0.3, 0.3, -0.3, -0.5, -0.8, -0.6, -1.2, -1.0, -1.0])
-    novice = np.zeros(R)
-    novice[[_r["value_pitch"], _r["discount"], _r["close_attempt"]]] = (0.9, 0.7, 0.7)
+    rp = params.rep
+    base = _by_act(rp.base, REP_ACTS)
+    novice = _by_act(rp.novice, REP_ACTS)
     e_idx = np.arange(exchanges)[:, None]
     phase = np.zeros((exchanges, R))
-    phase[:, _r["discovery_question"]] = -0.35 * e_idx[:, 0]
-    phase[:, _r["needs_summary"]] = 0.1 * np.minimum(e_idx[:, 0], 4)
-    phase[:, _r["pricing"]] = 0.12 * e_idx[:, 0]
-    phase[:, _r["close_attempt"]] = 0.3 * pace * e_idx[:, 0]
-    phase[:, _r["next_step"]] = 0.2 * pace * e_idx[:, 0]
-    # logits = (base + phase)[e, r] + (0.5 + 3 skill) FIT[c, r] + (1 - skill) novice[r]
+    phase[:, _r["discovery_question"]] = rp.discovery_per_exchange * e_idx[:, 0]
+    phase[:, _r["needs_summary"]] = rp.summary_per_exchange * np.minimum(e_idx[:, 0], rp.summary_exchanges_cap)
+    phase[:, _r["pricing"]] = rp.pricing_per_exchange * e_idx[:, 0]
+    phase[:, _r["close_attempt"]] = rp.close_per_exchange * pace * e_idx[:, 0]
+    phase[:, _r["next_step"]] = rp.next_step_per_exchange * pace * e_idx[:, 0]
+    # logits = (base + phase)[e, r] + (fit_base + fit_per_skill skill) FIT[c, r] + (1 - skill) novice[r]
     # is separable, so the softmax is a product of three small exps, normalised.
     by_phase = np.exp(base + phase)  # [E, R]
     by_phase[:, _r["opening"]] = 0.0  # the opening happens once, at the start
     skill = p.rep_skill[:, None, None]
-    by_rep = np.exp((0.5 + 3.0 * skill) * FIT[None] + (1 - skill) * novice)  # [N, PREV, R]
+    by_rep = np.exp((rp.fit_base + rp.fit_per_skill * skill) * FIT[None] + (1 - skill) * novice)  # [N, PREV, R]
     policy = (by_phase[None, :, None, :] * by_rep[:, None, :, :]).astype(np.float32)
     policy[:, :, START, :] = 0.0  # START is only ever the state before exchange 0
     policy[:, :, START, _r["opening"]] = 1.0
@@ -184,52 +200,33 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float) 
     # Customer response to (I, r, fit). The logits split into a per-customer part
     # a[N, C] and a shared part b[L, R, F, C], so the softmax is exp(a) * exp(b)
     # normalised: one exp over [N, C] instead of over [N, L, R, F, C].
+    cr = params.customer
     x = (levels - 3.0) / 3.0  # interest in [-1, 1]
     a = np.zeros((n, C))
     b = np.zeros((LEVELS, R, 2, C))
     cust_terms = {
-        "share_need": 0.2 + 0.8 * p.need,
-        "objection_price": -0.8 + 2.2 * (1 - p.budget_fit) + 0.6 * p.price_sensitivity,
-        "objection_timing": -1.0 + 2.0 * (1 - p.urgency),
-        "objection_authority": -1.4 + 2.4 * (1 - p.authority),
-        "objection_competitor": -1.4 + 1.8 * p.competition,
-        "buying_signal": -0.8 + 0.6 * (p.rep_skill - 0.5),
-        "hesitate": 0.8 * p.skepticism,
-        "disengage": -0.75 + 0.6 * (1 - p.need) - 0.6 * (p.rep_skill - 0.5) + 0.5 * (pace - 1),
+        "share_need": cr.share_need + cr.share_need_per_need * p.need,
+        "objection_price": (cr.price_objection + cr.price_objection_per_budget_gap * (1 - p.budget_fit)
+                            + cr.price_objection_per_price_sensitivity * p.price_sensitivity),
+        "objection_timing": cr.timing_objection + cr.timing_objection_per_urgency_gap * (1 - p.urgency),
+        "objection_authority": cr.authority_objection + cr.authority_objection_per_authority_gap * (1 - p.authority),
+        "objection_competitor": cr.competitor_objection + cr.competitor_objection_per_competition * p.competition,
+        "buying_signal": cr.buying_signal + cr.buying_signal_per_skill_centred * (p.rep_skill - 0.5),
+        "hesitate": cr.hesitate_per_skepticism * p.skepticism,
+        "disengage": (cr.disengage + cr.disengage_per_need_gap * (1 - p.need)
+                      + cr.disengage_per_skill_centred * (p.rep_skill - 0.5) + cr.disengage_per_pace * (pace - 1)),
     }
     for act, value in cust_terms.items():
         a[:, _c[act]] = value
-    shared = {"ask_question": 0.4, "small_talk": -0.3, "agree": -0.45 + 0.5 * (pace - 1),
-              "decline": -0.25 + 0.5 * (pace - 1)}
+    shared = {"ask_question": cr.ask_question, "small_talk": cr.small_talk,
+              "agree": cr.agree + cr.decide_per_pace * (pace - 1), "decline": cr.decline + cr.decide_per_pace * (pace - 1)}
     for act, value in shared.items():
         b[..., _c[act]] += value
-    slope = {"buying_signal": 1.6, "hesitate": -1.0, "agree": 1.8, "decline": -1.6, "disengage": -1.2}
-    for act, value in slope.items():
+    for act, value in cr.interest_slopes:
         b[..., _c[act]] += value * x[:, None, None]
-    act_effect = np.zeros((R, C))
-
-    def eff(rep: str, **effects: float) -> None:
-        for act, value in effects.items():
-            act_effect[_r[rep], _c[act]] += value
-
-    eff("opening", small_talk=1.2, share_need=0.3, agree=-3.0, decline=-1.0, buying_signal=-1.0,
-        objection_price=-0.5, objection_timing=-0.5, objection_authority=-0.5, objection_competitor=-0.5)
-    eff("discovery_question", share_need=1.6, ask_question=-0.3, agree=-2.0)
-    eff("needs_summary", buying_signal=0.6, share_need=0.5, agree=-0.5)
-    eff("value_pitch", ask_question=0.7, buying_signal=0.3, objection_price=0.3, objection_competitor=0.3)
-    eff("social_proof", objection_competitor=-0.8, hesitate=-0.3, buying_signal=0.3)
-    eff("demo_offer", buying_signal=0.6, ask_question=0.4, agree=0.3)
-    eff("objection_handling", objection_price=-0.6, objection_timing=-0.6, objection_authority=-0.6,
-        objection_competitor=-0.6, buying_signal=0.3, hesitate=0.2)
-    eff("pricing", objection_price=1.2, ask_question=0.4, agree=0.6, buying_signal=0.3)
-    eff("discount", objection_price=-1.0, agree=1.0, buying_signal=0.4)
-    eff("close_attempt", agree=2.6, decline=2.0, share_need=-1.0, small_talk=-1.0,
-        objection_timing=0.5, objection_authority=0.6)
-    eff("next_step", agree=1.8, decline=0.8, objection_timing=0.6)
+    act_effect = np.stack([_by_act(dict(cr.act_effects).get(rep, ()), CUSTOMER_ACTS) for rep in REP_ACTS])  # [R, C]
     b += act_effect[None, :, None, :]
-    mismatch = np.zeros(C)
-    mismatch[[_c["hesitate"], _c["disengage"], _c["buying_signal"], _c["agree"]]] = (0.6, 0.9, -0.4, -0.4)
-    b[:, :, 0, :] += mismatch
+    b[:, :, 0, :] += _by_act(cr.misfit, CUSTOMER_ACTS)
     ea = np.exp(a - a.max(axis=1, keepdims=True)).astype(np.float32)
     eb = np.exp(b - b.max()).astype(np.float32)
     customer = ea[:, None, None, None, :] * eb[None]
@@ -238,27 +235,26 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float) 
     # Interest shift given (r, fit, c'): the customer's act says where interest went;
     # an apt act from a skilled rep adds to it, a misfire costs. P(d) is a discretised
     # Gaussian around mu: softmax_d(-(d - mu)^2 / 2 sigma^2) = softmax_d(d mu / sigma^2 - d^2 / 2 sigma^2).
-    mood = np.array([0.35, 0.2, -0.3, -0.2, -0.2, -0.3, 0.6, -0.35, 0.05, 0.5, -0.6, -0.6])
-    helpful = np.zeros(R)
-    helpful[[_r[a] for a in ("discovery_question", "needs_summary", "value_pitch", "social_proof",
-                              "demo_offer", "objection_handling")]] = 1.0
-    pushy = np.zeros(R)
-    pushy[[_r[a] for a in ("value_pitch", "pricing", "close_attempt")]] = 1.0
+    sh = params.shift
+    mood = _by_act(sh.mood, CUSTOMER_ACTS)
+    helpful = _by_act(tuple((act, 1.0) for act in sh.helpful_acts), REP_ACTS)
+    pushy = _by_act(tuple((act, 1.0) for act in sh.pushy_acts), REP_ACTS)
     mu = np.broadcast_to(mood[None, None, None, :], (n, R, 2, C)).copy()
-    mu[:, :, 1, :] += helpful[None, :, None] * (0.1 + 0.5 * p.rep_skill[:, None, None])
-    mu[:, :, 0, :] -= 0.35
-    mu -= 0.25 * p.skepticism[:, None, None, None] * pushy[None, :, None, None]
-    inv_var = 1.0 / 0.55**2
+    mu[:, :, 1, :] += helpful[None, :, None] * (sh.helpful + sh.helpful_per_skill * p.rep_skill[:, None, None])
+    mu[:, :, 0, :] += sh.misfit
+    mu += sh.pushy_per_skepticism * p.skepticism[:, None, None, None] * pushy[None, :, None, None]
+    inv_var = 1.0 / sh.sigma**2
     shift_logits = DELTAS * mu[..., None] * inv_var - 0.5 * DELTAS**2 * inv_var
     shift = _softmax(shift_logits).astype(np.float32)
 
     xe = np.broadcast_to(x[None, :], (n, LEVELS))  # [N, L]: every kind's logit is per customer
-    end = np.stack([
-        outcome_bias + 1.5 + 1.0 * xe + 1.2 * (col(p.authority) - 0.5) + 0.8 * (col(p.budget_fit) - 0.5),
-        outcome_bias - 2.4 + 0.8 * xe,
-        outcome_bias - 1.8 + 1.0 * xe + 0.8 * (col(p.urgency) - 0.5),
-        outcome_bias - 0.4 + 1.6 * xe,
-    ], axis=-1)
+
+    def end_logit(o: OutcomeLogits) -> np.ndarray:
+        return (outcome_bias + o.intercept + o.per_interest * xe + o.per_authority * (col(p.authority) - 0.5)
+                + o.per_budget * (col(p.budget_fit) - 0.5) + o.per_urgency * (col(p.urgency) - 0.5))
+
+    ends = params.outcomes
+    end = np.stack([end_logit(getattr(ends, kind)) for kind in END_KINDS], axis=-1)
     return Tensors(init=init, policy=policy, customer=customer, shift=shift, end=_sigmoid(end).astype(np.float32))
 
 

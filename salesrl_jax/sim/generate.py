@@ -7,29 +7,31 @@ it. Each worker holds one batch of conversations at a time (bounded memory).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import random
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.records import Conversation, Turn
 from salesrl_jax.data.writers import ArchiveWriter
+from salesrl_jax.io.atomic import remove_stale_temporaries, write_json_atomic
+from salesrl_jax.io.resumable_map import check_run_record, chunked, default_workers, resumable_map
+from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.sim import dynamics
 from salesrl_jax.sim.config import SimulatorConfig
 from salesrl_jax.sim.industries import BY_NAME, Industry
+from salesrl_jax.sim.params import DynamicsParams
 from salesrl_jax.sim.text import conversation_slots, render_turn
 
 SIMULATOR_VERSION = 1
 BATCH = 4096  # conversations simulated together: bounds memory (~100 MB per worker)
-FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 _CALIBRATION_STREAM = 2**31 - 1  # seed-sequence key of the calibration pilot, apart from any shard
 _WRAP = {"agree": "wrap_won", "decline": "wrap_lost", "disengage": "wrap_lost", "cap": "wrap_follow_up"}
 
@@ -40,15 +42,16 @@ def _industry_arrays(industries: Sequence[Industry], index: np.ndarray) -> tuple
     return rows[:, 0], rows[:, 1], rows[:, 2]
 
 
-def _draw_batch(rng: np.random.Generator, config: SimulatorConfig, n: int, bias: float):
+def _draw_batch(rng: np.random.Generator, config: SimulatorConfig, n: int, bias: float, params: DynamicsParams):
     industries = [BY_NAME[name] for name in config.included_industries]
     industry_index = rng.integers(len(industries), size=n)
-    profile = dynamics.draw_profiles(rng, *_industry_arrays(industries, industry_index))
-    tensors = dynamics.build_tensors(profile, config.max_exchanges, bias, config.pace)
+    profile = dynamics.draw_profiles(rng, *_industry_arrays(industries, industry_index), priors=params.profile)
+    tensors = dynamics.build_tensors(profile, config.max_exchanges, bias, config.pace, params)
     return industries, industry_index, profile, tensors
 
 
-def calibrate_outcome_bias(config: SimulatorConfig, pilot: int = 4096) -> float:
+def calibrate_outcome_bias(config: SimulatorConfig, pilot: int = 4096,
+                           params: DynamicsParams = DynamicsParams()) -> float:
     """The outcome-logit bias at which the expected conversion rate equals the target.
 
     The expected rate of a profile is the oracle's prior ``V_0``, so the pilot
@@ -57,7 +60,7 @@ def calibrate_outcome_bias(config: SimulatorConfig, pilot: int = 4096) -> float:
     table changes between iterations.
     """
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, _CALIBRATION_STREAM]))
-    _, _, _, tensors = _draw_batch(rng, config, pilot, 0.0)
+    _, _, _, tensors = _draw_batch(rng, config, pilot, 0.0, params)
     base_logit = np.log(tensors.end) - np.log1p(-tensors.end)
     logit = lambda q: math.log(q / (1 - q))  # noqa: E731
 
@@ -116,12 +119,12 @@ class ShardStats:
 
 
 def simulate(config: SimulatorConfig, bias: float, rng: np.random.Generator, text_rng: random.Random,
-             first_index: int, n: int) -> Iterator[Conversation]:
+             first_index: int, n: int, params: DynamicsParams = DynamicsParams()) -> Iterator[Conversation]:
     """Simulate ``n`` conversations (ids from ``first_index``), batch by batch."""
     done = 0
     while done < n:
         size = min(BATCH, n - done)
-        industries, industry_index, profile, tensors = _draw_batch(rng, config, size, bias)
+        industries, industry_index, profile, tensors = _draw_batch(rng, config, size, bias, params)
         oracle = dynamics.solve_oracle(tensors)
         roll = dynamics.rollout(rng, tensors, oracle)
         profiles = profile.as_rows()
@@ -181,7 +184,7 @@ def _shard_stats(config: SimulatorConfig, conversations: Sequence[Conversation])
     ends: dict[str, int] = {}
     for row, conv in enumerate(conversations):
         for col, f in enumerate(FRACTIONS):
-            at_fraction[row, col] = conv.turns[math.ceil(f * conv.num_turns) - 1].oracle_prob
+            at_fraction[row, col] = conv.turns[int(turn_at_fraction(f, conv.num_turns))].oracle_prob
         industry.setdefault(conv.industry, [0, 0])
         industry[conv.industry][0] += 1
         industry[conv.industry][1] += conv.outcome
@@ -199,26 +202,30 @@ def shard_path(out_dir: Path, shard: int, shards: int, fmt: str) -> Path:
     return out_dir / f"conversations-{shard:05d}-of-{shards:05d}.{fmt}"
 
 
-def _generate_shard(config: SimulatorConfig, bias: float, out_dir: str, fmt: str, shard: int) -> ShardStats:
+def _generate_shard(context: None, shard: int, job: tuple[SimulatorConfig, DynamicsParams, float, str, str]
+                    ) -> tuple[int, ShardStats]:
+    """Write shard ``shard`` (its randomness is ``SeedSequence([seed, shard])`` alone) and return its stats."""
+    config, params, bias, out_dir, fmt = job
     shards = math.ceil(config.num_conversations / config.shard_size)
     first = shard * config.shard_size
     n = min(config.shard_size, config.num_conversations - first)
     seq = np.random.SeedSequence([config.seed, shard])
     rng = np.random.default_rng(seq)
     text_rng = random.Random(int(seq.generate_state(1, dtype=np.uint64)[0]))
-    parts = []
-    with ArchiveWriter(shard_path(Path(out_dir), shard, shards, fmt)) as writer:
-        # Stats are computed per batch so only one batch of records is alive at a time.
-        batch: list[Conversation] = []
-        for conv in simulate(config, bias, rng, text_rng, first, n):
+
+    def written(writer: ArchiveWriter) -> Iterator[Conversation]:
+        for conv in simulate(config, bias, rng, text_rng, first, n, params):
             writer.write(conv)
-            batch.append(conv)
-            if len(batch) == BATCH:
-                parts.append(_shard_stats(config, batch))
-                batch = []
-        if batch:
-            parts.append(_shard_stats(config, batch))
-    return ShardStats.merge(parts)
+            yield conv
+
+    with ArchiveWriter(shard_path(Path(out_dir), shard, shards, fmt)) as writer:  # published whole, atomically
+        stats = _batched_stats(config, written(writer))
+    return shard, stats
+
+
+def _batched_stats(config: SimulatorConfig, conversations: Iterable[Conversation]) -> ShardStats:
+    """Stats of a stream of conversations, computed per batch so only one batch of records is alive at a time."""
+    return ShardStats.merge([_shard_stats(config, batch) for batch in chunked(conversations, BATCH)])
 
 
 @dataclasses.dataclass
@@ -230,40 +237,52 @@ class GenerationResult:
     seconds: float
 
 
+MANIFEST = "manifest.json"
+PARTIAL_MANIFEST = "manifest.partial.json"  # an unfinished run's arguments ("manifest" in the name: not a shard)
+
+
 def generate(config: SimulatorConfig, out_dir: str | os.PathLike[str], *, fmt: str = "jsonl",
-             workers: int | None = None, progress: Callable[[int], None] | None = None) -> GenerationResult:
+             workers: int | None = None, progress: Callable[[int], None] | None = None,
+             params: DynamicsParams = DynamicsParams()) -> GenerationResult:
     """Generate ``config.num_conversations`` conversations into shard files under ``out_dir``.
+
+    Resumable: each shard file appears whole (atomically) when done, so a rerun after a kill with the
+    same arguments keeps the finished shards (their statistics are read back) and makes the rest; the
+    bytes equal an uninterrupted run's. A directory holding another run's archive is replaced.
 
     Args:
       fmt: ``jsonl``, ``jsonl.gz``, ``csv`` or ``parquet``.
       workers: processes (default: all cores); 1 runs in this process.
       progress: called with the number of conversations each finished shard adds.
+      params: the simulator's coefficients (`salesrl_jax.sim.params`); recorded in the manifest when changed.
     """
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bias = calibrate_outcome_bias(config)
     shards = math.ceil(config.num_conversations / config.shard_size)
-    workers = min(workers or os.cpu_count() or 1, shards)
+    files = [shard_path(out, s, shards, fmt) for s in range(shards)]
+    run = {"simulator_version": SIMULATOR_VERSION, "config": dataclasses.asdict(config), "format": fmt}
+    if params != DynamicsParams():  # the defaults are the simulator of SIMULATOR_VERSION, named by it alone
+        run["dynamics"] = dataclasses.asdict(params)
+    _forget_other_run(out, run)
+    check_run_record(out / PARTIAL_MANIFEST, run, "a simulated archive")
+    remove_stale_temporaries(out)
+    bias = calibrate_outcome_bias(config, params=params)
     results: list[ShardStats | None] = [None] * shards
 
-    def done(shard: int, stats: ShardStats) -> None:
+    def done(result: tuple[int, ShardStats]) -> None:
+        shard, stats = result
         results[shard] = stats
         if progress is not None:
             progress(stats.conversations)
 
-    if workers == 1:
-        for shard in range(shards):
-            done(shard, _generate_shard(config, bias, str(out), fmt, shard))
-    else:
-        # spawn, not fork: a parent that has imported JAX must not be forked.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_generate_shard, config, bias, str(out), fmt, s): s for s in range(shards)}
-            for future in concurrent.futures.as_completed(futures):
-                done(futures[future], future.result())
+    def read_back(shard: int, job) -> None:
+        done((shard, _batched_stats(config, ArchiveReader(files[shard], strict=True))))
+
+    jobs = [(config, params, bias, str(out), fmt)] * shards  # chunk i is shard i
+    resumable_map(jobs, _generate_shard, done, is_done=lambda shard, job: files[shard].exists(), skip=read_back,
+                  workers=min(default_workers(workers), shards))
     stats = ShardStats.merge([r for r in results if r is not None])
-    files = [shard_path(out, s, shards, fmt) for s in range(shards)]
     manifest = {
         "simulator_version": SIMULATOR_VERSION,
         "config": dataclasses.asdict(config),
@@ -273,7 +292,24 @@ def generate(config: SimulatorConfig, out_dir: str | os.PathLike[str], *, fmt: s
         "conversations": stats.conversations,
         "turns": stats.turns,
         "converted": stats.converted,
+        **({"dynamics": run["dynamics"]} if "dynamics" in run else {}),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json_atomic(out / MANIFEST, manifest, indent=2, newline=True)  # last: its presence means complete
+    (out / PARTIAL_MANIFEST).unlink()
     return GenerationResult(config=config, outcome_bias=bias, stats=stats, files=files,
                             seconds=time.perf_counter() - start)
+
+
+def _forget_other_run(out: Path, run: dict) -> None:
+    """A finished archive from other arguments in ``out`` is replaced: remove its shards and manifest first, so
+    none of its files is mistaken for a finished shard of this run."""
+    path = out / MANIFEST
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    if {key: previous[key] for key in ("simulator_version", "config", "format", "dynamics") if key in previous} \
+            == json.loads(json.dumps(run)):
+        return
+    for name in previous.get("files", []):
+        (out / name).unlink(missing_ok=True)
+    path.unlink()

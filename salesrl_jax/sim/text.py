@@ -6,8 +6,8 @@ paraphrase that several acts share ("Okay, I see."), which keeps the task from
 being a lookup of act names.
 
 Text uses Python's `random.Random` (seeded per shard from the numpy seed
-sequence): per-call cost matters at 10M turns, and it is ~20x cheaper than a
-numpy Generator call for scalar draws.
+sequence): per-call cost matters at 10M turns, and for scalar draws it is much
+cheaper than a numpy Generator call.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ COMPANIES = ("Acme", "Northwind", "Brightside", "Summit", "BluePeak", "Evergreen
 
 
 def _pick(rng: random.Random, options: tuple):
-    # int(random() * n) is ~3x cheaper than randrange(n), and this runs ~10 times per turn.
+    # int(random() * n) is cheaper than randrange(n), and this runs about ten times per turn.
     return options[int(rng.random() * len(options))]
 
 

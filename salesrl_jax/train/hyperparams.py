@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import struct
 
-from salesrl_jax.train.config import TrainConfig
+from salesrl_jax.run.config import TrainConfig
 
 
 @struct.dataclass

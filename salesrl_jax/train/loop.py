@@ -1,7 +1,7 @@
 """``train_and_evaluate(config, workdir)``: supervised pretraining, then PPO, with checkpoints,
 resumption, validation, a JSON-lines metrics log and throughput figures.
 
-Resumption: the latest checkpoint records the data position (phase, epoch, next chunk / next
+Resumption: the latest checkpoint records the `RunPosition` (phase, epoch, next chunk / next
 update). The data order is a pure function of ``(seed, epoch)`` and every update is a pure
 function of the state, so a run killed at any moment and restarted with the same arguments
 finishes with the same parameters and metrics as an uninterrupted run (tested).
@@ -11,29 +11,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
-from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+import optax
 
+from salesrl_jax.arrays import batches as batch_lib
+from salesrl_jax.arrays.split import require_held_out
 from salesrl_jax.arrays.store import TurnArrays
-from salesrl_jax.eval import metrics as metric_fns
-from salesrl_jax.eval.predict import make_predict, predict_arrays
-from salesrl_jax.models.inputs import TurnInputs
-from salesrl_jax.train import batches as batch_lib
-from salesrl_jax.train.checkpoint import Checkpoints
-from salesrl_jax.train.config import TrainConfig
+from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
+from salesrl_jax.models.agent import create_agent
+from salesrl_jax.run.checkpoints import Checkpoints, read_meta
+from salesrl_jax.run.config import TrainConfig
 from salesrl_jax.train.hyperparams import Hyperparams
-from salesrl_jax.train.ppo import PPOBatch, make_ppo_update
-from salesrl_jax.train.state import adam_linear, adamw_schedule, create_agent, init_state
-from salesrl_jax.train.supervised import SupervisedBatch, make_train_chunk
+from salesrl_jax.train.metrics_log import MetricsLog
+from salesrl_jax.train.phases import PPOFinetuning, Pretraining, RunContext, TrainingDiverged
+from salesrl_jax.train.position import RunPosition
+from salesrl_jax.train.ppo import make_ppo_update
+from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, init_state
+from salesrl_jax.train.supervised import make_train_chunk
+from salesrl_jax.train.validation import make_validator
+
+__all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate"]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is left untouched."""
+@dataclasses.dataclass
+class RunResult:
+    workdir: Path
+    valid: dict[str, float]  # validation metrics of the final model ({} when stopped early)
+    best_valid: dict[str, float] | None
+    throughput: dict[str, float]
+    resumed_from: dict | None
+
+    def summary(self) -> str:
+        lines = [f"run               {self.workdir}" + (f" (resumed at {self.resumed_from})" if self.resumed_from else "")]
+        for name, valid in (("final model", self.valid), ("best checkpoint", self.best_valid)):
+            if valid:
+                lines.append(f"{name:<18}validation: last-turn AUC {valid['last_turn_auc']:.3f}, accuracy "
+                             f"{valid['last_turn_accuracy']:.3f}, Brier {valid['last_turn_brier']:.3f}, "
+                             f"ECE {valid['last_turn_ece']:.3f}; all turns log loss {valid['log_loss']:.4f}")
+        lines += [f"{key:<28}{value:,.1f}" for key, value in self.throughput.items()]
+        return "\n".join(lines)
 
 
 def check_embedding_space(config: TrainConfig, arrays: TurnArrays) -> None:
@@ -47,93 +64,28 @@ def check_embedding_space(config: TrainConfig, arrays: TurnArrays) -> None:
                          "set the config's embedder to match, or embed the data again")
 
 
-def _supervised_batch(host: batch_lib.PackedBatch) -> SupervisedBatch:
-    inputs = TurnInputs(jnp.asarray(host.embeddings), jnp.asarray(host.features), jnp.asarray(host.starts),
-                        jnp.asarray(host.valid))
-    return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(host.segment))
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+    pretrain: optax.GradientTransformation
+    ppo: optax.GradientTransformation
+
+    def for_phase(self, phase: str) -> optax.GradientTransformation:
+        return self.ppo if phase in ("ppo", "done") else self.pretrain
 
 
-def _ppo_batch(host: batch_lib.PackedBatch) -> PPOBatch:
-    supervised = _supervised_batch(host)
-    return PPOBatch(supervised.inputs, supervised.labels)
-
-
-@dataclasses.dataclass
-class RunResult:
-    workdir: Path
-    valid: dict[str, float]  # validation metrics of the final model
-    best_valid: dict[str, float] | None
-    throughput: dict[str, float]
-    resumed_from: dict | None
-
-
-class _Log:
-    """Append-only JSON lines; on resume, lines past the restored position are dropped first."""
-
-    def __init__(self, path: Path, keep_until: int | None):
-        self.path = path
-        if keep_until is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line).get("seq", 0) <= keep_until]
-            path.write_text("".join(line + "\n" for line in kept))
-        elif keep_until is None:
-            path.write_text("")
-        self.handle = open(path, "a", encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-class _Meter:
-    """Items per second of a jitted call, with the first call (compilation) timed apart."""
-
-    def __init__(self):
-        self.compile_seconds: float | None = None
-        self.items = 0.0
-        self.seconds = 0.0
-
-    def timed(self, fn, *args):
-        """``fn(*args) -> (state, metrics)``; returns them (metrics on the host) and the seconds taken."""
-        start = time.perf_counter()
-        new_state, metrics = jax.block_until_ready(fn(*args))
-        seconds = time.perf_counter() - start
-        return (new_state, jax.device_get(metrics)), seconds
-
-    def add(self, items: float, seconds: float) -> None:
-        if self.compile_seconds is None:
-            self.compile_seconds = seconds
-        else:
-            self.items += items
-            self.seconds += seconds
-
-    @property
-    def rate(self) -> float | None:
-        return self.items / self.seconds if self.seconds else None
-
-
-class _PartCache:
-    """The one memory-mapped part in use (consecutive chunks mostly share a part)."""
-
-    def __init__(self, arrays: TurnArrays):
-        self.arrays, self.index, self.part = arrays, None, None
-
-    def get(self, index: int):
-        if index != self.index:
-            self.index, self.part = index, self.arrays.part(index)
-        return self.part
-
-
-def _finite_or_raise(values: dict[str, np.ndarray], where: str) -> None:
-    for name, value in values.items():
-        if not np.all(np.isfinite(value)):
-            bad = np.flatnonzero(~np.isfinite(np.atleast_1d(value)))[0]
-            raise TrainingDiverged(f"{name} became {np.atleast_1d(value)[bad]} at {where} (minibatch {bad}); "
-                                   "stopped without saving: the last good checkpoint is kept. Lower the learning "
-                                   "rate or check the data.")
+def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
+            optimizers: Optimizers) -> tuple[TrainState, RunPosition, dict | None]:
+    """The latest checkpoint's state and position if the run was started before, else a fresh start."""
+    if checkpoints.latest.latest_step() is None:
+        return fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None
+    saved = read_meta(checkpoints.root / "latest")
+    if saved["config"] != json.loads(config.to_json()):
+        raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
+                         f"(saved: {workdir / 'checkpoints' / 'latest'})")
+    phase = saved["position"]["phase"]
+    like = init_state(fresh.params, optimizers.for_phase(phase), config.seed)
+    state, meta = checkpoints.restore_latest(like)
+    return state, RunPosition.from_dict(meta["position"]), dict(meta["position"])
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bool = True,
@@ -143,179 +95,80 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     ``stop_after_chunks`` ends the process's work early after that many chunks/updates (tests use it
     to simulate a kill at a chosen point; a real kill -9 is tested too).
     """
-    from tqdm import tqdm
-
+    # --- inputs, checked before any work ---------------------------------------------------------
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     arrays = TurnArrays.open(config.data.train)
     check_embedding_space(config, arrays)
-    (workdir / "config.json").write_text(config.to_json())
+    data, pre, ppo = config.data, config.pretrain, config.ppo
+
+    def epoch_plan(epoch: int) -> list[batch_lib.ChunkPlan]:
+        return batch_lib.epoch_plan(arrays, "train", data.valid_fraction, data.split_seed, config.seed, epoch,
+                                    pre.rows_per_minibatch, pre.chunk_minibatches)
+
+    first_epoch = epoch_plan(0) if pre.enabled else []
+    if pre.enabled and not first_epoch:
+        raise ValueError(f"{arrays.path}: no labelled training conversations")
+    require_held_out(arrays, data.valid_fraction, data.split_seed)
+    write_text_atomic(workdir / "config.json", config.to_json())
+
+    # --- model, optimizers, and where the run stands ---------------------------------------------
     graphdef, params = create_agent(config.model, arrays.dim, config.seed)
-    predict = make_predict(graphdef)
+    pretrain_steps = sum(len(chunk.minibatches) for chunk in first_epoch) * pre.epochs
+    optimizers = Optimizers(
+        pretrain=adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay, pre.max_grad_norm),
+        ppo=adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches, ppo.max_grad_norm))
     checkpoints = Checkpoints(workdir)
-    meta_base = {"config": json.loads(config.to_json()), "embedder": dataclasses.asdict(arrays.identity),
-                 "features": list(arrays.feature_names), "embed_dim": arrays.dim}
-
-    def validate(params) -> dict[str, float]:
-        pred = predict_arrays(predict, params, arrays, split="valid", valid_fraction=config.data.valid_fraction,
-                              split_seed=config.data.split_seed, rows=config.eval_rows_per_minibatch)
-        last = metric_fns.summary(pred.prediction[pred.last], pred.outcome[pred.last])
-        return {"log_loss": metric_fns.log_loss(pred.prediction, pred.outcome),
-                "brier": metric_fns.brier(pred.prediction, pred.outcome),
-                "last_turn_auc": last["auc"], "last_turn_accuracy": last["accuracy"],
-                "last_turn_brier": last["brier"], "last_turn_ece": last["ece"], "conversations": len(pred.ids)}
-
-    # --- where are we? -----------------------------------------------------------------------
-    pre, ppo = config.pretrain, config.ppo
-    plans = {}
-    if pre.enabled:
-        plans[0] = batch_lib.epoch_plan(arrays, "train", config.data.valid_fraction, config.data.split_seed,
-                                        config.seed, 0, pre.rows_per_minibatch, pre.chunk_minibatches)
-        if not plans[0]:
-            raise ValueError(f"{arrays.path}: no labelled training conversations")
-    data = config.data
-    if data.valid_fraction > 0 and not any(
-            np.any(batch_lib.validation_mask(part.ids, data.valid_fraction, data.split_seed) & (part.outcome >= 0))
-            for part in arrays.iter_parts()):
-        # The usual way to get here: these arrays were carved out of a larger set by the same seeded id
-        # hash (a held-out test set split off first), so none of their ids falls below the threshold.
-        raise ValueError(f"{arrays.path}: data.valid_fraction {data.valid_fraction} with data.split_seed "
-                         f"{data.split_seed} holds out no labelled conversation (if these arrays were split off a "
-                         f"larger set with the same seed, pick another --data.split-seed)")
-    pretrain_steps = sum(len(c.minibatches) for c in plans.get(0, [])) * pre.epochs
-    pre_opt = adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay, pre.max_grad_norm)
-    ppo_opt = adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches, ppo.max_grad_norm)
-    position = {"phase": "pretrain" if pre.enabled else "ppo", "epoch": 0, "chunk": 0, "update": 0, "seq": 0}
-    state = init_state(params, pre_opt if pre.enabled else ppo_opt, config.seed)
-    resumed_from = None
-    latest_step = checkpoints.latest.latest_step()
-    if latest_step is not None:
-        from salesrl_jax.train.checkpoint import read_meta
-
-        saved = read_meta(checkpoints.root / "latest")
-        if saved["config"] != json.loads(config.to_json()):
-            raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
-                             f"(saved: {workdir / 'checkpoints' / 'latest'})")
-        phase = saved["position"]["phase"]
-        like = init_state(params, ppo_opt if phase in ("ppo", "done") else pre_opt, config.seed)
-        state, meta = checkpoints.restore_latest(like)
-        position = dict(meta["position"])
-        resumed_from = dict(position)
-    log = _Log(workdir / "metrics.jsonl", position["seq"] if resumed_from else None)
+    fresh = init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"), config.seed)
+    state, position, resumed_from = _resume(config, workdir, checkpoints, fresh, optimizers)
+    ctx = RunContext(
+        checkpoints=checkpoints,
+        log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None),
+        validate=make_validator(graphdef, arrays, config),
+        meta={"config": json.loads(config.to_json()), "embedder": dataclasses.asdict(arrays.identity),
+              "features": list(arrays.feature_names), "embed_dim": arrays.dim},
+        checkpoint_every=config.checkpoint_every, progress=progress, budget=stop_after_chunks)
     throughput: dict[str, float] = {}
-    work_done = 0
-
-    def save_latest() -> None:
-        checkpoints.save_latest(state, {**meta_base, "position": position})
-
-    def end_of_period(tag: str) -> dict[str, float]:
-        valid = validate(state.params)
-        improved = checkpoints.save_best(state, {**meta_base, "position": position, "valid": valid},
-                                         valid["log_loss"])
-        log.write({"seq": position["seq"], "event": "validation", "at": tag, **valid, "best": improved})
-        return valid
 
     try:
-        # --- supervised pretraining ----------------------------------------------------------
-        if position["phase"] == "pretrain":
-            train_chunk = make_train_chunk(graphdef, pre_opt)
-            hp = Hyperparams.pretrain(config)
-            meter, parts = _Meter(), _PartCache(arrays)
-            for epoch in range(position["epoch"], pre.epochs):
-                plan = plans[0] if epoch == 0 else batch_lib.epoch_plan(
-                    arrays, "train", config.data.valid_fraction, config.data.split_seed, config.seed, epoch,
-                    pre.rows_per_minibatch, pre.chunk_minibatches)
-                bar = tqdm(total=len(plan), initial=position["chunk"], unit="chunk", desc=f"pretrain {epoch + 1}/{pre.epochs}",
-                           disable=None if progress else True, dynamic_ncols=True)
-                for index in range(position["chunk"], len(plan)):
-                    chunk = plan[index]
-                    host = batch_lib.gather_packed(parts.get(chunk.part), chunk.minibatches, pre.rows_per_minibatch,
-                                                   pre.chunk_minibatches)
-                    (new_state, m), seconds = meter.timed(train_chunk, state, _supervised_batch(host), hp)
-                    meter.add(float(m.turns.sum()), seconds)
-                    where = f"pretrain epoch {epoch + 1}, chunk {index + 1}, optimizer step {int(state.step) + 1}"
-                    _finite_or_raise({"loss": m.loss, "grad_norm": m.grad_norm}, where)
-                    state = new_state
-                    position.update(epoch=epoch, chunk=index + 1, seq=position["seq"] + 1)
-                    used = m.turns > 0
-                    log.write({"seq": position["seq"], "event": "pretrain", "epoch": epoch, "chunk": index,
-                               "step": int(state.step), "loss": m.loss[used].tolist(),
-                               "policy_bce": m.policy_bce[used].tolist(), "ensemble_bce": m.ensemble_bce[used].tolist(),
-                               "grad_norm": m.grad_norm[used].tolist(), "turns": int(m.turns.sum()),
-                               "seconds": seconds})
-                    bar.set_postfix(loss=f"{float(m.policy_bce[used].mean()):.4f}",
-                                    turns_s=f"{meter.rate:,.0f}" if meter.rate else "-")
-                    bar.update(1)
-                    work_done += 1
-                    if position["chunk"] % config.checkpoint_every == 0 and index + 1 < len(plan):
-                        save_latest()
-                    if stop_after_chunks is not None and work_done >= stop_after_chunks:
-                        save_latest()
-                        return RunResult(workdir, {}, None, throughput, resumed_from)
-                bar.close()
-                position.update(epoch=epoch + 1, chunk=0)
-                end_of_period(f"pretrain epoch {epoch + 1}")
-                save_latest()
-            if meter.compile_seconds is not None:
-                throughput["pretrain_compile_s"] = meter.compile_seconds
-            if meter.rate:
-                throughput["pretrain_turns_per_s"] = meter.rate
-            if ppo.enabled:
-                position.update(phase="ppo", update=0)
-                state = init_state(state.params, ppo_opt, config.seed + 1)
-                save_latest()
-            else:
-                position.update(phase="done")
-                save_latest()
+        # --- supervised pretraining ------------------------------------------------------------
+        if position.phase == "pretrain":
+            phase = Pretraining(arrays, make_train_chunk(graphdef, optimizers.pretrain), Hyperparams.pretrain(config),
+                                pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs,
+                                plan=lambda epoch: first_epoch if epoch == 0 else epoch_plan(epoch))
+            done = phase.run(ctx, state, position)
+            throughput.update(done.throughput)
+            if done.stopped:
+                return RunResult(workdir, {}, None, throughput, resumed_from)
+            state, position = done.state, done.position
+            if ppo.enabled:  # PPO starts with a fresh optimizer (and its own PRNG stream)
+                state = init_state(state.params, optimizers.ppo, config.seed + 1)
+            position = dataclasses.replace(position, phase="ppo" if ppo.enabled else "done", update=0)
+            ctx.save_latest(state, position)
 
-        # --- PPO fine-tuning -----------------------------------------------------------------
-        if position["phase"] == "ppo":
-            update = make_ppo_update(graphdef, ppo_opt, epochs=ppo.epochs, reward_kind=ppo.reward)
-            hp = Hyperparams.ppo(config)
-            schedule = batch_lib.ppo_plan(arrays, config.data.valid_fraction, config.data.split_seed, config.seed,
-                                          ppo.updates, ppo.rows_per_minibatch, ppo.minibatches)
-            bar = tqdm(total=ppo.updates, initial=position["update"], unit="update", desc="ppo",
-                       disable=None if progress else True, dynamic_ncols=True)
-            meter, parts = _Meter(), _PartCache(arrays)
-            for u in range(position["update"], ppo.updates):
-                planned = schedule[u]
-                host = batch_lib.gather_packed(parts.get(planned.part), planned.minibatches, ppo.rows_per_minibatch,
-                                               ppo.minibatches)
-                (new_state, m), seconds = meter.timed(update, state, _ppo_batch(host), hp)
-                meter.add(float(m.env_steps), seconds)
-                _finite_or_raise({"loss": m.train.loss, "value_loss": m.train.value_loss},
-                                 f"PPO update {u + 1}")
-                state = new_state
-                position.update(update=u + 1, seq=position["seq"] + 1)
-                log.write({"seq": position["seq"], "event": "ppo", "update": u,
-                           "mean_reward": float(m.mean_reward), "prediction_brier": float(m.prediction_brier),
-                           "env_steps": int(m.env_steps), "seconds": seconds,
-                           **{k: float(v) for k, v in m.train._asdict().items()}})
-                bar.set_postfix(reward=f"{float(m.mean_reward):.4f}", brier=f"{float(m.prediction_brier):.4f}",
-                                steps_s=f"{meter.rate:,.0f}" if meter.rate else "-")
-                bar.update(1)
-                work_done += 1
-                if position["update"] % config.checkpoint_every == 0 or position["update"] == ppo.updates:
-                    end_of_period(f"ppo update {position['update']}")
-                    save_latest()
-                if stop_after_chunks is not None and work_done >= stop_after_chunks:
-                    save_latest()
-                    return RunResult(workdir, {}, None, throughput, resumed_from)
-            bar.close()
-            if meter.compile_seconds is not None:
-                throughput["ppo_compile_s"] = meter.compile_seconds
-            if meter.rate:
-                throughput["ppo_env_steps_per_s"] = meter.rate
-            position.update(phase="done")
-            save_latest()
+        # --- PPO fine-tuning -------------------------------------------------------------------
+        if position.phase == "ppo":
+            schedule = batch_lib.ppo_plan(arrays, data.valid_fraction, data.split_seed, config.seed, ppo.updates,
+                                          ppo.rows_per_minibatch, ppo.minibatches)
+            phase = PPOFinetuning(arrays, make_ppo_update(graphdef, optimizers.ppo, epochs=ppo.epochs,
+                                                          reward_kind=ppo.reward),
+                                  Hyperparams.ppo(config), ppo.rows_per_minibatch, ppo.minibatches, schedule,
+                                  validate_every=config.checkpoint_every)
+            done = phase.run(ctx, state, position)
+            throughput.update(done.throughput)
+            if done.stopped:
+                return RunResult(workdir, {}, None, throughput, resumed_from)
+            state, position = done.state, dataclasses.replace(done.position, phase="done")
+            ctx.save_latest(state, position)
 
-        valid = validate(state.params)
+        # --- the final model, the best checkpoint, and the record of the run --------------------
+        valid = ctx.validate(state.params)
         best = checkpoints.best_meta()
         result = RunResult(workdir, valid, best["valid"] if best else None, throughput, resumed_from)
-        (workdir / "result.json").write_text(json.dumps(
-            {"valid": valid, "best_valid": result.best_valid, "throughput": throughput}, indent=1))
-        log.write({"seq": position["seq"], "event": "done", **valid})
+        write_json_atomic(workdir / "result.json",
+                          {"valid": valid, "best_valid": result.best_valid, "throughput": throughput})
+        ctx.log.write({"seq": position.seq, "event": "done", **valid})
         return result
     finally:
-        log.close()
+        ctx.log.close()
         checkpoints.close()

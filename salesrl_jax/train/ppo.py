@@ -27,6 +27,7 @@ from flax import nnx
 from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.heads import beta_policy
 from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.scan import affine_scan
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.state import TrainState
 from salesrl_jax.train.supervised import masked_mean
@@ -93,15 +94,8 @@ def gae_flat(rewards: jnp.ndarray, values: jnp.ndarray, dones: jnp.ndarray, gamm
     not_done = 1.0 - dones.astype(rewards.dtype)
     next_values = jnp.concatenate([values[1:], jnp.zeros((1,), values.dtype)])
     delta = rewards + gamma * not_done * next_values - values
-    _, advantages = jax.lax.associative_scan(_linear_combine, (gamma * lam * not_done, delta), reverse=True)
+    _, advantages = affine_scan(gamma * lam * not_done, delta, reverse=True)
     return advantages, advantages + values
-
-
-def _linear_combine(earlier, later):
-    """Compose two steps of ``x -> a x + b`` (scan order)."""
-    a1, b1 = earlier
-    a2, b2 = later
-    return a1 * a2, a2 * b1 + b2
 
 
 class PPOBatch(NamedTuple):
@@ -159,19 +153,11 @@ def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ..
         logit, concentration = agent.policy(state)
         return state, logit, concentration, jnp.full(logit.shape, 0.5)
 
-    graphdef, params = nnx.split(agent)  # NNX modules cannot be closed over by lax.scan
-
-    def row(prev, step):
-        ctx, start = step
-        inner = nnx.merge(graphdef, params)
-        prev = jnp.where(start, 0.5, prev)
-        state = inner.encoder.state(ctx, prev)
+    def emit(inner: SalesAgent, state: jnp.ndarray, prev: jnp.ndarray):
         logit, concentration = inner.policy(state)
         return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
 
-    _, (state, logit, concentration, prev) = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32),
-                                                          (context, inputs.starts))
-    return state, logit, concentration, prev
+    return agent.scan_with_feedback(context, inputs.starts, emit)
 
 
 def _flatten(batch: PPOBatch) -> tuple[TurnInputs, jnp.ndarray]:

@@ -7,9 +7,6 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from salesrl_jax.models.agent import SalesAgent
-from salesrl_jax.models.config import ModelConfig
-
 
 @struct.dataclass
 class TrainState:
@@ -19,12 +16,6 @@ class TrainState:
     opt_state: optax.OptState
     step: jnp.ndarray  # [] int32 optimizer steps taken in this phase
     key: jnp.ndarray  # [2] uint32 PRNG key (raw, so checkpoints hold a plain array)
-
-
-def create_agent(config: ModelConfig, embed_dim: int, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
-    """Initialise the agent and split it once into its static graph and its parameters."""
-    agent = SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed))
-    return nnx.split(agent)
 
 
 def adamw_schedule(learning_rate: float, total_steps: int, weight_decay: float, max_grad_norm: float):

@@ -39,3 +39,18 @@ def test_batch_benchmark_prints_and_records_every_int8_variant(tmp_path, capsys)
         assert row[f"{name}_turns_per_s"] > 0 and row[f"{name}_over_float32"] > 0
     assert row["int8_dot_default"] in ("int32", "bf16")
     assert "| 16 | 8 |" in capsys.readouterr().out
+
+
+def test_suite_tables_format_every_part():
+    from salesrl_jax.bench.suite import loop_lines, stream_table, train_table
+
+    assert "| streaming | 0.220 | 0.400 | 4,545 |" in stream_table(
+        [{"case": "streaming", "p50_ms": 0.22, "p99_ms": 0.4, "turns_per_s": 4545.4}])
+    assert "(22.0x)" in loop_lines({"batch": 1024, "dim": 3072, "loop_turns_per_s": 1000.0,
+                                    "batch_float32_turns_per_s": 22000.0, "float32_speedup": 22.0,
+                                    "batch_int8_turns_per_s": 29000.0, "int8_speedup": 29.0})
+    row = {"dim": 512, "model": "default", "parameters": 1000, "pretrain_turns_per_s": 5.0, "pretrain_compile_s": 1.0,
+           "ppo_env_steps_per_s": 2.0, "ppo_compile_s": 2.0, "pretrain_gflops_per_s": 3.0,
+           "pretrain_fraction_of_peak": 0.5}
+    table = train_table([row], 100.0)
+    assert "| 512 | default | 1,000 | 5 | 3.0 (50%) |" in table and "nan" in table  # a missing figure shows as nan

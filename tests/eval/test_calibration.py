@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from salesrl_jax import metrics
 from salesrl_jax.arrays import TurnArrays
 from salesrl_jax.cli import main
-from salesrl_jax.eval import metrics
 from salesrl_jax.eval.calibration import PlattScaling, check_recalibratable, fit_platt, logits_of
-from salesrl_jax.eval.predict import make_predict, predict_arrays
 from salesrl_jax.infer.scorer import Scorer
-from salesrl_jax.train.checkpoint import TrainedModel
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.trained_model import TrainedModel
 from tests.conftest import tiny_model
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from salesrl_jax.cli import main
-from salesrl_jax.eval.predict import TurnPredictions
 from salesrl_jax.eval.report import evaluation_tables
+from salesrl_jax.models.predict import TurnPredictions
 
 
 def predictions(lengths, seed=0):

@@ -55,3 +55,14 @@ def test_changing_a_future_turn_never_changes_past_features():
             changed = list(conv.turns)
             changed[t + 1] = Turn("customer", "This is WAY too expensive?! No way.", 999.0, 60.0)
             np.testing.assert_array_equal(conversation_features(changed)[: t + 1], base[: t + 1])
+
+
+def test_feature_definitions_survive_stripped_docstrings():
+    """``python -OO`` drops docstrings: the definitions the manifests record must not come from one."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-OO", "-c", "from salesrl_jax.features.turn_features import "
+                          "FEATURE_DEFINITIONS, FEATURE_NAMES; print(len(FEATURE_DEFINITIONS), len(FEATURE_NAMES))"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["15", "15"]

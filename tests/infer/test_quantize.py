@@ -3,17 +3,25 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from salesrl_jax.arrays import TurnArrays
-from salesrl_jax.eval import metrics
-from salesrl_jax.eval.predict import make_predict, predict_arrays
 import pytest
 
-from salesrl_jax.infer.quantize import (activation_ranges, calibration_batches, dequantize_kernel, dequantize_params,
-                                        int8_model, load_quantized, quantize_kernel, quantize_params, save_quantized,
-                                        tree_bytes)
+from salesrl_jax import metrics
+from salesrl_jax.arrays import TurnArrays
+from salesrl_jax.infer.quantize import (
+    activation_ranges,
+    calibration_batches,
+    dequantize_kernel,
+    dequantize_params,
+    int8_model,
+    load_quantized,
+    quantize_kernel,
+    quantize_params,
+    save_quantized,
+    tree_bytes,
+)
 from salesrl_jax.models.layers import Dense, Int8Spec, int8_dot, int8_matmul, quantize_columns, quantize_rows
-from salesrl_jax.train.checkpoint import TrainedModel
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.trained_model import TrainedModel
 
 
 def test_weight_quantization_error_is_at_most_half_a_step_per_channel():

@@ -7,12 +7,12 @@ import pytest
 
 from salesrl_jax.arrays import TurnArrays
 from salesrl_jax.data.readers import read_conversations
-from salesrl_jax.embed import EmbeddingSpaceMismatch, HashingEmbedder
-from salesrl_jax.eval.predict import make_predict, predict_arrays
 from salesrl_jax.data.writers import write_conversations
+from salesrl_jax.embed import EmbeddingSpaceMismatch, HashingEmbedder
 from salesrl_jax.infer.archive import score_archive
 from salesrl_jax.infer.scorer import Scorer
-from salesrl_jax.train.checkpoint import TrainedModel
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.trained_model import TrainedModel
 
 
 def test_streaming_equals_batch_scoring(tiny_trained, tiny_arrays, tiny_archive, tmp_path):

@@ -132,7 +132,7 @@ def test_blocked_prediction_equals_one_pass(name):
 def test_make_predict_runs_large_batches_block_by_block(name):
     """`make_predict` splits a batch of several blocks at the host (carrying the pools); same result as one
     pass, and a feed_prediction model (one scan over rows) is never split."""
-    from salesrl_jax.eval.predict import make_predict
+    from salesrl_jax.models.predict import make_predict
 
     graphdef, params = nnx.split(SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(6)))
     inputs = flat_batch([7, 3, 12, 5, 9, 4, 6, 2, 11, 5])  # 64 rows: blocks of 16 cut conversations

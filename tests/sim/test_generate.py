@@ -1,6 +1,8 @@
 """Determinism, paper statistics at the defaults, and the CLI summary."""
 
+import dataclasses
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -10,6 +12,7 @@ from salesrl_jax.data.readers import read_conversations
 from salesrl_jax.sim.config import SimulatorConfig
 from salesrl_jax.sim.generate import generate
 from salesrl_jax.sim.industries import INDUSTRY_NAMES
+from salesrl_jax.sim.params import DynamicsParams, OutcomeLogits, Outcomes
 
 
 def _digest(directory):
@@ -73,3 +76,60 @@ def test_held_out_industries_and_config_errors(tmp_path):
         SimulatorConfig(industries=("fishing",))
     with pytest.raises(ValueError, match="max_turns"):
         SimulatorConfig(max_turns=2)
+
+
+# sha256 of the shard files, made by the simulator before its coefficients became `DynamicsParams` fields:
+# the defaults must keep reproducing these bytes exactly.
+REFERENCE_BYTES = [
+    (dict(num_conversations=400, seed=0, shard_size=200),
+     "06fabfeb56f97d7c1cb540221f6d75049a313e14c4fa186cdb3788d7c1c921fb"),
+    (dict(num_conversations=300, seed=3, pace=1.4, noise=0.6, max_turns=15, exclude_industries=("travel",),
+          target_conversion_rate=0.3, shard_size=300),
+     "6a116250cf81c7e80585ab8c8e62316177def2cad3b2cce7a2d04b64be4c675f"),
+]
+
+
+def _files_digest(files) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("settings, expected", REFERENCE_BYTES)
+def test_default_coefficients_reproduce_the_reference_bytes(tmp_path, settings, expected):
+    result = generate(SimulatorConfig(**settings), tmp_path, fmt="jsonl", workers=1)
+    assert _files_digest(result.files) == expected
+
+
+def test_one_coefficient_changes_the_data_and_is_recorded(tmp_path):
+    config = SimulatorConfig(num_conversations=200, seed=0)
+    base = generate(config, tmp_path / "base", fmt="jsonl", workers=1)
+    params = DynamicsParams(outcomes=dataclasses.replace(Outcomes(), cap=OutcomeLogits(3.0, 1.6)))
+    changed = generate(config, tmp_path / "changed", fmt="jsonl", workers=1, params=params)
+    assert _files_digest(base.files) != _files_digest(changed.files)
+    assert "dynamics" not in json.loads((tmp_path / "base" / "manifest.json").read_text())
+    recorded = json.loads((tmp_path / "changed" / "manifest.json").read_text())["dynamics"]
+    assert recorded["outcomes"]["cap"]["intercept"] == 3.0
+
+
+def test_a_killed_generation_resumes_to_the_same_bytes(tmp_path):
+    config = SimulatorConfig(num_conversations=300, seed=0, shard_size=100)
+    whole = generate(config, tmp_path / "whole", fmt="csv", workers=1)
+    out = tmp_path / "killed"
+    first = generate(config, out, fmt="csv", workers=1)
+    # As a kill leaves it: one shard finished, one half-written under its temporary name, no manifest.
+    (out / "manifest.json").unlink()
+    first.files[2].unlink()
+    first.files[1].rename(out / f".{first.files[1].name}.tmp-999")
+    (out / "manifest.partial.json").write_text(json.dumps(
+        {"simulator_version": 1, "config": dataclasses.asdict(config), "format": "csv"}))
+    resumed = generate(config, out, fmt="csv", workers=1)
+    assert [f.read_bytes() for f in resumed.files] == [f.read_bytes() for f in whole.files]
+    assert not list(out.glob(".*tmp*")) and not (out / "manifest.partial.json").exists()
+    assert resumed.stats.conversations == 300 and resumed.stats.converted == whole.stats.converted
+    assert np.array_equal(resumed.stats.oracle_at_fraction, whole.stats.oracle_at_fraction)  # read back
+    with pytest.raises(ValueError, match="different config"):  # a partial run of other arguments is refused
+        (out / "manifest.json").unlink()
+        (out / "manifest.partial.json").write_text(json.dumps({"simulator_version": 1, "config": {}, "format": "csv"}))
+        generate(config, out, fmt="csv", workers=1)

@@ -14,16 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from salesrl_jax import metrics
 from salesrl_jax.arrays import TurnArrays
-from salesrl_jax.eval import metrics
-from salesrl_jax.eval.predict import make_predict, predict_arrays
-from salesrl_jax.train import batches as batch_lib
-from salesrl_jax.train.checkpoint import TrainedModel
-from salesrl_jax.train.hyperparams import Hyperparams
-from salesrl_jax.train.loop import TrainingDiverged, _ppo_batch, _supervised_batch, train_and_evaluate
+from salesrl_jax.arrays import batches as batch_lib
+from salesrl_jax.arrays.split import validation_mask
+from salesrl_jax.models.agent import create_agent
 from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.trained_model import TrainedModel
+from salesrl_jax.train.hyperparams import Hyperparams
+from salesrl_jax.train.loop import TrainingDiverged, train_and_evaluate
+from salesrl_jax.train.phases import ppo_batch as _ppo_batch
+from salesrl_jax.train.phases import supervised_batch as _supervised_batch
 from salesrl_jax.train.ppo import episode_ends, gae, gae_flat, make_ppo_update, ppo_loss, rollout
-from salesrl_jax.train.state import adam_linear, adamw_schedule, create_agent, init_state
+from salesrl_jax.train.state import adam_linear, adamw_schedule, init_state
 from salesrl_jax.train.supervised import make_train_chunk, supervised_loss
 from tests.conftest import tiny_config
 
@@ -51,7 +55,7 @@ def test_packing_covers_every_training_turn_once(tiny_arrays):
             seen.setdefault(chunk.part, []).extend(rows.tolist())
     for p, rows in seen.items():
         part = arrays.part(p)
-        train = ~batch_lib.validation_mask(part.ids, 0.2, 0)
+        train = ~validation_mask(part.ids, 0.2, 0)
         want = np.concatenate([np.arange(part.offsets[c], part.offsets[c + 1]) for c in np.flatnonzero(train)])
         assert sorted(rows) == sorted(want.tolist())
 
@@ -192,7 +196,7 @@ def test_kill_9_mid_training_then_resume(tiny_arrays, tmp_path):
     config = tiny_config(tiny_arrays, checkpoint_every=1, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, enabled=False))
     cfg_file = tmp_path / "tiny.py"
     cfg_file.write_text(
-        "from salesrl_jax.train.config import TrainConfig\n"
+        "from salesrl_jax.run.config import TrainConfig\n"
         f"RAW = {json.loads(config.to_json())!r}\n"
         "def get_config():\n    return TrainConfig.from_dict(RAW)\n")
     exe = str(Path(sys.executable).with_name("salesrl"))
@@ -254,11 +258,11 @@ def test_a_validation_split_that_holds_out_nothing_is_refused_with_the_fix(tiny_
     """Arrays split off a larger set by the same seeded hash (a test set carved out first) hold none of
     their own held-out ids at a smaller fraction: refused up front, naming the seed to change."""
     from salesrl_jax.arrays.build import embed_archive
+    from salesrl_jax.arrays.split import validation_mask
     from salesrl_jax.data.readers import read_conversations
     from salesrl_jax.data.writers import write_conversations
     from salesrl_jax.embed.config import EmbedderConfig
-    from salesrl_jax.train.batches import validation_mask
-    from salesrl_jax.train.config import DataConfig
+    from salesrl_jax.run.config import DataConfig
     from tests.conftest import TINY_DIM
 
     conversations = list(read_conversations(tiny_archive))[:200]

@@ -1,8 +1,9 @@
-"""Checkpoints: one wrapper around orbax's `CheckpointManager`.
+"""A run directory's checkpoints: one wrapper around orbax's `CheckpointManager`, both sides.
 
 A run directory keeps two: ``checkpoints/latest`` (the most recent, for resuming) and
 ``checkpoints/best`` (the best by validation log loss, for evaluation and scoring). Each holds the
-`TrainState` (parameters, optimizer state, step, PRNG key) and a JSON ``meta`` item: the resolved
+training state (any pytree: `salesrl_jax.train.state.TrainState` for a training run),
+its parameters apart (what inference restores) and a JSON ``meta`` item: the resolved
 config, the data position (phase, epoch, chunk or update), the embedding identity and feature
 names the model was trained on, and the validation metrics. Saves are synchronous and orbax
 finalises a step directory atomically, so a kill at any moment leaves the previous checkpoint
@@ -17,8 +18,6 @@ from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
-
-from salesrl_jax.train.state import TrainState
 
 
 def _manager(directory: Path, best: bool) -> ocp.CheckpointManager:
@@ -39,13 +38,13 @@ class Checkpoints:
         self.best = _manager(self.root / "best", best=True)
         self._save_count = self.latest.latest_step() or 0
 
-    def save_latest(self, state: TrainState, meta: dict) -> None:
+    def save_latest(self, state, meta: dict) -> None:
         self._save_count += 1
         self.latest.save(self._save_count, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(state.params),
             meta=ocp.args.JsonSave(meta)), force=True)
 
-    def save_best(self, state: TrainState, meta: dict, valid_log_loss: float) -> bool:
+    def save_best(self, state, meta: dict, valid_log_loss: float) -> bool:
         """Keep ``state`` if its validation log loss beats the best so far; returns whether it did."""
         step = (self.best.latest_step() or 0) + 1
         current = self.best_meta()
@@ -63,7 +62,7 @@ class Checkpoints:
             return None
         return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-    def restore_latest(self, like: TrainState) -> tuple[TrainState, dict] | None:
+    def restore_latest(self, like):
         step = self.latest.latest_step()
         if step is None:
             return None
@@ -74,7 +73,7 @@ class Checkpoints:
         self.best.close()
 
 
-def restore(manager: ocp.CheckpointManager, step: int, like: TrainState) -> tuple[TrainState, dict]:
+def restore(manager: ocp.CheckpointManager, step: int, like):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                              meta=ocp.args.JsonRestore()))
@@ -130,31 +129,3 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     if path.name.isdigit() and (path / "meta").exists():
         return path.parent
     raise FileNotFoundError(f"{path}: no checkpoint here (expected a run directory from `salesrl train`)")
-
-
-class TrainedModel:
-    """A trained agent ready for inference: graph, parameters, resolved config, and what it was trained on."""
-
-    def __init__(self, directory: Path):
-        from salesrl_jax.embed.base import EmbedderIdentity
-        from salesrl_jax.train.config import TrainConfig
-        from salesrl_jax.train.state import create_agent
-
-        self.directory = directory
-        self.meta = read_meta(directory)
-        self.config = TrainConfig.from_dict(self.meta["config"])
-        self.identity = EmbedderIdentity(**self.meta["embedder"])
-        self.feature_names = tuple(self.meta["features"])
-        self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed)
-        self.params = restore_params(directory, like)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "TrainedModel":
-        return cls(find_checkpoint(path))
-
-    def require_compatible(self, identity, feature_names, what: str) -> None:
-        """Refuse data from another embedding space or feature set, with a clear message."""
-        identity.require_same(self.identity, what=f"the model at {self.directory}")
-        if tuple(feature_names) != self.feature_names:
-            raise ValueError(f"{what} has features {list(feature_names)}, but the model at {self.directory} was "
-                             f"trained on {list(self.feature_names)}; re-embed with this library version or retrain")

@@ -1,4 +1,8 @@
-"""Per-turn predictions of a model over cached arrays, with everything evaluation needs beside them."""
+"""Per-turn predictions of a model over cached arrays, with everything evaluation needs beside them.
+
+Used by training (validation), evaluation, calibration and archive scoring alike: the model applied to
+the arrays it reads, below all of them in the package graph.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from salesrl_jax.arrays.batches import gather_packed, plan_packing
+from salesrl_jax.arrays.split import Split, split_conversations
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.inputs import TurnInputs
-from salesrl_jax.train.batches import gather_packed, plan_packing, validation_mask
 
 
 @dataclasses.dataclass
@@ -45,7 +50,7 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS) -
     ``block_rows``, carrying the history pools across block edges (`SalesAgent.predict_block`): the
     same result as one pass. Each block's working set stays in cache, and a host loop beats a
     ``lax.scan`` over blocks here: inside XLA:CPU's loop body the pools' associative scan fuses its
-    levels with the slicing of the scanned inputs and runs 2-3x slower (docs/benchmarks.md).
+    levels with the slicing of the scanned inputs and runs several times slower (docs/benchmarks.md).
     """
 
     @jax.jit
@@ -97,20 +102,16 @@ def predict_part(predict: Callable, params, part, conversations: np.ndarray, row
     return turn_pred, turn_unc
 
 
-def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: str = "all", valid_fraction: float = 0.0,
+def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: Split = "all", valid_fraction: float = 0.0,
                    split_seed: int = 0, rows: int = 4096, max_conversations: int | None = None) -> TurnPredictions:
-    """Predict every turn of the chosen conversations (``split``: all / valid / train)."""
-    if split == "all":
-        valid_fraction = 0.0
-        split = "train"  # with nothing held out, "train" is every labelled conversation
+    """Predict every turn of the chosen labelled conversations (``split``: all / valid / train)."""
     columns: dict[str, list] = {k: [] for k in ("prediction", "uncertainty", "oracle", "outcome", "turn_index",
                                                 "length", "conversation")}
     ids: list[str] = []
     industries: list[str | None] = []
     for p in range(len(arrays)):
         part = arrays.part(p)
-        held_out = validation_mask(part.ids, valid_fraction, split_seed)
-        chosen = np.flatnonzero((held_out if split == "valid" else ~held_out) & (np.asarray(part.outcome) >= 0))
+        chosen = split_conversations(part, split, valid_fraction, split_seed)
         if max_conversations is not None:
             chosen = chosen[:max(max_conversations - len(ids), 0)]
         if not len(chosen):

@@ -8,7 +8,7 @@ coefficients, gamma, lambda) reach the jitted functions as arrays in
 baked into the optimizer's schedule.
 
 A config file is a Python file with ``get_config() -> TrainConfig``; a variant imports the
-default and overrides a few fields (see ``configs/``).
+default and overrides a few dotted fields (`with_overrides`; see ``configs/``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.models.config import ModelConfig
@@ -139,43 +138,74 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
-        """Inverse of ``dataclasses.asdict`` (for configs saved beside checkpoints)."""
-        def build(kind, value):
-            fields = {f.name: f for f in dataclasses.fields(kind)}
-            kwargs = {}
-            for key, item in value.items():
-                if key not in fields:
-                    raise ValueError(f"unknown config field {kind.__name__}.{key}")
-                default = getattr(kind(), key) if kind is not TrainConfig else getattr(TrainConfig(), key)
-                if dataclasses.is_dataclass(default):
-                    kwargs[key] = build(type(default), item)
-                elif isinstance(default, Path) or key in ("train", "model_path") and item is not None:
-                    kwargs[key] = Path(item)
-                elif isinstance(default, tuple):
-                    kwargs[key] = tuple(item)
-                else:
-                    kwargs[key] = item
-            return kind(**kwargs)
+        """Inverse of ``dataclasses.asdict`` (see `config_from_dict`)."""
+        return config_from_dict(raw)
 
-        return build(cls, raw)
+
+def config_from_dict(raw: dict) -> TrainConfig:
+    """Inverse of ``dataclasses.asdict`` (a config saved beside checkpoints, as JSON), driven by the field
+    types: paths become `Path`, lists become tuples, an unknown field is an error naming it."""
+    import dacite
+
+    try:
+        return dacite.from_dict(TrainConfig, raw, config=dacite.Config(cast=[Path, tuple], strict=True))
+    except dacite.DaciteError as err:
+        raise ValueError(f"invalid saved config: {err}") from None
+
+
+def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``config`` with dotted fields replaced, e.g. ``{"model.history": "none", "ppo.enabled": False}``.
+
+    Each value is checked against its field's type by rebuilding the config from a dict, so a typo in a
+    field name or a value of the wrong kind is refused with the field named.
+    """
+    raw = dataclasses.asdict(config)
+    for dotted, value in overrides.items():
+        node, *path = raw, *dotted.split(".")
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"unknown config field {dotted!r} (no section {key!r})")
+            node = node[key]
+        if path[-1] not in node:
+            raise ValueError(f"unknown config field {dotted!r}")
+        node[path[-1]] = value
+    return config_from_dict(raw)
+
+
+CONFIGS_PACKAGE = "salesrl_jax.configs"  # the top-level configs/ folder, installed under this name
+
+
+def _module_name(path: Path) -> str | None:
+    """The importable name of a config file inside the installed configs package, else None."""
+    spec = importlib.util.find_spec(CONFIGS_PACKAGE)  # located, not imported: configs sit above this layer
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]).resolve()
+    try:
+        relative = path.resolve().with_suffix("").relative_to(root)
+    except ValueError:
+        return None
+    return ".".join((CONFIGS_PACKAGE, *relative.parts))
 
 
 def load_config(path: str | Path | None) -> TrainConfig:
-    """``get_config()`` of a config file (the default config when ``path`` is None)."""
+    """``get_config()`` of a config file (the default config when ``path`` is None).
+
+    A file of the project's configs/ is imported as the module it is (``salesrl_jax.configs.<name>``); any
+    other file is loaded by path. Either way it imports its base as ``salesrl_jax.configs.default``.
+    """
     if path is None:
         return TrainConfig()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    # Variants import their base as `configs.<name>`: make the folder above `configs/` importable.
-    for parent in path.resolve().parents:
-        if parent.name == "configs":
-            if str(parent.parent) not in sys.path:
-                sys.path.insert(0, str(parent.parent))
-            break
-    spec = importlib.util.spec_from_file_location(f"_salesrl_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    name = _module_name(path)
+    if name is not None:
+        module = importlib.import_module(name)
+    else:
+        spec = importlib.util.spec_from_file_location(f"_salesrl_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path}: a config file must define get_config() -> TrainConfig")
     config = module.get_config()

@@ -2,21 +2,52 @@
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from salesrl_jax.cli import main
-from salesrl_jax.train.config import PPOConfig, PretrainConfig, TrainConfig, load_config
+from salesrl_jax.run.config import PPOConfig, PretrainConfig, TrainConfig, config_from_dict, load_config, with_overrides
 
 CONFIGS = Path(__file__).parents[2] / "configs"
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.py") if p.name != "__init__.py")
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.py")), ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_loads_and_round_trips(path):
+    path_before = list(sys.path)
     config = load_config(path)
     assert isinstance(config, TrainConfig)
-    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    assert config_from_dict(json.loads(config.to_json())) == config
+    assert sys.path == path_before and "configs" not in sys.modules  # imported as salesrl_jax.configs, no path edits
+
+
+def test_ablation_files_are_named_after_themselves_and_load_from_anywhere(tmp_path):
+    assert load_config(CONFIGS / "ablations" / "no_features.py").name == "no_features"
+    copy = tmp_path / "my_ablation.py"  # a user's own file outside the project imports the shipped base
+    copy.write_text((CONFIGS / "ablations" / "no_features.py").read_text())
+    assert load_config(copy).name == "my_ablation" and not load_config(copy).model.use_features
+
+
+def test_saved_configs_are_read_by_their_field_types():
+    config = with_overrides(TrainConfig(), {"data.train": "runs/x", "model.decay_half_lives": [2.0, 8.0]})
+    assert config.data.train == Path("runs/x") and config.model.decay_half_lives == (2.0, 8.0)
+    raw = json.loads(config.to_json())
+    assert config_from_dict(raw) == config
+    with pytest.raises(ValueError, match="hidden_dimm"):
+        config_from_dict({**raw, "model": {**raw["model"], "hidden_dimm": 3}})
+
+
+def test_overrides_name_the_bad_field():
+    with pytest.raises(ValueError, match="unknown config field 'model.histroy'"):
+        with_overrides(TrainConfig(), {"model.histroy": "none"})
+    with pytest.raises(ValueError, match="no section 'modle'"):
+        with_overrides(TrainConfig(), {"modle.history": "none"})
+    with pytest.raises(ValueError, match="pretrain.epochs must be > 0"):  # validation still runs
+        with_overrides(TrainConfig(), {"pretrain.epochs": 0})
+    with pytest.raises(ValueError, match="invalid saved config"):  # a value of the wrong type
+        with_overrides(TrainConfig(), {"pretrain.epochs": "many"})
 
 
 def test_ablations_change_only_what_they_say():

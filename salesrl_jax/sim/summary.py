@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from salesrl_jax.eval import metrics
-from salesrl_jax.sim.generate import FRACTIONS, GenerationResult
+from salesrl_jax import metrics
+from salesrl_jax.metrics.positions import FRACTIONS
+from salesrl_jax.sim.generate import GenerationResult
 
 
 def oracle_table(result: GenerationResult) -> list[dict[str, float | str]]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from salesrl_jax.eval import metrics
+from salesrl_jax import metrics
 
 
 def test_auc_hand_computed_with_ties():

@@ -11,23 +11,12 @@ when a chunk is built, so RAM holds one chunk at a time whatever the cache's siz
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 import numpy as np
 
+from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import Part, TurnArrays
-
-
-def validation_mask(ids: tuple[str, ...] | list[str], fraction: float, seed: int) -> np.ndarray:
-    """``[convs]`` bool: the conversations held out for validation, by a seeded hash of the id
-    (stable across runs, machines and cache layouts)."""
-    if fraction <= 0:
-        return np.zeros(len(ids), dtype=bool)
-    salt = str(seed).encode() + b"\0"
-    values = np.array([int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "little")
-                       for i in ids], dtype=np.uint64)
-    return values < np.uint64(fraction * 2.0 ** 64)
 
 
 class PackedBatch(NamedTuple):
@@ -110,9 +99,7 @@ def epoch_plan(arrays: TurnArrays, split: str, valid_fraction: float, split_seed
     plan = []
     for p in part_order:
         part = arrays.part(int(p))
-        held_out = validation_mask(part.ids, valid_fraction, split_seed)
-        outcome = np.asarray(part.outcome)
-        chosen = np.flatnonzero((held_out if split == "valid" else ~held_out) & (outcome >= 0))
+        chosen = split_conversations(part, split, valid_fraction, split_seed)
         if shuffle:
             chosen = rng.permutation(chosen)
         batches = plan_packing(part.lengths, chosen, rows)
@@ -132,8 +119,7 @@ def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: i
         rng = np.random.default_rng([seed, 1_000_003, epoch])
         for p in rng.permutation(len(arrays)):
             part = arrays.part(int(p))
-            held_out = validation_mask(part.ids, valid_fraction, split_seed)
-            chosen = rng.permutation(np.flatnonzero(~held_out & (np.asarray(part.outcome) >= 0)))
+            chosen = rng.permutation(split_conversations(part, "train", valid_fraction, split_seed))
             packs = plan_packing(part.lengths, chosen, rows)
             # The last update of a part may hold fewer packs: the missing ones are all padding and
             # the update skips them (no optimizer step on an empty minibatch).
@@ -145,3 +131,15 @@ def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: i
             raise ValueError(f"{arrays.path}: no labelled training conversations for PPO")
         epoch += 1
     return plan
+
+
+class PartCache:
+    """The one memory-mapped part in use (consecutive chunks mostly share a part)."""
+
+    def __init__(self, arrays: TurnArrays):
+        self.arrays, self.index, self.part = arrays, None, None
+
+    def get(self, index: int) -> Part:
+        if index != self.index:
+            self.index, self.part = index, self.arrays.part(index)
+        return self.part

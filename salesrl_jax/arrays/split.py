@@ -1,0 +1,47 @@
+"""The validation split: which conversations a run holds out, by a seeded hash of the id.
+
+A hash of the id (not a position in the cache) keeps the split stable across runs, machines, chunk
+sizes and cache layouts, and lets every consumer (training, evaluation, calibration, baselines)
+recompute it from ``(valid_fraction, split_seed)`` alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import numpy as np
+
+from salesrl_jax.arrays.store import Part, TurnArrays
+
+Split = Literal["train", "valid", "all"]
+
+
+def validation_mask(ids: tuple[str, ...] | list[str], fraction: float, seed: int) -> np.ndarray:
+    """``[convs]`` bool: the conversations held out for validation, ``blake2b(seed, id) < fraction 2^64``."""
+    if fraction <= 0:
+        return np.zeros(len(ids), dtype=bool)
+    salt = str(seed).encode() + b"\0"
+    values = np.array([int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "little")
+                       for i in ids], dtype=np.uint64)
+    return values < np.uint64(fraction * 2.0 ** 64)
+
+
+def split_conversations(part: Part, split: Split, fraction: float, seed: int) -> np.ndarray:
+    """Indices of ``part``'s labelled conversations in ``split`` (``all``: every labelled one)."""
+    labelled = np.asarray(part.outcome) >= 0
+    if split == "all":
+        return np.flatnonzero(labelled)
+    held_out = validation_mask(part.ids, fraction, seed)
+    return np.flatnonzero((held_out if split == "valid" else ~held_out) & labelled)
+
+
+def require_held_out(arrays: TurnArrays, fraction: float, seed: int) -> None:
+    """Refuse a validation split that holds out no labelled conversation, naming the way out."""
+    if fraction <= 0 or any(len(split_conversations(part, "valid", fraction, seed)) for part in arrays.iter_parts()):
+        return
+    # The usual way to get here: these arrays were carved out of a larger set by the same seeded id
+    # hash (a held-out test set split off first), so none of their ids falls below the threshold.
+    raise ValueError(f"{arrays.path}: data.valid_fraction {fraction} with data.split_seed {seed} holds out no "
+                     "labelled conversation (if these arrays were split off a larger set with the same seed, pick "
+                     "another --data.split-seed)")

@@ -1,0 +1,83 @@
+"""`salesrl bench` as a function: every benchmark in one process, each printed as a Markdown table as it
+finishes (ratios measured side by side in the same run), and all numbers returned and saved as JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+BenchPart = Literal["batch", "stream", "loop", "train"]
+PARTS: tuple[BenchPart, ...] = ("batch", "stream", "loop", "train")
+
+
+def batch_table(rows: list[dict]) -> str:
+    from salesrl_jax.bench.inference import INT8_VARIANTS
+
+    lines = ["batch scoring over cached arrays (turns/s; weights random, shapes of the default model; int8 with "
+             "calibrated activation scales, its products summed in int32 or on bf16 dot units; int8 embeddings: "
+             f"the default way, {rows[0]['int8_dot_default']}, fed int8 embeddings)",
+             "| dim | batch | float32 | int8, int32 sums | ratio | int8, bf16 units | ratio | int8, int8 embeddings "
+             "| ratio |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = " | ".join(f"{r[f'{name}_turns_per_s']:,.0f} | {r[f'{name}_over_float32']:.2f}x"
+                           for name in INT8_VARIANTS)
+        lines.append(f"| {r['dim']} | {r['batch']:,} | {r['float32_turns_per_s']:,.0f} | {cells} |")
+    return "\n".join(lines)
+
+
+def stream_table(rows: list[dict]) -> str:
+    lines = ["streaming scorer, one turn per call", "| case | p50 ms | p99 ms | turns/s |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['case']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['turns_per_s']:,.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def loop_lines(r: dict) -> str:
+    return (f"per-turn Python loop (the incumbent's way) vs batch {r['batch']}, {r['dim']}-d, same model:\n"
+            f"  loop {r['loop_turns_per_s']:,.0f} turns/s; batch float32 {r['batch_float32_turns_per_s']:,.0f} "
+            f"({r['float32_speedup']:.1f}x); batch int8 {r['batch_int8_turns_per_s']:,.0f} ({r['int8_speedup']:.1f}x)")
+
+
+def train_table(rows: list[dict], peak_gflops: float) -> str:
+    nan = float("nan")
+    lines = [f"training throughput (measured matmul peak {peak_gflops:,.1f} GFLOP/s, 2048^3 float32)",
+             "| dim | model | params | pretrain turns/s | GFLOP/s (% peak) | compile s | PPO env steps/s | "
+             "GFLOP/s (% peak) | compile s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        pre = f"{r.get('pretrain_gflops_per_s', nan):.1f} ({r.get('pretrain_fraction_of_peak', nan):.0%})"
+        ppo = f"{r.get('ppo_gflops_per_s', nan):.1f} ({r.get('ppo_fraction_of_peak', nan):.0%})"
+        lines.append(f"| {r['dim']} | {r['model']} | {r['parameters']:,} | {r['pretrain_turns_per_s']:,.0f} | {pre} | "
+                     f"{r['pretrain_compile_s']:.1f} | {r['ppo_env_steps_per_s']:,.0f} | {ppo} | "
+                     f"{r['ppo_compile_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 3072),
+              batch_sizes: Sequence[int] = (1, 32, 1024, 16384), min_seconds: float = 1.0,
+              out: str | os.PathLike[str] | None = None, emit: Callable[[str], object] = print) -> dict:
+    """Run the chosen benchmarks; ``emit`` each table as it is measured; save every number to ``out`` (JSON)."""
+    import jax
+
+    from salesrl_jax.bench import inference, training
+    from salesrl_jax.bench.timing import matmul_peak_flops
+    from salesrl_jax.io.atomic import write_json_atomic
+
+    results: dict = {"jax_devices": [str(d) for d in jax.devices()]}
+    if "batch" in parts:
+        results["batch"] = inference.batch_throughput(dims, batch_sizes, min_seconds)
+        emit(batch_table(results["batch"]))
+    if "stream" in parts:
+        results["stream"] = inference.streaming_latency()
+        emit("\n" + stream_table(results["stream"]))
+    if "loop" in parts:
+        results["loop"] = inference.loop_baseline(max(dims))
+        emit("\n" + loop_lines(results["loop"]))
+    if "train" in parts:
+        peak = matmul_peak_flops()
+        results["matmul_peak_gflops"] = peak / 1e9
+        results["train"] = training.training_throughput(dims, peak_flops=peak, min_seconds=max(min_seconds, 2.0))
+        emit("\n" + train_table(results["train"], peak / 1e9))
+    if out is not None:
+        write_json_atomic(Path(out), results)
+        emit(f"\nall numbers: {out}")
+    return results

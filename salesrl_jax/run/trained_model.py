@@ -1,0 +1,38 @@
+"""The trained-model artefact: what `salesrl train` leaves and every consumer (evaluation, scoring,
+quantization, calibration) loads. It lives below both training and inference, so neither imports
+the other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.models.agent import create_agent
+from salesrl_jax.run.checkpoints import find_checkpoint, read_meta, restore_params
+from salesrl_jax.run.config import TrainConfig, config_from_dict
+
+
+class TrainedModel:
+    """A trained agent ready for inference: graph, parameters, resolved config, and what it was trained on."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.meta = read_meta(directory)
+        self.config: TrainConfig = config_from_dict(self.meta["config"])
+        self.identity = EmbedderIdentity(**self.meta["embedder"])
+        self.feature_names = tuple(self.meta["features"])
+        self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed)
+        self.params = restore_params(directory, like)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "TrainedModel":
+        return cls(find_checkpoint(path))
+
+    def require_compatible(self, identity, feature_names, what: str) -> None:
+        """Refuse data from another embedding space or feature set, with a clear message."""
+        identity.require_same(self.identity, what=f"the model at {self.directory}")
+        if tuple(feature_names) != self.feature_names:
+            raise ValueError(f"{what} has features {list(feature_names)}, but the model at {self.directory} was "
+                             f"trained on {list(self.feature_names)}; re-embed with this library version or retrain")

@@ -1,0 +1,72 @@
+"""The run's ``metrics.jsonl`` and throughput meters: small objects the training driver owns."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+
+class MetricsLog:
+    """Append-only JSON lines, one per unit of work or validation, keyed by the position's ``seq``.
+
+    On resume, the lines past the restored position (written after the checkpoint a kill went back
+    to) are dropped first, so the log of a resumed run equals an uninterrupted run's.
+    """
+
+    def __init__(self, path: Path, keep_until: int | None):
+        self.path = path
+        if keep_until is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line and json.loads(line).get("seq", 0) <= keep_until]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif keep_until is None:
+            path.write_text("")
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class Meter:
+    """Items per second of a jitted call, with the first call (compilation) timed apart."""
+
+    def __init__(self):
+        self.compile_seconds: float | None = None
+        self.items = 0.0
+        self.seconds = 0.0
+
+    @staticmethod
+    def timed(fn, *args):
+        """``fn(*args) -> (state, metrics)``; returns them (metrics on the host) and the seconds taken."""
+        start = time.perf_counter()
+        new_state, metrics = jax.block_until_ready(fn(*args))
+        seconds = time.perf_counter() - start
+        return (new_state, jax.device_get(metrics)), seconds
+
+    def add(self, items: float, seconds: float) -> None:
+        if self.compile_seconds is None:
+            self.compile_seconds = seconds
+        else:
+            self.items += items
+            self.seconds += seconds
+
+    @property
+    def rate(self) -> float | None:
+        return self.items / self.seconds if self.seconds else None
+
+    def report(self, prefix: str, unit: str) -> dict[str, float]:
+        """``{prefix}_compile_s`` and ``{prefix}_{unit}_per_s``, where measured."""
+        out = {}
+        if self.compile_seconds is not None:
+            out[f"{prefix}_compile_s"] = self.compile_seconds
+        if self.rate:
+            out[f"{prefix}_{unit}_per_s"] = self.rate
+        return out

@@ -1,0 +1,261 @@
+"""One runner for both training phases: plan, jitted step, metrics, validation and checkpoints.
+
+A phase is a sequence of periods (pretraining: epochs; PPO: one), each a list of units (a chunk of
+packed minibatches; a PPO update). For every unit the runner gathers the host batch, runs the jitted
+step, refuses a non-finite loss, logs a line and advances the `RunPosition`; it validates (keeping the
+best checkpoint) at the end of each period and every ``validate_every`` units, and saves the latest
+checkpoint every ``checkpoint_every`` units and at each validation. The two phases differ only in the
+small methods `Pretraining` and `PPOFinetuning` define.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from salesrl_jax.arrays import batches as batch_lib
+from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.run.checkpoints import Checkpoints
+from salesrl_jax.train.hyperparams import Hyperparams
+from salesrl_jax.train.metrics_log import Meter, MetricsLog
+from salesrl_jax.train.position import RunPosition
+from salesrl_jax.train.ppo import PPOBatch
+from salesrl_jax.train.state import TrainState
+from salesrl_jax.train.supervised import SupervisedBatch
+from salesrl_jax.train.validation import Validator
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left untouched."""
+
+
+def supervised_batch(host: batch_lib.PackedBatch) -> SupervisedBatch:
+    inputs = TurnInputs(jnp.asarray(host.embeddings), jnp.asarray(host.features), jnp.asarray(host.starts),
+                        jnp.asarray(host.valid))
+    return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(host.segment))
+
+
+def ppo_batch(host: batch_lib.PackedBatch) -> PPOBatch:
+    supervised = supervised_batch(host)
+    return PPOBatch(supervised.inputs, supervised.labels)
+
+
+def require_finite(values: dict[str, np.ndarray], where: str) -> None:
+    for name, value in values.items():
+        if not np.all(np.isfinite(value)):
+            bad = np.flatnonzero(~np.isfinite(np.atleast_1d(value)))[0]
+            raise TrainingDiverged(f"{name} became {np.atleast_1d(value)[bad]} at {where} (minibatch {bad}); "
+                                   "stopped without saving: the last good checkpoint is kept. Lower the learning "
+                                   "rate or check the data.")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What every phase shares: where checkpoints and metrics go, how to validate, and the work budget."""
+
+    checkpoints: Checkpoints
+    log: MetricsLog
+    validate: Validator
+    meta: dict  # the run's fixed checkpoint meta (config, embedder, features); the position is added per save
+    checkpoint_every: int
+    progress: bool = True
+    budget: int | None = None  # units of work left before stopping early (tests simulate a kill with it)
+
+    def save_latest(self, state: TrainState, position: RunPosition) -> None:
+        self.checkpoints.save_latest(state, {**self.meta, "position": position.to_dict()})
+
+    def validate_and_keep_best(self, state: TrainState, position: RunPosition, tag: str) -> dict[str, float]:
+        valid = self.validate(state.params)
+        improved = self.checkpoints.save_best(state, {**self.meta, "position": position.to_dict(), "valid": valid},
+                                              valid["log_loss"])
+        self.log.write({"seq": position.seq, "event": "validation", "at": tag, **valid, "best": improved})
+        return valid
+
+    def spend(self) -> bool:
+        """Count one unit of work; True when the budget is used up."""
+        if self.budget is None:
+            return False
+        self.budget -= 1
+        return self.budget <= 0
+
+
+@dataclasses.dataclass
+class PhaseResult:
+    state: TrainState
+    position: RunPosition
+    stopped: bool  # the budget ran out before the phase ended
+    throughput: dict[str, float]
+
+
+class Phase:
+    """A training phase; subclasses name its units and metrics (see the module docstring)."""
+
+    name: str
+    unit: str  # progress-bar unit
+    rate_unit: str  # what the meter counts
+
+    def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
+                 periods: int, validate_every: int | None):
+        self.arrays, self.step, self.hp = arrays, step, hp
+        self.rows, self.minibatches = rows, minibatches
+        self.periods, self.validate_every = periods, validate_every
+
+    # --- what differs between phases ---------------------------------------------------------
+    def plan(self, period: int) -> list[batch_lib.ChunkPlan]: ...
+    def to_batch(self, host: batch_lib.PackedBatch) -> Any: ...
+    def cursor(self, position: RunPosition) -> tuple[int, int]: ...  # (period, next unit)
+    def after_unit(self, position: RunPosition, period: int, done: int) -> RunPosition: ...
+    def after_period(self, position: RunPosition, period: int) -> RunPosition: ...
+    def items(self, metrics) -> float: ...
+    def finite(self, metrics) -> dict[str, np.ndarray]: ...
+    def where(self, period: int, unit: int, state: TrainState) -> str: ...
+    def record(self, metrics, period: int, unit: int, state: TrainState) -> dict: ...
+    def postfix(self, metrics, rate: float | None) -> dict[str, str]: ...
+    def bar_label(self, period: int) -> str: ...
+    def validation_tag(self, period: int, done: int) -> str: ...
+
+    # --- the shared loop ---------------------------------------------------------------------
+    def run(self, ctx: RunContext, state: TrainState, position: RunPosition) -> PhaseResult:
+        meter, parts = Meter(), batch_lib.PartCache(self.arrays)
+        first_period, first_unit = self.cursor(position)
+        for period in range(first_period, self.periods):
+            plan = self.plan(period)
+            start = first_unit if period == first_period else 0
+            bar = tqdm(total=len(plan), initial=start, unit=self.unit, desc=self.bar_label(period),
+                       disable=None if ctx.progress else True, dynamic_ncols=True)
+            for unit in range(start, len(plan)):
+                chunk = plan[unit]
+                host = batch_lib.gather_packed(parts.get(chunk.part), chunk.minibatches, self.rows, self.minibatches)
+                (new_state, metrics), seconds = meter.timed(self.step, state, self.to_batch(host), self.hp)
+                meter.add(self.items(metrics), seconds)
+                require_finite(self.finite(metrics), self.where(period, unit, state))
+                state, done = new_state, unit + 1
+                position = self.after_unit(position, period, done)
+                ctx.log.write({"seq": position.seq, "event": self.name, **self.record(metrics, period, unit, state),
+                               "seconds": seconds})
+                bar.set_postfix(**self.postfix(metrics, meter.rate))
+                bar.update(1)
+                period_ends = done == len(plan)
+                if period_ends:
+                    position = self.after_period(position, period)
+                saved = True
+                if period_ends or (self.validate_every and done % self.validate_every == 0):
+                    ctx.validate_and_keep_best(state, position, self.validation_tag(period, done))
+                    ctx.save_latest(state, position)
+                elif done % ctx.checkpoint_every == 0:
+                    ctx.save_latest(state, position)
+                else:
+                    saved = False
+                if ctx.spend():
+                    if not saved:
+                        ctx.save_latest(state, position)
+                    bar.close()
+                    return PhaseResult(state, position, True, meter.report(self.name, self.rate_unit))
+            bar.close()
+        return PhaseResult(state, position, False, meter.report(self.name, self.rate_unit))
+
+
+class Pretraining(Phase):
+    """Supervised pretraining: epochs of chunks of packed minibatches (one jitted `lax.scan` per chunk)."""
+
+    name, unit, rate_unit = "pretrain", "chunk", "turns"
+
+    def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
+                 epochs: int, plan: Callable[[int], list[batch_lib.ChunkPlan]]):
+        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None)
+        self._plan = plan
+
+    def plan(self, period):
+        return self._plan(period)
+
+    def to_batch(self, host):
+        return supervised_batch(host)
+
+    def cursor(self, position):
+        return position.epoch, position.chunk
+
+    def after_unit(self, position, period, done):
+        return position.advance(epoch=period, chunk=done)
+
+    def after_period(self, position, period):
+        return dataclasses.replace(position, epoch=period + 1, chunk=0)
+
+    def items(self, metrics):
+        return float(metrics.turns.sum())
+
+    def finite(self, metrics):
+        return {"loss": metrics.loss, "grad_norm": metrics.grad_norm}
+
+    def where(self, period, unit, state):
+        return f"pretrain epoch {period + 1}, chunk {unit + 1}, optimizer step {int(state.step) + 1}"
+
+    def record(self, metrics, period, unit, state):
+        used = metrics.turns > 0  # a part's short last chunk has empty minibatches: not logged
+        return {"epoch": period, "chunk": unit, "step": int(state.step), "loss": metrics.loss[used].tolist(),
+                "policy_bce": metrics.policy_bce[used].tolist(), "ensemble_bce": metrics.ensemble_bce[used].tolist(),
+                "grad_norm": metrics.grad_norm[used].tolist(), "turns": int(metrics.turns.sum())}
+
+    def postfix(self, metrics, rate):
+        return {"loss": f"{float(metrics.policy_bce[metrics.turns > 0].mean()):.4f}",
+                "turns_s": f"{rate:,.0f}" if rate else "-"}
+
+    def bar_label(self, period):
+        return f"pretrain {period + 1}/{self.periods}"
+
+    def validation_tag(self, period, done):
+        return f"pretrain epoch {period + 1}"
+
+
+class PPOFinetuning(Phase):
+    """PPO: one period of updates, each a rollout of its packed minibatches and epochs of clipped updates."""
+
+    name, unit, rate_unit = "ppo", "update", "env_steps"
+
+    def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
+                 schedule: list[batch_lib.ChunkPlan], validate_every: int):
+        super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every)
+        self.schedule = schedule
+
+    def plan(self, period):
+        return self.schedule
+
+    def to_batch(self, host):
+        return ppo_batch(host)
+
+    def cursor(self, position):
+        return 0, position.update
+
+    def after_unit(self, position, period, done):
+        return position.advance(update=done)
+
+    def after_period(self, position, period):
+        return position
+
+    def items(self, metrics):
+        return float(metrics.env_steps)
+
+    def finite(self, metrics):
+        return {"loss": metrics.train.loss, "value_loss": metrics.train.value_loss}
+
+    def where(self, period, unit, state):
+        return f"PPO update {unit + 1}"
+
+    def record(self, metrics, period, unit, state):
+        return {"update": unit, "mean_reward": float(metrics.mean_reward),
+                "prediction_brier": float(metrics.prediction_brier), "env_steps": int(metrics.env_steps),
+                **{k: float(v) for k, v in metrics.train._asdict().items()}}
+
+    def postfix(self, metrics, rate):
+        return {"reward": f"{float(metrics.mean_reward):.4f}", "brier": f"{float(metrics.prediction_brier):.4f}",
+                "steps_s": f"{rate:,.0f}" if rate else "-"}
+
+    def bar_label(self, period):
+        return "ppo"
+
+    def validation_tag(self, period, done):
+        return f"ppo update {done}"
