@@ -29,12 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -80,17 +80,12 @@ class Part:
         return [self.industries[i] if i >= 0 else None for i in self.industry]
 
     def save(self, directory: Path) -> None:
-        """Write the part atomically: into a temporary sibling directory, then rename."""
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in TURN_ARRAYS + CONVERSATION_ARRAYS:
-            np.save(tmp / f"{name}.npy", getattr(self, name))
-        (tmp / "part.json").write_text(json.dumps({"ids": list(self.ids), "industries": list(self.industries)}))
-        for file in tmp.iterdir():  # durable before it becomes visible
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, directory)
+        """Write the part atomically: it appears whole under ``directory``, or not at all."""
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            for name in TURN_ARRAYS + CONVERSATION_ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            (tmp / "part.json").write_text(json.dumps({"ids": list(self.ids), "industries": list(self.industries)}))
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = True) -> "Part":

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from salesrl_jax.data.readers import detect_format
 from salesrl_jax.data.records import Conversation
+from salesrl_jax.io.atomic import discard, publish, temporary_sibling
 
 # One row per turn; conversation-level columns repeat on every row of a
 # conversation (Parquet's dictionary and run-length encodings make that cheap).
@@ -58,7 +59,7 @@ class ArchiveWriter:
         self.path = Path(path)
         self.format = detect_format(self.path)
         self.count = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._tmp = temporary_sibling(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list[Any]] = {name: [] for name in ROW_COLUMNS}
         self._row_group_turns = row_group_turns
@@ -111,9 +112,9 @@ class ArchiveWriter:
             self._handle.close()
             self._file.close()
         if keep:
-            os.replace(self._tmp, self.path)
-        elif self._tmp.exists():
-            self._tmp.unlink()
+            publish(self._tmp, self.path)
+        else:
+            discard(self._tmp)
 
     def __enter__(self) -> "ArchiveWriter":
         return self
