@@ -61,7 +61,7 @@ class Generate:
 class ConvertPersuasionForGood:
     """Convert the PersuasionForGood corpus (persuader = rep, persuadee = customer, donated = converted)."""
 
-    source: Path = Path("../shared/data/persuasionforgood")
+    data: Annotated[Path, tyro.conf.arg(aliases=("--source",))] = Path("../shared/data/persuasionforgood")
     """Directory holding full_dialog.csv and full_info.csv."""
     out: Path = Path("runs/persuasionforgood.jsonl")
     """Output archive; the format follows the extension (.jsonl, .jsonl.gz, .csv, .parquet)."""
@@ -73,17 +73,35 @@ class ConvertPersuasionForGood:
     def run(self) -> None:
         from salesrl_jax.data.convert import convert_persuasionforgood
 
-        print(convert_persuasionforgood(self.source, self.out, rejects=self.rejects,
+        print(convert_persuasionforgood(self.data, self.out, rejects=self.rejects,
                                         drop_low_quality=self.drop_low_quality).summary())
+
+
+@dataclasses.dataclass
+class ConvertCasino:
+    """Convert CaSiNo campsite negotiations (the participant who makes the final decision = customer; outcome 1 if
+    that participant is "Extremely satisfied"; deal actions never become turns)."""
+
+    data: Path = Path("../shared/data/casino")
+    """Directory holding casino_{train,valid,test}.json (or casino.json), or one such file."""
+    out: Path = Path("runs/casino.jsonl")
+    """Output archive; the format follows the extension (.jsonl, .jsonl.gz, .csv, .parquet)."""
+    rejects: Path | None = None
+    """Where bad records go (default: beside the output, *.rejects.jsonl)."""
+
+    def run(self) -> None:
+        from salesrl_jax.data.convert import convert_casino
+
+        print(convert_casino(self.data, self.out, rejects=self.rejects).summary())
 
 
 @dataclasses.dataclass
 class ConvertArchive:
     """Validate any JSONL/CSV/Parquet archive (tolerant input) and write it in the library's format (strict output)."""
 
-    input: Path
+    data: Annotated[Path, tyro.conf.arg(aliases=("--input",))]
     """Archive file or directory of shards."""
-    output: Path
+    out: Annotated[Path, tyro.conf.arg(aliases=("--output",))]
     """Output archive; the format follows the extension."""
     rejects: Path | None = None
     """Where bad records go (default: beside the output, *.rejects.jsonl)."""
@@ -95,17 +113,18 @@ class ConvertArchive:
     def run(self) -> None:
         from salesrl_jax.data.convert import convert_archive
 
-        print(convert_archive(self.input, self.output, rejects=self.rejects, strict=self.strict,
+        print(convert_archive(self.data, self.out, rejects=self.rejects, strict=self.strict,
                               max_turn_chars=self.max_turn_chars).summary())
 
 
 @dataclasses.dataclass
 class Convert:
-    """Convert a source into the library's conversation format."""
+    """Convert a source into the library's conversation format (every command reads --data and writes --out)."""
 
     target: Annotated[
         Union[
             Annotated[ConvertPersuasionForGood, tyro.conf.subcommand("persuasionforgood")],
+            Annotated[ConvertCasino, tyro.conf.subcommand("casino")],
             Annotated[ConvertArchive, tyro.conf.subcommand("archive")],
         ],
         tyro.conf.arg(name=""),
@@ -213,9 +232,9 @@ class Score:
 
     model: Path
     """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
-    input: Path
+    data: Annotated[Path, tyro.conf.arg(aliases=("--input",))]
     """Archive file or directory of shards."""
-    output: Path
+    out: Annotated[Path, tyro.conf.arg(aliases=("--output",))]
     """Per-turn output (.jsonl or .parquet); the summary goes beside it as *.conversations.<ext>."""
     quantized: bool = False
     """Run the int8 model: the run's saved int8 parameters (`salesrl quantize`), else quantized now and
@@ -232,8 +251,8 @@ class Score:
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
 
-        with _progress(_expected_turns(self.input), "turn", "score") as bar:
-            result = score_archive(self.model, self.input, self.output, quantized=self.quantized,
+        with _progress(_expected_turns(self.data), "turn", "score") as bar:
+            result = score_archive(self.model, self.data, self.out, quantized=self.quantized,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
                                    cache_path=self.cache, strict=self.strict, progress=bar.update)
         print(result.summary())

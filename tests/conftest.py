@@ -12,6 +12,7 @@ from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.run.config import DataConfig, PPOConfig, PretrainConfig, TrainConfig
 
 TINY_DIM = 32
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # Tests build many small training runs whose programs are identical: a persistent compilation
 # cache (shared with the subprocesses the tests start) compiles each program once per session.

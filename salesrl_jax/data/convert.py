@@ -67,3 +67,11 @@ def convert_persuasionforgood(source: str | os.PathLike[str], output: str | os.P
 
     return write_converted(lambda sink: read_persuasionforgood(source, rejects=sink,
                                                                drop_low_quality=drop_low_quality), output, rejects)
+
+
+def convert_casino(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                   rejects: str | os.PathLike[str] | None = None) -> ConvertResult:
+    """CaSiNo (the deciding participant = customer, "Extremely satisfied" = converted) in the library's format."""
+    from salesrl_jax.data.casino import read_casino
+
+    return write_converted(lambda sink: read_casino(source, rejects=sink), output, rejects)
