@@ -321,6 +321,39 @@ class Bench:
 
 
 @dataclasses.dataclass
+class Crossval:
+    """K-fold cross-validation of the training recipe and of strong baselines (a TF-IDF logistic regression
+    family, a logistic regression on the model's inputs, gradient-boosted trees on the turn features) on one
+    archive of real conversations: AUC, Brier, log loss and ECE by turn index and at the last turn, with
+    bootstrap intervals and paired differences. Writes report.md, metrics.json, out-of-fold predictions and
+    plots; resumable (finished folds are kept). The baselines need scikit-learn (the `baselines` extra)."""
+
+    data: Path
+    """Archive of labelled conversations (JSONL / CSV / Parquet)."""
+    out: Path
+    """Output directory (arrays, one folder per fold, the report)."""
+    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    """Training config file (defines get_config() -> TrainConfig); the library's default recipe if omitted."""
+    folds: int = 5
+    """Folds, stratified by outcome; a conversation is never split."""
+    seeds: int = 1
+    """Models per fold, each with its own seed; the held-out predictions are their mean."""
+    fold_seed: int = 0
+    """Seed of the fold assignment (and of the bootstrap)."""
+    baselines: bool = True
+    """Fit the baselines on the same folds."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of the conversations for every interval."""
+
+    def run(self) -> None:
+        from salesrl_jax.pipelines.crossval import crossval
+
+        result = crossval(self.data, self.out, folds=self.folds, config=load_config(self.config_file), seeds=self.seeds,
+                          fold_seed=self.fold_seed, baselines=self.baselines, bootstrap=self.bootstrap)
+        print(result.summary())
+
+
+@dataclasses.dataclass
 class Demo:
     """The whole pipeline on embedded defaults, offline: generate synthetic train and test archives, validate,
     embed, train a small model (supervised + PPO), evaluate it against the simulator's oracle, and score raw
@@ -349,6 +382,7 @@ def _command_type(train_default: Train):
         Annotated[Score, tyro.conf.subcommand("score")],
         Annotated[Quantize, tyro.conf.subcommand("quantize")],
         Annotated[Calibrate, tyro.conf.subcommand("calibrate")],
+        Annotated[Crossval, tyro.conf.subcommand("crossval")],
         Annotated[Bench, tyro.conf.subcommand("bench")],
         Annotated[Convert, tyro.conf.subcommand("convert")],
     ]

@@ -23,7 +23,7 @@ LAYERS = {
     "arrays": 3,  # cached per-turn arrays, batching, the validation split
     "models": 4,  # Flax modules and predictions over arrays
     "run": 5,  # a run's config and the trained-model artefact (below train and infer alike)
-    "train": 6, "eval": 6, "infer": 6, "configs": 6,  # train never imports eval or infer, nor they train
+    "train": 6, "eval": 6, "infer": 6, "baselines": 6, "configs": 6,  # train never imports eval or infer, nor they train
     "bench": 7, "pipelines": 7,
     "cli": 8,
     "__init__": 9,  # the package's lazy public API

@@ -207,13 +207,17 @@ def embed_archive(
                                setup=EmbedWorker, setup_args=(embedder, cache), workers=workers)
 
     # The manifest appears last: its presence means complete.
-    write_json_atomic(out / MANIFEST, _manifest(out, build, part_convs, part_turns, reader, data))
+    source = {"path": str(data), "sha256": build["source_sha256"]}
+    write_json_atomic(out / MANIFEST, arrays_manifest(out, build, part_convs, part_turns, reader.stats.rejected,
+                                                      source))
     return EmbedResult(TurnArrays.open(out), False, counts.computed, counts.skipped, reader.stats.rejected,
                        stats if cache is not None else None)
 
 
-def _manifest(out: Path, build: dict, part_convs: dict[int, int], part_turns: dict[int, int],
-              reader: ArchiveReader, data: str | os.PathLike[str]) -> dict:
+def arrays_manifest(out: Path, build: dict, part_convs: dict[int, int], part_turns: dict[int, int], rejected: int,
+                    source: dict) -> dict:
+    """The manifest of the parts in ``out`` (counts and feature statistics read from them); ``build`` names the
+    embedder and dtype, ``source`` where the conversations came from."""
     count = np.zeros(len(FEATURE_NAMES))
     total = np.zeros(len(FEATURE_NAMES))
     total_sq = np.zeros(len(FEATURE_NAMES))
@@ -249,10 +253,10 @@ def _manifest(out: Path, build: dict, part_convs: dict[int, int], part_turns: di
             "labelled": labelled,
             "converted": converted,
             "turns_with_oracle": with_oracle,
-            "rejected": reader.stats.rejected,
+            "rejected": rejected,
         },
         "parts": [{"name": part_name(i), "conversations": part_convs[i], "turns": part_turns[i]}
                   for i in sorted(part_convs)],
-        "source": {"path": str(data), "sha256": build["source_sha256"]},
+        "source": source,
     }
 

@@ -45,3 +45,25 @@ def require_held_out(arrays: TurnArrays, fraction: float, seed: int) -> None:
     raise ValueError(f"{arrays.path}: data.valid_fraction {fraction} with data.split_seed {seed} holds out no "
                      "labelled conversation (if these arrays were split off a larger set with the same seed, pick "
                      "another --data.split-seed)")
+
+
+def stratified_folds(ids: list[str] | tuple[str, ...], labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """``[convs]`` fold of each conversation: stratified by label, one conversation never split (each is one
+    unit), and stable: within each label the conversations are ordered by a seeded hash of the id and dealt
+    round-robin, so the assignment depends on the ids, labels and seed only (not on their order)."""
+    labels = np.asarray(labels)
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    if len(ids) < folds:
+        raise ValueError(f"{len(ids)} labelled conversations cannot fill {folds} folds")
+    salt = f"folds:{seed}".encode() + b"\0"
+    keys = np.array([int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "little") for i in ids],
+                    dtype=np.uint64)
+    fold = np.empty(len(ids), dtype=np.int32)
+    offset = 0
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        ordered = members[np.argsort(keys[members], kind="stable")]
+        fold[ordered] = (np.arange(len(ordered)) + offset) % folds
+        offset += len(ordered)  # the next label continues the deal, so fold sizes differ by one at most
+    return fold

@@ -79,6 +79,19 @@ class Part:
     def industry_names(self) -> list[str | None]:
         return [self.industries[i] if i >= 0 else None for i in self.industry]
 
+    def select(self, conversations: np.ndarray) -> "Part":
+        """A new in-memory part holding only ``conversations`` (indices, in the order given)."""
+        conversations = np.asarray(conversations, dtype=np.int64)
+        offsets = np.asarray(self.offsets)
+        rows = (np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in conversations])
+                if len(conversations) else np.zeros(0, np.int64))
+        lengths = offsets[conversations + 1] - offsets[conversations]
+        turn = {name: np.asarray(getattr(self, name))[rows] for name in TURN_ARRAYS}
+        return Part(**turn, offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                    outcome=np.asarray(self.outcome)[conversations], industry=np.asarray(self.industry)[conversations],
+                    ids=tuple(self.ids[c] for c in conversations), industries=self.industries,
+                    embedding_scale=None if self.embedding_scale is None else np.asarray(self.embedding_scale)[rows])
+
     def save(self, directory: Path) -> None:
         """Write the part atomically: it appears whole under ``directory``, or not at all."""
         with atomic_path(directory) as tmp:

@@ -68,9 +68,13 @@ def check_embedding_space(config: TrainConfig, arrays: TurnArrays) -> None:
 class Optimizers:
     pretrain: optax.GradientTransformation
     ppo: optax.GradientTransformation
+    ppo_enabled: bool
 
     def for_phase(self, phase: str) -> optax.GradientTransformation:
-        return self.ppo if phase in ("ppo", "done") else self.pretrain
+        """The optimizer whose state a checkpoint of ``phase`` holds (a finished run: its last phase's)."""
+        if phase == "done":
+            return self.ppo if self.ppo_enabled else self.pretrain
+        return self.ppo if phase == "ppo" else self.pretrain
 
 
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
@@ -117,7 +121,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     pretrain_steps = sum(len(chunk.minibatches) for chunk in first_epoch) * pre.epochs
     optimizers = Optimizers(
         pretrain=adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay, pre.max_grad_norm),
-        ppo=adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches, ppo.max_grad_norm))
+        ppo=adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches, ppo.max_grad_norm),
+        ppo_enabled=ppo.enabled)
     checkpoints = Checkpoints(workdir)
     fresh = init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"), config.seed)
     state, position, resumed_from = _resume(config, workdir, checkpoints, fresh, optimizers)

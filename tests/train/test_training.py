@@ -192,6 +192,17 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tiny_arrays, tmp_pa
     assert seqs == sorted(set(seqs))
 
 
+def test_rerunning_a_finished_supervised_only_run_changes_nothing(tiny_arrays, tmp_path):
+    """A finished run without PPO holds the pretraining optimizer's state: a rerun restores it (it once looked
+    for PPO's) and only validates again."""
+    base = tiny_config(tiny_arrays)
+    config = dataclasses.replace(base, pretrain=dataclasses.replace(base.pretrain, epochs=2),
+                                 ppo=dataclasses.replace(base.ppo, enabled=False))
+    first = train_and_evaluate(config, tmp_path / "run", progress=False)
+    again = train_and_evaluate(config, tmp_path / "run", progress=False)
+    assert again.resumed_from["phase"] == "done" and again.valid == first.valid
+
+
 def test_kill_9_mid_training_then_resume(tiny_arrays, tmp_path):
     config = tiny_config(tiny_arrays, checkpoint_every=1, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, enabled=False))
     cfg_file = tmp_path / "tiny.py"

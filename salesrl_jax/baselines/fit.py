@@ -1,0 +1,103 @@
+"""Fit every baseline on training conversations and predict every prefix of the held-out ones.
+
+* ``tfidf`` family: TF-IDF of turns 1..t (word 1-2-grams, sublinear tf; vocabulary and idf from the
+  training conversations only) plus the turn index ``log1p(t)``, which a live system knows at turn t;
+  a logistic regression with its L2 strength chosen by inner cross-validation grouped by conversation
+  on the training conversations (log loss). Four variants: words tagged by speaker or not, fitted on
+  every prefix of the training conversations (``prefix``) or on their whole dialogues (``whole``).
+* ``embedding_lr``: the same regression on the mean turn embeddings of turns 1..t (all, customer, rep):
+  the model's own input representation.
+* ``features_gbm``: scikit-learn's histogram gradient-boosted trees on the turn features (their mean over
+  turns 1..t and turn t's own) and ``log1p(t)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from salesrl_jax.baselines.prefixes import PrefixTable
+
+C_GRID = np.logspace(-4, 2, 7)  # inverse L2 strengths the inner cross-validation picks from (TF-IDF)
+DENSE_C_GRID = np.logspace(-6, -1, 6)  # ... for the standardised embedding means (hundreds of correlated columns)
+TFIDF_VARIANTS = tuple((f"tfidf_{'tagged' if tagged else 'plain'}_{fit}", tagged, fit)
+                       for tagged in (False, True) for fit in ("prefix", "whole"))
+METHODS = tuple(name for name, _, _ in TFIDF_VARIANTS) + ("embedding_lr", "features_gbm")
+
+
+@dataclasses.dataclass
+class BaselinePredictions:
+    rows: np.ndarray  # [n] the held-out rows of the prefix table, in order
+    probs: dict[str, np.ndarray]  # method -> [n]
+    chosen_c: dict[str, float]  # the L2 strength each logistic regression chose
+
+
+def _turn_column(table: PrefixTable, rows: np.ndarray) -> np.ndarray:
+    return np.log1p(table.turn_index[rows].astype(np.float64) + 1)[:, None]
+
+
+def _logistic_cv(features, labels, groups, folds: int, seed: int, grid: np.ndarray = C_GRID):
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import GroupKFold
+
+    folds = max(2, min(folds, len(np.unique(groups))))
+    splits = list(GroupKFold(folds).split(np.zeros(len(labels)), groups=groups))
+    model = LogisticRegressionCV(Cs=grid, cv=splits, scoring="neg_log_loss", max_iter=3000, tol=1e-3,
+                                 random_state=seed)
+    with warnings.catch_warnings():  # scikit-learn's notices of future defaults, not about this fit
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(features, labels)
+    return model, float(np.ravel(model.C_)[0])
+
+
+def fit_baselines(table: PrefixTable, train: np.ndarray, test: np.ndarray, *, inner_folds: int = 3,
+                  seed: int = 0, methods: tuple[str, ...] = METHODS) -> BaselinePredictions:
+    """Fit on conversations ``train`` (indices into ``table.ids``), predict every prefix of ``test``."""
+    import scipy.sparse as sp
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_rows, test_rows = np.flatnonzero(table.rows_of(train)), np.flatnonzero(table.rows_of(test))
+    if not len(train_rows) or not len(test_rows):
+        raise ValueError("the baselines need training and held-out conversations")
+    labels, groups = table.outcome[train_rows], table.conversation[train_rows]
+    probs: dict[str, np.ndarray] = {}
+    chosen: dict[str, float] = {}
+    for tagged in (False, True):
+        fits = [fit for name, t, fit in TFIDF_VARIANTS if t == tagged and name in methods]
+        if not fits:
+            continue
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+        whole_train = vectorizer.fit_transform(table.whole_texts(train, tagged))  # idf from training dialogues only
+        test_x = sp.hstack([vectorizer.transform(table.prefix_texts(test_rows, tagged)),
+                            _turn_column(table, test_rows)]).tocsr()
+        for fit in fits:
+            name = f"tfidf_{'tagged' if tagged else 'plain'}_{fit}"
+            if fit == "prefix":
+                x = sp.hstack([vectorizer.transform(table.prefix_texts(train_rows, tagged)),
+                               _turn_column(table, train_rows)]).tocsr()
+                y, g = labels, groups
+            else:  # whole dialogues, each at its last turn
+                lengths = np.array([len(table.texts[c]) for c in train], np.float64)
+                x = sp.hstack([whole_train, np.log1p(lengths)[:, None]]).tocsr()
+                y, g = table.outcome[np.searchsorted(table.conversation, train)], np.asarray(train)
+            model, chosen[name] = _logistic_cv(x, y, g, inner_folds, seed)
+            probs[name] = model.predict_proba(test_x)[:, 1]
+    if "embedding_lr" in methods:
+        scaler = StandardScaler().fit(table.embedding_means[train_rows])
+        model, chosen["embedding_lr"] = _logistic_cv(scaler.transform(table.embedding_means[train_rows]), labels,
+                                                     groups, inner_folds, seed, DENSE_C_GRID)
+        probs["embedding_lr"] = make_pipeline(scaler, model).predict_proba(table.embedding_means[test_rows])[:, 1]
+    if "features_gbm" in methods:
+        def summary(rows):
+            return np.concatenate([table.feature_summary[rows], _turn_column(table, rows)], axis=1)
+
+        gbm = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,
+                                             early_stopping=False, random_state=seed)
+        gbm.fit(summary(train_rows), labels)
+        probs["features_gbm"] = gbm.predict_proba(summary(test_rows))[:, 1]
+    return BaselinePredictions(test_rows, {k: v.astype(np.float32) for k, v in probs.items()}, chosen)

@@ -1,0 +1,94 @@
+"""What a baseline sees after turn t: one row per (labelled conversation, t), built from turns 1..t only."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Iterable
+
+import numpy as np
+
+from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.data.records import Conversation
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
+
+
+@dataclasses.dataclass
+class PrefixTable:
+    """Rows are prefixes, conversation by conversation, turn by turn (the cached arrays' order)."""
+
+    ids: list[str]  # per conversation
+    texts: list[list[str]]  # per conversation: the turns' texts
+    speakers: list[list[str]]  # per conversation: "customer" / "rep"
+    conversation: np.ndarray  # [rows] index into ids
+    turn_index: np.ndarray  # [rows] t - 1
+    length: np.ndarray  # [rows] the conversation's number of turns (for reports only: no baseline reads it)
+    outcome: np.ndarray  # [rows]
+    embedding_means: np.ndarray  # [rows, 3 D]: means over turns 1..t of all, customer and rep turns (0 if none)
+    feature_summary: np.ndarray  # [rows, 2 F]: mean over turns 1..t of the turn features, and turn t's own
+
+    def rows_of(self, conversations: np.ndarray) -> np.ndarray:
+        """The rows of the given conversation indices (a boolean mask)."""
+        return np.isin(self.conversation, conversations)
+
+    def prefix_texts(self, rows: np.ndarray, tagged: bool) -> list[str]:
+        """The text of turns 1..t for each row; ``tagged`` prefixes every word with its speaker, so that the
+        same word from the customer and from the rep are different features."""
+        out = []
+        for row in np.flatnonzero(rows) if rows.dtype == bool else rows:
+            c, t = int(self.conversation[row]), int(self.turn_index[row])
+            out.append(join_turns(self.texts[c][: t + 1], self.speakers[c][: t + 1], tagged))
+        return out
+
+    def whole_texts(self, conversations: Iterable[int], tagged: bool) -> list[str]:
+        return [join_turns(self.texts[c], self.speakers[c], tagged) for c in conversations]
+
+
+def join_turns(texts: list[str], speakers: list[str], tagged: bool) -> str:
+    if not tagged:
+        return " ".join(texts)
+    return " ".join(f"{s[0]}_{w}" for text, s in zip(texts, speakers) for w in _TOKEN.findall(text.lower()))
+
+
+def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
+                   source: str | os.PathLike[str] = "the archive") -> PrefixTable:
+    """Every labelled conversation of ``arrays``, with its text from ``conversations`` (the archive the arrays
+    were embedded from); a conversation missing from it, or with another turn count, is an error naming it."""
+    texts = {conv.id: conv for conv in conversations}
+    ids, turn_texts, speakers = [], [], []
+    columns: dict[str, list] = {k: [] for k in ("conversation", "turn_index", "length", "outcome", "means", "feat")}
+    for part in arrays.iter_parts():
+        offsets = np.asarray(part.offsets)
+        for c, conv_id in enumerate(part.ids):
+            if part.outcome[c] < 0:
+                continue
+            start, end = int(offsets[c]), int(offsets[c + 1])
+            conv = texts.get(conv_id)
+            if conv is None or conv.num_turns != end - start:
+                raise ValueError(f"{source}: conversation {conv_id!r} of {arrays.path} is "
+                                 + ("missing" if conv is None else f"{conv.num_turns} turns long, not {end - start}"))
+            n = end - start
+            embeddings = np.asarray(part.embeddings[start:end], np.float32)
+            customer = np.asarray(part.is_customer[start:end], bool)[:, None]
+            count = np.arange(1, n + 1)[:, None]
+            sums = [np.cumsum(embeddings, 0), np.cumsum(embeddings * customer, 0), np.cumsum(embeddings * ~customer, 0)]
+            counts = [count, np.cumsum(customer, 0), np.cumsum(~customer, 0)]
+            features = np.asarray(part.features[start:end], np.float32)
+            index = len(ids)
+            ids.append(conv_id)
+            turn_texts.append([t.text for t in conv.turns])
+            speakers.append([t.speaker for t in conv.turns])
+            columns["conversation"].append(np.full(n, index))
+            columns["turn_index"].append(np.arange(n))
+            columns["length"].append(np.full(n, n))
+            columns["outcome"].append(np.full(n, int(part.outcome[c])))
+            columns["means"].append(np.concatenate([s / np.maximum(k, 1) for s, k in zip(sums, counts)], axis=1))
+            columns["feat"].append(np.concatenate([np.cumsum(features, 0) / count, features], axis=1))
+    if not ids:
+        raise ValueError(f"{arrays.path}: no labelled conversations")
+    cat = {k: np.concatenate(v) for k, v in columns.items()}
+    return PrefixTable(ids, turn_texts, speakers, cat["conversation"].astype(np.int32),
+                       cat["turn_index"].astype(np.int32), cat["length"].astype(np.int32),
+                       cat["outcome"].astype(np.int8), cat["means"].astype(np.float32), cat["feat"].astype(np.float32))

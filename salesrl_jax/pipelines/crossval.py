@@ -1,0 +1,346 @@
+"""`salesrl crossval`: k-fold cross-validation of the library's recipe and of strong baselines on one archive.
+
+Per fold (folds stratified by outcome, a conversation never split):
+
+* **the model**: the training folds' cached arrays (embedded once for the whole archive, through the
+  cache) train the config with early stopping on an inner validation split of the training folds only
+  (the best checkpoint by its log loss), are recalibrated on that same inner split (Platt scaling), and
+  predict every turn of the held-out fold; with ``seeds > 1`` the held-out predictions are the mean
+  over independently seeded models;
+* **the baselines** (`salesrl_jax.baselines`): fitted on the same training conversations, predicting
+  the same prefixes.
+
+Every prediction after turn t reads turns 1..t only. The pooled out-of-fold predictions are scored by
+turn index k over the conversations still running at k (what a live system faces) and at the last
+turn: AUC, Brier, log loss and ECE, each with a bootstrap interval over conversations, and the paired
+interval of the AUC difference between the model and the strongest TF-IDF variant at that point. By
+fraction seen is reported beside them only, labelled: choosing turn ceil(f T) uses the total length T.
+
+Outputs in OUT: ``report.md``, ``metrics.json`` (schema below), ``oof_predictions.parquet``, plots, and
+one folder per fold (its arrays, models and predictions). A killed run rerun with the same arguments
+keeps its finished folds.
+
+``metrics.json``: ``{"methods": {name: {"by_turn": {k: {auc, auc_lo, auc_hi, brier, brier_lo, brier_hi,
+log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, n}}, "last": {...}, "by_fraction": {f: {...}}}},
+"paired": {point: {"reference", "diff", "lo", "hi"}}, "mean_auc_turns_4_12": {name: value},
+"conversations", "folds", "seeds", "data"}``; a point is a turn index ("1", "2", ...) or "last".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from salesrl_jax import metrics
+from salesrl_jax.arrays.build import archive_hash, embed_archive
+from salesrl_jax.arrays.split import stratified_folds
+from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.arrays.subset import write_subset
+from salesrl_jax.data.readers import ArchiveReader
+from salesrl_jax.eval.calibration import check_recalibratable, recalibrate_model
+from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from salesrl_jax.io.resumable_map import check_run_record
+from salesrl_jax.metrics.bootstrap import bootstrap_interval, paired_difference
+from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.config import TrainConfig, with_overrides
+from salesrl_jax.run.trained_model import TrainedModel
+from salesrl_jax.train.loop import train_and_evaluate
+
+TURN_POINTS = (1, 2, 3, 4, 6, 8, 12, 16)
+MIN_AT_POINT = 30  # fewer conversations still running at a turn: reported, but marked as thin
+MODEL = "model"
+METRICS: dict[str, Callable] = {"auc": metrics.roc_auc, "brier": metrics.brier, "log_loss": metrics.log_loss,
+                                "ece": metrics.expected_calibration_error}
+
+
+@dataclasses.dataclass
+class CrossvalResult:
+    out: Path
+    metrics: dict
+
+    def summary(self) -> str:
+        return format_summary(self.metrics) + f"\n\nreport: {self.out / 'report.md'}"
+
+
+# --- one fold ---------------------------------------------------------------------------------
+
+def _write_columns(path: Path, columns: dict[str, np.ndarray | list]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table({k: pa.array(v) for k, v in columns.items()}), tmp)
+
+
+def _read_columns(path: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_arrays: TurnArrays,
+                fold_dir: Path) -> dict[str, np.ndarray | list]:
+    """Train (early stopping on the inner split), recalibrate on the inner split, predict the held-out fold."""
+    calibrated, raw = [], []
+    for s in range(seeds):
+        seed_dir = fold_dir / f"seed-{s}"
+        run_config = with_overrides(config, {"data.train": str(train_arrays.path), "seed": config.seed + s})
+        train_and_evaluate(run_config, seed_dir / "model", progress=False)
+        served = seed_dir / "model"
+        try:
+            check_recalibratable(run_config.model)
+            if not (seed_dir / "calibrated" / "checkpoints" / "best").is_dir():
+                recalibrate_model(seed_dir / "model", seed_dir / "calibrated", split="valid")
+            served = seed_dir / "calibrated"
+        except ValueError:
+            pass  # a feed_prediction model cannot be recalibrated by its head: served as trained
+        for directory, sink in ((served, calibrated), (seed_dir / "model", raw)):
+            model = TrainedModel.load(directory)
+            pred = predict_arrays(make_predict(model.graphdef), model.params, test_arrays,
+                                  rows=model.config.eval_rows_per_minibatch)
+            sink.append(pred)
+    first = calibrated[0]
+    return {"conversation_id": [first.ids[c] for c in first.conversation], "turn_index": first.turn_index,
+            MODEL: np.mean([p.prediction for p in calibrated], axis=0).astype(np.float32),
+            f"{MODEL}_uncalibrated": np.mean([p.prediction for p in raw], axis=0).astype(np.float32)}
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+def _point_metrics(probs: np.ndarray, labels: np.ndarray, rounds: int, seed: int) -> dict[str, float]:
+    out: dict[str, float] = {"n": int(len(labels))}
+    for name, fn in METRICS.items():
+        out[name] = float(fn(probs, labels)) if len(labels) else float("nan")
+        out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_interval(fn, probs, labels, rounds=rounds, seed=seed)
+    return out
+
+
+def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds: int = 1000, seed: int = 0) -> dict:
+    """Metrics of every method at every point, with bootstrap intervals, and the paired model - TF-IDF intervals."""
+    turn, length, outcome = pooled["turn_index"], pooled["length"], pooled["outcome"].astype(np.float64)
+    points: dict[str, np.ndarray] = {str(k): turn == k - 1 for k in TURN_POINTS if (turn == k - 1).any()}
+    points["last"] = turn == length - 1
+    result: dict = {"methods": {}, "paired": {}}
+    for method in methods:
+        probs = pooled[method].astype(np.float64)
+        entry = {"by_turn": {}, "last": None, "by_fraction": {}}
+        for point, mask in points.items():
+            scored = _point_metrics(probs[mask], outcome[mask], rounds, seed)
+            if point == "last":
+                entry["last"] = scored
+            else:
+                entry["by_turn"][point] = scored
+        for f in FRACTIONS[:-1]:
+            mask = turn == turn_at_fraction(f, length)
+            entry["by_fraction"][str(f)] = {"auc": metrics.roc_auc(probs[mask], outcome[mask]), "n": int(mask.sum())}
+        result["methods"][method] = entry
+    tfidf = [m for m in methods if m.startswith("tfidf")]
+    if MODEL in methods and tfidf:
+        for point, mask in points.items():
+            def auc_at(m: str) -> float:
+                scores = result["methods"][m]
+                return (scores["last"] if point == "last" else scores["by_turn"][point])["auc"]
+
+            reference = max(tfidf, key=lambda m: np.nan_to_num(auc_at(m), nan=-1.0))
+            diff, lo, hi = paired_difference(metrics.roc_auc, pooled[MODEL][mask], pooled[reference][mask],
+                                             outcome[mask], rounds=rounds, seed=seed)
+            result["paired"][point] = {"reference": reference, "diff": diff, "lo": lo, "hi": hi}
+    mid = [str(k) for k in (4, 6, 8, 12) if str(k) in points]
+    result["mean_auc_turns_4_12"] = {m: float(np.mean([result["methods"][m]["by_turn"][k]["auc"] for k in mid]))
+                                     if mid else float("nan") for m in methods}
+    return result
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+def _cell(entry: dict, key: str) -> str:
+    value = entry.get(key, float("nan"))
+    if value is None or not np.isfinite(value):
+        return "-"
+    lo, hi = entry.get(f"{key}_lo"), entry.get(f"{key}_hi")
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and np.isfinite(lo) else f"{value:.3f}"
+
+
+def format_summary(result: dict) -> str:
+    methods = list(result["methods"])
+    points = list(result["methods"][methods[0]]["by_turn"])
+    lines = [f"AUC by turn index (conversations still running; 95% bootstrap intervals), {result['conversations']} "
+             f"conversations, {result['folds']} folds",
+             "| method | " + " | ".join(f"turn {p}" for p in points) + " | last turn |",
+             "|---|" + "---:|" * (len(points) + 1)]
+    for m in methods:
+        entry = result["methods"][m]
+        lines.append(f"| {m} | " + " | ".join(f"{entry['by_turn'][p]['auc']:.3f}" for p in points)
+                     + f" | {entry['last']['auc']:.3f} |")
+    lines.append("| n | " + " | ".join(str(result["methods"][methods[0]]["by_turn"][p]["n"]) for p in points)
+                 + f" | {result['methods'][methods[0]]['last']['n']} |")
+    if result["paired"]:
+        lines += ["", "model minus the strongest TF-IDF variant at each point (paired bootstrap, 95%)",
+                  "| point | reference | AUC difference | interval |", "|---|---|---:|---|"]
+        for point, p in result["paired"].items():
+            lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}] |")
+    return "\n".join(lines)
+
+
+def write_report(result: dict, out: Path) -> Path:
+    methods = list(result["methods"])
+    lines = [f"# Cross-validation: {result['data']}", "",
+             f"{result['conversations']} labelled conversations, {result['folds']} folds stratified by outcome "
+             f"(a conversation never split), {result['seeds']} model seed(s) per fold. Every prediction after turn "
+             "t reads turns 1..t only.", "", format_summary(result), "",
+             "## Last turn (95% bootstrap intervals over conversations)", "",
+             "| method | AUC | Brier | log loss | ECE |", "|---|---|---|---|---|"]
+    for m in methods:
+        last = result["methods"][m]["last"]
+        lines.append(f"| {m} | " + " | ".join(_cell(last, k) for k in METRICS) + " |")
+    lines += ["", "## By turn index, every metric", ""]
+    for m in methods:
+        lines += [f"**{m}**", "", "| turn | n | AUC | Brier | log loss | ECE |", "|---:|---:|---|---|---|---|"]
+        for point, entry in result["methods"][m]["by_turn"].items():
+            thin = " (thin)" if entry["n"] < MIN_AT_POINT else ""
+            lines.append(f"| {point}{thin} | {entry['n']} | " + " | ".join(_cell(entry, k) for k in METRICS) + " |")
+        lines.append("")
+    lines += ["## Mean AUC over turns 4, 6, 8, 12", "", "| method | mean AUC |", "|---|---:|"]
+    lines += [f"| {m} | {v:.3f} |" for m, v in result["mean_auc_turns_4_12"].items()]
+    lines += ["", "## By fraction seen (uses the total length T, which a live system does not know)", "",
+              "| method | " + " | ".join(f"{float(f):.0%}" for f in FRACTIONS[:-1]) + " |",
+              "|---|" + "---:|" * (len(FRACTIONS) - 1)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{v['auc']:.3f}" for v in result["methods"][m]["by_fraction"].values())
+                     + " |")
+    lines += ["", "![AUC by turn](auc_by_turn.png)", "", "![reliability at the last turn](reliability.png)", ""]
+    return write_text_atomic(out / "report.md", "\n".join(lines))
+
+
+def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for m, entry in result["methods"].items():
+        points = list(entry["by_turn"])
+        x = [int(p) for p in points]
+        ax.plot(x, [entry["by_turn"][p]["auc"] for p in points], marker="o", lw=2.2 if m == MODEL else 1.2, label=m)
+        ax.fill_between(x, [entry["by_turn"][p]["auc_lo"] for p in points],
+                        [entry["by_turn"][p]["auc_hi"] for p in points], alpha=0.12)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="turn index k (conversations still running)", ylabel="ROC-AUC", title="AUC by turn, 95% bootstrap")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "auc_by_turn.png", dpi=110)
+    plt.close(fig)
+
+    last = pooled["turn_index"] == pooled["length"] - 1
+    fig, ax = plt.subplots(figsize=(4.8, 4.8))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    reference = result["paired"].get("last", {}).get("reference")
+    for m in [MODEL, reference] if reference else [MODEL]:
+        rel = metrics.reliability(pooled[m][last].astype(np.float64), pooled["outcome"][last].astype(np.float64))
+        keep = rel.counts > 0
+        ax.plot(rel.mean_prob[keep], rel.frequency[keep], marker="o", label=m)
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="reliability, last turn")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=110)
+    plt.close(fig)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds: int = 5,
+             config: TrainConfig | None = None, seeds: int = 1, fold_seed: int = 0, baselines: bool = True,
+             bootstrap: int = 1000, progress: bool = True) -> CrossvalResult:
+    """Cross-validate ``config`` (the default recipe if None) and the baselines on archive ``data`` (see the
+    module docstring); resumable: finished folds are kept."""
+    from tqdm import tqdm
+
+    config = config or TrainConfig()
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = json.loads(config.to_json())
+    run_config["data"].pop("train")  # set per fold
+    check_run_record(out / "crossval.json", {"data_sha256": archive_hash(data), "folds": folds, "seeds": seeds,
+                                             "fold_seed": fold_seed, "baselines": baselines, "config": run_config},
+                     "a cross-validation")
+    cache = out / "embeddings.sqlite" if config.embedder.is_remote else None
+    arrays = embed_archive(data, out / "arrays", config.embedder, cache_path=cache).arrays
+    ids, outcomes = [], []
+    for part in arrays.iter_parts():
+        labelled = np.flatnonzero(np.asarray(part.outcome) >= 0)
+        ids += [part.ids[c] for c in labelled]
+        outcomes += [int(part.outcome[c]) for c in labelled]
+    fold_of = dict(zip(ids, stratified_folds(ids, np.array(outcomes), folds, fold_seed).tolist()))
+    table = None
+    if baselines:
+        from salesrl_jax.baselines.fit import fit_baselines
+        from salesrl_jax.baselines.prefixes import build_prefixes
+
+        table = build_prefixes(ArchiveReader(data), arrays, data)
+        table_fold = np.array([fold_of[i] for i in table.ids])
+
+    bar = tqdm(total=folds * (1 + baselines), unit="step", desc="crossval", disable=None if progress else True,
+               dynamic_ncols=True)
+    pooled_parts = []
+    for k in range(folds):
+        fold_dir = out / f"fold-{k}"
+        model_file, base_file = fold_dir / "model.parquet", fold_dir / "baselines.parquet"
+        if not model_file.exists():
+            bar.set_postfix(fold=k, step="model")
+            keep = lambda held_out: lambda part: np.array(  # noqa: E731
+                [(fold_of.get(i) == k) == held_out for i in part.ids]) & (np.asarray(part.outcome) >= 0)
+            train_arrays = write_subset(arrays, keep(False), fold_dir / "train-arrays")
+            test_arrays = write_subset(arrays, keep(True), fold_dir / "test-arrays")
+            _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir))
+        bar.update(1)
+        if baselines and not base_file.exists():
+            bar.set_postfix(fold=k, step="baselines")
+            fitted = fit_baselines(table, np.flatnonzero(table_fold != k), np.flatnonzero(table_fold == k),
+                                   seed=fold_seed)
+            _write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
+                                       "turn_index": table.turn_index[fitted.rows], **fitted.probs})
+        if baselines:
+            bar.update(1)
+        pooled_parts.append(_join_fold(model_file, base_file if baselines else None, k))
+    bar.close()
+
+    pooled = {key: np.concatenate([p[key] for p in pooled_parts]) for key in pooled_parts[0]}
+    lengths = {}
+    for conv_id, t in zip(pooled["conversation_id"], pooled["turn_index"]):
+        lengths[conv_id] = max(lengths.get(conv_id, 0), int(t) + 1)
+    pooled["length"] = np.array([lengths[c] for c in pooled["conversation_id"]], np.int32)
+    outcome_of = dict(zip(ids, outcomes))
+    pooled["outcome"] = np.array([outcome_of[c] for c in pooled["conversation_id"]], np.int8)
+    _write_columns(out / "oof_predictions.parquet", pooled)
+    methods = [MODEL, f"{MODEL}_uncalibrated"] + [m for m in pooled if m not in (
+        MODEL, f"{MODEL}_uncalibrated", "conversation_id", "turn_index", "length", "outcome", "fold")]
+    result = score_predictions(pooled, methods, rounds=bootstrap, seed=fold_seed)
+    result.update(conversations=len(ids), folds=folds, seeds=seeds, data=str(data))
+    write_json_atomic(out / "metrics.json", result)
+    plot_results(result, pooled, out)
+    write_report(result, out)
+    return CrossvalResult(out, result)
+
+
+def _join_fold(model_file: Path, base_file: Path | None, fold: int) -> dict[str, np.ndarray]:
+    """One fold's model and baseline predictions on the same rows (conversation id, turn index)."""
+    model = _read_columns(model_file)
+    model["fold"] = np.full(len(model["turn_index"]), fold, np.int32)
+    if base_file is None:
+        return model
+    base = _read_columns(base_file)
+    position = {(c, int(t)): i for i, (c, t) in enumerate(zip(base["conversation_id"], base["turn_index"]))}
+    order = np.array([position[(c, int(t))] for c, t in zip(model["conversation_id"], model["turn_index"])])
+    if len(order) != len(base["turn_index"]):
+        raise AssertionError("the model and the baselines predicted different prefixes")  # never bad input
+    return {**model, **{k: v[order] for k, v in base.items() if k not in ("conversation_id", "turn_index")}}

@@ -1,0 +1,32 @@
+"""Bootstrap intervals: they cover the truth, shrink with n, and pair the resamples."""
+
+import numpy as np
+
+from salesrl_jax.metrics import brier, roc_auc
+from salesrl_jax.metrics.bootstrap import bootstrap_interval, paired_difference
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.random(n)
+    return p, (rng.random(n) < p).astype(float)
+
+
+def test_interval_brackets_the_estimate_and_shrinks_with_n():
+    p, y = _data(400)
+    lo, hi = bootstrap_interval(roc_auc, p, y, rounds=300)
+    assert lo < roc_auc(p, y) < hi
+    p4, y4 = _data(1600)
+    lo4, hi4 = bootstrap_interval(roc_auc, p4, y4, rounds=300)
+    assert (hi4 - lo4) < 0.7 * (hi - lo)
+    assert np.isnan(bootstrap_interval(brier, p[:1], y[:1])[0])
+
+
+def test_paired_difference_is_tighter_than_separate_intervals_and_zero_for_identical_methods():
+    p, y = _data(500, seed=1)
+    noisy = np.clip(p + np.random.default_rng(2).normal(0, 0.05, len(p)), 0, 1)
+    diff, lo, hi = paired_difference(roc_auc, p, noisy, y, rounds=300)
+    assert lo <= diff <= hi and diff == roc_auc(p, y) - roc_auc(noisy, y)
+    a_lo, a_hi = bootstrap_interval(roc_auc, p, y, rounds=300)
+    assert hi - lo < (a_hi - a_lo) / 2  # the methods err alike, so their difference is sure
+    assert paired_difference(roc_auc, p, p, y, rounds=50) == (0.0, 0.0, 0.0)

@@ -1,0 +1,77 @@
+"""`salesrl crossval` on a small archive: every output, folds that never split a conversation, resumption."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from salesrl_jax.arrays.split import stratified_folds
+from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.arrays.subset import write_subset
+from salesrl_jax.pipelines.crossval import crossval
+from tests.conftest import tiny_config
+
+pytest.importorskip("sklearn")
+
+
+def test_folds_are_stratified_stable_and_never_split_a_conversation():
+    ids = [f"c{i}" for i in range(103)]
+    labels = np.array([i % 3 == 0 for i in range(103)], int)
+    fold = stratified_folds(ids, labels, 5, seed=0)
+    assert sorted(np.bincount(fold)) in ([20, 21, 21, 21, 20], sorted([20, 20, 21, 21, 21]))
+    for k in range(5):  # each fold holds its share of positives, to one conversation
+        assert abs(labels[fold == k].mean() - labels.mean()) < 0.05
+    order = np.random.default_rng(0).permutation(103)  # the assignment depends on the ids, not their order
+    again = stratified_folds([ids[i] for i in order], labels[order], 5, seed=0)
+    assert dict(zip(ids, fold)) == dict(zip([ids[i] for i in order], again))
+    assert not np.array_equal(fold, stratified_folds(ids, labels, 5, seed=1))
+    with pytest.raises(ValueError, match="folds"):
+        stratified_folds(ids[:3], labels[:3], 5, seed=0)
+
+
+def test_subset_arrays_hold_exactly_the_chosen_conversations(tiny_arrays, tmp_path):
+    arrays = TurnArrays.open(tiny_arrays)
+    subset = write_subset(arrays, lambda part: np.arange(part.num_conversations) % 4 == 1, tmp_path / "sub")
+    original = {i: p for p in arrays.iter_parts() for i in p.ids}
+    kept = [i for p in subset.iter_parts() for i in p.ids]
+    assert kept == [i for p in arrays.iter_parts() for c, i in enumerate(p.ids) if c % 4 == 1]
+    part = next(subset.iter_parts())
+    source = original[part.ids[0]]
+    c = source.ids.index(part.ids[0])
+    np.testing.assert_array_equal(part.embeddings[part.offsets[0]:part.offsets[1]],
+                                  source.embeddings[source.offsets[c]:source.offsets[c + 1]])
+    assert subset.num_conversations == len(kept) and subset.manifest["source"] == {"subset_of": str(tiny_arrays)}
+
+
+def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp_path):
+    config = tiny_config(tiny_arrays, ppo=tiny_config(tiny_arrays).ppo.__class__(enabled=False))
+    out = tmp_path / "cv"
+    result = crossval(tiny_archive, out, folds=3, config=config, bootstrap=40, progress=False)
+    for name in ("report.md", "metrics.json", "oof_predictions.parquet", "auc_by_turn.png", "reliability.png"):
+        assert (out / name).stat().st_size > 0, name
+    oof = pq.read_table(out / "oof_predictions.parquet").to_pydict()
+    arrays = TurnArrays.open(tiny_arrays)
+    assert len(oof["turn_index"]) == arrays.num_turns  # every turn of every (labelled) conversation, once
+    assert len(set(zip(oof["conversation_id"], oof["turn_index"]))) == arrays.num_turns
+    folds_of = {}
+    for conv_id, fold in zip(oof["conversation_id"], oof["fold"]):
+        assert folds_of.setdefault(conv_id, fold) == fold  # a conversation is held out in one fold only
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) >= {"model", "model_uncalibrated", "tfidf_plain_prefix", "features_gbm"}
+    last = metrics["methods"]["model"]["last"]
+    assert last["auc_lo"] <= last["auc"] <= last["auc_hi"] and last["n"] == arrays.num_conversations
+    assert last["auc"] > 0.65  # the simulator's outcome is learnable
+    assert set(metrics["methods"]["model"]["by_turn"]["2"]) >= {"auc", "auc_lo", "brier", "ece_hi", "log_loss", "n"}
+    assert metrics["paired"]["last"]["reference"].startswith("tfidf")
+    assert "model minus the strongest TF-IDF" in result.summary()
+
+    # A kill: one fold's predictions and the pooled outputs lost. The rerun redoes only what is missing.
+    kept = (out / "fold-0" / "model.parquet").stat().st_mtime_ns
+    for path in (out / "fold-2" / "model.parquet", out / "fold-1" / "baselines.parquet", out / "metrics.json"):
+        path.unlink()
+    again = crossval(tiny_archive, out, folds=3, config=config, bootstrap=40, progress=False)
+    assert (out / "fold-0" / "model.parquet").stat().st_mtime_ns == kept
+    assert again.metrics == json.loads(json.dumps(metrics)) == json.loads((out / "metrics.json").read_text())
+    with pytest.raises(ValueError, match="different folds"):
+        crossval(tiny_archive, out, folds=4, config=config, progress=False)
