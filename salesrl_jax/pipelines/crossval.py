@@ -29,6 +29,7 @@ log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, n}}, "last": {...}, "by
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -264,6 +265,8 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     from tqdm import tqdm
 
     config = config or TrainConfig()
+    if baselines and importlib.util.find_spec("sklearn") is None:
+        raise ValueError("the baselines need scikit-learn: pip install 'salesrl-jax[baselines]' (or pass --no-baselines)")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out = Path(out)

@@ -126,6 +126,10 @@ class TrainConfig:
     """Save the latest checkpoint every this many chunks / PPO updates (and at every phase end)."""
     eval_rows_per_minibatch: int = 4096
     """Rows per minibatch when predicting for validation and evaluation."""
+    regime: Literal["auto", "small", "large"] = "auto"
+    """How the recipe adapts to the amount of data (`resolve_regime`): auto is small below
+    SMALL_DATA_CONVERSATIONS labelled training conversations, else large; small sets the fields of
+    SMALL_DATA_OVERRIDES whatever this config says; large keeps every field as given."""
 
     def __post_init__(self) -> None:
         if not (self.pretrain.enabled or self.ppo.enabled):
@@ -140,6 +144,36 @@ class TrainConfig:
     def from_dict(cls, raw: dict) -> "TrainConfig":
         """Inverse of ``dataclasses.asdict`` (see `config_from_dict`)."""
         return config_from_dict(raw)
+
+
+SMALL_DATA_CONVERSATIONS = 20_000
+SMALL_DATA_OVERRIDES: dict[str, Any] = {
+    # Measured on PersuasionForGood and CaSiNo (docs/benchmarks.md): PPO never gives the best checkpoint on
+    # small real sets and costs most of the time, so it is off.
+    "ppo.enabled": False,
+    # 2,048-row minibatches make an epoch of a few hundred conversations a handful of optimizer steps:
+    # smaller ones give enough steps, and more epochs with the best checkpoint kept (early stopping by the
+    # inner split's log loss) let the data decide how long to train.
+    "pretrain.rows_per_minibatch": 256,
+    "pretrain.chunk_minibatches": 8,
+    "pretrain.epochs": 12,
+    "pretrain.learning_rate": 1e-3,
+    "pretrain.weight_decay": 1e-2,
+    # A validation split large enough to choose a checkpoint on (10% of 800 conversations is 80).
+    "data.valid_fraction": 0.2,
+}
+
+
+def resolve_regime(config: TrainConfig, labelled_conversations: int) -> TrainConfig:
+    """The config a run uses on ``labelled_conversations`` (before the validation split): with ``regime="auto"``,
+    small below `SMALL_DATA_CONVERSATIONS` (the fields of `SMALL_DATA_OVERRIDES` set), else large (as given).
+    The resolved config, with ``regime`` small or large, is what the run saves and resumes with."""
+    regime = config.regime
+    if regime == "auto":
+        regime = "small" if labelled_conversations < SMALL_DATA_CONVERSATIONS else "large"
+    if regime == "large":
+        return dataclasses.replace(config, regime="large")
+    return with_overrides(config, {**SMALL_DATA_OVERRIDES, "regime": "small"})
 
 
 def config_from_dict(raw: dict) -> TrainConfig:

@@ -21,7 +21,7 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
-from salesrl_jax.run.config import TrainConfig
+from salesrl_jax.run.config import TrainConfig, resolve_regime
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import MetricsLog
 from salesrl_jax.train.phases import PPOFinetuning, Pretraining, RunContext, TrainingDiverged
@@ -96,6 +96,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
                        stop_after_chunks: int | None = None) -> RunResult:
     """Train per ``config`` in ``workdir`` (resuming if it holds a checkpoint) and validate.
 
+    The config is first resolved for the amount of data (`resolve_regime`: small sets train without PPO,
+    with smaller minibatches and more epochs); ``config.json`` and the checkpoints hold the resolved one.
+
     ``stop_after_chunks`` ends the process's work early after that many chunks/updates (tests use it
     to simulate a kill at a chosen point; a real kill -9 is tested too).
     """
@@ -104,6 +107,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     workdir.mkdir(parents=True, exist_ok=True)
     arrays = TurnArrays.open(config.data.train)
     check_embedding_space(config, arrays)
+    config = resolve_regime(config, int(arrays.manifest["counts"]["labelled"]))
     data, pre, ppo = config.data, config.pretrain, config.ppo
 
     def epoch_plan(epoch: int) -> list[batch_lib.ChunkPlan]:

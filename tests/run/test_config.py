@@ -102,3 +102,18 @@ def test_numeric_fields_are_validated_in_their_dataclasses():
         PretrainConfig(learning_rate=0.0)
     with pytest.raises(ValueError, match="minibatches"):
         PPOConfig(minibatches=0)
+
+
+def test_the_regime_follows_the_amount_of_data():
+    from salesrl_jax.run.config import SMALL_DATA_CONVERSATIONS, SMALL_DATA_OVERRIDES, resolve_regime
+
+    config = TrainConfig()
+    small = resolve_regime(config, 800)
+    assert small.regime == "small" and not small.ppo.enabled and small.data.valid_fraction == 0.2
+    assert with_overrides(small, {k: v for k, v in SMALL_DATA_OVERRIDES.items()}) == small
+    large = resolve_regime(config, SMALL_DATA_CONVERSATIONS)
+    assert large == dataclasses.replace(config, regime="large")
+    pinned = resolve_regime(dataclasses.replace(config, regime="large"), 800)
+    assert pinned.ppo.enabled and pinned.pretrain == config.pretrain
+    assert resolve_regime(dataclasses.replace(config, regime="small"), 10**6).regime == "small"
+    assert resolve_regime(small, 800) == small  # resolving twice changes nothing (resume compares configs)
