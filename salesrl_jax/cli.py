@@ -291,11 +291,13 @@ class Calibrate:
     split: Literal["valid", "all"] = "valid"
     """valid: the validation split the model held out of DATA (its data.valid_fraction and data.split_seed);
     all: every labelled conversation of DATA (arrays the model never trained on)."""
+    turns: Literal["all", "last"] = "all"
+    """Fit on every turn of those conversations, or on each one's last turn only."""
 
     def run(self) -> None:
         from salesrl_jax.eval.calibration import recalibrate_model
 
-        print(recalibrate_model(self.model, self.out, data=self.data, split=self.split).summary())
+        print(recalibrate_model(self.model, self.out, data=self.data, split=self.split, turns=self.turns).summary())
 
 
 @dataclasses.dataclass

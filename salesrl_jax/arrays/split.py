@@ -36,10 +36,18 @@ def split_conversations(part: Part, split: Split, fraction: float, seed: int) ->
     return np.flatnonzero((held_out if split == "valid" else ~held_out) & labelled)
 
 
-def require_held_out(arrays: TurnArrays, fraction: float, seed: int) -> None:
-    """Refuse a validation split that holds out no labelled conversation, naming the way out."""
-    if fraction <= 0 or any(len(split_conversations(part, "valid", fraction, seed)) for part in arrays.iter_parts()):
-        return
+def held_out_count(arrays: TurnArrays, fraction: float, seed: int) -> int:
+    """How many labelled conversations the validation split holds out."""
+    return sum(len(split_conversations(part, "valid", fraction, seed)) for part in arrays.iter_parts())
+
+
+def require_held_out(arrays: TurnArrays, fraction: float, seed: int) -> int:
+    """Refuse a validation split that holds out no labelled conversation, naming the way out; returns the count."""
+    if fraction <= 0:
+        return 0
+    held_out = held_out_count(arrays, fraction, seed)
+    if held_out:
+        return held_out
     # The usual way to get here: these arrays were carved out of a larger set by the same seeded id
     # hash (a held-out test set split off first), so none of their ids falls below the threshold.
     raise ValueError(f"{arrays.path}: data.valid_fraction {fraction} with data.split_seed {seed} holds out no "

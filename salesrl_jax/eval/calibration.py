@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
+from typing import Literal
 
 import jax
 import numpy as np
@@ -113,7 +115,8 @@ class Recalibration:
     def summary(self) -> str:
         fit = self.fit
         lines = [f"Platt scaling p' = sigmoid({self.scaling.slope:.4f} z + {self.scaling.intercept:.4f}), fitted on "
-                 f"{fit['turns']:,} turns of {fit['conversations']:,} conversations ({fit['data']}, split {fit['split']})",
+                 f"{fit['turns']:,} turns of {fit['conversations']:,} conversations ({fit['data']}, split {fit['split']}"
+                 f"{', last turns only' if fit.get('fitted_on') == 'last' else ''})",
                  "on those turns (in-sample)   log loss   Brier     ECE"]
         for name, m in (("before", self.before), ("after", self.after)):
             lines.append(f"  {name:<26} {m['log_loss']:8.4f} {m['brier']:8.4f} {m['ece']:7.4f}")
@@ -126,12 +129,17 @@ def _calibration_metrics(probs: np.ndarray, outcome: np.ndarray) -> dict[str, fl
             "ece": metrics.expected_calibration_error(probs, outcome)}
 
 
+FEW_CONVERSATIONS = 100  # a fit on fewer is noisy: said, not silent
+
+
 def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                      data: str | os.PathLike[str] | None = None, split: Split = "valid") -> Recalibration:
+                      data: str | os.PathLike[str] | None = None, split: Split = "valid",
+                      turns: Literal["all", "last"] = "all") -> Recalibration:
     """Fit Platt scaling of a trained model on held-out turns and export the recalibrated model to ``out``.
 
     ``data`` defaults to the run's training arrays with ``split="valid"`` (the split the model held out);
-    ``split="all"`` fits on every labelled conversation of arrays the model never trained on.
+    ``split="all"`` fits on every labelled conversation of arrays the model never trained on. ``turns="last"``
+    fits on each conversation's last turn only (where the outcome is nearest); the default fits on every turn.
     """
     model = TrainedModel.load(model_path)
     check_recalibratable(model.config.model)
@@ -144,11 +152,16 @@ def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike
     pred = predict_arrays(make_predict(model.graphdef), model.params, arrays, split=split,
                           valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
-    scaling = fit_platt(logits_of(pred.prediction), pred.outcome)
-    before, after = pred.prediction, scaling(logits_of(pred.prediction))
+    if len(pred.ids) < FEW_CONVERSATIONS:
+        warnings.warn(f"Platt scaling fitted on {len(pred.ids)} conversations only ({data}, split {split}): the map "
+                      "is noisy; fit on more held-out conversations (--data ARRAYS --split all)", stacklevel=2)
+    rows = pred.last if turns == "last" else np.ones(len(pred.prediction), bool)
+    scaling = fit_platt(logits_of(pred.prediction[rows]), pred.outcome[rows])
+    before, after = pred.prediction[rows], scaling(logits_of(pred.prediction[rows]))
     fit = {"slope": scaling.slope, "intercept": scaling.intercept, "data": str(data), "split": split,
-           "conversations": len(pred.ids), "turns": int(len(before)), "from": str(model.directory)}
+           "conversations": len(pred.ids), "turns": int(len(before)), "fitted_on": turns,
+           "from": str(model.directory)}
     path = export_model(out, recalibrated_params(model.params, model.config.model, scaling),
                         {**model.meta, "recalibration": fit})
-    return Recalibration(scaling, fit, path, _calibration_metrics(before, pred.outcome),
-                         _calibration_metrics(after, pred.outcome))
+    return Recalibration(scaling, fit, path, _calibration_metrics(before, pred.outcome[rows]),
+                         _calibration_metrics(after, pred.outcome[rows]))

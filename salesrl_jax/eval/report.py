@@ -44,12 +44,16 @@ def evaluation_tables(pred: TurnPredictions) -> dict:
     tables: dict = {"conversations": len(pred.ids), "turns": int(len(pred.prediction))}
     tables["last_turn"] = _pair(pred, pred.last)
     by_turn = []
-    for k in range(1, int(pred.length.max()) + 1):
+    longest = int(pred.length.max())
+    for k in range(1, longest + 1):
         mask = pred.turn_index == k - 1
         if mask.sum() < MIN_COUNT:
             break
         by_turn.append({"turn": k, **_pair(pred, mask)})
     tables["by_turn"] = by_turn
+    # Said, not silently dropped: the turns with too few conversations still running to read a metric.
+    tables["by_turn_left_out"] = {"from_turn": len(by_turn) + 1, "to_turn": longest,
+                                  "min_conversations": MIN_COUNT} if len(by_turn) < longest else None
     by_fraction = []
     for f in FRACTIONS:
         by_fraction.append({"fraction": f, **_pair(pred, pred.turn_index == turn_at_fraction(f, pred.length))})
@@ -96,6 +100,10 @@ def format_tables(tables: dict) -> str:
     lines += _table([{"point": "last turn", **tables["last_turn"]}], "point", str)
     lines += ["", "**By turn index** (conversations still running at turn k: what a live system faces)", ""]
     lines += _table(tables["by_turn"], "turn", str)
+    left_out = tables.get("by_turn_left_out")
+    if left_out:
+        lines += ["", f"(turns {left_out['from_turn']}-{left_out['to_turn']} left out: fewer than "
+                      f"{left_out['min_conversations']} conversations still running)"]
     lines += ["", "**By fraction seen** (turn ceil(f T): uses the total length T, unknown live; read beside the "
               "by-turn table)", ""]
     lines += _table(tables["by_fraction"], "fraction", lambda f: f"{int(f * 100)}%")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import optax
@@ -32,6 +33,8 @@ from salesrl_jax.train.supervised import make_train_chunk
 from salesrl_jax.train.validation import make_validator
 
 __all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate"]
+
+FEW_VALIDATION_CONVERSATIONS = 100  # fewer make the best checkpoint a noisy choice: said, not silent
 
 
 @dataclasses.dataclass
@@ -117,7 +120,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     first_epoch = epoch_plan(0) if pre.enabled else []
     if pre.enabled and not first_epoch:
         raise ValueError(f"{arrays.path}: no labelled training conversations")
-    require_held_out(arrays, data.valid_fraction, data.split_seed)
+    held_out = require_held_out(arrays, data.valid_fraction, data.split_seed)
+    if 0 < held_out < FEW_VALIDATION_CONVERSATIONS:
+        warnings.warn(f"{arrays.path}: the best checkpoint is chosen on {held_out} validation conversations only "
+                      f"(data.valid_fraction {data.valid_fraction}); its choice is noisy: raise data.valid_fraction "
+                      "or add data", stacklevel=2)
     write_text_atomic(workdir / "config.json", config.to_json())
 
     # --- model, optimizers, and where the run stands ---------------------------------------------

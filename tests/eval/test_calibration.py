@@ -92,3 +92,23 @@ def test_fit_platt_stays_finite_on_separable_data():
     z = np.linspace(-3, 3, 200)
     fit = fit_platt(z, (z > 0).astype(np.float64))
     assert np.isfinite(fit.slope) and fit.slope > 1 and np.isfinite(PlattScaling(fit.slope, fit.intercept)(z)).all()
+
+
+def test_calibrate_on_last_turns_and_warn_on_few_conversations(tiny_trained, tiny_arrays, tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from salesrl_jax.arrays.subset import write_subset
+    from salesrl_jax.eval.calibration import recalibrate_model
+
+    result = recalibrate_model(tiny_trained, tmp_path / "last", data=tiny_arrays, split="all", turns="last")
+    arrays = TurnArrays.open(tiny_arrays)
+    assert result.fit["fitted_on"] == "last" and result.fit["turns"] == arrays.num_conversations
+    assert "last turns only" in result.summary()
+    few = write_subset(arrays, lambda part: np.arange(part.num_conversations) < 20, tmp_path / "few")
+    with pytest.warns(UserWarning, match="fitted on 40 conversations only"):
+        recalibrate_model(tiny_trained, tmp_path / "few-model", data=few.path, split="all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough conversations: no warning
+        recalibrate_model(tiny_trained, tmp_path / "all", data=tiny_arrays, split="all")

@@ -42,6 +42,16 @@ def test_by_turn_counts_the_conversations_still_running_and_by_fraction_picks_ce
     assert tables["last_turn"]["oracle"]["auc"] >= tables["last_turn"]["model"]["auc"] - 0.05
     assert {row["industry"] for row in tables["by_industry"]} == {"saas", "travel"}
     json.dumps(tables)  # serialisable as written to metrics.json
+    assert tables["by_turn_left_out"] is None  # 40 conversations reach turn 8: nothing left out
+
+
+def test_turns_with_too_few_conversations_are_said_to_be_left_out():
+    from salesrl_jax.eval.report import format_tables
+
+    tables = evaluation_tables(predictions(np.array([3] * 40 + [9] * 10)))
+    assert [row["turn"] for row in tables["by_turn"]] == [1, 2, 3]
+    assert tables["by_turn_left_out"] == {"from_turn": 4, "to_turn": 9, "min_conversations": 30}
+    assert "(turns 4-9 left out: fewer than 30 conversations still running)" in format_tables(tables)
 
 
 def test_evaluate_command_writes_the_report_and_plots(tiny_trained, tiny_arrays, tmp_path, capsys):

@@ -286,3 +286,12 @@ def test_a_validation_split_that_holds_out_nothing_is_refused_with_the_fix(tiny_
     with pytest.raises(ValueError, match="holds out no labelled conversation.*pick another --data.split-seed"):
         train_and_evaluate(config, tmp_path / "run", progress=False)
     assert validation_mask(TurnArrays.open(arrays).part(0).ids, 0.2, 1).any()  # another seed holds some out
+
+
+def test_a_best_checkpoint_chosen_on_few_conversations_is_warned_about(tiny_arrays, tmp_path):
+    base = tiny_config(tiny_arrays)
+    config = dataclasses.replace(base, data=dataclasses.replace(base.data, valid_fraction=0.05),
+                                 pretrain=dataclasses.replace(base.pretrain, epochs=1),
+                                 ppo=dataclasses.replace(base.ppo, enabled=False))
+    with pytest.warns(UserWarning, match=r"chosen on \d+ validation conversations only"):
+        train_and_evaluate(config, tmp_path / "run", progress=False)
