@@ -109,12 +109,15 @@ class ConvertArchive:
     """Fail on the first bad record instead of setting it aside."""
     max_turn_chars: int = 20_000
     """A longer single turn is rejected as a broken export."""
+    label_key: str | None = None
+    """The field that holds the outcome, dotted into objects (e.g. won, metadata.donated, meta.crm.closed); by
+    default the first of outcome / converted / label / sale / success / won."""
 
     def run(self) -> None:
         from salesrl_jax.data.convert import convert_archive
 
         print(convert_archive(self.data, self.out, rejects=self.rejects, strict=self.strict,
-                              max_turn_chars=self.max_turn_chars).summary())
+                              max_turn_chars=self.max_turn_chars, label_key=self.label_key).summary())
 
 
 @dataclasses.dataclass
@@ -152,6 +155,9 @@ class Embed:
     cache: Path | None = None
     """SQLite embedding cache shared across runs (default: OUT/embeddings.sqlite for API embedders, none for
     the offline embedder, which is faster than a cache lookup)."""
+    label_key: str | None = None
+    """The field that holds the outcome, dotted into objects (e.g. metadata.donated); by default the first of
+    outcome / converted / label / sale / success / won."""
 
     def run(self) -> None:
         from salesrl_jax.arrays.build import embed_archive
@@ -160,7 +166,7 @@ class Embed:
         with _progress(_expected_turns(self.data), "turn", "embed") as bar:
             result = embed_archive(self.data, self.out, self.embedder, dtype=self.dtype,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
-                                   cache_path=cache, progress=bar.update)
+                                   cache_path=cache, progress=bar.update, label_key=self.label_key)
         print(result.summary())
 
 
@@ -346,12 +352,15 @@ class Crossval:
     """Fit the baselines on the same folds."""
     bootstrap: int = 1000
     """Bootstrap resamples of the conversations for every interval."""
+    label_key: str | None = None
+    """The field that holds the outcome, dotted into objects (e.g. metadata.donated)."""
 
     def run(self) -> None:
         from salesrl_jax.pipelines.crossval import crossval
 
         result = crossval(self.data, self.out, folds=self.folds, config=load_config(self.config_file), seeds=self.seeds,
-                          fold_seed=self.fold_seed, baselines=self.baselines, bootstrap=self.bootstrap)
+                          fold_seed=self.fold_seed, baselines=self.baselines, bootstrap=self.bootstrap,
+                          label_key=self.label_key)
         print(result.summary())
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays, part_name
 from salesrl_jax.data.readers import ArchiveReader, RejectSink, archive_files
 from salesrl_jax.data.records import Conversation
+from salesrl_jax.data.validation import Limits
 from salesrl_jax.embed.cache import CacheStats, cached_embedder
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
@@ -142,6 +143,7 @@ def embed_archive(
     workers: int | None = None,
     cache_path: str | os.PathLike[str] | None = None,
     progress: Callable[[int], object] | None = None,
+    label_key: str | None = None,
 ) -> EmbedResult:
     """Build (or finish, or confirm) the cached arrays of archive ``data`` in directory ``out``.
 
@@ -154,6 +156,7 @@ def embed_archive(
       workers: processes (default one per core; 1 runs in this process).
       cache_path: SQLite embedding cache shared across runs; None for no cache.
       progress: called with the number of turns done, as parts finish.
+      label_key: the dotted field that holds the outcome (`Limits.label_key`); None for the usual names.
     """
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
@@ -169,6 +172,7 @@ def embed_archive(
         "dtype": dtype,
         "chunk_conversations": chunk_conversations,
         "features": list(FEATURE_NAMES),
+        **({"label_key": label_key} if label_key else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     check_run_record(out / BUILD, build, "cached arrays")
@@ -201,7 +205,7 @@ def embed_archive(
             yield chunk, str(out), dtype
 
     with RejectSink(out / "rejects.jsonl") as rejects:
-        reader = ArchiveReader(data, rejects=rejects)
+        reader = ArchiveReader(data, rejects=rejects, limits=Limits(label_key=label_key))
         counts = resumable_map(jobs(reader), _write_part, finished,
                                is_done=lambda index, job: (out / part_name(index)).is_dir(), skip=reused,
                                setup=EmbedWorker, setup_args=(embedder, cache), workers=workers)

@@ -50,12 +50,15 @@ def write_converted(read: Callable[[RejectSink], Iterable[Conversation]], output
 
 def convert_archive(input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                     rejects: str | os.PathLike[str] | None = None, strict: bool = False,
-                    max_turn_chars: int = Limits().max_turn_chars) -> ConvertResult:
+                    max_turn_chars: int = Limits().max_turn_chars, label_key: str | None = None) -> ConvertResult:
     """Validate any JSONL / CSV / Parquet archive and write it in the library's format.
 
     Raises `BadRecordError` on the first bad record when ``strict``; otherwise bad records are set aside.
+    ``label_key`` names the field that holds the outcome (dotted, e.g. ``metadata.donated``); the output
+    then holds it as ``outcome``.
     """
-    return write_converted(lambda sink: ArchiveReader(input_path, limits=Limits(max_turn_chars=max_turn_chars),
+    limits = Limits(max_turn_chars=max_turn_chars, label_key=label_key)
+    return write_converted(lambda sink: ArchiveReader(input_path, limits=limits,
                                                       strict=strict, rejects=sink), output, rejects)
 
 

@@ -349,6 +349,8 @@ def _rows_to_record(
     obj = {
         "id": record_id,
         "outcome": next((row.get("outcome") for _, row in block if row.get("outcome") not in (None, "")), None),
+        **({limits.label_key: first.get(limits.label_key)}  # a label column of the rows' own (first row's)
+           if limits.label_key and "." not in limits.label_key and limits.label_key in first else {}),
         "industry": first.get("industry") or None,
         "product": first.get("product") or None,
         "metadata": metadata or {},

@@ -19,6 +19,7 @@ from salesrl_jax.data.records import Conversation, Turn, normalize_speaker
 ID_KEYS = ("id", "conversation_id", "dialog_id", "dialogue_id", "session_id", "call_id")
 TURNS_KEYS = ("turns", "messages", "dialogue", "dialog", "utterances", "conversation", "transcript")
 OUTCOME_KEYS = ("outcome", "converted", "label", "sale", "success", "won")
+METADATA_KEYS = ("metadata", "meta")  # a top-level "meta" object is read as metadata, never dropped
 SPEAKER_KEYS = ("speaker", "role", "from", "author", "participant")
 TEXT_KEYS = ("text", "message", "content", "utterance", "body", "value")
 START_KEYS = ("start_time", "timestamp", "time", "start")
@@ -32,10 +33,13 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What counts as absurd input."""
+    """How records are read: what counts as absurd input, and where the label is."""
 
     max_turn_chars: int = 20_000  # a longer single turn is almost surely a broken export
     max_turns: int = 2_000  # a longer conversation is almost surely several glued together
+    label_key: str | None = None
+    """The dotted field that holds the outcome (``won``, ``metadata.donated``, ``meta.crm.closed``); None reads
+    the first of OUTCOME_KEYS. A record without that field is kept, unlabelled."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +184,16 @@ def _optional_str(obj: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def dotted_value(obj: Mapping[str, Any], dotted: str) -> Any:
+    """``obj["a"]["b"]`` for ``"a.b"``; None where a step is missing (the record is then unlabelled)."""
+    value: Any = obj
+    for key in dotted.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
 def conversation_from_mapping(obj: Any, limits: Limits) -> Conversation:
     """Build a strict `Conversation` from one exported record (JSON object)."""
     if not isinstance(obj, Mapping):
@@ -205,11 +219,15 @@ def conversation_from_mapping(obj: Any, limits: Limits) -> Conversation:
             turns.append(turn)
     if not turns:
         raise FieldError(turns_key, "conversation has no turns")
-    outcome_key = _first_key(obj, OUTCOME_KEYS)
-    outcome = parse_outcome(obj[outcome_key], outcome_key) if outcome_key else None
-    metadata = obj.get("metadata") or {}
+    metadata_key = _first_key(obj, METADATA_KEYS)
+    metadata = (obj[metadata_key] if metadata_key else None) or {}
     if not isinstance(metadata, Mapping):
-        raise FieldError("metadata", f"metadata must be an object, got {type(metadata).__name__}")
+        raise FieldError(metadata_key, f"{metadata_key} must be an object, got {type(metadata).__name__}")
+    if limits.label_key is not None:
+        outcome = parse_outcome(dotted_value(obj, limits.label_key), limits.label_key)
+    else:
+        outcome_key = _first_key(obj, OUTCOME_KEYS)
+        outcome = parse_outcome(obj[outcome_key], outcome_key) if outcome_key else None
     if skipped:
         metadata = {**metadata, "skipped_system_turns": skipped}
     return Conversation(

@@ -43,6 +43,7 @@ from salesrl_jax.arrays.split import stratified_folds
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.arrays.subset import write_subset
 from salesrl_jax.data.readers import ArchiveReader
+from salesrl_jax.data.validation import Limits
 from salesrl_jax.eval.calibration import check_recalibratable, recalibrate_model
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
@@ -259,7 +260,7 @@ def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None
 
 def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds: int = 5,
              config: TrainConfig | None = None, seeds: int = 1, fold_seed: int = 0, baselines: bool = True,
-             bootstrap: int = 1000, progress: bool = True) -> CrossvalResult:
+             bootstrap: int = 1000, progress: bool = True, label_key: str | None = None) -> CrossvalResult:
     """Cross-validate ``config`` (the default recipe if None) and the baselines on archive ``data`` (see the
     module docstring); resumable: finished folds are kept."""
     from tqdm import tqdm
@@ -274,10 +275,11 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     run_config = json.loads(config.to_json())
     run_config["data"].pop("train")  # set per fold
     check_run_record(out / "crossval.json", {"data_sha256": archive_hash(data), "folds": folds, "seeds": seeds,
-                                             "fold_seed": fold_seed, "baselines": baselines, "config": run_config},
+                                             "fold_seed": fold_seed, "baselines": baselines, "config": run_config,
+                                             **({"label_key": label_key} if label_key else {})},
                      "a cross-validation")
     cache = out / "embeddings.sqlite" if config.embedder.is_remote else None
-    arrays = embed_archive(data, out / "arrays", config.embedder, cache_path=cache).arrays
+    arrays = embed_archive(data, out / "arrays", config.embedder, cache_path=cache, label_key=label_key).arrays
     ids, outcomes = [], []
     for part in arrays.iter_parts():
         labelled = np.flatnonzero(np.asarray(part.outcome) >= 0)
@@ -289,7 +291,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
         from salesrl_jax.baselines.fit import fit_baselines
         from salesrl_jax.baselines.prefixes import build_prefixes
 
-        table = build_prefixes(ArchiveReader(data), arrays, data)
+        table = build_prefixes(ArchiveReader(data, limits=Limits(label_key=label_key)), arrays, data)
         table_fold = np.array([fold_of[i] for i in table.ids])
 
     bar = tqdm(total=folds * (1 + baselines), unit="step", desc="crossval", disable=None if progress else True,

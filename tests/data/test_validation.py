@@ -130,3 +130,40 @@ def test_csv_without_id_column(tmp_path):
     sink = RejectSink()
     assert list(ArchiveReader(path, rejects=sink)) == []
     assert sink.first[0].field == "conversation_id"
+
+
+def test_a_top_level_meta_object_is_kept_as_metadata(tmp_path):
+    from salesrl_jax.data.readers import read_conversations
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": "a", "meta": {"crm": {"closed": True}}, "turns": [{"role": "user", "content": "hi"}]})
+                    + "\n")
+    (conv,) = read_conversations(path)
+    assert conv.metadata == {"crm": {"closed": True}} and conv.outcome is None
+
+
+def test_the_label_can_be_any_dotted_field(tmp_path):
+    from salesrl_jax.cli import main
+    from salesrl_jax.data.readers import ArchiveReader, read_conversations
+    from salesrl_jax.data.validation import Limits
+
+    turns = [{"speaker": "rep", "text": "hi"}, {"speaker": "customer", "text": "ok"}]
+    records = [{"id": "a", "outcome": 0, "metadata": {"donated": 1}, "turns": turns},
+               {"id": "b", "meta": {"donated": "false"}, "turns": turns},
+               {"id": "c", "metadata": {}, "turns": turns},  # no such field: kept, unlabelled
+               {"id": "d", "metadata": {"donated": "maybe"}, "turns": turns}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    reader = ArchiveReader(path, limits=Limits(label_key="metadata.donated"))
+    assert [(c.id, c.outcome) for c in reader] == [("a", 1), ("b", None), ("c", None)]  # the raw record's path
+    reader = ArchiveReader(path, limits=Limits(label_key="meta.donated"))
+    assert [(c.id, c.outcome) for c in reader] == [("a", None), ("b", 0), ("c", None), ("d", None)]
+    problems = ArchiveReader(path, limits=Limits(label_key="metadata.donated"))
+    list(problems)
+    assert [(p.record_id, p.field) for p in problems.rejects.first] == [("d", "metadata.donated")]
+    csv_path = tmp_path / "rows.csv"  # a label column of per-turn rows
+    csv_path.write_text("conversation_id,turn_index,speaker,text,closed\nx,0,rep,hello,1\nx,1,customer,yes,1\n")
+    assert [c.outcome for c in read_conversations(csv_path, limits=Limits(label_key="closed"))] == [1]
+    main(["convert", "archive", "--data", str(path), "--out", str(tmp_path / "out.jsonl"),
+          "--label-key", "metadata.donated"])
+    assert [c.outcome for c in read_conversations(tmp_path / "out.jsonl")] == [1, None, None]
