@@ -138,6 +138,32 @@ class Convert:
 
 
 @dataclasses.dataclass
+class Split:
+    """Split an archive into a development file and a held-out test file (stratified by outcome, by a seeded hash
+    of the id kept apart from training's validation split), for a nested protocol: train and tune on the
+    development file (its inner validation split picks the checkpoint), evaluate once on the test file."""
+
+    data: Path
+    """Archive file or directory of shards."""
+    out: Path
+    """Directory for development.<format>, test.<format> and rejects.jsonl."""
+    test_fraction: float = 0.2
+    """Share of each outcome's conversations held out for the test file."""
+    seed: int = 0
+    """Seed of the split."""
+    format: ArchiveFormat = "jsonl"
+    """Format of the two files."""
+    label_key: str | None = None
+    """The field that holds the outcome, dotted into objects (e.g. metadata.donated)."""
+
+    def run(self) -> None:
+        from salesrl_jax.data.split import split_archive
+
+        print(split_archive(self.data, self.out, test_fraction=self.test_fraction, seed=self.seed, fmt=self.format,
+                            label_key=self.label_key).summary())
+
+
+@dataclasses.dataclass
 class Embed:
     """Embed and featurise an archive into cached training arrays (memory-mapped; resumable; a no-op when done)."""
 
@@ -387,6 +413,7 @@ def _command_type(train_default: Train):
     return Union[
         Annotated[Demo, tyro.conf.subcommand("demo")],
         Annotated[Generate, tyro.conf.subcommand("generate")],
+        Annotated[Split, tyro.conf.subcommand("split")],
         Annotated[Embed, tyro.conf.subcommand("embed")],
         Annotated[Train, tyro.conf.subcommand("train", default=train_default)],
         Annotated[Evaluate, tyro.conf.subcommand("evaluate")],

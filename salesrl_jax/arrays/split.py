@@ -7,12 +7,12 @@ recompute it from ``(valid_fraction, split_seed)`` alone.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 import numpy as np
 
 from salesrl_jax.arrays.store import Part, TurnArrays
+from salesrl_jax.data.split import keyed_hashes
 
 Split = Literal["train", "valid", "all"]
 
@@ -21,10 +21,7 @@ def validation_mask(ids: tuple[str, ...] | list[str], fraction: float, seed: int
     """``[convs]`` bool: the conversations held out for validation, ``blake2b(seed, id) < fraction 2^64``."""
     if fraction <= 0:
         return np.zeros(len(ids), dtype=bool)
-    salt = str(seed).encode() + b"\0"
-    values = np.array([int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "little")
-                       for i in ids], dtype=np.uint64)
-    return values < np.uint64(fraction * 2.0 ** 64)
+    return keyed_hashes(ids, str(seed).encode() + b"\0") < np.uint64(fraction * 2.0 ** 64)
 
 
 def split_conversations(part: Part, split: Split, fraction: float, seed: int) -> np.ndarray:
@@ -64,9 +61,7 @@ def stratified_folds(ids: list[str] | tuple[str, ...], labels: np.ndarray, folds
         raise ValueError(f"folds must be >= 2, got {folds}")
     if len(ids) < folds:
         raise ValueError(f"{len(ids)} labelled conversations cannot fill {folds} folds")
-    salt = f"folds:{seed}".encode() + b"\0"
-    keys = np.array([int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "little") for i in ids],
-                    dtype=np.uint64)
+    keys = keyed_hashes(ids, f"folds:{seed}".encode() + b"\0")
     fold = np.empty(len(ids), dtype=np.int32)
     offset = 0
     for label in np.unique(labels):
