@@ -16,7 +16,9 @@ conversations only, never on the held-out split. Each baseline gets an evaluatio
 `salesrl evaluate` (by turn index over conversations still running, by fraction seen, last turn,
 with Brier and ECE); ``scripts/compare_reports.py`` puts them beside a model's report.
 
-Needs scikit-learn: ``pip install -e '.[baselines]'``.
+Needs scikit-learn: ``pip install -e '.[baselines]'``. ``--model RUN`` takes the split from a trained run
+(its resolved ``data.valid_fraction`` and ``data.split_seed``), so the two never disagree. For
+cross-validated figures of the whole baseline family beside the model, use ``salesrl crossval``.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ class BaselineConfig:
     """Their cached arrays (`salesrl embed`): ids, outcomes, embeddings, speakers."""
     out: Path
     """Directory for one evaluation report per baseline."""
-    valid_fraction: float = 0.3
-    """Held-out fraction, as the model's ``data.valid_fraction``."""
+    model: Path | None = None
+    """A trained run whose validation split to use (overrides --valid-fraction and --split-seed)."""
+    valid_fraction: float = 0.1
+    """Held-out fraction, as the model's ``data.valid_fraction`` (train's default)."""
     split_seed: int = 0
     """Split seed, as the model's ``data.split_seed``."""
     folds: int = 5
@@ -142,6 +146,12 @@ def fit_predict(name: str, prefixes: Prefixes, train: np.ndarray, folds: int) ->
 
 
 def main(config: BaselineConfig) -> None:
+    if config.model is not None:
+        from salesrl_jax.run.trained_model import TrainedModel
+
+        data = TrainedModel.load(config.model).config.data
+        config = dataclasses.replace(config, valid_fraction=data.valid_fraction, split_seed=data.split_seed)
+        print(f"the split of {config.model}: valid_fraction {data.valid_fraction}, split_seed {data.split_seed}")
     prefixes, ids, industries = load_prefixes(config)
     held_out_conversations = validation_mask(ids, config.valid_fraction, config.split_seed)
     if not held_out_conversations.any() or held_out_conversations.all():

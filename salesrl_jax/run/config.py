@@ -65,8 +65,13 @@ class PretrainConfig:
     """Global gradient-norm clip."""
     ensemble_weight: float = 1.0
     """Weight of the ensemble heads' bootstrap-weighted cross-entropy in the loss."""
+    input_dropout: float = 0.0
+    """Share of turn-embedding entries zeroed (the rest scaled up) in each training step: dropout on the
+    input, which for hashed bag-of-words embeddings acts as an adaptive L2 penalty (Wager et al., 2013)."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ValueError(f"pretrain.input_dropout must be in [0, 1), got {self.input_dropout}")
         _positive(self, "pretrain", ("epochs", "rows_per_minibatch", "chunk_minibatches", "learning_rate"))
 
 

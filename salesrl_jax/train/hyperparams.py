@@ -18,15 +18,17 @@ class Hyperparams:
     entropy_coef: jnp.ndarray
     gamma: jnp.ndarray
     gae_lambda: jnp.ndarray
+    input_dropout: jnp.ndarray  # share of turn-embedding entries zeroed in supervised training (0: none)
 
     @classmethod
     def pretrain(cls, config: TrainConfig) -> "Hyperparams":
         p = config.ppo
         return cls(*(jnp.asarray(v, jnp.float32) for v in (
-            config.pretrain.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda)))
+            config.pretrain.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda,
+            config.pretrain.input_dropout)))
 
     @classmethod
     def ppo(cls, config: TrainConfig) -> "Hyperparams":
         p = config.ppo
         return cls(*(jnp.asarray(v, jnp.float32) for v in (
-            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda)))
+            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda, 0.0)))

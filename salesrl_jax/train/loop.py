@@ -149,7 +149,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     try:
         # --- supervised pretraining ------------------------------------------------------------
         if position.phase == "pretrain":
-            phase = Pretraining(arrays, make_train_chunk(graphdef, optimizers.pretrain), Hyperparams.pretrain(config),
+            train_chunk = make_train_chunk(graphdef, optimizers.pretrain, input_dropout=pre.input_dropout > 0)
+            phase = Pretraining(arrays, train_chunk, Hyperparams.pretrain(config),
                                 pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs,
                                 plan=lambda epoch: first_epoch if epoch == 0 else epoch_plan(epoch))
             done = phase.run(ctx, state, position)

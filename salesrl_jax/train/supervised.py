@@ -49,10 +49,23 @@ def masked_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
 
 
+def drop_inputs(inputs: TurnInputs, rate: jnp.ndarray, key: jnp.ndarray) -> TurnInputs:
+    """Inverted dropout on the turn embeddings: each entry kept with probability ``1 - rate`` and divided by it,
+    so the expected input is unchanged."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, inputs.embeddings.shape)
+    embeddings = jnp.where(keep, inputs.embeddings.astype(jnp.float32) / (1.0 - rate), 0.0)
+    return inputs.replace(embeddings=embeddings)
+
+
 def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: SupervisedBatch, hp: Hyperparams,
-                    key: jnp.ndarray) -> tuple[jnp.ndarray, SupervisedMetrics]:
+                    key: jnp.ndarray, input_dropout: bool = False) -> tuple[jnp.ndarray, SupervisedMetrics]:
+    """Per-turn cross-entropy of the policy mean against the outcome (+ the ensemble heads' bootstrap-weighted
+    cross-entropy). ``input_dropout`` (static) applies `drop_inputs` at rate ``hp.input_dropout``."""
     chex.assert_rank([batch.labels, batch.segment], 1)
     agent = nnx.merge(graphdef, params)
+    if input_dropout:  # a separate stream, so the bootstrap weights are those of a run without dropout
+        key, drop_key = jax.random.split(key)
+        batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, drop_key))
     valid = batch.inputs.valid.astype(jnp.float32)
     prev = None
     if agent.config.feed_prediction:
@@ -71,14 +84,15 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
     return loss, SupervisedMetrics(loss, policy_bce, ensemble_bce, jnp.sum(valid), jnp.zeros(()))
 
 
-def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation
+def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, input_dropout: bool = False
                      ) -> Callable[[TrainState, SupervisedBatch, Hyperparams], tuple[TrainState, SupervisedMetrics]]:
-    """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches."""
+    """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches.
+    ``input_dropout`` (static: it shapes the program) turns on dropout of the turn embeddings."""
     grad_fn = jax.value_and_grad(supervised_loss, has_aux=True)
 
     def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
         key, step_key = jax.random.split(state.key)
-        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key)
+        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key, input_dropout)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stepped = state.replace(params=params, opt_state=opt_state, step=state.step + 1, key=key)

@@ -257,7 +257,7 @@ def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
     weights = jnp.asarray([0.0, 2.0], jnp.float32)
     sweep = base.replace(ensemble_weight=weights)
     states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
-    in_axes = (0, None, Hyperparams(0, None, None, None, None, None))
+    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None))
     swept, metrics = jax.vmap(train_chunk, in_axes=in_axes)(states, batches, sweep)
     for i, w in enumerate(weights):
         single, m = train_chunk(state, batches, base.replace(ensemble_weight=w))
@@ -295,3 +295,19 @@ def test_a_best_checkpoint_chosen_on_few_conversations_is_warned_about(tiny_arra
                                  ppo=dataclasses.replace(base.ppo, enabled=False))
     with pytest.warns(UserWarning, match=r"chosen on \d+ validation conversations only"):
         train_and_evaluate(config, tmp_path / "run", progress=False)
+
+
+def test_input_dropout_keeps_the_expected_input_and_is_off_by_default(tiny_arrays):
+    from salesrl_jax.train.supervised import drop_inputs
+
+    config = tiny_config(tiny_arrays)
+    arrays, batches = _first_chunk(tiny_arrays, config)
+    inputs = jax.tree.map(lambda x: x[0], batches.inputs)
+    dropped = [drop_inputs(inputs, jnp.float32(0.5), jax.random.PRNGKey(i)).embeddings for i in range(200)]
+    mean = jnp.mean(jnp.stack(dropped), axis=0)
+    assert float(jnp.mean(jnp.abs(mean - inputs.embeddings.astype(jnp.float32)))) < 0.12 * float(  # MC error ~0.06
+        jnp.mean(jnp.abs(inputs.embeddings.astype(jnp.float32))))
+    assert float(jnp.mean(dropped[0] == 0)) > 0.4
+    assert Hyperparams.pretrain(config).input_dropout == 0.0
+    with pytest.raises(ValueError, match="input_dropout"):
+        dataclasses.replace(config.pretrain, input_dropout=1.0)
