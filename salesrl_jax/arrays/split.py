@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from salesrl_jax.arrays.store import Part, TurnArrays
-from salesrl_jax.data.split import keyed_hashes
+from salesrl_jax.data.split import hash_order_by_label, keyed_hashes
 
 Split = Literal["train", "valid", "all"]
 
@@ -61,12 +61,9 @@ def stratified_folds(ids: list[str] | tuple[str, ...], labels: np.ndarray, folds
         raise ValueError(f"folds must be >= 2, got {folds}")
     if len(ids) < folds:
         raise ValueError(f"{len(ids)} labelled conversations cannot fill {folds} folds")
-    keys = keyed_hashes(ids, f"folds:{seed}".encode() + b"\0")
     fold = np.empty(len(ids), dtype=np.int32)
     offset = 0
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        ordered = members[np.argsort(keys[members], kind="stable")]
+    for ordered in hash_order_by_label(ids, labels.tolist(), f"folds:{seed}".encode() + b"\0"):
         fold[ordered] = (np.arange(len(ordered)) + offset) % folds
         offset += len(ordered)  # the next label continues the deal, so fold sizes differ by one at most
     return fold

@@ -26,20 +26,24 @@ def keyed_hashes(ids, salt: bytes) -> np.ndarray:
                      for i in ids], dtype=np.uint64)
 
 
+def hash_order_by_label(ids, labels, salt: bytes) -> list[np.ndarray]:
+    """Per label (sorted; None last), the indices of its ids ordered by `keyed_hashes` with ``salt``: the
+    stable, seedable order that every stratified split deals from."""
+    keys = keyed_hashes(ids, salt)
+    groups: dict = {}
+    for index, label in enumerate(labels):
+        groups.setdefault(None if label is None else int(label), []).append(index)
+    return [np.array(sorted(groups[label], key=lambda i: int(keys[i])), dtype=np.int64)
+            for label in sorted(groups, key=lambda label: (label is None, label))]
+
+
 def stratified_test_ids(ids: list[str], labels: list[int | None], fraction: float, seed: int) -> set[str]:
     """The ids of a test set of ``fraction`` of each label's conversations (the unlabelled ones too), the first
     by ``keyed_hashes`` salted with ``seed``."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the test fraction must be in (0, 1), got {fraction}")
-    keys = keyed_hashes(ids, f"test:{seed}".encode() + b"\0")
-    chosen: set[str] = set()
-    groups: dict[int | None, list[int]] = {}
-    for index, label in enumerate(labels):
-        groups.setdefault(label, []).append(index)
-    for members in groups.values():
-        ordered = sorted(members, key=lambda i: int(keys[i]))
-        chosen.update(ids[i] for i in ordered[: math.ceil(fraction * len(ordered))])
-    return chosen
+    return {ids[i] for ordered in hash_order_by_label(ids, labels, f"test:{seed}".encode() + b"\0")
+            for i in ordered[: math.ceil(fraction * len(ordered))]}
 
 
 @dataclasses.dataclass

@@ -44,7 +44,7 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.arrays.subset import write_subset
 from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.validation import Limits
-from salesrl_jax.eval.calibration import check_recalibratable, recalibrate_model
+from salesrl_jax.eval.calibration import recalibrate_model
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
 from salesrl_jax.metrics.bootstrap import bootstrap_interval, paired_difference
@@ -88,30 +88,39 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
 
 
 def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_arrays: TurnArrays,
-                fold_dir: Path) -> dict[str, np.ndarray | list]:
-    """Train (early stopping on the inner split), recalibrate on the inner split, predict the held-out fold."""
+                fold_dir: Path, predictors: dict[str, Callable]) -> dict[str, np.ndarray | list]:
+    """Train (early stopping on the inner split), recalibrate on the inner split, predict the held-out fold.
+
+    ``predictors`` caches one jitted predict function per model structure, so folds and seeds (and the
+    recalibrated model, whose graph is its source's) share one compilation."""
     calibrated, raw = [], []
     for s in range(seeds):
         seed_dir = fold_dir / f"seed-{s}"
         run_config = with_overrides(config, {"data.train": str(train_arrays.path), "seed": config.seed + s})
         train_and_evaluate(run_config, seed_dir / "model", progress=False)
         served = seed_dir / "model"
-        try:
-            check_recalibratable(run_config.model)
+        if not run_config.model.feed_prediction:  # a feed_prediction model cannot be recalibrated by its head
             if not (seed_dir / "calibrated" / "checkpoints" / "best").is_dir():
                 recalibrate_model(seed_dir / "model", seed_dir / "calibrated", split="valid")
             served = seed_dir / "calibrated"
-        except ValueError:
-            pass  # a feed_prediction model cannot be recalibrated by its head: served as trained
         for directory, sink in ((served, calibrated), (seed_dir / "model", raw)):
             model = TrainedModel.load(directory)
-            pred = predict_arrays(make_predict(model.graphdef), model.params, test_arrays,
-                                  rows=model.config.eval_rows_per_minibatch)
-            sink.append(pred)
+            key = json.dumps([dataclasses.asdict(model.config.model), model.identity.dim])
+            predict = predictors.setdefault(key, make_predict(model.graphdef))
+            sink.append(predict_arrays(predict, model.params, test_arrays, rows=model.config.eval_rows_per_minibatch))
     first = calibrated[0]
     return {"conversation_id": [first.ids[c] for c in first.conversation], "turn_index": first.turn_index,
+            "length": first.length, "outcome": first.outcome,
             MODEL: np.mean([p.prediction for p in calibrated], axis=0).astype(np.float32),
             f"{MODEL}_uncalibrated": np.mean([p.prediction for p in raw], axis=0).astype(np.float32)}
+
+
+def _in_fold(fold_of: dict[str, int], fold: int, held_out: bool) -> Callable:
+    """``keep(part)`` for `write_subset`: the labelled conversations of ``fold`` (held out) or of the others."""
+    def keep(part) -> np.ndarray:
+        return np.array([(fold_of.get(i) == fold) == held_out for i in part.ids]) & (np.asarray(part.outcome) >= 0)
+
+    return keep
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -191,7 +200,7 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: dict, out: Path) -> Path:
+def write_crossval_report(result: dict, out: Path) -> Path:
     methods = list(result["methods"])
     lines = [f"# Cross-validation: {result['data']}", "",
              f"{result['conversations']} labelled conversations, {result['folds']} folds stratified by outcome "
@@ -297,16 +306,15 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     bar = tqdm(total=folds * (1 + baselines), unit="step", desc="crossval", disable=None if progress else True,
                dynamic_ncols=True)
     pooled_parts = []
+    predictors: dict[str, Callable] = {}
     for k in range(folds):
         fold_dir = out / f"fold-{k}"
         model_file, base_file = fold_dir / "model.parquet", fold_dir / "baselines.parquet"
         if not model_file.exists():
             bar.set_postfix(fold=k, step="model")
-            keep = lambda held_out: lambda part: np.array(  # noqa: E731
-                [(fold_of.get(i) == k) == held_out for i in part.ids]) & (np.asarray(part.outcome) >= 0)
-            train_arrays = write_subset(arrays, keep(False), fold_dir / "train-arrays")
-            test_arrays = write_subset(arrays, keep(True), fold_dir / "test-arrays")
-            _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir))
+            train_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=False), fold_dir / "train-arrays")
+            test_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=True), fold_dir / "test-arrays")
+            _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, predictors))
         bar.update(1)
         if baselines and not base_file.exists():
             bar.set_postfix(fold=k, step="baselines")
@@ -320,12 +328,6 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     bar.close()
 
     pooled = {key: np.concatenate([p[key] for p in pooled_parts]) for key in pooled_parts[0]}
-    lengths = {}
-    for conv_id, t in zip(pooled["conversation_id"], pooled["turn_index"]):
-        lengths[conv_id] = max(lengths.get(conv_id, 0), int(t) + 1)
-    pooled["length"] = np.array([lengths[c] for c in pooled["conversation_id"]], np.int32)
-    outcome_of = dict(zip(ids, outcomes))
-    pooled["outcome"] = np.array([outcome_of[c] for c in pooled["conversation_id"]], np.int8)
     _write_columns(out / "oof_predictions.parquet", pooled)
     methods = [MODEL, f"{MODEL}_uncalibrated"] + [m for m in pooled if m not in (
         MODEL, f"{MODEL}_uncalibrated", "conversation_id", "turn_index", "length", "outcome", "fold")]
@@ -333,7 +335,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     result.update(conversations=len(ids), folds=folds, seeds=seeds, data=str(data))
     write_json_atomic(out / "metrics.json", result)
     plot_results(result, pooled, out)
-    write_report(result, out)
+    write_crossval_report(result, out)
     return CrossvalResult(out, result)
 
 

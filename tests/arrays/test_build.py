@@ -135,3 +135,16 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path):
     assert not list(killed.glob(".part-*"))  # no half-written part was left visible... or lying around
     again = subprocess.run([exe, *args, "--out", str(killed)], capture_output=True, text=True, timeout=300)
     assert "nothing to do" in again.stdout
+
+
+def test_the_label_key_chooses_the_outcome_and_is_part_of_the_build(tmp_path):
+    turns = [{"speaker": "rep", "text": "hello"}, {"speaker": "customer", "text": "sounds good"}]
+    path = tmp_path / "crm.jsonl"
+    path.write_text("".join(json.dumps({"id": f"c{i}", "outcome": 0, "metadata": {"won": i % 2}, "turns": turns}) + "\n"
+                            for i in range(6)))
+    arrays = embed_archive(path, tmp_path / "a", EmbedderConfig(dim=16), workers=1, label_key="metadata.won").arrays
+    assert [int(o) for p in arrays.iter_parts() for o in p.outcome] == [0, 1, 0, 1, 0, 1]
+    plain = embed_archive(path, tmp_path / "b", EmbedderConfig(dim=16), workers=1).arrays
+    assert [int(o) for p in plain.iter_parts() for o in p.outcome] == [0] * 6
+    with pytest.raises(ValueError, match="different label_key"):
+        embed_archive(path, tmp_path / "a", EmbedderConfig(dim=16), workers=1)
