@@ -184,6 +184,8 @@ class Embed:
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated); by default the first of
     outcome / converted / label / sale / success / won."""
+    wait: bool = False
+    """If another run is writing this directory, wait for it instead of failing at once."""
 
     def run(self) -> None:
         from salesrl_jax.arrays.build import embed_archive
@@ -192,7 +194,7 @@ class Embed:
         with _progress(_expected_turns(self.data), "turn", "embed") as bar:
             result = embed_archive(self.data, self.out, self.embedder, dtype=self.dtype,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
-                                   cache_path=cache, progress=bar.update, label_key=self.label_key)
+                                   cache_path=cache, progress=bar.update, label_key=self.label_key, wait=self.wait)
         print(result.summary())
 
 
@@ -279,6 +281,8 @@ class Score:
     """SQLite embedding cache (recommended with API embedders)."""
     strict: bool = False
     """Fail on the first bad record instead of setting it aside."""
+    wait: bool = False
+    """If another run is writing this output, wait for it instead of failing at once."""
 
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
@@ -286,7 +290,7 @@ class Score:
         with _progress(_expected_turns(self.data), "turn", "score") as bar:
             result = score_archive(self.model, self.data, self.out, quantized=self.quantized,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
-                                   cache_path=self.cache, strict=self.strict, progress=bar.update)
+                                   cache_path=self.cache, strict=self.strict, progress=bar.update, wait=self.wait)
         print(result.summary())
 
 
@@ -437,20 +441,34 @@ def _config_file(argv: list[str]) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``salesrl`` command."""
+    """Entry point of the ``salesrl`` command.
+
+    Every known failure (bad input, a damaged or missing file, a refused model, a failed embeddings request, a
+    busy output, a file system that refuses a write) prints one line naming what failed and exits 1; ``--debug``
+    (anywhere on the command line) shows the traceback instead."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
         config_file = _config_file(argv) if argv[:1] == ["train"] else None
         train_default = Train(config_file=config_file, config=load_config(config_file))
         command = tyro.cli(_command_type(train_default), args=argv, prog="salesrl",
                            description="salesrl-jax: real-time, turn-by-turn sales-conversion prediction.")
         command.run()
-    except (FileNotFoundError, ValueError) as err:
-        # Expected user errors (a missing file, a bad config, a bad record under --strict) get one clear
-        # line, not a traceback.
+    except Exception as err:
+        # Expected failures (a missing or damaged file, a bad config, a bad record under --strict, a failed
+        # embeddings request, a read-only output, a busy output) get one clear line, not a traceback; anything
+        # else is a bug and keeps its traceback.
         from salesrl_jax.data.validation import BadRecordError
+        from salesrl_jax.embed.openai_embedder import EmbeddingRequestError
 
-        raise SystemExit(f"error: {err}" + (" (--strict)" if isinstance(err, BadRecordError) else "")) from None
+        if debug or not isinstance(err, (OSError, ValueError, EmbeddingRequestError)):
+            raise
+
+        message = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
+            message += f": {err.filename}"
+        raise SystemExit(f"error: {message}" + (" (--strict)" if isinstance(err, BadRecordError) else "")) from None
 
 
 if __name__ == "__main__":

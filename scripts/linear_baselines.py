@@ -169,9 +169,11 @@ def main(config: BaselineConfig) -> None:
                                turn_index=prefixes.turn_index[rows], length=prefixes.length[rows],
                                conversation=conversation.astype(np.int32), ids=[ids[c] for c in kept],
                                industries=[industries[c] for c in kept])
-        path = write_report(pred, config.out / name, f"{name} logistic regression (C = {chosen_c:g} by grouped CV)")
+        tables = evaluation_tables(pred)
+        path = write_report(pred, config.out / name, f"{name} logistic regression (C = {chosen_c:g} by grouped CV)",
+                            tables=tables)
         print(f"\n## {name} (C = {chosen_c:g}, chosen by {config.folds}-fold CV on the training conversations): {path}")
-        print(format_tables(evaluation_tables(pred)))
+        print(format_tables(tables))
 
 
 if __name__ == "__main__":

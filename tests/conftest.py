@@ -13,6 +13,19 @@ from salesrl_jax.run.config import DataConfig, PPOConfig, PretrainConfig, TrainC
 
 TINY_DIM = 32
 FIXTURES = Path(__file__).parent / "fixtures"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """Import ``scripts/NAME.py`` as a module (scripts are not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
 
 # Tests build many small training runs whose programs are identical: a persistent compilation
 # cache (shared with the subprocesses the tests start) compiles each program once per session.

@@ -1,10 +1,7 @@
 """scripts/linear_baselines.py: prefixes read turns 1..t only, the held-out split is the model's, and
 the baselines learn (on the simulator's archive, whose outcome the text predicts)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +10,11 @@ pytest.importorskip("sklearn")
 
 from salesrl_jax.arrays.split import validation_mask  # noqa: E402
 from salesrl_jax.data.readers import read_conversations  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "linear_baselines.py"
+from tests.conftest import load_script as load_script_named  # noqa: E402
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("linear_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_script_named("linear_baselines")
 
 
 def test_prefixes_hold_turns_1_to_t_only(tiny_archive, tiny_arrays, tmp_path):

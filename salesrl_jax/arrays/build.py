@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays, part_name
+from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays, part_digest, part_name
 from salesrl_jax.data.readers import ArchiveReader, RejectSink, archive_files
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.data.validation import Limits
@@ -30,6 +30,7 @@ from salesrl_jax.embed.cache import CacheStats, cached_embedder
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
 from salesrl_jax.io.atomic import remove_stale_temporaries, write_json_atomic
+from salesrl_jax.io.lock import claim_output
 from salesrl_jax.io.resumable_map import check_run_record, chunked, resumable_map
 
 BUILD = "build.json"
@@ -144,6 +145,7 @@ def embed_archive(
     cache_path: str | os.PathLike[str] | None = None,
     progress: Callable[[int], object] | None = None,
     label_key: str | None = None,
+    wait: bool = False,
 ) -> EmbedResult:
     """Build (or finish, or confirm) the cached arrays of archive ``data`` in directory ``out``.
 
@@ -157,6 +159,7 @@ def embed_archive(
       cache_path: SQLite embedding cache shared across runs; None for no cache.
       progress: called with the number of turns done, as parts finish.
       label_key: the dotted field that holds the outcome (`Limits.label_key`); None for the usual names.
+      wait: another run holding ``out`` makes this wait for it instead of failing at once (`claim_output`).
     """
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
@@ -175,6 +178,13 @@ def embed_archive(
         **({"label_key": label_key} if label_key else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, wait=wait):
+        return _embed_claimed(data, out, embedder, build, dtype, chunk_conversations, workers, cache_path, progress,
+                              label_key)
+
+
+def _embed_claimed(data, out: Path, embedder: EmbedderConfig, build: dict, dtype: str, chunk_conversations: int,
+                   workers: int | None, cache_path, progress, label_key: str | None) -> EmbedResult:
     check_run_record(out / BUILD, build, "cached arrays")
     if (out / MANIFEST).exists():
         arrays = TurnArrays.open(out)
@@ -259,8 +269,8 @@ def arrays_manifest(out: Path, build: dict, part_convs: dict[int, int], part_tur
             "turns_with_oracle": with_oracle,
             "rejected": rejected,
         },
-        "parts": [{"name": part_name(i), "conversations": part_convs[i], "turns": part_turns[i]}
-                  for i in sorted(part_convs)],
+        "parts": [{"name": part_name(i), "conversations": part_convs[i], "turns": part_turns[i],
+                   "sha256": part_digest(out / part_name(i))} for i in sorted(part_convs)],
         "source": source,
     }
 

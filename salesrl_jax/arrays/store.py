@@ -18,6 +18,10 @@ industry.npy        [convs] int16       index into part.json's ``industries`` (-
 part.json           -                   conversation ids and the industry vocabulary
 ==================  ==================  =====================================================
 
+The manifest records each part's SHA-256 (`part_digest`, over its files' names and bytes); a
+`TurnArrays` checks a part against it the first time it opens that part, so damaged or edited arrays
+are refused with the part's name rather than trained or scored on.
+
 Parts are written to a temporary directory and renamed into place, so a part either exists
 whole or not at all; that is what makes ``salesrl embed`` resumable after a kill. ``.npy`` is
 numpy's own format, so every array opens with ``np.load(mmap_mode="r")`` and training reads a
@@ -27,6 +31,7 @@ cache of any size with bounded RAM.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -44,6 +49,17 @@ CONVERSATION_ARRAYS = ("offsets", "outcome", "industry")
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}"
+
+
+def part_digest(directory: Path) -> str:
+    """SHA-256 (hex) over a part's file names and bytes, in name order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(directory).iterdir() if p.is_file()):
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,11 +118,39 @@ class Part:
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = True) -> "Part":
+        """Open a part; a missing, truncated or inconsistent file is a `ValueError` naming it."""
         mode = "r" if mmap else None
-        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode=mode)
-                  for name in TURN_ARRAYS + CONVERSATION_ARRAYS}
-        meta = json.loads((directory / "part.json").read_text())
-        return cls(**arrays, ids=tuple(meta["ids"]), industries=tuple(meta["industries"]))
+        arrays = {}
+        for name in TURN_ARRAYS + CONVERSATION_ARRAYS:
+            path = directory / f"{name}.npy"
+            try:
+                arrays[name] = np.load(path, mmap_mode=mode)
+            except (OSError, ValueError, EOFError) as err:
+                raise ValueError(f"{path}: cannot be read ({err}); the cached arrays are damaged: delete "
+                                 f"{directory.parent} and rerun `salesrl embed`") from None
+        try:
+            meta = json.loads((directory / "part.json").read_text())
+            ids, industries = tuple(meta["ids"]), tuple(meta["industries"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{directory / 'part.json'}: cannot be read ({type(err).__name__}); the cached arrays "
+                             f"are damaged: delete {directory.parent} and rerun `salesrl embed`") from None
+        part = cls(**arrays, ids=ids, industries=industries)
+        part.check(directory)
+        return part
+
+    def check(self, where: Path | str) -> None:
+        """The arrays agree with one another (rows, conversations, ids); else a `ValueError` naming ``where``."""
+        offsets = np.asarray(self.offsets)
+        turns = int(offsets[-1]) if len(offsets) else -1
+        problems = [f"{name} has {len(getattr(self, name))} rows, offsets say {turns}"
+                    for name in TURN_ARRAYS if len(getattr(self, name)) != turns]
+        problems += [f"{name} has {len(getattr(self, name))} entries for {len(offsets) - 1} conversations"
+                     for name in ("outcome", "industry") if len(getattr(self, name)) != len(offsets) - 1]
+        if len(self.ids) != len(offsets) - 1:
+            problems.append(f"part.json lists {len(self.ids)} ids for {len(offsets) - 1} conversations")
+        if problems:
+            raise ValueError(f"{where}: inconsistent cached arrays ({'; '.join(problems)}); delete them and rerun "
+                             "`salesrl embed`")
 
 
 class TurnArrays:
@@ -124,6 +168,8 @@ class TurnArrays:
         self.feature_names: tuple[str, ...] = tuple(manifest["features"]["names"])
         self.part_names: list[str] = [p["name"] for p in manifest["parts"]]
         self.part_sizes: list[int] = [p["conversations"] for p in manifest["parts"]]
+        self.part_digests: list[str | None] = [p.get("sha256") for p in manifest["parts"]]
+        self._verified: set[int] = set()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> "TurnArrays":
@@ -134,11 +180,20 @@ class TurnArrays:
                 raise ValueError(f"{path}: cached arrays are incomplete (no {MANIFEST}); "
                                  "rerun the same `salesrl embed` command to finish them")
             raise FileNotFoundError(f"{path}: no cached arrays here (expected {MANIFEST}; make them with `salesrl embed`)")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{manifest_path}: not valid JSON ({err}); the cached arrays are damaged: delete {path} "
+                             "and rerun `salesrl embed`") from None
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+            manifest = manifest if isinstance(manifest, dict) else {}
             raise ValueError(f"{manifest_path}: format version {manifest.get('format_version')}, "
                              f"this library reads {FORMAT_VERSION}; re-embed with `salesrl embed`")
-        return cls(path, manifest)
+        try:
+            return cls(path, manifest)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{manifest_path}: incomplete manifest (missing or malformed {err}); the cached arrays "
+                             f"are damaged: delete {path} and rerun `salesrl embed`") from None
 
     @property
     def num_conversations(self) -> int:
@@ -156,7 +211,27 @@ class TurnArrays:
         return len(self.part_names)
 
     def part(self, index: int, mmap: bool = True) -> Part:
-        return Part.load(self.path / self.part_names[index], mmap=mmap)
+        """Part ``index``, checked against the manifest (its digest, the first time this object opens it; embedding
+        width, features, conversation count, every time)."""
+        directory = self.path / self.part_names[index]
+        if index not in self._verified and self.part_digests[index] is not None:
+            if not directory.is_dir() or part_digest(directory) != self.part_digests[index]:
+                raise ValueError(f"{directory}: its files do not match the digest in {self.path / MANIFEST} (damaged "
+                                 f"or changed since `salesrl embed` wrote them); delete {self.path} and rerun "
+                                 "`salesrl embed`")
+            self._verified.add(index)
+        part = Part.load(directory, mmap=mmap)
+        problems = []
+        if part.embeddings.ndim != 2 or part.embeddings.shape[1] != self.dim:
+            problems.append(f"embeddings are {part.embeddings.shape}, the manifest says {self.dim} wide")
+        if part.features.ndim != 2 or part.features.shape[1] != len(self.feature_names):
+            problems.append(f"features are {part.features.shape}, the manifest names {len(self.feature_names)}")
+        if part.num_conversations != self.part_sizes[index]:
+            problems.append(f"{part.num_conversations} conversations, the manifest says {self.part_sizes[index]}")
+        if problems:
+            raise ValueError(f"{directory}: does not match {self.path / MANIFEST} ({'; '.join(problems)}); delete "
+                             f"{self.path} and rerun `salesrl embed`")
+        return part
 
     def iter_parts(self, order: list[int] | None = None, mmap: bool = True):
         for index in (range(len(self)) if order is None else order):

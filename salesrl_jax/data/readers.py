@@ -7,8 +7,16 @@ record raises `BadRecordError` instead.
 
 CSV and flat Parquet hold one row per turn (``conversation_id, turn_index,
 speaker, text, [start_time, duration, outcome, industry, product, act,
-oracle_prob, metadata]``); a conversation's rows must be contiguous.
-Parquet may also hold one row per conversation with a ``turns`` list column.
+oracle_prob, metadata]``). A conversation's rows need not be adjacent (exports
+sorted by turn or by time interleave them): a first pass over the id column
+checks, and only an interleaved file is grouped, through an on-disk SQLite sort
+with bounded memory. Parquet may also hold one row per conversation with a
+``turns`` list column.
+
+Damage costs only what it damages: a bad line or row is set aside and reading
+goes on; a truncated or corrupt compressed stream keeps every record before
+the damage and sets the rest of the file aside with the reason; a directory
+names every entry it does not read (`ArchiveFiles.skipped`).
 """
 
 from __future__ import annotations
@@ -20,8 +28,12 @@ import gzip
 import hashlib
 import json
 import os
+import pickle
+import sqlite3
+import tempfile
+import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.data.validation import (
@@ -42,8 +54,12 @@ _SUFFIXES = {
     ".csv": "csv", ".csv.gz": "csv",
     ".parquet": "parquet", ".pq": "parquet",
 }
-# Files a directory archive may hold beside its shards that are not shards.
-_NOT_SHARDS = ("rejects", "manifest")
+# The library's own side files, which a directory archive may hold beside its shards (read silently past).
+_SIDE_FILES = ("manifest.json", "rejects.jsonl")
+_SIDE_SUFFIXES = (".rejects.jsonl", ".lock")
+CSV_FIELD_LIMIT = 1 << 24  # bytes: a longer field is set aside; shorter ones reach validation, which names the field
+# What a damaged compressed stream or file raises part-way through.
+_STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 _ROW_TURN_KEYS = ("turn_index", "turn", "index", "position")
 _ROW_TURN_FIELDS = ("speaker", "role", "text", "message", "content", "start_time", "timestamp",
                     "duration", "act", "oracle_prob")
@@ -61,32 +77,60 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def archive_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The shard files of an archive: the file itself, or a directory's archive files, sorted."""
+@dataclasses.dataclass(frozen=True)
+class ArchiveFiles:
+    """What a path holds: the shard files read, in order, and each entry of a directory not read, with why."""
+
+    files: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def list_archive(path: str | os.PathLike[str]) -> ArchiveFiles:
+    """The shard files of an archive (the file itself, or a directory's archive files, sorted) and what a
+    directory holds that is not read: subdirectories and files of other formats, each with the reason.
+    The library's own side files (``manifest.json``, ``rejects.jsonl``, ``*.rejects.jsonl``) are neither."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_file():
-        return [path]
-    files = []
+        return ArchiveFiles([path], [])
+    files, skipped = [], []
     for child in sorted(path.iterdir()):
-        if not child.is_file() or any(tag in child.name for tag in _NOT_SHARDS):
+        if child.name in _SIDE_FILES or child.name.endswith(_SIDE_SUFFIXES):
+            continue
+        if child.is_dir():
+            skipped.append((child, "a subdirectory: an archive directory is read one level deep"))
+            continue
+        if not child.is_file():
+            skipped.append((child, "not a regular file"))
             continue
         try:
             detect_format(child)
         except ValueError:
+            skipped.append((child, f"not an archive file (expected {', '.join(sorted(_SUFFIXES))})"))
             continue
         files.append(child)
     if not files:
-        raise ValueError(f"{path}: directory holds no archive files ({', '.join(sorted(_SUFFIXES))})")
-    return files
+        raise ValueError(f"{path}: directory holds no archive files ({', '.join(sorted(_SUFFIXES))})"
+                         + (f"; skipped {', '.join(p.name for p, _ in skipped)}" if skipped else ""))
+    return ArchiveFiles(files, skipped)
+
+
+def archive_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The shard files of an archive, in order (see `list_archive`)."""
+    return list_archive(path).files
 
 
 class RejectSink:
-    """Collects bad records: counts by reason, keeps the first few, writes all to a JSONL file if given."""
+    """Collects bad records: counts by reason, keeps the first few, writes all to a JSONL file if given.
+
+    The file is this run's: one an earlier run left is removed at once, so a rerun that rejects nothing
+    leaves no stale reasons behind."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, keep: int = 100):
         self.path = None if path is None else Path(path)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
         self.count = 0
         self.by_reason: collections.Counter[str] = collections.Counter()
         self.first: list[RecordProblem] = []
@@ -155,7 +199,9 @@ class ArchiveReader:
         strict: bool = False,
         rejects: RejectSink | None = None,
     ):
-        self.files = archive_files(path)
+        listing = list_archive(path)
+        self.files = listing.files
+        self.skipped = listing.skipped
         self.limits = limits
         self.strict = strict
         self.rejects = rejects if rejects is not None else RejectSink()
@@ -165,6 +211,11 @@ class ArchiveReader:
         self._seen_ids: set[bytes] = set()
 
     def __iter__(self) -> Iterator[Conversation]:
+        # Entries of a directory that are not read are said, in the rejects (never a strict-mode error:
+        # they hold no record that failed).
+        for entry, reason in self.skipped:
+            self.stats.rejected += 1
+            self.rejects.add(RecordProblem(str(entry), "whole file", None, None, f"skipped: {reason}"))
         for file in self.files:
             fmt = detect_format(file)
             if fmt == "jsonl":
@@ -248,38 +299,113 @@ def read_conversations(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[
 Item = tuple[str, "Conversation | RecordProblem"]
 
 
+def _damaged(path: Path, after: str, err: BaseException) -> RecordProblem:
+    """The rest of a file that cannot be read past ``after`` (a truncated or corrupt compressed stream, ...)."""
+    reason = str(err) or type(err).__name__
+    return RecordProblem(str(path), f"after {after}", None, None,
+                         f"the rest of the file cannot be read ({type(err).__name__}: {reason}); "
+                         "every record before this point was read")
+
+
 def _read_jsonl(path: Path, limits: Limits) -> Iterator[Item]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for line_no, raw_line in enumerate(handle, start=1):
-            if not raw_line.strip():
-                continue
-            location = f"line {line_no}"
-            try:
-                line = raw_line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield location, RecordProblem(str(path), location, None, None, f"line is not valid UTF-8 ({err.reason} at byte {err.start})",
-                                    truncate_raw(raw_line.decode("utf-8", errors="replace")))
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield location, RecordProblem(str(path), location, None, None, f"invalid JSON: {err.msg} at column {err.colno}",
-                                    truncate_raw(line.rstrip("\n")))
-                continue
-            try:
-                conv = conversation_from_mapping(obj, limits)
-            except FieldError as err:
-                yield location, RecordProblem(str(path), location, record_id_of(obj), err.field, err.reason,
-                                              truncate_raw(line.rstrip("\n")))
-                continue
-            yield location, conv
+    line_no = 0
+    try:
+        with opener(path, "rb") as handle:
+            for line_no, raw_line in enumerate(handle, start=1):
+                if line_no == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
+                    raw_line = raw_line[3:]  # a UTF-8 byte-order mark, as some editors write
+                if not raw_line.strip():
+                    continue
+                yield _jsonl_record(path, f"line {line_no}", raw_line, limits)
+    except _STREAM_ERRORS as err:
+        yield f"line {line_no + 1}", _damaged(path, f"line {line_no}" if line_no else "the start", err)
 
 
-def _group_rows(
-    path: Path, rows: Iterable[tuple[int, Mapping[str, Any]]], limits: Limits, unit: str
-) -> Iterator[Item]:
-    """Group contiguous per-turn rows into conversations.
+def _jsonl_record(path: Path, location: str, raw_line: bytes, limits: Limits) -> Item:
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return location, RecordProblem(str(path), location, None, None,
+                                       f"line is not valid UTF-8 ({err.reason} at byte {err.start})",
+                                       truncate_raw(raw_line.decode("utf-8", errors="replace")))
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        return location, RecordProblem(str(path), location, None, None,
+                                       f"invalid JSON: {err.msg} at column {err.colno}", truncate_raw(line.rstrip("\n")))
+    except RecursionError:
+        return location, RecordProblem(str(path), location, None, None, "JSON nested too deeply to be a record",
+                                       truncate_raw(line.rstrip("\n")))
+    try:
+        conv = conversation_from_mapping(obj, limits)
+    except FieldError as err:
+        return location, RecordProblem(str(path), location, record_id_of(obj), err.field, err.reason,
+                                       truncate_raw(line.rstrip("\n")))
+    except RecursionError:
+        return location, RecordProblem(str(path), location, record_id_of(obj), None,
+                                       "record nested too deeply", truncate_raw(line.rstrip("\n")))
+    return location, conv
+
+
+# A source of per-turn rows: each item a (row number, row) or, for a row that could not be read, a
+# (row number, RecordProblem).
+Rows = Iterator[tuple[int, "Mapping[str, Any] | RecordProblem"]]
+
+
+def _grouped_rows(path: Path, rows: Callable[[], Rows], ids: Callable[[], Iterator[str | None]], limits: Limits,
+                  unit: str) -> Iterator[Item]:
+    """Per-turn rows into conversations, whatever their order: ``ids()`` (a cheap first pass over the id
+    column) tells whether each conversation's rows are adjacent; if so they stream through `_group_rows`,
+    else they are first grouped by an on-disk sort (`_sorted_by_conversation`), conversations in the order
+    of their first row."""
+    if _adjacent(ids()):
+        yield from _group_rows(path, rows(), limits, unit)
+    else:
+        yield from _group_rows(path, _sorted_by_conversation(rows()), limits, unit)
+
+
+def _adjacent(ids: Iterator[str | None]) -> bool:
+    """Whether no id reappears after another id (8-byte digests: bounded memory per conversation)."""
+    finished: set[bytes] = set()
+    current: str | None = None
+    for row_id in ids:
+        if row_id == current:
+            continue
+        if current is not None:
+            finished.add(hashlib.blake2b(current.encode("utf-8", "surrogateescape"), digest_size=8).digest())
+        if row_id is not None and hashlib.blake2b(row_id.encode("utf-8", "surrogateescape"),
+                                                  digest_size=8).digest() in finished:
+            return False
+        current = row_id
+    return True
+
+
+def _sorted_by_conversation(rows: Rows) -> Rows:
+    """``rows`` reordered so each conversation's rows are adjacent (in file order within it), conversations
+    in the order of their first row. SQLite sorts on disk, so memory stays bounded for any file size;
+    unreadable rows keep their place as their own group."""
+    with tempfile.TemporaryDirectory(prefix="salesrl-group-") as tmp:
+        db = sqlite3.connect(os.path.join(tmp, "rows.sqlite"))
+        try:
+            db.execute("CREATE TABLE ids (id BLOB PRIMARY KEY, first INTEGER)")
+            db.execute("CREATE TABLE rows (id BLOB, number INTEGER, data BLOB)")
+            for number, row in rows:
+                key = (f"\0problem:{number}" if isinstance(row, RecordProblem)
+                       else f"id:{record_id_of(row)}" if record_id_of(row) is not None else f"\0noid:{number}")
+                key = key.encode("utf-8", "surrogateescape")  # undecodable bytes stay as they were
+                db.execute("INSERT OR IGNORE INTO ids VALUES (?, ?)", (key, number))
+                db.execute("INSERT INTO rows VALUES (?, ?, ?)", (key, number, pickle.dumps(row)))
+            db.commit()
+            query = "SELECT rows.number, rows.data FROM rows JOIN ids USING (id) ORDER BY ids.first, rows.number"
+            for number, data in db.execute(query):
+                yield number, pickle.loads(data)
+        finally:
+            db.close()
+
+
+def _group_rows(path: Path, rows: Rows, limits: Limits, unit: str) -> Iterator[Item]:
+    """Group adjacent per-turn rows into conversations.
 
     A conversation is valid only if all its rows are; a bad row sets the whole
     conversation aside (with all its rows in ``raw``), since a conversation with a
@@ -288,6 +414,9 @@ def _group_rows(
     current_id: object = None
     block: list[tuple[int, Mapping[str, Any]]] = []
     for number, row in rows:
+        if isinstance(row, RecordProblem):
+            yield f"{unit} {number}", row
+            continue
         row_id = record_id_of(row)
         if block and row_id != current_id:
             yield _rows_to_conversation(path, block, limits, unit)
@@ -378,45 +507,87 @@ def _bad_string_field(row: Mapping[str, Any]) -> str | None:
 
 def _read_csv(path: Path, limits: Limits) -> Iterator[Item]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    # surrogateescape keeps undecodable bytes visible, so a bad row is reported
-    # rather than the whole file failing to decode.
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            return
-        missing_id = not any(key in reader.fieldnames for key in ID_KEYS)
-        if missing_id:
-            yield "row 1", RecordProblem(str(path), "row 1", None, "conversation_id",
-                                f"header has no conversation id column (one of {', '.join(ID_KEYS)}); "
-                                f"found {reader.fieldnames}")
-            return
+    csv.field_size_limit(CSV_FIELD_LIMIT)
 
-        def rows() -> Iterator[tuple[int, Mapping[str, Any]]]:
-            try:
-                for row in reader:
-                    # csv line numbers count the header as line 1: the same as a spreadsheet's row number.
-                    yield reader.line_num, {k: v for k, v in row.items() if k is not None}
-            except csv.Error as err:
-                raise ValueError(f"{path}, row {reader.line_num}: malformed CSV: {err}") from None
+    def open_csv():
+        # utf-8-sig drops the byte-order mark Excel writes (the header would otherwise not match); surrogateescape
+        # keeps undecodable bytes visible, so a bad row is reported rather than the whole file failing to decode.
+        return opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
 
-        yield from _group_rows(path, rows(), limits, "row")
+    try:
+        with open_csv() as handle:
+            fieldnames = csv.DictReader(handle).fieldnames
+    except _STREAM_ERRORS as err:
+        yield "row 1", _damaged(path, "the start", err)
+        return
+    except csv.Error as err:
+        yield "row 1", RecordProblem(str(path), "row 1", None, None, f"malformed CSV header: {err}")
+        return
+    if fieldnames is None:
+        return
+    if not any(key in fieldnames for key in ID_KEYS):
+        yield "row 1", RecordProblem(str(path), "row 1", None, "conversation_id",
+                                     f"header has no conversation id column (one of {', '.join(ID_KEYS)}); "
+                                     f"found {fieldnames}")
+        return
+    id_key = next(key for key in ID_KEYS if key in fieldnames)
+    damage: list[RecordProblem] = []  # where the stream broke, said once after the rows before it
+
+    def rows() -> Rows:
+        damage.clear()
+        number = 1
+        try:
+            with open_csv() as handle:
+                reader = csv.DictReader(handle)
+                while True:
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        return
+                    except csv.Error as err:
+                        # csv line numbers count the header as line 1: the same as a spreadsheet's row number.
+                        yield reader.line_num, RecordProblem(str(path), f"row {reader.line_num}", None, None,
+                                                             f"malformed CSV: {err}")
+                        continue
+                    number = reader.line_num
+                    yield number, {k: v for k, v in row.items() if k is not None}
+        except _STREAM_ERRORS as err:
+            damage.append(_damaged(path, f"row {number}", err))
+
+    def ids() -> Iterator[str | None]:
+        for _, row in rows():
+            yield None if isinstance(row, RecordProblem) else row.get(id_key)
+
+    yield from _grouped_rows(path, rows, ids, limits, "row")
+    for problem in damage:
+        yield problem.location, problem
 
 
 def _read_parquet(path: Path, limits: Limits) -> Iterator[Item]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        yield "whole file", RecordProblem(str(path), "whole file", None, None, f"not a readable Parquet file: {err}")
+        return
     names = parquet.schema_arrow.names
     nested = any(key in names for key in ("turns", "messages"))
+    damage: list[RecordProblem] = []
 
-    def rows() -> Iterator[tuple[int, Mapping[str, Any]]]:
+    def rows(columns: list[str] | None = None) -> Rows:
+        damage.clear()
         number = 0
-        for batch in parquet.iter_batches(batch_size=8192):
-            columns = batch.to_pydict()
-            keys = list(columns)
-            for values in zip(*(columns[k] for k in keys)):
-                number += 1
-                yield number, dict(zip(keys, values))
+        try:
+            for batch in parquet.iter_batches(batch_size=8192, columns=columns):
+                values = batch.to_pydict()
+                keys = list(values)
+                for row in zip(*(values[k] for k in keys)):
+                    number += 1
+                    yield number, dict(zip(keys, row))
+        except (pa.ArrowException, OSError) as err:
+            damage.append(_damaged(path, f"row {number}", err))
 
     if nested:
         for number, row in rows():
@@ -428,4 +599,8 @@ def _read_parquet(path: Path, limits: Limits) -> Iterator[Item]:
                 continue
             yield f"row {number}", conv
     else:
-        yield from _group_rows(path, rows(), limits, "row")
+        id_key = next((key for key in ID_KEYS if key in names), None)
+        yield from _grouped_rows(path, rows, lambda: (None if id_key is None else row[id_key]
+                                                      for _, row in rows([id_key] if id_key else [])), limits, "row")
+    for problem in damage:
+        yield problem.location, problem

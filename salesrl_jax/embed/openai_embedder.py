@@ -3,6 +3,11 @@
 Retries with exponential backoff on rate limits (honouring ``Retry-After``), server errors,
 timeouts and connection errors are the client's own (``max_retries``); this module adds
 batching within the API's limits and errors that never show the key.
+
+Every response is validated before a vector is used (and so before any is cached): one vector per
+input, every index exactly once, the right dimension, finite values. A response that fails any of
+these (or is not a JSON embeddings body at all, an HTML error page say) is an `EmbeddingRequestError`
+naming the batch; nothing of that batch is returned or cached.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ class OpenAIEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import openai
 
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start, end in plan_batches(texts, self.max_inputs):
             kwargs = {"dimensions": self.dim} if self._send_dimensions else {}
             try:
@@ -107,18 +112,38 @@ class OpenAIEmbedder:
                 raise EmbeddingRequestError(
                     f"embeddings request for texts {start}-{end - 1} failed: {type(err).__name__} "
                     "(no answer in time, after retries)") from None
-            except (openai.APIResponseValidationError, ValueError, KeyError, TypeError) as err:
+            except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError) as err:
                 raise EmbeddingRequestError(
                     f"embeddings request for texts {start}-{end - 1} returned a malformed body "
                     f"({type(err).__name__})") from None
-            data = sorted(response.data, key=lambda item: item.index)
-            if len(data) != end - start:
-                raise EmbeddingRequestError(f"embeddings request for texts {start}-{end - 1} returned "
-                                            f"{len(data)} vectors for {end - start} inputs")
-            for item in data:
-                vector = np.asarray(item.embedding, dtype=np.float32)
-                if vector.shape != (self.dim,):
-                    raise EmbeddingRequestError(f"embeddings request for texts {start}-{end - 1} returned a vector "
-                                                f"of shape {vector.shape}, expected ({self.dim},)")
-                out[start + item.index] = vector
+            out[start:end] = self._vectors(response, start, end)
         return out
+
+    def _vectors(self, response, start: int, end: int) -> np.ndarray:
+        """The ``[end - start, dim]`` vectors of one response, in input order, after checking every one."""
+        where = f"embeddings request for texts {start}-{end - 1}"
+        data = getattr(response, "data", None)
+        if not isinstance(data, list):
+            raise EmbeddingRequestError(f"{where} returned a body without a list of embeddings "
+                                        f"({type(response).__name__}: not an embeddings response)")
+        if len(data) != end - start:
+            raise EmbeddingRequestError(f"{where} returned {len(data)} vectors for {end - start} inputs")
+        indices = [getattr(item, "index", None) for item in data]
+        if sorted(i for i in indices if isinstance(i, int)) != list(range(end - start)):
+            raise EmbeddingRequestError(f"{where} returned indices that do not cover each input exactly once "
+                                        f"(expected 0-{end - start - 1}, got {sorted(map(str, indices))[:8]}...)")
+        block = np.zeros((end - start, self.dim), dtype=np.float32)
+        for item in data:
+            try:
+                vector = np.asarray(item.embedding, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise EmbeddingRequestError(f"{where} returned a non-numeric vector for input "
+                                            f"{start + item.index}") from None
+            if vector.shape != (self.dim,):
+                raise EmbeddingRequestError(f"{where} returned a vector of shape {vector.shape} for input "
+                                            f"{start + item.index}, expected ({self.dim},)")
+            if not np.isfinite(vector).all():
+                raise EmbeddingRequestError(f"{where} returned a vector with NaN or infinite values for input "
+                                            f"{start + item.index}")
+            block[item.index] = vector
+        return block

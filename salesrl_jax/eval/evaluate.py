@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 from flax import nnx
 
 from salesrl_jax.arrays.split import Split
@@ -13,6 +14,20 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
 from salesrl_jax.models.predict import TurnPredictions, make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
+
+
+def check_labels(pred: TurnPredictions, data) -> None:
+    """Outcomes are 0 or 1, and both occur: otherwise the metrics would be nonsense (an outcome code of 7) or
+    undefined (AUC of a single class), so say which instead of printing them."""
+    outcomes = np.unique(pred.outcome)
+    bad = [int(o) for o in outcomes if o not in (0, 1)]
+    if bad:
+        first = pred.ids[int(pred.conversation[np.isin(pred.outcome, bad)][0])]
+        raise ValueError(f"{data}: outcomes must be 0 or 1, found {bad} (first in conversation {first!r}); "
+                         "re-embed the archive with this library (its reader validates outcomes)")
+    if len(outcomes) < 2:
+        raise ValueError(f"{data}: every evaluated conversation has outcome {int(outcomes[0])}: AUC and calibration "
+                         "need both outcomes; evaluate on a set with both")
 
 
 @dataclasses.dataclass
@@ -39,7 +54,9 @@ def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str |
     pred = predict_arrays(make_predict(graphdef), params, arrays, split=split,
                           valid_fraction=model.config.data.valid_fraction, split_seed=model.config.data.split_seed,
                           rows=model.config.eval_rows_per_minibatch, max_conversations=max_conversations)
+    check_labels(pred, data)
     header = (f"model `{model.directory}` ({model.config.name}{', ' + label if label else ''}), "
               f"data `{data}`, embeddings `{arrays.identity.key}`")
-    report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header)
-    return Evaluation(pred, evaluation_tables(pred), report)
+    tables = evaluation_tables(pred)
+    report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables)
+    return Evaluation(pred, tables, report)

@@ -20,7 +20,6 @@ Outputs (the format follows OUTPUT's extension, ``.jsonl`` or ``.parquet``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,8 @@ from salesrl_jax.data.records import Conversation
 from salesrl_jax.embed.cache import CacheStats
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from salesrl_jax.io.digest import tree_digest
+from salesrl_jax.io.lock import claim_output
 from salesrl_jax.io.resumable_map import check_run_record, chunked, default_workers, resumable_map
 
 # JAX and the model are imported inside the functions that use them: the embedding workers import this
@@ -154,14 +155,23 @@ class ScoreResult:
 def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathLike[str],
                   output: str | os.PathLike[str], *, quantized: bool = False, chunk_conversations: int = 2_000,
                   workers: int | None = None, cache_path: str | os.PathLike[str] | None = None,
-                  strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None
-                  ) -> ScoreResult:
-    """Score every turn of an archive with a trained model (see the module docstring)."""
+                  strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None,
+                  wait: bool = False) -> ScoreResult:
+    """Score every turn of an archive with a trained model (see the module docstring). The output is claimed
+    for the run (`salesrl_jax.io.lock`): another run on it makes this fail at once, or wait with ``wait``."""
+    paths = output_paths(Path(output))
+    with claim_output(paths["turns"], wait=wait):
+        return _score_claimed(paths, model_path, input_path, quantized=quantized,
+                              chunk_conversations=chunk_conversations, workers=workers, cache_path=cache_path,
+                              strict=strict, rows=rows, progress=progress)
+
+
+def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized: bool, chunk_conversations: int,
+                   workers: int | None, cache_path, strict: bool, rows: int, progress) -> ScoreResult:
     from salesrl_jax.infer.quantize import int8_model
     from salesrl_jax.models.predict import make_predict, predict_part
     from salesrl_jax.run.trained_model import TrainedModel
 
-    paths = output_paths(Path(output))
     model = TrainedModel.load(model_path)
     embedder_config = model.config.embedder
     identity = embedder_config.build().identity
@@ -171,12 +181,17 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
         graphdef, params, _ = int8_model(model)
     # The digest of the parameters that score (the int8 ones when quantized): a resumed run must not mix models.
     run = {"input_sha256": archive_hash(input_path), "model": str(model.directory),
-           "model_params_sha256": _params_digest(params), "quantized": quantized,
+           "model_params_sha256": tree_digest(params), "quantized": quantized,
            "chunk_conversations": chunk_conversations, "strict": strict}
+    parts_dir = paths["parts"]
+    outputs = tuple(paths[k].name for k in ("turns", "conversations", "done"))
     if paths["done"].exists() and json.loads(paths["done"].read_text()).get("run") == run:
+        # Finished: only what a kill after done.json could have left remains to be cleaned.
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        remove_stale_temporaries(paths["turns"].parent, outputs)
         done = json.loads(paths["done"].read_text())
         return ScoreResult(paths, True, done["conversations"], done["turns"], done["rejected"], 0, 0, None)
-    parts_dir = paths["parts"]
+    remove_stale_temporaries(paths["turns"].parent, outputs)
     parts_dir.mkdir(parents=True, exist_ok=True)
     check_run_record(parts_dir / "run.json", run, "a partial scoring run")
     remove_stale_temporaries(parts_dir)
@@ -196,6 +211,7 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
         stats.hits += used.hits
         stats.misses += used.misses
         prediction, uncertainty = predict_part(predict, params, part, np.arange(part.num_conversations), rows)
+        _require_finite(part, prediction, uncertainty, model.directory)
         turns, conversations = score_records(part, speakers, prediction, uncertainty)
         turn_path, conv_path = part_paths(index)
         _write_rows(conv_path, conversations)
@@ -223,6 +239,7 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
                                in_flight=workers + 1)
 
     if not part_files:
+        shutil.rmtree(parts_dir, ignore_errors=True)
         raise ValueError(f"{input_path}: no valid conversations to score ({reader.stats.rejected} rejected; "
                          f"reasons in {paths['rejects']})")
     _join([t for t, _ in part_files], paths["turns"])
@@ -235,10 +252,13 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
                        mapped.computed, mapped.skipped, stats if cache is not None else None)
 
 
-def _params_digest(params) -> str:
-    import jax
-
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
-        digest.update(np.asarray(leaf).tobytes())
-    return digest.hexdigest()[:16]
+def _require_finite(part: Part, prediction: np.ndarray, uncertainty: np.ndarray, model: Path) -> None:
+    """No output file ever holds NaN: a non-finite prediction stops the run, naming the conversation, before
+    anything of its chunk is written."""
+    bad = ~(np.isfinite(prediction) & np.isfinite(uncertainty))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        conversation = int(np.searchsorted(np.asarray(part.offsets), row, side="right") - 1)
+        raise ValueError(f"the model at {model} predicted a non-finite probability for {int(bad.sum())} turns, first "
+                         f"conversation {part.ids[conversation]!r} turn {row - int(part.offsets[conversation])}; "
+                         "nothing of its chunk was written (check the model and the input's embeddings)")

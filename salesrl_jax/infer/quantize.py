@@ -18,12 +18,17 @@ Two ways to run a quantized model, chosen by batch size (measured in ``salesrl b
 
 The quantized parameters are a plain pytree saved with orbax beside the float checkpoint; whether
 they were calibrated is read back from the saved tree (an ``input_scale`` per calibrated layer).
+Beside them, ``provenance.json`` records their own digest and the digest of the float parameters
+they were made from: saved int8 parameters whose float model has since changed (a retrain, a
+recalibration) are stale, and are never used (`saved_int8` says so and the model is quantized anew).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import warnings
 from pathlib import Path
 
 import jax
@@ -31,12 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from salesrl_jax.io.atomic import write_json_atomic
+from salesrl_jax.io.digest import IntegrityError, check_tree, tree_digest
 from salesrl_jax.models.agent import SalesAgent, previous_predictions
 from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.layers import INT8_MAX, Int8Dot, Int8Spec, default_int8_dot
 
 QUANTIZED_DIR = "int8"
+PROVENANCE = "provenance.json"
 CALIBRATION_TURNS = 65_536
 
 
@@ -196,14 +204,27 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     return result
 
 
-def save_quantized(directory: str | os.PathLike[str], quantized: nnx.State) -> Path:
-    """Write the int8 parameters (a plain pytree) with orbax; returns the path."""
+def save_quantized(directory: str | os.PathLike[str], quantized: nnx.State, source_digest: str) -> Path:
+    """Write the int8 parameters (a plain pytree) with orbax, and ``provenance.json``: their digest and
+    ``source_digest``, the digest of the float parameters they were made from. Returns the path."""
     import orbax.checkpoint as ocp
 
     path = Path(directory).absolute()
+    stored = jax.tree.map(_as_stored, nnx.to_pure_dict(quantized))
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, jax.tree.map(_as_stored, nnx.to_pure_dict(quantized)), force=True)
+        checkpointer.save(path, stored, force=True)
+    write_json_atomic(path / PROVENANCE, {"int8_params_sha256": tree_digest(stored),
+                                          "float_params_sha256": source_digest})
     return path
+
+
+def read_provenance(directory: Path) -> dict | None:
+    """``provenance.json`` of saved int8 parameters; None if absent or unreadable."""
+    try:
+        provenance = json.loads((Path(directory) / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return None
+    return provenance if isinstance(provenance, dict) else None
 
 
 def _as_stored(x):
@@ -216,14 +237,20 @@ def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed
     import orbax.checkpoint as ocp
 
     path = Path(directory).absolute()
-    with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.metadata(path).item_metadata.tree
-    calibrated = "input_scale" in saved["encoder"]["hidden"]
-    graphdef, like = quantized_agent(config, embed_dim, Int8Spec(calibrated=calibrated, dot=dot or default_int8_dot()))
-    held = nnx.to_pure_dict(like)
-    target = jax.tree.map(lambda x: ocp.utils.to_shape_dtype_struct(_as_stored(x)), held)
-    with ocp.StandardCheckpointer() as checkpointer:
-        pure = checkpointer.restore(path, target)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            saved = checkpointer.metadata(path).item_metadata.tree
+        calibrated = "input_scale" in saved["encoder"]["hidden"]
+        graphdef, like = quantized_agent(config, embed_dim,
+                                         Int8Spec(calibrated=calibrated, dot=dot or default_int8_dot()))
+        held = nnx.to_pure_dict(like)
+        target = jax.tree.map(lambda x: ocp.utils.to_shape_dtype_struct(_as_stored(x)), held)
+        with ocp.StandardCheckpointer() as checkpointer:
+            pure = checkpointer.restore(path, target)
+    except Exception as err:  # orbax and tensorstore raise many types (even bare Exception) on damaged files
+        raise IntegrityError(f"{path}: the int8 parameters cannot be read ({type(err).__name__}); the directory is "
+                             "damaged or incomplete. Remove it and rerun `salesrl quantize`") from err
+    check_tree(pure, (read_provenance(path) or {}).get("int8_params_sha256"), f"int8 parameters {path}")
     check_shared_state_scale(pure)
     nnx.replace_by_pure_dict(like, jax.tree.map(lambda x, h: jnp.asarray(x).astype(h.dtype), pure, held))
     return graphdef, like
@@ -236,15 +263,32 @@ def saved_quantized_dir(model) -> Path | None:
     return model.directory.parent.parent / QUANTIZED_DIR
 
 
+def saved_int8(model, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State, str] | None:
+    """A `TrainedModel`'s saved int8 parameters (`salesrl quantize`) as ``(graphdef, params, how)``, if there are
+    any made from its current float parameters. Stale ones (made from other float parameters, or with no
+    provenance) are not used: a warning says so, and None is returned."""
+    saved = saved_quantized_dir(model)
+    if saved is None or not saved.exists():
+        return None
+    source = (read_provenance(saved) or {}).get("float_params_sha256")
+    if source != model.params_digest:
+        why = "were made from other float parameters" if source else "record no float parameters they were made from"
+        warnings.warn(f"{saved}: the saved int8 parameters {why} than the model at {model.directory} (stale: the "
+                      "model was retrained or recalibrated since); not used, the model is quantized now. Rerun "
+                      "`salesrl quantize` to save fresh ones", stacklevel=2)
+        return None
+    graphdef, params = load_quantized(saved, model.config.model, model.identity.dim, dot)
+    return graphdef, params, f"saved int8 parameters at {saved}"
+
+
 def int8_model(model, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.State, str]:
     """The int8 form of a `TrainedModel`: ``(graphdef, params, how)``. Its saved int8 parameters
-    (`salesrl quantize`) if any; else quantized now, calibrated on the model's training arrays if they
-    are still on disk; else with per-row activation scales."""
+    (`salesrl quantize`) if they were made from its current float parameters; else quantized now,
+    calibrated on the model's training arrays if they are still on disk; else with per-row activation scales."""
     dim = model.identity.dim
-    saved = saved_quantized_dir(model)
-    if saved is not None and saved.exists():
-        graphdef, params = load_quantized(saved, model.config.model, dim, dot)
-        return graphdef, params, f"saved int8 parameters at {saved}"
+    saved = saved_int8(model, dot)
+    if saved is not None:
+        return saved
     arrays = training_arrays(model)
     if arrays is None:
         graphdef, params = quantize_params(model.params, model.config.model, dim, dot=dot)
@@ -298,7 +342,8 @@ def quantize_model(model_path: str | os.PathLike[str], *, calibration: str | os.
                              "the model; pass --calibration ARRAYS (cached arrays from `salesrl embed`)")
     ranges = activation_ranges(model.graphdef, model.params, calibration_batches(arrays, calibration_turns))
     _, q_params = quantize_params(model.params, model.config.model, model.identity.dim, ranges)
-    path = save_quantized(saved_quantized_dir(model) or Path(model_path) / QUANTIZED_DIR, q_params)
+    path = save_quantized(saved_quantized_dir(model) or Path(model_path) / QUANTIZED_DIR, q_params,
+                          model.params_digest)
     return QuantizedModel(path, arrays.path, min(calibration_turns, arrays.num_turns), tree_bytes(q_params),
                           tree_bytes(model.params))
 

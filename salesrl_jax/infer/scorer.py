@@ -23,7 +23,7 @@ from flax import nnx
 from salesrl_jax.data.records import Turn, normalize_speaker
 from salesrl_jax.embed.base import Embedder
 from salesrl_jax.features import turn_features
-from salesrl_jax.infer.quantize import dequantize_params, load_quantized, quantize_params, saved_quantized_dir
+from salesrl_jax.infer.quantize import dequantize_params, quantize_params, saved_int8
 from salesrl_jax.models.encoder import EncoderCarry
 from salesrl_jax.run.trained_model import TrainedModel
 
@@ -47,9 +47,9 @@ class Scorer:
         if quantized:
             # Batch-1 streaming runs the float graph on weights dequantized once, here: on XLA:CPU a
             # per-call activation quantization costs more than an int8 matmul saves at batch 1.
-            saved = saved_quantized_dir(model)
-            if saved is not None and saved.exists():
-                _, q_params = load_quantized(saved, model.config.model, model.identity.dim)
+            saved = saved_int8(model)
+            if saved is not None:
+                q_params = saved[1]
             else:
                 _, q_params = quantize_params(params, model.config.model, model.identity.dim)
             params = dequantize_params(q_params, params)

@@ -69,9 +69,13 @@ def write_json_atomic(path: str | os.PathLike[str], value: Any, *, indent: int |
     return write_text_atomic(path, json.dumps(value, indent=indent) + ("\n" if newline else ""))
 
 
-def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
-    """Delete what killed writers left in ``directory`` (never visible under a final name); returns the count."""
-    stale = list(Path(directory).glob(".*.tmp-*")) if Path(directory).is_dir() else []
+def remove_stale_temporaries(directory: str | os.PathLike[str], names: tuple[str, ...] | None = None) -> int:
+    """Delete what killed writers left in ``directory`` (never visible under a final name), only the temporaries
+    of files ``names`` if given (a directory other jobs also write to); returns the count."""
+    if not Path(directory).is_dir():
+        return 0
+    patterns = [".*.tmp-*"] if names is None else [f".{name}.tmp-*" for name in names]
+    stale = [path for pattern in patterns for path in Path(directory).glob(pattern)]
     for path in stale:
         discard(path)
     return len(stale)

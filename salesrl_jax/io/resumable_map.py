@@ -23,6 +23,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -35,7 +37,21 @@ _CONTEXT: dict[str, Any] = {}  # a worker process's context, built once by its p
 
 
 def _init_worker(setup: Callable[..., Any] | None, setup_args: tuple) -> None:
+    _exit_with_parent()
     _CONTEXT["context"] = setup(*setup_args) if setup is not None else None
+
+
+def _exit_with_parent(period: float = 0.5) -> None:
+    """A worker whose parent was killed (``kill -9``: no chance to terminate its pool) is re-parented; a daemon
+    thread sees the parent change and ends the worker, so no orphan goes on embedding or holding files."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_in_worker(work: Callable[..., Any], index: int, chunk: Any) -> Any:

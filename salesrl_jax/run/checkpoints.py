@@ -8,16 +8,26 @@ config, the data position (phase, epoch, chunk or update), the embedding identit
 names the model was trained on, and the validation metrics. Saves are synchronous and orbax
 finalises a step directory atomically, so a kill at any moment leaves the previous checkpoint
 intact.
+
+Integrity: every save records the SHA-256 of the parameters in ``meta["params_sha256"]``
+(`salesrl_jax.io.digest`) and every restore checks it, so damaged or edited files are refused with a
+message naming the directory instead of predicting silently wrong numbers; a checkpoint orbax cannot
+read at all is named the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+
+from salesrl_jax.io.digest import check_tree, tree_digest
+
+PARAMS_DIGEST = "params_sha256"
 
 
 def _manager(directory: Path, best: bool) -> ocp.CheckpointManager:
@@ -39,6 +49,7 @@ class Checkpoints:
         self._save_count = self.latest.latest_step() or 0
 
     def save_latest(self, state, meta: dict) -> None:
+        meta = {**meta, PARAMS_DIGEST: tree_digest(state.params)}
         self._save_count += 1
         self.latest.save(self._save_count, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(state.params),
@@ -50,6 +61,7 @@ class Checkpoints:
         current = self.best_meta()
         if current is not None and current["valid"]["log_loss"] <= valid_log_loss:
             return False
+        meta = {**meta, PARAMS_DIGEST: tree_digest(state.params)}
         self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      params=ocp.args.StandardSave(state.params),
                                                      meta=ocp.args.JsonSave(meta)),
@@ -60,7 +72,8 @@ class Checkpoints:
         step = self.best.latest_step()
         if step is None:
             return None
-        return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        with _readable(self.best.directory / str(step)):
+            return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
     def restore_latest(self, like):
         step = self.latest.latest_step()
@@ -73,10 +86,31 @@ class Checkpoints:
         self.best.close()
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint directory that orbax cannot read (truncated, missing or garbled files)."""
+
+
+@contextlib.contextmanager
+def _readable(where: Path):
+    """Orbax's errors on damaged files (a JSON decode error, a missing ``manifest.ocdbt``, a closed event loop)
+    say nothing of which checkpoint: name it."""
+    try:
+        yield
+    except CheckpointReadError:
+        raise
+    except Exception as err:  # orbax and tensorstore raise many types (even bare Exception) on damaged files
+        raise CheckpointReadError(f"{where}: the checkpoint cannot be read ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else 'no detail'}); its files are damaged "
+                                  "or incomplete. Restore them from a copy, or retrain") from err
+
+
 def restore(manager: ocp.CheckpointManager, step: int, like):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                             meta=ocp.args.JsonRestore()))
+    where = manager.directory / str(step)
+    with _readable(where):
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                 meta=ocp.args.JsonRestore()))
+    check_tree(restored.state.params, restored.meta.get(PARAMS_DIGEST), f"checkpoint {where}")
     return restored.state, restored.meta
 
 
@@ -87,6 +121,7 @@ def export_model(workdir: str | os.PathLike[str], params, meta: dict) -> Path:
     path = Path(workdir) / "checkpoints" / "best"
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"{workdir}: already holds a checkpoint; choose a new directory")
+    meta = {**meta, PARAMS_DIGEST: tree_digest(params)}
     with _manager(path, best=False) as manager:
         manager.save(1, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
                      force=True)
@@ -107,25 +142,48 @@ def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
 
 def read_meta(directory: Path) -> dict:
     """The JSON meta item of the newest step in a manager directory, without touching the arrays."""
-    manager = _read_only_manager(directory)
-    return manager.restore(manager.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    with _readable(directory):
+        manager = _read_only_manager(directory)
+        step = manager.latest_step()
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    if not isinstance(meta, dict):
+        raise CheckpointReadError(f"{directory / str(step)}: the checkpoint's meta is not a JSON object; its files "
+                                  "are damaged. Restore them from a copy, or retrain")
+    return meta
 
 
-def restore_params(directory: Path, like_params):
-    """Only the parameters (what inference needs) of the newest step in a manager directory."""
-    manager = _read_only_manager(directory)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
-    return manager.restore(manager.latest_step(),
-                           args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+def restore_params(directory: Path, like_params, recorded_digest: str | None = None):
+    """Only the parameters (what inference needs) of the newest step in a manager directory, checked against
+    ``recorded_digest`` (the meta's ``params_sha256``) and for finiteness."""
+    with _readable(directory):
+        manager = _read_only_manager(directory)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
+        step = manager.latest_step()
+        params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+    check_tree(params, recorded_digest, f"checkpoint {directory / str(step)}")
+    return params
+
+
+def _has_step(directory: Path) -> bool:
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A run directory, its ``checkpoints/best`` or ``checkpoints/latest``, or one step directory ->
-    the manager directory to load (preferring ``best``)."""
+    """A run directory (its ``checkpoints/best``), a manager directory (``checkpoints/best`` or
+    ``checkpoints/latest``, named explicitly) or one step directory -> the manager directory to load.
+
+    A run directory whose best checkpoint is missing is an error, never a silent switch to ``latest``
+    (a different model): name ``RUN/checkpoints/latest`` to load that one on purpose."""
     path = Path(path)
-    for candidate in (path / "checkpoints" / "best", path / "checkpoints" / "latest", path):
-        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
-            return candidate
+    runs = path / "checkpoints"
+    if runs.is_dir():
+        if _has_step(runs / "best"):
+            return runs / "best"
+        latest = " (the latest checkpoint is there: pass RUN/checkpoints/latest to use it on purpose)" \
+            if _has_step(runs / "latest") else ""
+        raise FileNotFoundError(f"{path}: the run has no best checkpoint in {runs / 'best'}{latest}")
+    if _has_step(path):
+        return path
     if path.name.isdigit() and (path / "meta").exists():
         return path.parent
     raise FileNotFoundError(f"{path}: no checkpoint here (expected a run directory from `salesrl train`)")

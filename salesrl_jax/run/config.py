@@ -58,7 +58,10 @@ class PretrainConfig:
     chunk_minibatches: int = 16
     """Minibatches per jitted `lax.scan` call (the host gathers one chunk while it trains)."""
     learning_rate: float = 2e-3
-    """Peak AdamW learning rate (cosine decay to 5% over the phase, after a 5% warm-up)."""
+    """Peak AdamW learning rate (see schedule)."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """cosine: a 5% warm-up, then cosine decay to 5% over the planned epochs; constant: a warm-up over 5% of one
+    epoch, then the peak rate (independent of the planned epochs, so early stopping picks a training length)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
@@ -164,6 +167,8 @@ SMALL_DATA_OVERRIDES: dict[str, Any] = {
     "pretrain.epochs": 12,
     "pretrain.learning_rate": 1e-3,
     "pretrain.weight_decay": 1e-2,
+    # With early stopping choosing the length, the rate must not depend on how many epochs were planned.
+    "pretrain.schedule": "constant",
     # A validation split large enough to choose a checkpoint on (10% of 800 conversations is 80).
     "data.valid_fraction": 0.2,
 }

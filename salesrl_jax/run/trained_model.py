@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.io.digest import tree_digest
 from salesrl_jax.models.agent import create_agent
-from salesrl_jax.run.checkpoints import find_checkpoint, read_meta, restore_params
+from salesrl_jax.run.checkpoints import PARAMS_DIGEST, find_checkpoint, read_meta, restore_params
 from salesrl_jax.run.config import TrainConfig, config_from_dict
 
 
@@ -24,7 +25,12 @@ class TrainedModel:
         self.identity = EmbedderIdentity(**self.meta["embedder"])
         self.feature_names = tuple(self.meta["features"])
         self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed)
-        self.params = restore_params(directory, like)
+        self.params = restore_params(directory, like, self.meta.get(PARAMS_DIGEST))
+
+    @property
+    def params_digest(self) -> str:
+        """SHA-256 of the float parameters (checked against the one recorded at save time when loaded)."""
+        return self.meta.get(PARAMS_DIGEST) or tree_digest(self.params)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "TrainedModel":

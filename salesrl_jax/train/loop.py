@@ -20,6 +20,7 @@ from salesrl_jax.arrays import batches as batch_lib
 from salesrl_jax.arrays.split import require_held_out
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
+from salesrl_jax.io.lock import claim_output
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
 from salesrl_jax.run.config import TrainConfig, resolve_regime
@@ -45,6 +46,13 @@ class RunResult:
     throughput: dict[str, float]
     resumed_from: dict | None
 
+    @property
+    def learned(self) -> bool | None:
+        """Whether the best checkpoint beats always predicting the training base rate (validation log loss)."""
+        if not self.best_valid or "base_rate_log_loss" not in self.valid:
+            return None
+        return self.best_valid["log_loss"] < self.valid["base_rate_log_loss"]
+
     def summary(self) -> str:
         lines = [f"run               {self.workdir}" + (f" (resumed at {self.resumed_from})" if self.resumed_from else "")]
         for name, valid in (("final model", self.valid), ("best checkpoint", self.best_valid)):
@@ -52,6 +60,9 @@ class RunResult:
                 lines.append(f"{name:<18}validation: last-turn AUC {valid['last_turn_auc']:.3f}, accuracy "
                              f"{valid['last_turn_accuracy']:.3f}, Brier {valid['last_turn_brier']:.3f}, "
                              f"ECE {valid['last_turn_ece']:.3f}; all turns log loss {valid['log_loss']:.4f}")
+        if self.learned is not None:
+            lines.append(f"{'base rate':<18}validation: all turns log loss {self.valid['base_rate_log_loss']:.4f}; the "
+                         "best checkpoint " + ("beats it" if self.learned else "does NOT beat it: it learned nothing"))
         lines += [f"{key:<28}{value:,.1f}" for key, value in self.throughput.items()]
         return "\n".join(lines)
 
@@ -104,10 +115,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
 
     ``stop_after_chunks`` ends the process's work early after that many chunks/updates (tests use it
     to simulate a kill at a chosen point; a real kill -9 is tested too).
+
+    The run claims ``workdir`` (`salesrl_jax.io.lock`): a second run on it fails at once instead of
+    interleaving checkpoints.
     """
-    # --- inputs, checked before any work ---------------------------------------------------------
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with claim_output(workdir):
+        return _train_claimed(config, workdir, progress, stop_after_chunks)
+
+
+def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_after_chunks: int | None) -> RunResult:
+    # --- inputs, checked before any work ---------------------------------------------------------
     arrays = TurnArrays.open(config.data.train)
     check_embedding_space(config, arrays)
     config = resolve_regime(config, int(arrays.manifest["counts"]["labelled"]))
@@ -131,7 +150,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     graphdef, params = create_agent(config.model, arrays.dim, config.seed)
     pretrain_steps = sum(len(chunk.minibatches) for chunk in first_epoch) * pre.epochs
     optimizers = Optimizers(
-        pretrain=adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay, pre.max_grad_norm),
+        pretrain=adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay, pre.max_grad_norm, pre.schedule,
+                                steps_per_epoch=pretrain_steps // pre.epochs),
         ppo=adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches, ppo.max_grad_norm),
         ppo_enabled=ppo.enabled)
     checkpoints = Checkpoints(workdir)
@@ -181,11 +201,35 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
         # --- the final model, the best checkpoint, and the record of the run --------------------
         valid = ctx.validate(state.params)
         best = checkpoints.best_meta()
-        result = RunResult(workdir, valid, best["valid"] if best else None, throughput, resumed_from)
+        if best is None:
+            raise ValueError(f"{workdir}: the run finished without a best checkpoint in {checkpoints.root / 'best'}")
+        result = RunResult(workdir, valid, best["valid"], throughput, resumed_from)
+        if result.learned is False:
+            warnings.warn(f"{workdir}: the best checkpoint's validation log loss {best['valid']['log_loss']:.4f} is "
+                          f"no better than always predicting the training base rate "
+                          f"({valid['base_rate_log_loss']:.4f}): the model learned nothing usable. Check the labels "
+                          "and the learning rate, or add data", stacklevel=2)
         write_json_atomic(workdir / "result.json",
-                          {"valid": valid, "best_valid": result.best_valid, "throughput": throughput})
+                          {"valid": valid, "best_valid": result.best_valid, "throughput": throughput,
+                           "better_than_base_rate": result.learned})
         ctx.log.write({"seq": position.seq, "event": "done", **valid})
         return result
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"{err} {_kept_best(checkpoints)}") from None
     finally:
         ctx.log.close()
         checkpoints.close()
+
+
+def _kept_best(checkpoints: Checkpoints) -> str:
+    """What a diverged run leaves: whether its best checkpoint learned anything (beats the base rate)."""
+    best = checkpoints.best_meta()
+    if best is None:
+        return "No checkpoint was kept: nothing usable was learned."
+    valid = best["valid"]
+    if "base_rate_log_loss" not in valid:
+        return f"The kept best checkpoint has validation log loss {valid['log_loss']:.4f}."
+    verdict = ("better than" if valid["log_loss"] < valid["base_rate_log_loss"]
+               else "NO better than: it learned nothing usable, compared with")
+    return (f"The kept best checkpoint (validation log loss {valid['log_loss']:.4f}) is {verdict} always predicting "
+            f"the training base rate ({valid['base_rate_log_loss']:.4f}).")

@@ -18,10 +18,26 @@ class TrainState:
     key: jnp.ndarray  # [2] uint32 PRNG key (raw, so checkpoints hold a plain array)
 
 
-def adamw_schedule(learning_rate: float, total_steps: int, weight_decay: float, max_grad_norm: float):
-    """Clipped AdamW with a 5% linear warm-up and cosine decay to 5% of the peak."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(total_steps // 20, 1),
-                                                  max(total_steps, 2), learning_rate * 0.05)
+def pretrain_schedule(learning_rate: float, total_steps: int, kind: str = "cosine",
+                      steps_per_epoch: int | None = None) -> optax.Schedule:
+    """``cosine``: a 5% linear warm-up and cosine decay to 5% of the peak over ``total_steps``; ``constant``: a
+    linear warm-up over 5% of one epoch (``steps_per_epoch``), then the peak for good, so the rate at any step
+    does not depend on how many epochs were planned (early stopping at epoch 3 of 20 is then the same as
+    training for 3 epochs)."""
+    if kind == "constant":
+        warmup = max((steps_per_epoch or total_steps) // 20, 1)
+        return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup),
+                                     optax.constant_schedule(learning_rate)], [warmup])
+    if kind != "cosine":
+        raise ValueError(f"unknown pretrain.schedule {kind!r}")
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(total_steps // 20, 1), max(total_steps, 2),
+                                              learning_rate * 0.05)
+
+
+def adamw_schedule(learning_rate: float, total_steps: int, weight_decay: float, max_grad_norm: float,
+                   kind: str = "cosine", steps_per_epoch: int | None = None):
+    """Clipped AdamW on `pretrain_schedule`."""
+    schedule = pretrain_schedule(learning_rate, total_steps, kind, steps_per_epoch)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay))
 
 

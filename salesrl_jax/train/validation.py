@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 from flax import nnx
 
 from salesrl_jax import metrics
+from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.config import TrainConfig
@@ -14,16 +16,37 @@ from salesrl_jax.run.config import TrainConfig
 Validator = Callable[[nnx.State], dict[str, float]]
 
 
+def training_base_rate(arrays: TurnArrays, config: TrainConfig) -> float:
+    """The share of training turns whose conversation converted: the constant predictor a model must beat.
+    Refuses a training split with one outcome only (there is nothing to learn, and every AUC would be NaN)."""
+    turns = converted = 0
+    for part in arrays.iter_parts():
+        chosen = split_conversations(part, "train", config.data.valid_fraction, config.data.split_seed)
+        lengths = part.lengths[chosen]
+        turns += int(lengths.sum())
+        converted += int((lengths * (np.asarray(part.outcome)[chosen] == 1)).sum())
+    if turns == 0:
+        raise ValueError(f"{arrays.path}: no labelled training conversations")
+    if converted in (0, turns):
+        raise ValueError(f"{arrays.path}: every labelled training conversation has outcome {int(converted > 0)}; "
+                         "a model cannot learn to tell outcomes apart from one outcome")
+    return converted / turns
+
+
 def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConfig) -> Validator:
     """``validate(params) -> metrics``: log loss and Brier over every turn of the validation split (the best
-    checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier and ECE for the log."""
+    checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier and ECE for the log; beside them
+    ``base_rate_log_loss``, the log loss of always predicting the training base rate on the same turns (a model
+    that does not beat it learned nothing)."""
     predict = make_predict(graphdef)
+    rate = training_base_rate(arrays, config)
 
     def validate(params: nnx.State) -> dict[str, float]:
         pred = predict_arrays(predict, params, arrays, split="valid", valid_fraction=config.data.valid_fraction,
                               split_seed=config.data.split_seed, rows=config.eval_rows_per_minibatch)
         last = metrics.summary(pred.prediction[pred.last], pred.outcome[pred.last])
         return {"log_loss": metrics.log_loss(pred.prediction, pred.outcome),
+                "base_rate_log_loss": metrics.log_loss(np.full(len(pred.outcome), rate), pred.outcome),
                 "brier": metrics.brier(pred.prediction, pred.outcome),
                 "last_turn_auc": last["auc"], "last_turn_accuracy": last["accuracy"],
                 "last_turn_brier": last["brier"], "last_turn_ece": last["ece"], "conversations": len(pred.ids)}

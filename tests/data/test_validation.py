@@ -116,12 +116,13 @@ def test_csv_bad_row_sets_aside_the_whole_conversation(tmp_path):
     assert problems["e"].field == "outcome" and "disagree" in problems["e"].reason
 
 
-def test_csv_non_contiguous_rows_are_a_duplicate_id(tmp_path):
+def test_csv_rows_of_a_conversation_need_not_be_adjacent(tmp_path):
     path = tmp_path / "in.csv"
-    path.write_text("conversation_id,speaker,text\na,rep,one\nb,rep,two\na,rep,three\n")
+    path.write_text("conversation_id,speaker,text\na,rep,one\nb,rep,two\na,customer,three\n")
     sink = RejectSink()
-    assert [c.id for c in ArchiveReader(path, rejects=sink)] == ["a", "b"]
-    assert sink.first[0].location == "row 4" and "duplicate" in sink.first[0].reason
+    conversations = list(ArchiveReader(path, rejects=sink))
+    assert [c.id for c in conversations] == ["a", "b"]  # in the order of their first row
+    assert [t.text for t in conversations[0].turns] == ["one", "three"] and sink.count == 0
 
 
 def test_csv_without_id_column(tmp_path):

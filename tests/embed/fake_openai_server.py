@@ -20,7 +20,9 @@ def vector_for(text: str, dim: int) -> np.ndarray:
 class FakeOpenAI:
     """Start with ``with FakeOpenAI() as server``; ``server.base_url`` goes to the client.
 
-    ``faults`` is consumed one per request: "429", "500", "timeout", "malformed", or None (healthy).
+    ``faults`` is consumed one per request: "429", "500", "timeout", "malformed", or None (healthy); and bodies
+    that parse but must not be used: "nan" (a vector holding NaN), "same_index" (every item claims index 0),
+    "short_dim" (vectors one shorter), "html" (an HTML error page with status 200).
     """
 
     def __init__(self, dim: int = 3072, delay_s: float = 2.0):
@@ -50,24 +52,28 @@ class FakeOpenAI:
                     return self._send(500, {"error": {"message": "too late"}})
                 if fault == "malformed":
                     return self._send_raw(200, b'{"object": "list", "data": [{"embedding": 12')
+                if fault == "html":
+                    return self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", {}, "text/html")
                 inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
                 dim = body.get("dimensions", owner.dim)
                 data = []
                 for i, text in enumerate(inputs):
-                    vec = vector_for(text, dim)
+                    vec = vector_for(text, dim - (fault == "short_dim"))
+                    if fault == "nan" and i == len(inputs) - 1:
+                        vec[3] = np.nan
                     emb = (base64.b64encode(vec.astype("<f4").tobytes()).decode()
                            if body.get("encoding_format") == "base64" else vec.tolist())
-                    data.append({"object": "embedding", "index": i, "embedding": emb})
+                    data.append({"object": "embedding", "index": 0 if fault == "same_index" else i, "embedding": emb})
                 self._send(200, {"object": "list", "data": data, "model": body["model"],
                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
             def _send(self, code, payload, headers=None):
                 self._send_raw(code, json.dumps(payload).encode(), headers)
 
-            def _send_raw(self, code, raw, headers=None):
+            def _send_raw(self, code, raw, headers=None, content_type="application/json"):
                 try:
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(raw)))
                     for key, value in (headers or {}).items():
                         self.send_header(key, value)

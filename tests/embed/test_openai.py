@@ -58,6 +58,22 @@ def test_malformed_body_is_a_clear_error(server):
         _embedder(server).embed(["a"])
 
 
+@pytest.mark.parametrize("fault, message", [("nan", "NaN or infinite values for input 2"),
+                                            ("same_index", "exactly once"),
+                                            ("short_dim", "shape \\(3071,\\)"),
+                                            ("html", "malformed body|not an embeddings response")])
+def test_bad_vectors_are_refused_and_never_cached(server, tmp_path, fault, message):
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    embedder = CachedEmbedder(_embedder(server, max_retries=0), cache, batch_size=3)
+    server.faults = [fault]
+    with pytest.raises(EmbeddingRequestError, match=message) as info:
+        embedder.embed(["a", "b", "c"])
+    assert "texts 0-2" in str(info.value) and KEY not in str(info.value)
+    assert len(cache) == 0  # nothing of the bad batch was kept
+    vectors = embedder.embed(["a", "b", "c"])  # the next (healthy) answer is used
+    np.testing.assert_array_equal(vectors[2], vector_for("c", 3072))
+
+
 def test_a_failing_batch_loses_nothing_already_embedded(server, tmp_path):
     cache = EmbeddingCache(tmp_path / "cache.sqlite")
     texts = [f"t{i}" for i in range(6)]

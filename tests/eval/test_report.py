@@ -43,6 +43,9 @@ def test_by_turn_counts_the_conversations_still_running_and_by_fraction_picks_ce
     assert {row["industry"] for row in tables["by_industry"]} == {"saas", "travel"}
     json.dumps(tables)  # serialisable as written to metrics.json
     assert tables["by_turn_left_out"] is None  # 40 conversations reach turn 8: nothing left out
+    last = tables["last_turn"]["model"]
+    assert last["auc_lo"] <= last["auc"] <= last["auc_hi"] and last["auc_hi"] - last["auc_lo"] < 0.3
+    assert all(row["model"]["auc_lo"] <= row["model"]["auc_hi"] for row in tables["by_turn"])
 
 
 def test_turns_with_too_few_conversations_are_said_to_be_left_out():
@@ -59,8 +62,15 @@ def test_evaluate_command_writes_the_report_and_plots(tiny_trained, tiny_arrays,
         out = tmp_path / ("int8" if extra else "f32")
         main(["evaluate", "--model", str(tiny_trained), "--data", str(tiny_arrays), "--out", str(out), *extra])
         assert "**By turn index**" in capsys.readouterr().out
-        for name in ("report.md", "metrics.json", "reliability.png", "auc_by_fraction.png", "trajectories.png"):
+        for name in ("report.md", "metrics.json", "predictions.parquet", "reliability.png", "auc_by_fraction.png",
+                     "trajectories.png"):
             assert (out / name).stat().st_size > 100, name
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out / "predictions.parquet").to_pylist()
+        assert len(rows) == json.loads((out / "metrics.json").read_text())["turns"]
+        assert all(0 <= r["prediction"] <= 1 and r["outcome"] in (0, 1) for r in rows)
+        assert "AUC 95% CI" in (out / "report.md").read_text()
     f32 = json.loads((tmp_path / "f32" / "metrics.json").read_text())["last_turn"]["model"]
     int8 = json.loads((tmp_path / "int8" / "metrics.json").read_text())["last_turn"]["model"]
     assert abs(f32["auc"] - int8["auc"]) < 0.01

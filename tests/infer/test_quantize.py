@@ -142,7 +142,7 @@ def test_int8_agrees_with_float32_on_a_trained_model(tiny_trained, tiny_arrays, 
     np.testing.assert_allclose(preds["calibrated-bf16"].prediction, preds["calibrated-int32"].prediction, atol=1e-6)
     # Saved with orbax (kernels as int8 whatever they are held as) and read back exactly, for either dot;
     # about 4x smaller than float32 (biases, norms and scales stay float).
-    path = save_quantized(tmp_path / "int8", programs["calibrated-bf16"][1])
+    path = save_quantized(tmp_path / "int8", programs["calibrated-bf16"][1], model.params_digest)
     for dot in ("int32", "bf16"):
         graphdef, loaded = load_quantized(path, model.config.model, arrays.dim, dot)
         original = programs[f"calibrated-{dot}"][1]
@@ -161,7 +161,7 @@ def test_int8_agrees_with_float32_on_a_trained_model(tiny_trained, tiny_arrays, 
     pure = nnx_pure(skewed_params)
     pure["ensemble"]["heads"]["hidden"]["input_scale"] = pure["ensemble"]["heads"]["hidden"]["input_scale"] * 2.0
     nnx.replace_by_pure_dict(skewed_params, pure)
-    save_quantized(tmp_path / "skewed", skewed_params)
+    save_quantized(tmp_path / "skewed", skewed_params, model.params_digest)
     with pytest.raises(ValueError, match="different calibrated input scales"):
         load_quantized(tmp_path / "skewed", model.config.model, arrays.dim)
 
@@ -174,7 +174,8 @@ def test_int8_model_prefers_saved_parameters_then_calibrates_on_the_training_arr
     model = TrainedModel.load(run)
     _, params, how = int8_model(model)
     assert how.startswith("quantized now, calibrated on") and "input_scale" in nnx_pure(params)["encoder"]["hidden"]
-    save_quantized(run / "int8", quantize_params(model.params, model.config.model, model.identity.dim)[1])
+    save_quantized(run / "int8", quantize_params(model.params, model.config.model, model.identity.dim)[1],
+                   model.params_digest)
     _, params, how = int8_model(TrainedModel.load(run))
     assert how.startswith("saved int8 parameters") and "input_scale" not in nnx_pure(params)["encoder"]["hidden"]
 

@@ -71,3 +71,15 @@ def test_scoring_rewards_by_hand_and_proper():
             assert abs(float(grid[jnp.argmax(expected)]) - p) < 0.011
     with pytest.raises(ValueError):
         scoring_reward(a, y, "hinge")
+
+
+def test_constant_schedule_does_not_depend_on_the_planned_epochs():
+    from salesrl_jax.train.state import pretrain_schedule
+
+    per_epoch = 40
+    short, long = (pretrain_schedule(1e-3, per_epoch * e, "constant", per_epoch) for e in (3, 20))
+    steps = np.arange(0, 3 * per_epoch)
+    np.testing.assert_allclose([short(s) for s in steps], [long(s) for s in steps])
+    assert float(short(0)) == 0.0 and float(short(per_epoch)) == pytest.approx(1e-3)
+    cosine_short, cosine_long = (pretrain_schedule(1e-3, per_epoch * e, "cosine") for e in (3, 20))
+    assert float(cosine_short(2 * per_epoch)) < float(cosine_long(2 * per_epoch))  # why "constant" exists

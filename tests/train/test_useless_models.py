@@ -1,0 +1,82 @@
+"""Training that knows a useless model: a diverged run says whether its kept checkpoint beats the base rate, a
+finished one says when it does not, one outcome only is refused, and a second run on a workdir is refused."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from salesrl_jax.arrays.store import part_digest
+from salesrl_jax.io.lock import OutputBusyError, claim_output
+from salesrl_jax.train.loop import train_and_evaluate
+from salesrl_jax.train.phases import TrainingDiverged
+from tests.conftest import tiny_config
+
+
+def _with_outcomes(tiny_arrays, tmp_path, value: int):
+    arrays = tmp_path / "arrays"
+    shutil.copytree(tiny_arrays, arrays)
+    manifest = json.loads((arrays / "manifest.json").read_text())
+    for entry in manifest["parts"]:
+        outcome = np.load(arrays / entry["name"] / "outcome.npy")
+        np.save(arrays / entry["name"] / "outcome.npy", np.where(outcome >= 0, value, outcome).astype(np.int8))
+        entry["sha256"] = part_digest(arrays / entry["name"])
+    (arrays / "manifest.json").write_text(json.dumps(manifest))
+    return arrays
+
+
+def test_one_outcome_only_is_refused(tiny_arrays, tmp_path):
+    arrays = _with_outcomes(tiny_arrays, tmp_path, 0)
+    with pytest.raises(ValueError, match="every labelled training conversation has outcome 0"):
+        train_and_evaluate(tiny_config(arrays), tmp_path / "run", progress=False)
+
+
+def test_a_diverged_run_says_whether_its_kept_checkpoint_learned_anything(tiny_arrays, tmp_path):
+    from salesrl_jax.models.agent import create_agent
+    from salesrl_jax.run.checkpoints import Checkpoints
+    from salesrl_jax.train.loop import _kept_best
+    from salesrl_jax.train.state import adam_linear, init_state
+
+    graphdef, params = create_agent(tiny_config(tiny_arrays).model, 16, 0)
+    state = init_state(params, adam_linear(1e-3, 10, 1.0), 0)
+    checkpoints = Checkpoints(tmp_path / "run")
+    assert "No checkpoint was kept" in _kept_best(checkpoints)
+    checkpoints.save_best(state, {"valid": {"log_loss": 8.26, "base_rate_log_loss": 0.686}}, 8.26)
+    assert "NO better than: it learned nothing usable" in _kept_best(checkpoints)
+    checkpoints.save_best(state, {"valid": {"log_loss": 0.60, "base_rate_log_loss": 0.686}}, 0.60)
+    assert "is better than always predicting the training base rate" in _kept_best(checkpoints)
+    checkpoints.close()
+
+
+def test_nan_inputs_diverge_and_say_nothing_was_kept(tiny_arrays, tmp_path):
+    arrays = tmp_path / "arrays"
+    shutil.copytree(tiny_arrays, arrays)
+    manifest = json.loads((arrays / "manifest.json").read_text())
+    for entry in manifest["parts"]:
+        embeddings = np.load(arrays / entry["name"] / "embeddings.npy")
+        embeddings[:] = np.nan
+        np.save(arrays / entry["name"] / "embeddings.npy", embeddings)
+        entry["sha256"] = part_digest(arrays / entry["name"])
+    (arrays / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrainingDiverged, match="No checkpoint was kept"):
+        train_and_evaluate(tiny_config(arrays), tmp_path / "run", progress=False)
+
+
+def test_a_model_no_better_than_the_base_rate_is_said():
+    from pathlib import Path
+
+    from salesrl_jax.train.loop import RunResult
+
+    valid = {"log_loss": 0.70, "base_rate_log_loss": 0.686, "last_turn_auc": 0.5, "last_turn_accuracy": 0.56,
+             "last_turn_brier": 0.25, "last_turn_ece": 0.02}
+    useless = RunResult(Path("run"), valid, dict(valid), {}, None)
+    assert useless.learned is False and "does NOT beat it: it learned nothing" in useless.summary()
+    useful = RunResult(Path("run"), valid, {**valid, "log_loss": 0.60}, {}, None)
+    assert useful.learned is True and "beats it" in useful.summary()
+
+
+def test_a_second_run_on_a_workdir_is_refused(tiny_arrays, tmp_path):
+    with claim_output(tmp_path / "run"):
+        with pytest.raises(OutputBusyError, match="another salesrl run"):
+            train_and_evaluate(tiny_config(tiny_arrays), tmp_path / "run", progress=False)
