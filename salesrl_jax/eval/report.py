@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from salesrl_jax import metrics
-from salesrl_jax.io.atomic import atomic_path
+from salesrl_jax.io.atomic import atomic_path, write_json_atomic
 from salesrl_jax.metrics.bootstrap import bootstrap_interval
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.models.predict import TurnPredictions
@@ -136,9 +136,12 @@ def write_predictions(pred: TurnPredictions, path: Path) -> Path:
 
     columns = {"conversation_id": [pred.ids[c] for c in pred.conversation], "turn_index": pred.turn_index,
                "length": pred.length, "outcome": pred.outcome, "prediction": pred.prediction,
-               "uncertainty": pred.uncertainty, "oracle": pred.oracle}
+               "uncertainty": pred.uncertainty}
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    # Null, never NaN, where the simulator's oracle is unknown (real data).
+    table = table.append_column("oracle", pa.array(pred.oracle, mask=~np.isfinite(pred.oracle)))
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table({k: pa.array(v) for k, v in columns.items()}), tmp)
+        pq.write_table(table, tmp)
     return path
 
 
@@ -146,7 +149,6 @@ def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str =
                  tables: dict | None = None) -> Path:
     """``report.md`` + ``metrics.json`` + ``predictions.parquet`` + PNG plots in ``out_dir``; returns the report's
     path."""
-    import json
 
     import matplotlib
 
@@ -155,7 +157,7 @@ def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str =
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = tables if tables is not None else evaluation_tables(pred)
-    (out_dir / "metrics.json").write_text(json.dumps(tables, indent=1))
+    write_json_atomic(out_dir / "metrics.json", tables)
     write_predictions(pred, out_dir / "predictions.parquet")
     has_oracle = bool(np.isfinite(pred.oracle).all())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -64,9 +65,26 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (an undefined metric: the AUC of one class) as None, so the JSON
+    written is valid JSON (``NaN`` is not) and reads back as ``null``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps_json(value: Any, indent: int | None = None) -> str:
+    """Valid JSON for any metrics record (`json_safe`); a non-finite float left anywhere is an error."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False)
+
+
 def write_json_atomic(path: str | os.PathLike[str], value: Any, *, indent: int | None = 1,
                       newline: bool = False) -> Path:
-    return write_text_atomic(path, json.dumps(value, indent=indent) + ("\n" if newline else ""))
+    return write_text_atomic(path, dumps_json(value, indent=indent) + ("\n" if newline else ""))
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str], names: tuple[str, ...] | None = None) -> int:

@@ -9,6 +9,8 @@ from typing import Any
 
 import jax
 
+from salesrl_jax.io.atomic import dumps_json
+
 
 class MetricsLog:
     """Append-only JSON lines, one per unit of work or validation, keyed by the position's ``seq``.
@@ -28,7 +30,7 @@ class MetricsLog:
         self.handle = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record) + "\n")
+        self.handle.write(dumps_json(record) + "\n")
         self.handle.flush()
 
     def close(self) -> None:

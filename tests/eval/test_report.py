@@ -70,7 +70,7 @@ def test_evaluate_command_writes_the_report_and_plots(tiny_trained, tiny_arrays,
         rows = pq.read_table(out / "predictions.parquet").to_pylist()
         assert len(rows) == json.loads((out / "metrics.json").read_text())["turns"]
         assert all(0 <= r["prediction"] <= 1 and r["outcome"] in (0, 1) for r in rows)
-        assert "AUC 95% CI" in (out / "report.md").read_text()
+        assert "AUC 95% CI" in (out / "report.md").read_text() and "NaN" not in (out / "metrics.json").read_text()
     f32 = json.loads((tmp_path / "f32" / "metrics.json").read_text())["last_turn"]["model"]
     int8 = json.loads((tmp_path / "int8" / "metrics.json").read_text())["last_turn"]["model"]
     assert abs(f32["auc"] - int8["auc"]) < 0.01

@@ -47,3 +47,16 @@ def test_json_and_stale_temporaries(tmp_path):
     assert remove_stale_temporaries(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
     assert remove_stale_temporaries(tmp_path / "absent") == 0
+
+
+def test_json_is_always_valid_json_nan_becomes_null(tmp_path):
+    import json
+    import math
+
+    from salesrl_jax.io.atomic import dumps_json, write_json_atomic
+
+    record = {"auc": float("nan"), "rows": [1.0, float("inf"), {"x": -float("inf")}], "n": 3}
+    path = write_json_atomic(tmp_path / "m.json", record)
+    assert json.loads(path.read_text(), parse_constant=lambda c: math.nan) == {"auc": None, "rows": [1.0, None,
+                                                                                                      {"x": None}], "n": 3}
+    assert "NaN" not in dumps_json(record) and "Infinity" not in dumps_json(record)
