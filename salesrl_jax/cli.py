@@ -395,6 +395,39 @@ class Crossval:
 
 
 @dataclasses.dataclass
+class Study:
+    """Run an ablation study: every variant x seed of a study file (configs/studies/*.py), each its own resumable
+    run, evaluated on the study's test sets, with baseline rows; writes table.md / table.csv / forest.png
+    (means with 95% intervals over seeds, paired differences to the base variant). A killed study continues."""
+
+    study: tyro.conf.Positional[Path]
+    """The study file (defines get_study() -> Study)."""
+    workdir: Path = Path("runs/study")
+    """Where the data, runs, baselines and tables go."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds to run instead of the file's."""
+    set: tuple[str, ...] = ()
+    """Dotted config fields for every variant, as FIELD=VALUE (VALUE read as JSON where it parses), e.g.
+    --set pretrain.epochs=2 ppo.enabled=false."""
+
+    def run(self) -> None:
+        import json
+
+        from salesrl_jax.pipelines.study import run_study
+
+        overrides = {}
+        for item in self.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
+            try:
+                overrides[key] = json.loads(value)
+            except ValueError:
+                overrides[key] = value
+        print(run_study(self.study, self.workdir, seeds=self.seeds, overrides=overrides).summary())
+
+
+@dataclasses.dataclass
 class Demo:
     """The whole pipeline on embedded defaults, offline: generate synthetic train and test archives, validate,
     embed, train a small model (supervised + PPO), evaluate it against the simulator's oracle, and score raw
@@ -425,6 +458,7 @@ def _command_type(train_default: Train):
         Annotated[Quantize, tyro.conf.subcommand("quantize")],
         Annotated[Calibrate, tyro.conf.subcommand("calibrate")],
         Annotated[Crossval, tyro.conf.subcommand("crossval")],
+        Annotated[Study, tyro.conf.subcommand("study")],
         Annotated[Bench, tyro.conf.subcommand("bench")],
         Annotated[Convert, tyro.conf.subcommand("convert")],
     ]

@@ -16,7 +16,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "persuasionforgood"
 @pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"], ["embed"],
                                   ["train"], ["evaluate"], ["score"], ["quantize"], ["calibrate"],
                                   ["bench"], ["convert", "persuasionforgood"], ["convert", "casino"], ["split"],
-                                  ["crossval"]])
+                                  ["crossval"], ["study"]])
 def test_help_documents_every_subcommand(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])

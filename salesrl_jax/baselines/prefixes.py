@@ -92,3 +92,13 @@ def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
     return PrefixTable(ids, turn_texts, speakers, cat["conversation"].astype(np.int32),
                        cat["turn_index"].astype(np.int32), cat["length"].astype(np.int32),
                        cat["outcome"].astype(np.int8), cat["means"].astype(np.float32), cat["feat"].astype(np.float32))
+
+
+def concat_tables(first: PrefixTable, second: PrefixTable) -> PrefixTable:
+    """One table of ``first``'s conversations then ``second``'s (``second``'s indices shifted), so that baselines
+    fit on one (a training archive) and predict the other (a test archive)."""
+    shift = len(first.ids)
+    return PrefixTable(first.ids + second.ids, first.texts + second.texts, first.speakers + second.speakers,
+                       np.concatenate([first.conversation, second.conversation + shift]).astype(np.int32),
+                       *(np.concatenate([getattr(first, k), getattr(second, k)])
+                         for k in ("turn_index", "length", "outcome", "embedding_means", "feature_summary")))

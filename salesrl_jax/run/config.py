@@ -134,6 +134,9 @@ class TrainConfig:
     """Save the latest checkpoint every this many chunks / PPO updates (and at every phase end)."""
     eval_rows_per_minibatch: int = 4096
     """Rows per minibatch when predicting for validation and evaluation."""
+    tensorboard: bool = False
+    """Also write the run's scalars to WORKDIR/tensorboard (TensorBoard event files; needs the tensorboard
+    extra: pip install 'salesrl-jax[tensorboard]')."""
     regime: Literal["auto", "small", "large"] = "auto"
     """How the recipe adapts to the amount of data (`resolve_regime`): auto is small below
     SMALL_DATA_CONVERSATIONS labelled training conversations, else large; small sets the fields of

@@ -159,7 +159,8 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
     state, position, resumed_from = _resume(config, workdir, checkpoints, fresh, optimizers)
     ctx = RunContext(
         checkpoints=checkpoints,
-        log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None),
+        log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None,
+                       tensorboard=workdir / "tensorboard" if config.tensorboard else None),
         validate=make_validator(graphdef, arrays, config),
         meta={"config": json.loads(config.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},

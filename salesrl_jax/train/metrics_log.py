@@ -19,8 +19,9 @@ class MetricsLog:
     to) are dropped first, so the log of a resumed run equals an uninterrupted run's.
     """
 
-    def __init__(self, path: Path, keep_until: int | None):
+    def __init__(self, path: Path, keep_until: int | None, tensorboard: Path | None = None):
         self.path = path
+        self.board = _board(tensorboard) if tensorboard is not None else None
         if keep_until is not None and path.exists():
             kept = [line for line in path.read_text().splitlines()
                     if line and json.loads(line).get("seq", 0) <= keep_until]
@@ -32,9 +33,30 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         self.handle.write(dumps_json(record) + "\n")
         self.handle.flush()
+        if self.board is not None:
+            # One scalar per numeric field (per-minibatch lists as their mean), grouped by event, at the record's
+            # position.
+            group = record.get("event") or "run"
+            for key, value in record.items():
+                if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+                    value = sum(value) / len(value)
+                if key != "seq" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.board.add_scalar(f"{group}/{key}", value, global_step=int(record.get("seq", 0)))
+            self.board.flush()
 
     def close(self) -> None:
         self.handle.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _board(directory: Path):
+    """A TensorBoard event writer (tensorboardX, a well-kept writer that needs no TensorFlow)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard=true needs tensorboardX: pip install 'salesrl-jax[tensorboard]'") from None
+    return SummaryWriter(str(directory))
 
 
 class Meter:

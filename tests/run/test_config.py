@@ -11,7 +11,8 @@ from salesrl_jax.cli import main
 from salesrl_jax.run.config import PPOConfig, PretrainConfig, TrainConfig, config_from_dict, load_config, with_overrides
 
 CONFIGS = Path(__file__).parents[2] / "configs"
-SHIPPED = sorted(p for p in CONFIGS.rglob("*.py") if p.name != "__init__.py")
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.py") if p.name != "__init__.py" and p.parent.name != "studies")
+STUDIES = sorted((CONFIGS / "studies").glob("[!_]*.py"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -21,6 +22,16 @@ def test_every_shipped_config_loads_and_round_trips(path):
     assert isinstance(config, TrainConfig)
     assert config_from_dict(json.loads(config.to_json())) == config
     assert sys.path == path_before and "configs" not in sys.modules  # imported as salesrl_jax.configs, no path edits
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_every_shipped_study_loads_and_builds_every_config(path):
+    from salesrl_jax.run.study import load_study, variant_config
+
+    study = load_study(path)
+    configs = [variant_config(study, v, s, Path("arrays"), path) for v in study.variants for s in study.seeds]
+    assert len(configs) == len(study.variants) * len(study.seeds)
+    assert all(c.seed in study.seeds and c.embedder == study.embedder for c in configs)
 
 
 def test_ablation_files_are_named_after_themselves_and_load_from_anywhere(tmp_path):

@@ -1,0 +1,354 @@
+"""`salesrl study`: an ablation study as one command, every number with its uncertainty.
+
+For a `salesrl_jax.run.study.Study`, in ``WORKDIR``:
+
+* ``data/NAME/``: each synthetic data set generated and embedded (resumable, a no-op when done);
+* ``runs/VARIANT/seed-S/``: each variant x seed trained (`train_and_evaluate`, its own resumable
+  workdir; variants whose configs are equal, as the int8 row and the full model, share one run) and
+  evaluated on every test set (``eval-TEST/``: `evaluate_model`'s report, metrics and per-turn
+  predictions); a finished run or evaluation is kept, so a killed study continues where it
+  stopped and a finished one only rebuilds the table;
+* ``baselines/TEST/``: the baseline rows, fitted once on the same training data (majority class; with
+  archives, TF-IDF logistic regressions and gradient-boosted trees, `salesrl_jax.baselines`);
+* ``table.md``, ``table.csv``, ``study.json`` and ``forest.png``.
+
+**The table**, per test set and variant: the mean over seeds of last-turn AUC, ECE and Brier, AUC at turns
+2, 4 and 8 (conversations still running) and the AUC gap to the simulator's oracle where there is one,
+each with a 95% Student-t interval over seeds, ``mean +- t_{0.975, n-1} s / sqrt(n)``; and the
+difference of last-turn AUC to the base variant, paired by seed (both variants trained with seed s,
+evaluated on the same test conversations): the mean difference, its t interval and the paired t-test's
+p-value. Seeds run one after another (each seed its own program); vmapping seeds into one program is
+not built yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
+from salesrl_jax.run.study import Data, Study, load_study, variant_config
+
+POINTS = (2, 4, 8)  # turn indices tabulated beside the last turn
+COLUMNS = ("last_auc", "last_ece", "last_brier", *(f"auc_t{k}" for k in POINTS), "oracle_gap")
+
+
+# --- numbers ------------------------------------------------------------------------------------
+
+def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the Student-t interval ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` over ``values``
+    (NaN ends for fewer than two values; NaN values are left out)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def paired_test(values: list[float], base: list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean difference ``values - base`` (paired element by element), its t interval and the paired t-test's
+    two-sided p-value (NaN with fewer than two pairs; a constant nonzero difference gives p = 0)."""
+    from scipy import stats
+
+    diffs = [a - b for a, b in zip(values, base) if math.isfinite(a) and math.isfinite(b)]
+    mean, lo, hi = mean_interval(diffs, level)
+    p = math.nan
+    if len(diffs) >= 2:
+        p = 0.0 if np.std(diffs) == 0 and mean != 0 else (1.0 if np.std(diffs) == 0 else
+                                                         float(stats.ttest_1samp(diffs, 0.0).pvalue))
+    return {"diff": mean, "lo": lo, "hi": hi, "p": p, "pairs": len(diffs)}
+
+
+def run_metrics(metrics_json: dict) -> dict[str, float]:
+    """The study's columns from one evaluation's ``metrics.json``."""
+    last = metrics_json["last_turn"]
+    model = last["model"]
+    row = {"last_auc": model.get("auc"), "last_ece": model.get("ece"), "last_brier": model.get("brier")}
+    by_turn = {r["turn"]: r["model"].get("auc") for r in metrics_json["by_turn"]}
+    row.update({f"auc_t{k}": by_turn.get(k) for k in POINTS})
+    oracle = last.get("oracle", {}).get("auc")
+    row["oracle_gap"] = None if oracle is None or row["last_auc"] is None else oracle - row["last_auc"]
+    return {k: (math.nan if v is None else float(v)) for k, v in row.items()}
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class StudyResult:
+    workdir: Path
+    table: dict
+    runs_trained: int
+    runs_reused: int
+
+    def summary(self) -> str:
+        return (f"{self.runs_trained} runs trained, {self.runs_reused} reused\n\n"
+                f"{(self.workdir / 'table.md').read_text()}\ntable: {self.workdir / 'table.md'}")
+
+
+def data_paths(name: str, data: Data, workdir: Path) -> tuple[Path, Path | None]:
+    """``(arrays, archive)`` of a data set: the given ones, or where the study makes synthetic data."""
+    if data.synthetic is None:
+        return Path(data.arrays), (Path(data.archive) if data.archive else None)
+    return workdir / "data" / name / "arrays", workdir / "data" / name / "archive"
+
+
+def prepare_data(name: str, data: Data, study: Study, workdir: Path) -> tuple[Path, Path | None]:
+    """``(arrays, archive)`` of a data set, generating and embedding synthetic data under ``workdir/data``."""
+    if data.synthetic is None:
+        return data_paths(name, data, workdir)
+    from salesrl_jax.arrays.build import embed_archive
+    from salesrl_jax.sim.config import SimulatorConfig
+    from salesrl_jax.sim.generate import generate
+
+    root = workdir / "data" / name
+    spec = data.synthetic
+    sim = SimulatorConfig(num_conversations=spec.conversations, seed=spec.seed,
+                          exclude_industries=spec.exclude_industries)
+    if not (root / "archive" / "manifest.json").exists():
+        generate(sim, root / "archive", fmt="parquet")
+    embed_archive(root / "archive", root / "arrays", study.embedder)
+    return root / "arrays", root / "archive"
+
+
+def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, ...] | None = None,
+              overrides: dict | None = None, progress: bool = True, max_runs: int | None = None) -> StudyResult:
+    """Run (or continue, or re-tabulate) the study of ``study_file`` in ``workdir``.
+
+    ``seeds`` and ``overrides`` (dotted fields for every variant) replace the file's; ``max_runs`` stops after
+    that many trainings (a test's stand-in for a kill; rerun to continue)."""
+    from tqdm import tqdm
+
+    from salesrl_jax.eval.evaluate import evaluate_model
+    from salesrl_jax.run.trained_model import TrainedModel
+    from salesrl_jax.train.loop import train_and_evaluate
+
+    study = load_study(study_file)
+    if seeds is not None or overrides:
+        study = dataclasses.replace(study, seeds=tuple(seeds or study.seeds),
+                                    overrides={**study.overrides, **(overrides or {})})
+    workdir = Path(workdir)
+    # Every config is built before any work: an unknown field fails at once, naming file and variant.
+    configs = {(v.name, s): variant_config(study, v, s, data_paths("train", study.train, workdir)[0], study_file)
+               for v in study.variants for s in study.seeds}
+    train_arrays, train_archive = prepare_data("train", study.train, study, workdir)
+    tests = {name: prepare_data(f"test-{name}", data, study, workdir) for name, data in study.tests.items()}
+    write_json_atomic(workdir / "study.json", {"study": str(study_file), "seeds": list(study.seeds),
+                                               "variants": [v.name for v in study.variants],
+                                               "overrides": dict(study.overrides)})
+    trained = reused = 0
+    jobs = [(v, s) for v in study.variants for s in study.seeds]
+    # Variants that train the same config (the int8 row is the full model, evaluated quantized) share one run.
+    owner: dict[tuple[str, int], Path] = {}
+    with tqdm(total=len(jobs), unit="run", desc="study", disable=not progress) as bar:
+        for variant, seed in jobs:
+            key = (json.dumps({**json.loads(configs[variant.name, seed].to_json()), "name": None}), seed)
+            run_dir = owner.setdefault(key, workdir / "runs" / variant.name / f"seed-{seed}")
+            if (run_dir / "result.json").exists():
+                reused += 1
+            else:
+                if max_runs is not None and trained >= max_runs:
+                    return StudyResult(workdir, {}, trained, reused)
+                train_and_evaluate(configs[variant.name, seed], run_dir, progress=False)
+                trained += 1
+            model = None
+            for name, (arrays, _) in tests.items():
+                out = workdir / "runs" / variant.name / f"seed-{seed}" / f"eval-{name}"
+                if (out / "metrics.json").exists():
+                    continue
+                model = model or TrainedModel.load(run_dir)
+                evaluate_model(model, arrays, out, weights=_int8(model) if variant.quantized else None,
+                               label="int8" if variant.quantized else "")
+            bar.update(1)
+    baselines = {name: fit_study_baselines(study, train_arrays, train_archive, arrays, archive,
+                                           workdir / "baselines" / name)
+                 for name, (arrays, archive) in tests.items()}
+    table = tabulate(study, workdir, baselines)
+    write_outputs(study, workdir, table)
+    return StudyResult(workdir, table, trained, reused)
+
+
+def _int8(model):
+    from salesrl_jax.infer.quantize import int8_model
+
+    graphdef, params, _ = int8_model(model)
+    return graphdef, params
+
+
+# --- baselines ------------------------------------------------------------------------------------
+
+def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | None, test_arrays: Path,
+                        test_archive: Path | None, out: Path) -> dict[str, dict[str, float]]:
+    """The baseline rows on one test set (cached in ``out/metrics.json``): the majority class always (the
+    training base rate, per turn); the text baselines when both archives are known and scikit-learn is
+    installed (`salesrl_jax.baselines`), fitted on every training conversation."""
+    cached = out / "metrics.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    from salesrl_jax.arrays.store import TurnArrays
+    from salesrl_jax.eval.report import evaluation_tables
+
+    rows: dict[str, dict[str, float]] = {}
+    test = _truth(TurnArrays.open(test_arrays))
+    if "majority" in study.baselines:
+        train = _truth(TurnArrays.open(train_arrays))
+        rate = float(np.mean(train["outcome"]))
+        rows["majority"] = run_metrics(evaluation_tables(_predictions(test, np.full(len(test["outcome"]), rate))))
+    text = [b for b in study.baselines if b != "majority"]
+    if text and train_archive is not None and test_archive is not None and _has_sklearn():
+        from salesrl_jax.baselines.fit import fit_baselines
+        from salesrl_jax.baselines.prefixes import build_prefixes, concat_tables
+        from salesrl_jax.data.readers import read_conversations
+
+        train_table = build_prefixes(read_conversations(train_archive), TurnArrays.open(train_arrays), train_archive)
+        test_table = build_prefixes(read_conversations(test_archive), TurnArrays.open(test_arrays), test_archive)
+        table = concat_tables(train_table, test_table)
+        n_train = len(train_table.ids)
+        fitted = fit_baselines(table, np.arange(n_train), np.arange(n_train, len(table.ids)), methods=tuple(text))
+        held = fitted.rows
+        for method, probs in fitted.probs.items():
+            pred = _predictions({"outcome": table.outcome[held], "turn_index": table.turn_index[held],
+                                 "length": table.length[held], "conversation": table.conversation[held] - n_train,
+                                 "oracle": np.full(len(held), np.nan, np.float32),
+                                 "ids": test_table.ids}, probs)
+            rows[method] = run_metrics(evaluation_tables(pred))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cached, rows)
+    return rows
+
+
+def _has_sklearn() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
+
+
+def _truth(arrays) -> dict:
+    """Per-turn outcome, position and oracle of the labelled conversations of ``arrays``."""
+    cols: dict[str, list] = {"outcome": [], "turn_index": [], "length": [], "conversation": [], "oracle": []}
+    ids: list[str] = []
+    for part in arrays.iter_parts():
+        lengths = part.lengths
+        for c in np.flatnonzero(np.asarray(part.outcome) >= 0):
+            start, n = int(part.offsets[c]), int(lengths[c])
+            cols["outcome"].append(np.full(n, int(part.outcome[c])))
+            cols["turn_index"].append(np.arange(n))
+            cols["length"].append(np.full(n, n))
+            cols["conversation"].append(np.full(n, len(ids)))
+            cols["oracle"].append(np.asarray(part.oracle_prob[start:start + n], np.float32))
+            ids.append(part.ids[c])
+    return {**{k: np.concatenate(v) for k, v in cols.items()}, "ids": ids}
+
+
+def _predictions(truth: dict, probs: np.ndarray):
+    from salesrl_jax.models.predict import TurnPredictions
+
+    n = len(truth["outcome"])
+    return TurnPredictions(np.asarray(probs, np.float32), np.zeros(n, np.float32),
+                           np.asarray(truth["oracle"], np.float32), np.asarray(truth["outcome"], np.int8),
+                           np.asarray(truth["turn_index"], np.int32), np.asarray(truth["length"], np.int32),
+                           np.asarray(truth["conversation"], np.int64), list(truth["ids"]),
+                           [None] * len(truth["ids"]))
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+def tabulate(study: Study, workdir: Path, baselines: dict[str, dict]) -> dict:
+    """``{test: {"variants": {name: {column: {mean, lo, hi, seeds}}, "vs_base": {...}}}, "baselines": {...}}}``."""
+    table: dict = {}
+    for test in study.tests:
+        per_seed = {v.name: {s: run_metrics(json.loads((workdir / "runs" / v.name / f"seed-{s}" / f"eval-{test}" /
+                                                        "metrics.json").read_text()))
+                             for s in study.seeds} for v in study.variants}
+        variants = {}
+        for v in study.variants:
+            variants[v.name] = {}
+            for column in COLUMNS:
+                values = [per_seed[v.name][s][column] for s in study.seeds]
+                mean, lo, hi = mean_interval(values)
+                variants[v.name][column] = {"mean": mean, "lo": lo, "hi": hi, "seeds": values}
+            base = [per_seed[study.base_variant][s]["last_auc"] for s in study.seeds]
+            variants[v.name]["vs_base"] = paired_test([per_seed[v.name][s]["last_auc"] for s in study.seeds], base)
+        table[test] = {"variants": variants, "baselines": baselines.get(test, {})}
+    return table
+
+
+def _fmt(entry: dict) -> str:
+    mean, lo, hi = entry["mean"], entry["lo"], entry["hi"]
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.3f}" if not math.isfinite(lo) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def markdown(study: Study, table: dict) -> str:
+    head = ["variant", "last AUC", "last ECE", "last Brier", *(f"AUC t={k}" for k in POINTS), "oracle gap",
+            f"last AUC - {study.base_variant} (paired)", "p"]
+    lines = [f"# Study `{study.name}`: {len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}), mean "
+             "[95% t interval over seeds]", ""]
+    for test, entry in table.items():
+        lines += [f"## Test set `{test}`", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for name, row in entry["variants"].items():
+            vs = row["vs_base"]
+            diff = "-" if name == study.base_variant or not math.isfinite(vs["diff"]) else (
+                f"{vs['diff']:+.3f}" + (f" [{vs['lo']:+.3f}, {vs['hi']:+.3f}]" if math.isfinite(vs["lo"]) else ""))
+            p = "-" if name == study.base_variant or not math.isfinite(vs["p"]) else f"{vs['p']:.3f}"
+            lines.append(f"| {name} | " + " | ".join(_fmt(row[c]) for c in COLUMNS) + f" | {diff} | {p} |")
+        for name, row in entry["baselines"].items():
+            cells = ["-" if not math.isfinite(row[c]) else f"{row[c]:.3f}" for c in COLUMNS]
+            lines.append(f"| baseline: {name} | " + " | ".join(cells) + " | - | - |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_outputs(study: Study, workdir: Path, table: dict) -> None:
+    write_text_atomic(workdir / "table.md", markdown(study, table))
+    write_json_atomic(workdir / "table.json", table)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["test", "row", *(f"{c}_{k}" for c in COLUMNS for k in ("mean", "lo", "hi")),
+                     "diff_vs_base", "diff_lo", "diff_hi", "p"])
+    for test, entry in table.items():
+        for name, row in entry["variants"].items():
+            vs = row["vs_base"]
+            writer.writerow([test, name, *(row[c][k] for c in COLUMNS for k in ("mean", "lo", "hi")),
+                             vs["diff"], vs["lo"], vs["hi"], vs["p"]])
+        for name, row in entry["baselines"].items():
+            writer.writerow([test, f"baseline:{name}", *(v for c in COLUMNS for v in (row[c], "", "")),
+                             "", "", "", ""])
+    write_text_atomic(workdir / "table.csv", buffer.getvalue())
+    forest_plot(study, table, workdir / "forest.png")
+
+
+def forest_plot(study: Study, table: dict, path: Path) -> None:
+    """Last-turn AUC difference to the base variant with its interval, one panel per test set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests = list(table)
+    fig, axes = plt.subplots(1, len(tests), figsize=(5 * len(tests), 0.5 * len(study.variants) + 1.5),
+                             squeeze=False)
+    for ax, test in zip(axes[0], tests):
+        names = [v.name for v in study.variants if v.name != study.base_variant]
+        diffs = [table[test]["variants"][n]["vs_base"] for n in names]
+        y = np.arange(len(names))
+        mean = np.array([d["diff"] for d in diffs])
+        lo = np.array([d["lo"] if math.isfinite(d["lo"]) else d["diff"] for d in diffs])
+        hi = np.array([d["hi"] if math.isfinite(d["hi"]) else d["diff"] for d in diffs])
+        ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set(yticks=y, yticklabels=names, xlabel=f"last-turn AUC minus {study.base_variant}", title=test)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

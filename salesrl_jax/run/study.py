@@ -1,0 +1,146 @@
+"""What an ablation study is: variants of a base config, seeds, training data and test sets, in one file.
+
+A study file (``configs/studies/*.py``) defines ``get_study() -> Study``::
+
+    def get_study() -> Study:
+        return Study(
+            name="table3",
+            variants=(Variant("full"), Variant("no_history", config="configs/ablations/no_history.py"),
+                      Variant("lr_1e-3", overrides={"pretrain.learning_rate": 1e-3})),
+            train=Data(synthetic=Synthetic(20_000, seed=0)),
+            tests={"synthetic": Data(synthetic=Synthetic(5_000, seed=1))},
+            seeds=(0, 1, 2))
+
+`salesrl study FILE --workdir W` runs every variant x seed (`salesrl_jax.pipelines.study`). Each variant
+is also an ordinary config: ``salesrl train --config`` runs any one of them alone (`Variant.config`
+names a config file; `Variant.overrides` are dotted fields, as on the command line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Any, Mapping
+
+from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.run.config import TrainConfig, load_config, with_overrides
+
+BASELINES = ("majority", "tfidf_plain_whole", "tfidf_tagged_prefix", "features_gbm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Synthetic:
+    """Simulator conversations the study generates and embeds itself (under ``WORKDIR/data``)."""
+
+    conversations: int
+    seed: int
+    exclude_industries: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """One data set: ``synthetic``, or cached ``arrays`` (with the ``archive`` they came from, which the text
+    baselines read; without it only the majority baseline is fitted)."""
+
+    synthetic: Synthetic | None = None
+    arrays: Path | None = None
+    archive: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.synthetic is None) == (self.arrays is None):
+            raise ValueError("a study's Data needs exactly one of synthetic= and arrays=")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of the study: a config file (default: the default config) with dotted-field ``overrides``;
+    ``quantized`` evaluates the int8 form of the trained model instead of the float one."""
+
+    name: str
+    config: str | None = None
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    quantized: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str
+    variants: tuple[Variant, ...]
+    train: Data
+    tests: Mapping[str, Data]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    base: str | None = None
+    """The variant every other is compared with (default: the first)."""
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Dotted fields set in every variant (before the variant's own), e.g. a short training for a smoke study."""
+    baselines: tuple[str, ...] = BASELINES
+    """Baseline rows fitted on the same training data and test sets (text baselines need archives)."""
+    embedder: EmbedderConfig = EmbedderConfig()
+    """How the study embeds its synthetic data sets."""
+    tensorboard: bool = False
+    """Every run writes TensorBoard scalars (``tensorboard --logdir WORKDIR/runs`` compares variants and seeds)."""
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"a study needs variants with distinct names, got {names}")
+        if self.base is not None and self.base not in names:
+            raise ValueError(f"base variant {self.base!r} is not one of {names}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"a study needs distinct seeds, got {self.seeds}")
+        if not self.tests:
+            raise ValueError("a study needs at least one test set")
+        unknown = set(self.baselines) - set(BASELINES)
+        if unknown:
+            raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {list(BASELINES)}")
+
+    @property
+    def base_variant(self) -> str:
+        return self.base or self.variants[0].name
+
+
+def load_study(path: str | Path) -> Study:
+    """``get_study()`` of a study file; any problem in it (an unknown field, a bad value) names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such study file")
+    spec = importlib.util.spec_from_file_location(f"_salesrl_study_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_study"):
+            raise ValueError("a study file must define get_study() -> Study")
+        study = module.get_study()
+    except (TypeError, ValueError) as err:  # an unknown keyword names the field
+        raise ValueError(f"{path}: {err}") from None
+    if not isinstance(study, Study):
+        raise ValueError(f"{path}: get_study() returned {type(study).__name__}, not Study")
+    return study
+
+
+def variant_config(study: Study, variant: Variant, seed: int, train_arrays: Path, where: Path | str) -> TrainConfig:
+    """The config of one run: the variant's config file (relative to the study file, the working directory
+    or the installed configs), the study's overrides, the variant's, the seed, the training arrays and the
+    study's embedder. Any unknown field is an error naming the study file and the variant."""
+    try:
+        config = load_config(_config_path(variant.config, Path(where))) if variant.config else load_config(None)
+        config = with_overrides(config, {**study.overrides, **variant.overrides})
+        config = with_overrides(config, {"seed": seed, "data.train": str(train_arrays)})
+        return dataclasses.replace(config, name=variant.name, embedder=study.embedder,
+                                   tensorboard=config.tensorboard or study.tensorboard)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"{where}: variant {variant.name!r}: {err}") from None
+
+
+def _config_path(name: str, study_file: Path) -> Path:
+    for candidate in (study_file.parent / name, Path(name), _installed_configs() / Path(name).relative_to("configs")
+                      if Path(name).parts[:1] == ("configs",) else Path(name)):
+        if candidate.is_file():
+            return candidate
+    return Path(name)  # load_config names it as missing
+
+
+def _installed_configs() -> Path:
+    spec = importlib.util.find_spec("salesrl_jax.configs")  # located, not imported: configs sit above this layer
+    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else Path(".")
