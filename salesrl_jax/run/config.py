@@ -186,7 +186,10 @@ def resolve_regime(config: TrainConfig, labelled_conversations: int) -> TrainCon
         regime = "small" if labelled_conversations < SMALL_DATA_CONVERSATIONS else "large"
     if regime == "large":
         return dataclasses.replace(config, regime="large")
-    return with_overrides(config, {**SMALL_DATA_OVERRIDES, "regime": "small"})
+    overrides = dict(SMALL_DATA_OVERRIDES)
+    if not config.pretrain.enabled:  # a PPO-only run (an ablation): its only phase stays on
+        overrides.pop("ppo.enabled")
+    return with_overrides(config, {**overrides, "regime": "small"})
 
 
 def config_from_dict(raw: dict) -> TrainConfig:

@@ -108,3 +108,13 @@ def test_damaged_int8_parameters_are_refused(run):
     (run / "int8" / "provenance.json").write_text(json.dumps(provenance))
     with pytest.raises(IntegrityError, match="int8"):
         int8_model(TrainedModel.load(run))
+
+
+def test_a_missing_ocdbt_manifest_is_named(run):
+    step = next(p for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit())
+    manifests = list((step / "params").rglob("manifest.ocdbt"))
+    assert manifests
+    for manifest in manifests:
+        manifest.unlink()
+    with pytest.raises(CheckpointReadError, match="checkpoints/best"):
+        TrainedModel.load(run)
