@@ -4,7 +4,8 @@ For a `salesrl_jax.run.study.Study`, in ``WORKDIR``:
 
 * ``data/NAME/``: each synthetic data set generated and embedded (resumable, a no-op when done);
 * ``runs/VARIANT/seed-S/``: each variant x seed trained (`train_and_evaluate`, its own resumable
-  workdir; variants whose configs are equal, as the int8 row and the full model, share one run) and
+  workdir; variants whose configs are equal once resolved for the data, as the int8 row and the full
+  model, share one run) and
   evaluated on every test set (``eval-TEST/``: `evaluate_model`'s report, metrics and per-turn
   predictions); a finished run or evaluation is kept, so a killed study continues where it
   stopped and a finished one only rebuilds the table;
@@ -129,7 +130,9 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     that many trainings (a test's stand-in for a kill; rerun to continue)."""
     from tqdm import tqdm
 
+    from salesrl_jax.arrays.store import TurnArrays
     from salesrl_jax.eval.evaluate import evaluate_model
+    from salesrl_jax.run.config import resolve_regime
     from salesrl_jax.run.trained_model import TrainedModel
     from salesrl_jax.train.loop import train_and_evaluate
 
@@ -148,11 +151,14 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
                                                "overrides": dict(study.overrides)})
     trained = reused = 0
     jobs = [(v, s) for v in study.variants for s in study.seeds]
-    # Variants that train the same config (the int8 row is the full model, evaluated quantized) share one run.
+    # Variants that train the same config once resolved for the data (the int8 row is the full model evaluated
+    # quantized; on small data "supervised only" is the full model) share one run.
+    labelled = int(TurnArrays.open(train_arrays).manifest["counts"]["labelled"])
     owner: dict[tuple[str, int], Path] = {}
     with tqdm(total=len(jobs), unit="run", desc="study", disable=not progress) as bar:
         for variant, seed in jobs:
-            key = (json.dumps({**json.loads(configs[variant.name, seed].to_json()), "name": None}), seed)
+            resolved = resolve_regime(configs[variant.name, seed], labelled)
+            key = (json.dumps({**json.loads(resolved.to_json()), "name": None}), seed)
             run_dir = owner.setdefault(key, workdir / "runs" / variant.name / f"seed-{seed}")
             if (run_dir / "result.json").exists():
                 reused += 1
