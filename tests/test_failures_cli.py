@@ -207,3 +207,12 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_nothing_valid_to_score_leaves_nothing_behind(tiny_trained, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n{\"id\": \"x\", \"turns\": []}\n")
+    with pytest.raises(ValueError, match="no valid conversations to score"):
+        score_archive(tiny_trained, bad, tmp_path / "scores.jsonl", workers=1)
+    assert not (tmp_path / "scores.parts").exists() and not (tmp_path / "scores.jsonl").exists()
+    assert (tmp_path / "scores.rejects.jsonl").read_text().count("\n") == 2  # both reasons kept
