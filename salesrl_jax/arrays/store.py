@@ -19,7 +19,7 @@ part.json           -                   conversation ids and the industry vocabu
 ==================  ==================  =====================================================
 
 The manifest records each part's SHA-256 (`part_digest`, over its files' names and bytes); a
-`TurnArrays` checks a part against it the first time it opens that part, so damaged or edited arrays
+process checks a part against it the first time it opens that part, so damaged or edited arrays
 are refused with the part's name rather than trained or scored on.
 
 Parts are written to a temporary directory and renamed into place, so a part either exists
@@ -45,6 +45,11 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TURN_ARRAYS = ("embeddings", "features", "is_customer", "turn_index", "oracle_prob")
 CONVERSATION_ARRAYS = ("offsets", "outcome", "industry")
+
+
+# Parts whose digest this process has checked: a cache is opened many times (training, validation, calibration,
+# evaluation), its bytes hashed once.
+_VERIFIED_PARTS: set[tuple[str, str]] = set()
 
 
 def part_name(index: int) -> str:
@@ -169,7 +174,6 @@ class TurnArrays:
         self.part_names: list[str] = [p["name"] for p in manifest["parts"]]
         self.part_sizes: list[int] = [p["conversations"] for p in manifest["parts"]]
         self.part_digests: list[str | None] = [p.get("sha256") for p in manifest["parts"]]
-        self._verified: set[int] = set()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> "TurnArrays":
@@ -211,15 +215,17 @@ class TurnArrays:
         return len(self.part_names)
 
     def part(self, index: int, mmap: bool = True) -> Part:
-        """Part ``index``, checked against the manifest (its digest, the first time this object opens it; embedding
+        """Part ``index``, checked against the manifest (its digest, the first time this process opens it; embedding
         width, features, conversation count, every time)."""
         directory = self.path / self.part_names[index]
-        if index not in self._verified and self.part_digests[index] is not None:
-            if not directory.is_dir() or part_digest(directory) != self.part_digests[index]:
+        expected = self.part_digests[index]
+        key = (str(directory.resolve()), expected)
+        if expected is not None and key not in _VERIFIED_PARTS:
+            if not directory.is_dir() or part_digest(directory) != expected:
                 raise ValueError(f"{directory}: its files do not match the digest in {self.path / MANIFEST} (damaged "
                                  f"or changed since `salesrl embed` wrote them); delete {self.path} and rerun "
                                  "`salesrl embed`")
-            self._verified.add(index)
+            _VERIFIED_PARTS.add(key)
         part = Part.load(directory, mmap=mmap)
         problems = []
         if part.embeddings.ndim != 2 or part.embeddings.shape[1] != self.dim:

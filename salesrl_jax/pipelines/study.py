@@ -29,6 +29,7 @@ import dataclasses
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -211,23 +212,25 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
         rate = float(np.mean(train["outcome"]))
         rows["majority"] = run_metrics(evaluation_tables(_predictions(test, np.full(len(test["outcome"]), rate))))
     text = [b for b in study.baselines if b != "majority"]
-    if text and train_archive is not None and test_archive is not None and _has_sklearn():
+    if text and (train_archive is None or test_archive is None):
+        warnings.warn(f"{out.name}: no archives to read the text from; baselines {text} are left out", stacklevel=2)
+    elif text and not _has_sklearn():
+        warnings.warn(f"baselines {text} need scikit-learn (pip install 'salesrl-jax[baselines]'); left out",
+                      stacklevel=2)
+    elif text:
         from salesrl_jax.baselines.fit import fit_baselines
         from salesrl_jax.baselines.prefixes import build_prefixes, concat_tables
         from salesrl_jax.data.readers import read_conversations
 
         train_table = build_prefixes(read_conversations(train_archive), TurnArrays.open(train_arrays), train_archive)
         test_table = build_prefixes(read_conversations(test_archive), TurnArrays.open(test_arrays), test_archive)
-        table = concat_tables(train_table, test_table)
+        if test_table.ids != test["ids"]:
+            raise AssertionError("prefix table and arrays disagree on the test conversations")  # both cache order
         n_train = len(train_table.ids)
-        fitted = fit_baselines(table, np.arange(n_train), np.arange(n_train, len(table.ids)), methods=tuple(text))
-        held = fitted.rows
-        for method, probs in fitted.probs.items():
-            pred = _predictions({"outcome": table.outcome[held], "turn_index": table.turn_index[held],
-                                 "length": table.length[held], "conversation": table.conversation[held] - n_train,
-                                 "oracle": np.full(len(held), np.nan, np.float32),
-                                 "ids": test_table.ids}, probs)
-            rows[method] = run_metrics(evaluation_tables(pred))
+        fitted = fit_baselines(concat_tables(train_table, test_table), np.arange(n_train),
+                               np.arange(n_train, n_train + len(test_table.ids)), methods=tuple(text))
+        for method, probs in fitted.probs.items():  # held-out rows in cache order: the rows of `test`
+            rows[method] = run_metrics(evaluation_tables(_predictions(test, probs)))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cached, rows)
     return rows

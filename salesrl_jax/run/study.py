@@ -134,11 +134,12 @@ def variant_config(study: Study, variant: Variant, seed: int, train_arrays: Path
 
 
 def _config_path(name: str, study_file: Path) -> Path:
-    for candidate in (study_file.parent / name, Path(name), _installed_configs() / Path(name).relative_to("configs")
-                      if Path(name).parts[:1] == ("configs",) else Path(name)):
-        if candidate.is_file():
-            return candidate
-    return Path(name)  # load_config names it as missing
+    """A variant's config file: beside the study file, from the working directory, or (``configs/...``) in the
+    installed configs package."""
+    candidates = [study_file.parent / name, Path(name)]
+    if Path(name).parts[:1] == ("configs",):
+        candidates.append(_installed_configs().joinpath(*Path(name).parts[1:]))
+    return next((c for c in candidates if c.is_file()), Path(name))  # load_config names a missing one
 
 
 def _installed_configs() -> Path:

@@ -91,3 +91,22 @@ def test_a_study_file_with_a_mistake_fails_up_front_naming_it(tmp_path, mistake,
         run_study(bad, tmp_path / "w", progress=False)
     assert str(bad) in str(err.value)
     assert not (tmp_path / "w").exists()  # nothing made, nothing trained
+
+
+def test_text_baselines_read_the_archives_and_a_missing_archive_is_said(smoke, tmp_path):
+    pytest.importorskip("sklearn")
+    import dataclasses
+
+    from salesrl_jax.pipelines.study import fit_study_baselines
+    from salesrl_jax.run.study import load_study
+
+    study = dataclasses.replace(load_study(SMOKE), baselines=("majority", "tfidf_plain_whole"))
+    train, test = smoke / "data" / "train", smoke / "data" / "test-synthetic"
+    rows = fit_study_baselines(study, train / "arrays", train / "archive", test / "arrays", test / "archive",
+                               tmp_path / "with-text")
+    assert set(rows) == {"majority", "tfidf_plain_whole"}
+    assert rows["tfidf_plain_whole"]["last_auc"] > 0.6  # the simulator's text carries the outcome
+    assert math.isfinite(rows["tfidf_plain_whole"]["oracle_gap"])  # scored on the same turns, oracle beside
+    with pytest.warns(UserWarning, match="no archives"):
+        rows = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "without")
+    assert set(rows) == {"majority"}
