@@ -30,6 +30,8 @@ class PackedBatch(NamedTuple):
     segment: np.ndarray  # [M, N] int32: conversation slot within the minibatch (bootstrap weights)
     index: np.ndarray  # [M, N] int64: the row in the part (-1: padding)
     embedding_scale: np.ndarray | None = None  # [M, N] row scales when the embeddings are int8
+    gram_ids: np.ndarray | None = None  # [M, N, K] int32 sparse n-gram rows (arrays of that representation)
+    gram_counts: np.ndarray | None = None  # [M, N, K] uint16
 
 
 def plan_packing(lengths: np.ndarray, order: np.ndarray, rows: int) -> list[np.ndarray]:
@@ -73,16 +75,26 @@ def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatc
     valid = index >= 0
     flat = np.where(valid, index, 0).reshape(-1)
     order = np.argsort(flat, kind="stable")  # sorted reads are sequential on the memory map
-    embeddings = np.empty((flat.size, part.embeddings.shape[1]), dtype=part.embeddings.dtype)
-    embeddings[order] = part.embeddings[flat[order]]
+    padding = ~valid.reshape(-1)
+    embeddings = _gather_rows(part.embeddings, flat, order, padding)
     features = np.asarray(part.features)[flat]
-    embeddings[~valid.reshape(-1)] = 0
-    features[~valid.reshape(-1)] = 0
-    scale = None
+    features[padding] = 0
+    scale = grams = None
     if part.embedding_scale is not None:
         scale = np.where(valid, np.asarray(part.embedding_scale)[index.clip(0)], 1.0).astype(np.float32)
+    if part.sparse:
+        grams = [_gather_rows(a, flat, order, padding).reshape(num_minibatches, rows, -1)
+                 for a in (part.gram_ids, part.gram_counts)]
     return PackedBatch(embeddings.reshape(num_minibatches, rows, -1), features.reshape(num_minibatches, rows, -1),
-                       starts, valid, labels, segment, index, scale)
+                       starts, valid, labels, segment, index, scale, *(grams or (None, None)))
+
+
+def _gather_rows(source: np.ndarray, flat: np.ndarray, order: np.ndarray, padding: np.ndarray) -> np.ndarray:
+    """``source[flat]`` read in sorted order (sequential on the memory map), padding rows zeroed."""
+    out = np.empty((flat.size, source.shape[1]), dtype=source.dtype)
+    out[order] = source[flat[order]]
+    out[padding] = 0
+    return out
 
 
 class ChunkPlan(NamedTuple):

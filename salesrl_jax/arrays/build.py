@@ -26,8 +26,10 @@ from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays,
 from salesrl_jax.data.readers import ArchiveReader, RejectSink, archive_files
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.data.validation import Limits
+from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.cache import CacheStats, cached_embedder
 from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
 from salesrl_jax.io.atomic import remove_stale_temporaries, write_json_atomic
 from salesrl_jax.io.lock import claim_output
@@ -49,16 +51,23 @@ def archive_hash(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def encode_conversations(conversations: Sequence[Conversation], embed: Callable[[list[str]], np.ndarray],
+def encode_conversations(conversations: Sequence[Conversation], embedder: Embedder | NgramHasher,
                          dtype: str) -> Part:
-    """Embed and featurise ``conversations`` into one part's arrays."""
+    """Embed (or, for the sparse n-gram representation, hash) and featurise ``conversations`` into one part's
+    arrays."""
     lengths = np.array([c.num_turns for c in conversations], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     texts = [turn.text for conv in conversations for turn in conv.turns]
     embeddings = np.empty((len(texts), 0), dtype=dtype)
-    blocks = [embed(texts[start:start + EMBED_BATCH]).astype(dtype) for start in range(0, len(texts), EMBED_BATCH)]
-    if blocks:
-        embeddings = np.concatenate(blocks)
+    grams = {}
+    if isinstance(embedder, NgramHasher):
+        rows = embedder.grams(texts)
+        grams = {"gram_ids": rows.ids, "gram_counts": rows.counts}
+    else:
+        blocks = [embedder.embed(texts[start:start + EMBED_BATCH]).astype(dtype)
+                  for start in range(0, len(texts), EMBED_BATCH)]
+        if blocks:
+            embeddings = np.concatenate(blocks)
     features = (np.concatenate([conversation_features(c.turns) for c in conversations])
                 if texts else np.zeros((0, len(FEATURE_NAMES)), np.float32))
     industries = sorted({c.industry for c in conversations if c.industry is not None})
@@ -75,6 +84,7 @@ def encode_conversations(conversations: Sequence[Conversation], embed: Callable[
         industry=np.array([code[c.industry] if c.industry is not None else -1 for c in conversations], dtype=np.int16),
         ids=tuple(c.id for c in conversations),
         industries=tuple(industries),
+        **grams,
     )
 
 
@@ -90,7 +100,7 @@ class EmbedWorker:
         """One part's arrays, and the cache hits and misses it took."""
         stats = getattr(self.embedder, "stats", None)
         before = dataclasses.replace(stats) if stats is not None else CacheStats()
-        part = encode_conversations(conversations, self.embedder.embed, dtype)
+        part = encode_conversations(conversations, self.embedder, dtype)
         after = stats if stats is not None else CacheStats()
         return part, CacheStats(hits=after.hits - before.hits, misses=after.misses - before.misses)
 
@@ -127,6 +137,9 @@ class EmbedResult:
         lines.append(f"conversations     {counts['conversations']:,} ({counts['labelled']:,} labelled, "
                      f"{counts['converted']:,} converted)")
         lines.append(f"turns             {counts['turns']:,} ({counts['turns_with_oracle']:,} with oracle probability)")
+        if counts.get("turns_at_max_grams"):
+            lines.append(f"long turns        {counts['turns_at_max_grams']:,} use all {arrays.max_grams} gram columns "
+                         "(a longer turn keeps its most frequent grams; raise embedder.max_grams to keep all)")
         lines.append(f"rejected          {counts['rejected']:,}" +
                      (f" (reasons in {out / 'rejects.jsonl'})" if counts["rejected"] else ""))
         if self.cache is not None:
@@ -176,6 +189,7 @@ def embed_archive(
         "chunk_conversations": chunk_conversations,
         "features": list(FEATURE_NAMES),
         **({"label_key": label_key} if label_key else {}),
+        **({"max_grams": embedder.max_grams} if embedder.kind == "ngrams" else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     with claim_output(out, wait=wait):
@@ -235,9 +249,11 @@ def arrays_manifest(out: Path, build: dict, part_convs: dict[int, int], part_tur
     count = np.zeros(len(FEATURE_NAMES))
     total = np.zeros(len(FEATURE_NAMES))
     total_sq = np.zeros(len(FEATURE_NAMES))
-    labelled = converted = with_oracle = 0
+    labelled = converted = with_oracle = full_rows = 0
     for index in sorted(part_convs):
         part = Part.load(out / part_name(index))
+        if part.sparse and part.gram_counts.shape[1]:
+            full_rows += int((np.asarray(part.gram_counts)[:, -1] > 0).sum())
         features = np.asarray(part.features, dtype=np.float64)
         total += features.sum(0)
         total_sq += (features ** 2).sum(0)
@@ -253,6 +269,7 @@ def arrays_manifest(out: Path, build: dict, part_convs: dict[int, int], part_tur
         "format_version": FORMAT_VERSION,
         "embedder": build["embedder"],
         "dtype": build["dtype"],
+        **({"max_grams": build["max_grams"]} if "max_grams" in build else {}),
         "features": {
             "names": list(FEATURE_NAMES),
             "definitions": FEATURE_DEFINITIONS,
@@ -268,6 +285,8 @@ def arrays_manifest(out: Path, build: dict, part_convs: dict[int, int], part_tur
             "converted": converted,
             "turns_with_oracle": with_oracle,
             "rejected": rejected,
+            # Sparse n-gram arrays: turns with every one of max_grams columns used (a longer turn lost its rarest).
+            **({"turns_at_max_grams": full_rows} if "max_grams" in build else {}),
         },
         "parts": [{"name": part_name(i), "conversations": part_convs[i], "turns": part_turns[i],
                    "sha256": part_digest(out / part_name(i))} for i in sorted(part_convs)],

@@ -7,7 +7,9 @@ no padding on disk):
 ==================  ==================  =====================================================
 file                shape, dtype        meaning
 ==================  ==================  =====================================================
-embeddings.npy      [turns, dim] f16/32 text embedding of each turn
+embeddings.npy      [turns, dim] f16/32 text embedding of each turn ([turns, 0] for sparse n-grams)
+gram_ids.npy        [turns, K] int32    sparse n-gram arrays only: hashed gram buckets (0: padding)
+gram_counts.npy     [turns, K] uint16   sparse n-gram arrays only: their counts in the turn
 features.npy        [turns, F] f32      turn features (see ``manifest["features"]``)
 is_customer.npy     [turns] int8        1 if the customer speaks, 0 for the rep
 turn_index.npy      [turns] int16       0-based position of the turn in its conversation
@@ -39,11 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.embed.ngrams import is_sparse
 from salesrl_jax.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TURN_ARRAYS = ("embeddings", "features", "is_customer", "turn_index", "oracle_prob")
+GRAM_ARRAYS = ("gram_ids", "gram_counts")  # present only in arrays of the sparse n-gram representation
 CONVERSATION_ARRAYS = ("offsets", "outcome", "industry")
 
 
@@ -84,6 +88,16 @@ class Part:
     # In memory only (never saved): per-row scales when `embeddings` holds int8 rows quantized for
     # the int8 model (salesrl score --quantized), embedding = int8 * scale.
     embedding_scale: np.ndarray | None = None
+    # Sparse n-gram rows (`salesrl_jax.embed.ngrams`), when the arrays hold that representation.
+    gram_ids: np.ndarray | None = None  # [turns, K] int32
+    gram_counts: np.ndarray | None = None  # [turns, K] uint16
+
+    @property
+    def sparse(self) -> bool:
+        return self.gram_ids is not None
+
+    def _turn_arrays(self) -> tuple[str, ...]:
+        return TURN_ARRAYS + (GRAM_ARRAYS if self.sparse else ())
 
     @property
     def num_conversations(self) -> int:
@@ -107,7 +121,7 @@ class Part:
         rows = (np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in conversations])
                 if len(conversations) else np.zeros(0, np.int64))
         lengths = offsets[conversations + 1] - offsets[conversations]
-        turn = {name: np.asarray(getattr(self, name))[rows] for name in TURN_ARRAYS}
+        turn = {name: np.asarray(getattr(self, name))[rows] for name in self._turn_arrays()}
         return Part(**turn, offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                     outcome=np.asarray(self.outcome)[conversations], industry=np.asarray(self.industry)[conversations],
                     ids=tuple(self.ids[c] for c in conversations), industries=self.industries,
@@ -117,7 +131,7 @@ class Part:
         """Write the part atomically: it appears whole under ``directory``, or not at all."""
         with atomic_path(directory) as tmp:
             tmp.mkdir()
-            for name in TURN_ARRAYS + CONVERSATION_ARRAYS:
+            for name in self._turn_arrays() + CONVERSATION_ARRAYS:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
             (tmp / "part.json").write_text(json.dumps({"ids": list(self.ids), "industries": list(self.industries)}))
 
@@ -126,7 +140,8 @@ class Part:
         """Open a part; a missing, truncated or inconsistent file is a `ValueError` naming it."""
         mode = "r" if mmap else None
         arrays = {}
-        for name in TURN_ARRAYS + CONVERSATION_ARRAYS:
+        optional = GRAM_ARRAYS if (directory / "gram_ids.npy").exists() else ()
+        for name in TURN_ARRAYS + optional + CONVERSATION_ARRAYS:
             path = directory / f"{name}.npy"
             try:
                 arrays[name] = np.load(path, mmap_mode=mode)
@@ -148,7 +163,9 @@ class Part:
         offsets = np.asarray(self.offsets)
         turns = int(offsets[-1]) if len(offsets) else -1
         problems = [f"{name} has {len(getattr(self, name))} rows, offsets say {turns}"
-                    for name in TURN_ARRAYS if len(getattr(self, name)) != turns]
+                    for name in self._turn_arrays() if len(getattr(self, name)) != turns]
+        if self.sparse and np.shape(self.gram_ids) != np.shape(self.gram_counts):
+            problems.append(f"gram_ids are {np.shape(self.gram_ids)} but gram_counts {np.shape(self.gram_counts)}")
         problems += [f"{name} has {len(getattr(self, name))} entries for {len(offsets) - 1} conversations"
                      for name in ("outcome", "industry") if len(getattr(self, name)) != len(offsets) - 1]
         if len(self.ids) != len(offsets) - 1:
@@ -209,7 +226,18 @@ class TurnArrays:
 
     @property
     def dim(self) -> int:
+        """The embedding width (for sparse n-gram arrays: the number of hash buckets)."""
         return self.identity.dim
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the turns' text is held as sparse n-gram rows (`salesrl_jax.embed.ngrams`)."""
+        return is_sparse(self.identity)
+
+    @property
+    def max_grams(self) -> int:
+        """Columns of the sparse rows (sparse arrays only)."""
+        return int(self.manifest["max_grams"])
 
     def __len__(self) -> int:
         return len(self.part_names)
@@ -228,7 +256,11 @@ class TurnArrays:
             _VERIFIED_PARTS.add(key)
         part = Part.load(directory, mmap=mmap)
         problems = []
-        if part.embeddings.ndim != 2 or part.embeddings.shape[1] != self.dim:
+        if self.sparse:
+            if not part.sparse or part.gram_ids.ndim != 2 or part.gram_ids.shape[1] != self.max_grams:
+                shape = part.gram_ids.shape if part.sparse else "missing"
+                problems.append(f"gram_ids are {shape}, the manifest says {self.max_grams} per turn")
+        elif part.embeddings.ndim != 2 or part.embeddings.shape[1] != self.dim:
             problems.append(f"embeddings are {part.embeddings.shape}, the manifest says {self.dim} wide")
         if part.features.ndim != 2 or part.features.shape[1] != len(self.feature_names):
             problems.append(f"features are {part.features.shape}, the manifest names {len(self.feature_names)}")

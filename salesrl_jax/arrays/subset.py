@@ -35,7 +35,8 @@ def write_subset(arrays: TurnArrays, keep: Callable[[Part], np.ndarray], out: st
             selected.save(out / part_name(len(part_convs)))
         part_turns[len(part_convs)] = selected.num_turns
         part_convs[len(part_convs)] = selected.num_conversations
-    build = {"embedder": arrays.manifest["embedder"], "dtype": arrays.manifest["dtype"]}
+    build = {"embedder": arrays.manifest["embedder"], "dtype": arrays.manifest["dtype"],
+             **({"max_grams": arrays.max_grams} if arrays.sparse else {})}
     manifest = arrays_manifest(out, build, part_convs, part_turns, 0, {"subset_of": str(arrays.path)})
     write_json_atomic(out / MANIFEST, manifest)
     return TurnArrays.open(out)

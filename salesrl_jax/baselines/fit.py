@@ -87,7 +87,8 @@ def fit_baselines(table: PrefixTable, train: np.ndarray, test: np.ndarray, *, in
                 y, g = table.outcome[np.searchsorted(table.conversation, train)], np.asarray(train)
             model, chosen[name] = _logistic_cv(x, y, g, inner_folds, seed)
             probs[name] = model.predict_proba(test_x)[:, 1]
-    if "embedding_lr" in methods:
+    # Sparse n-gram arrays hold no dense embedding: the TF-IDF family is the regression on that representation.
+    if "embedding_lr" in methods and table.embedding_means.shape[1]:
         scaler = StandardScaler().fit(table.embedding_means[train_rows])
         model, chosen["embedding_lr"] = _logistic_cv(scaler.transform(table.embedding_means[train_rows]), labels,
                                                      groups, inner_folds, seed, DENSE_C_GRID)

@@ -7,6 +7,7 @@ default model's at each embedding dimension.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -18,6 +19,7 @@ from salesrl_jax.bench.timing import interleaved_times
 from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.embed.hashing import HashingEmbedder
+from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.infer.quantize import activation_ranges, quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
@@ -29,6 +31,7 @@ from salesrl_jax.run.config import TrainConfig
 from salesrl_jax.run.trained_model import TrainedModel
 
 TURNS_PER_CONVERSATION = 10
+NGRAM_BUCKETS = 2 ** 18
 
 
 def random_inputs(rows: int, dim: int, seed: int = 0) -> TurnInputs:
@@ -44,10 +47,12 @@ def random_inputs(rows: int, dim: int, seed: int = 0) -> TurnInputs:
 def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
     """A randomly initialised default model, packaged like a loaded checkpoint."""
     config = config or TrainConfig(embedder=EmbedderConfig(dim=dim))
-    graphdef, params = nnx.split(SalesAgent(config.model, dim, rngs=nnx.Rngs(0)))
+    local = config.embedder.kind in ("hashing", "ngrams")
+    graphdef, params = nnx.split(SalesAgent(config.model, dim, rngs=nnx.Rngs(0),
+                                            sparse_text=config.embedder.kind == "ngrams"))
     model = object.__new__(TrainedModel)
     model.directory, model.meta, model.config = None, {}, config
-    model.identity = HashingEmbedder(dim).identity if config.embedder.kind == "hashing" else EmbedderIdentity(
+    model.identity = config.embedder.build().identity if local else EmbedderIdentity(
         config.embedder.kind, config.embedder.model, dim, "1")
     model.feature_names, model.graphdef, model.params = tuple(FEATURE_NAMES), graphdef, params
     return model
@@ -135,19 +140,28 @@ def streaming_latency(turns: int = 3000) -> list[dict]:
         rows.append({"case": f"embedding cached, {dim}-d" + (", int8 (dequantized at load)" if quantized else ""),
                      **_percentiles(seconds)})
     text_turns = _sample_turns(turns)
-    for dim in (512,):
-        scorer = Scorer(bench_model(dim), HashingEmbedder(dim))
-        session = scorer.session()
-        session.add_turn(*text_turns[0])
-        seconds = np.empty(len(text_turns))
-        for i, (speaker, text) in enumerate(text_turns):
-            if i % TURNS_PER_CONVERSATION == 0:
-                session = scorer.session()
-            start = time.perf_counter()
-            session.add_turn(speaker, text)
-            seconds[i] = time.perf_counter() - start
-        rows.append({"case": f"offline embedder + features included, {dim}-d", **_percentiles(seconds)})
+    scorer = Scorer(bench_model(512), HashingEmbedder(512))
+    rows.append({"case": "offline embedder + features included, 512-d", **_time_sessions(scorer, text_turns)})
+    # The sparse text path: hashing the turn's n-grams, the features and the embedding bag, all in the call.
+    ngrams = dataclasses.replace(TrainConfig(), embedder=EmbedderConfig(kind="ngrams", dim=NGRAM_BUCKETS))
+    scorer = Scorer(bench_model(NGRAM_BUCKETS, ngrams), NgramHasher(NGRAM_BUCKETS))
+    rows.append({"case": "n-gram bag (configs/ngrams.py) + hashing + features included",
+                 **_time_sessions(scorer, text_turns)})
     return rows
+
+
+def _time_sessions(scorer: Scorer, text_turns: list[tuple[str, str]]) -> dict[str, float]:
+    """Percentiles of ``session.add_turn`` over raw turns, a new session every `TURNS_PER_CONVERSATION` turns."""
+    session = scorer.session()
+    session.add_turn(*text_turns[0])  # compile
+    seconds = np.empty(len(text_turns))
+    for i, (speaker, text) in enumerate(text_turns):
+        if i % TURNS_PER_CONVERSATION == 0:
+            session = scorer.session()
+        start = time.perf_counter()
+        session.add_turn(speaker, text)
+        seconds[i] = time.perf_counter() - start
+    return _percentiles(seconds)
 
 
 def loop_baseline(dim: int = 3072, turns: int = 3000, batch: int = 1024) -> dict:

@@ -132,4 +132,6 @@ class CachedEmbedder:
 def cached_embedder(config, cache_path: str | os.PathLike[str] | None) -> Embedder:
     """``config.build()``, behind the SQLite cache at ``cache_path`` when one is given (an `EmbedderConfig`)."""
     built = config.build()
+    if config.kind == "ngrams":  # hashing grams costs less than a cache lookup: nothing to cache
+        return built
     return CachedEmbedder(built, EmbeddingCache(cache_path)) if cache_path is not None else built

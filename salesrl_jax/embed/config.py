@@ -13,11 +13,15 @@ from salesrl_jax.embed.base import Embedder
 class EmbedderConfig:
     """An embedding space and how to reach it. Keys are never stored here: they come from the environment."""
 
-    kind: Literal["hashing", "openai", "azure-openai", "sentence-transformers"] = "hashing"
-    """hashing: offline default (no download, no network); openai / azure-openai: the paper's setup
-    (needs OPENAI_API_KEY / AZURE_OPENAI_API_KEY); sentence-transformers: a local model on disk."""
+    kind: Literal["hashing", "ngrams", "openai", "azure-openai", "sentence-transformers"] = "hashing"
+    """hashing: offline default (no download, no network); ngrams: sparse bags of hashed word 1-2-grams that the
+    model weights by idf and embeds itself (salesrl_jax.embed.ngrams; offline); openai / azure-openai: the paper's
+    setup (needs OPENAI_API_KEY / AZURE_OPENAI_API_KEY); sentence-transformers: a local model on disk."""
     dim: int = 512
-    """Output dimension (hashing: any; openai: the model's size or a shorter `dimensions`)."""
+    """Output dimension (hashing: any; ngrams: the number of hash buckets, e.g. 262144; openai: the model's size
+    or a shorter `dimensions`)."""
+    max_grams: int = 256
+    """ngrams only: distinct grams kept per turn (a longer turn keeps its most frequent ones)."""
     model: str = "text-embedding-3-large"
     """OpenAI model or Azure deployment name (openai kinds only)."""
     base_url: str | None = None
@@ -45,6 +49,10 @@ class EmbedderConfig:
             from salesrl_jax.embed.hashing import HashingEmbedder
 
             return HashingEmbedder(dim=self.dim)
+        if self.kind == "ngrams":
+            from salesrl_jax.embed.ngrams import NgramHasher
+
+            return NgramHasher(buckets=self.dim, max_grams=self.max_grams)
         if self.kind in ("openai", "azure-openai"):
             from salesrl_jax.embed.openai_embedder import DIMENSIONS, OpenAIEmbedder
 

@@ -117,7 +117,7 @@ def _encode_chunk(worker: EmbedWorker, index: int, job: tuple[list[Conversation]
                   ) -> tuple[int, Part, list[str], CacheStats]:
     conversations, int8_embeddings = job
     part, used = worker.encode(conversations, "float32")  # in memory only: keep full precision
-    if int8_embeddings:  # for the int8 model: quantized here, in parallel, and a quarter of the bytes to send
+    if int8_embeddings and not part.sparse:  # for the int8 model: quantized here, in parallel, a quarter of the bytes
         from salesrl_jax.infer.quantize import quantize_rows_np
 
         q, scale = quantize_rows_np(part.embeddings)

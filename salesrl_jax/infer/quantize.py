@@ -87,9 +87,23 @@ def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: 
     return out
 
 
-def quantized_agent(config: ModelConfig, embed_dim: int, spec: Int8Spec) -> tuple[nnx.GraphDef, nnx.State]:
+def quantized_agent(config: ModelConfig, embed_dim: int, spec: Int8Spec, sparse_text: bool = False
+                    ) -> tuple[nnx.GraphDef, nnx.State]:
     """The int8 graph and a placeholder state (its shapes and dtypes)."""
-    return nnx.split(SalesAgent(config, embed_dim, rngs=nnx.Rngs(0), quantized=spec))
+    return nnx.split(SalesAgent(config, embed_dim, rngs=nnx.Rngs(0), quantized=spec, sparse_text=sparse_text))
+
+
+def _has_bag(tree) -> bool:
+    """Whether a parameter tree (pure dict or orbax metadata) holds an n-gram embedding bag (it has an ``idf``)."""
+    return "idf" in tree["encoder"]["project"]
+
+
+def quantize_bag(table: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """An embedding-bag table ``[buckets, H]`` -> (int8 table, one scale per bucket row ``[buckets]``):
+    ``|E - s E_q| <= s / 2`` element-wise, with each row's own scale (a rare gram's small row keeps its precision)."""
+    scale = jnp.max(jnp.abs(table), axis=-1) / INT8_MAX
+    scale = jnp.where(scale > 0, scale, 1.0)
+    return jnp.clip(jnp.round(table / scale[:, None]), -INT8_MAX, INT8_MAX).astype(jnp.int8), scale.astype(jnp.float32)
 
 
 def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dict:
@@ -137,8 +151,7 @@ def calibration_batches(arrays, turns: int = CALIBRATION_TURNS, rows: int = 4096
         for minibatch in plan_packing(part.lengths, np.arange(part.num_conversations), rows):
             batch = gather_packed(part, [minibatch], rows, 1)
             valid = batch.valid[0] & (seen + np.cumsum(batch.valid[0]) <= turns)
-            yield TurnInputs(jnp.asarray(batch.embeddings[0]), jnp.asarray(batch.features[0]),
-                             jnp.asarray(batch.starts[0]), jnp.asarray(valid))
+            yield jax.tree.map(jnp.asarray, TurnInputs.from_packed(batch, 0, valid))
             seen += int(valid.sum())
             if seen >= turns:
                 return
@@ -156,12 +169,16 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
     layers get calibrated input scales ``a = max|x| / 127``, folded into the kernel before it is
     quantized; without, they quantize their inputs per row at run time. ``dot``: see `Int8Spec`
     (default: `default_int8_dot`)."""
+    float_pure = nnx.to_pure_dict(params)
     graphdef, like = quantized_agent(config, embed_dim, Int8Spec(calibrated=ranges is not None,
-                                                                 dot=dot or default_int8_dot()))
+                                                                 dot=dot or default_int8_dot()), _has_bag(float_pure))
 
     def convert(path: tuple, float_layer: dict, quant_layer: dict) -> dict:
         kernel = float_layer["kernel"]
         layer = {"bias": float_layer["bias"]}
+        if "idf" in quant_layer:  # the n-gram embedding bag: per-row scales, its idf as fitted
+            layer["kernel"], layer["scale"] = quantize_bag(kernel)
+            return {**layer, "idf": float_layer["idf"]}
         if "input_scale" in quant_layer:
             absmax = jnp.broadcast_to(_lookup(ranges, path), kernel.shape[:-1])
             input_scale = jnp.where(absmax > 0, absmax / INT8_MAX, 1.0).astype(jnp.float32)
@@ -171,7 +188,7 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
         layer["kernel"] = q.astype(quant_layer["kernel"].dtype)  # int8, or bf16 for the bf16 dot (exact)
         return layer
 
-    pure = _map_layers(nnx.to_pure_dict(params), nnx.to_pure_dict(like), convert, leaves_from_quant=False)
+    pure = _map_layers(float_pure, nnx.to_pure_dict(like), convert, leaves_from_quant=False)
     check_shared_state_scale(pure)
     nnx.replace_by_pure_dict(like, pure)
     return graphdef, like
@@ -193,6 +210,9 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     """int8 parameters -> float parameters ``s W_q`` (divided by the folded input scales) for the
     float graph: dequantized once, at load."""
     def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
+        if "idf" in quant_layer:
+            table = quant_layer["kernel"].astype(jnp.float32) * quant_layer["scale"][:, None]
+            return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"]}
         kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
         if "input_scale" in quant_layer:
             kernel = kernel / quant_layer["input_scale"][..., None]
@@ -242,7 +262,8 @@ def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed
             saved = checkpointer.metadata(path).item_metadata.tree
         calibrated = "input_scale" in saved["encoder"]["hidden"]
         graphdef, like = quantized_agent(config, embed_dim,
-                                         Int8Spec(calibrated=calibrated, dot=dot or default_int8_dot()))
+                                         Int8Spec(calibrated=calibrated, dot=dot or default_int8_dot()),
+                                         _has_bag(saved))
         held = nnx.to_pure_dict(like)
         target = jax.tree.map(lambda x: ocp.utils.to_shape_dtype_struct(_as_stored(x)), held)
         with ocp.StandardCheckpointer() as checkpointer:

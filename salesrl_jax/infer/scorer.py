@@ -22,9 +22,11 @@ from flax import nnx
 
 from salesrl_jax.data.records import Turn, normalize_speaker
 from salesrl_jax.embed.base import Embedder
+from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features import turn_features
 from salesrl_jax.infer.quantize import dequantize_params, quantize_params, saved_int8
 from salesrl_jax.models.encoder import EncoderCarry
+from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.run.trained_model import TrainedModel
 
 
@@ -74,7 +76,7 @@ class Scorer:
         model = TrainedModel.load(checkpoint)
         if embedder is None:
             embedder = model.config.embedder.build()
-        if cache is not None:
+        if cache is not None and not isinstance(embedder, NgramHasher):  # hashing grams needs no cache
             from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
 
             embedder = CachedEmbedder(embedder, EmbeddingCache(cache))
@@ -83,8 +85,16 @@ class Scorer:
     def session(self) -> "ScoringSession":
         return ScoringSession(self)
 
-    def score_embedded(self, session: "ScoringSession", embedding: np.ndarray, features: np.ndarray) -> TurnScore:
-        """Advance ``session`` by one turn whose embedding and features are already computed."""
+    def embed_turn(self, text: str) -> np.ndarray | GramBags:
+        """A turn's text as the model reads it: its embedding, or its n-gram bag for a sparse-text model."""
+        if isinstance(self.embedder, NgramHasher):
+            rows = self.embedder.grams([text])
+            return GramBags(rows.ids[0], rows.counts[0])
+        return self.embedder.embed([text])[0]
+
+    def score_embedded(self, session: "ScoringSession", embedding: np.ndarray | GramBags, features: np.ndarray
+                       ) -> TurnScore:
+        """Advance ``session`` by one turn whose embedding (or n-gram bag) and features are already computed."""
         carry, prob, unc = self._step(self.params, session.carry, embedding, features, session.prev_prediction)
         prob, unc = float(prob), float(unc)
         session.carry, session.prev_prediction = carry, prob
@@ -110,5 +120,4 @@ class ScoringSession:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
         self.features, features = turn_features.step(self.features, Turn(role, text, start_time, duration))
-        embedding = self.scorer.embedder.embed([text])[0]
-        return self.scorer.score_embedded(self, embedding, features)
+        return self.scorer.score_embedded(self, self.scorer.embed_turn(text), features)

@@ -43,10 +43,11 @@ class AgentOutput:
 class SalesAgent(nnx.Module):
     """``quantized=Int8Spec(...)`` builds the int8 inference form (wide layers int8, narrow output layers float)."""
 
-    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None,
+                 sparse_text: bool = False):
         self.config = config
         self.quantized = quantized
-        self.encoder = StateEncoder(config, embed_dim, rngs=rngs, quantized=quantized)
+        self.encoder = StateEncoder(config, embed_dim, rngs=rngs, quantized=quantized, sparse_text=sparse_text)
         self.policy = PolicyHead(config.state_dim, config.min_concentration, rngs=rngs)
         self.value = MLPHead(config.state_dim, config.head_hidden, rngs=rngs, quantized=quantized)
         if config.ensemble_size:
@@ -111,7 +112,7 @@ class SalesAgent(nnx.Module):
 
     def step(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray,
              prev_prediction: jnp.ndarray | None = None) -> tuple[EncoderCarry, AgentOutput]:
-        """Incremental form: one new turn per conversation."""
+        """Incremental form: one new turn per conversation (``embeddings [..., D]``, or `GramBags` ``[..., K]``)."""
         carry, context = self.encoder.step_context(carry, embeddings, features)
         return carry, self.heads(self.encoder.state(context, prev_prediction))
 
@@ -122,8 +123,10 @@ def previous_predictions(prediction: jnp.ndarray, starts: jnp.ndarray, prior: fl
     return jnp.where(starts, prior, shifted)
 
 
-def create_agent(config: ModelConfig, embed_dim: int, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
+def create_agent(config: ModelConfig, embed_dim: int, seed: int, sparse_text: bool = False
+                 ) -> tuple[nnx.GraphDef, nnx.State]:
     """Initialise the agent and split it once into its static graph and its parameters (the functional form
-    every jitted function takes: ``nnx.merge(graphdef, params)`` inside, never ``nnx.jit``)."""
-    agent = SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed))
+    every jitted function takes: ``nnx.merge(graphdef, params)`` inside, never ``nnx.jit``). ``sparse_text``:
+    the turns' text comes as n-gram bags (``embed_dim`` hash buckets), read by an embedding bag."""
+    agent = SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed), sparse_text=sparse_text)
     return nnx.split(agent)

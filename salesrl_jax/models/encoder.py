@@ -3,6 +3,8 @@
 For turn ``n`` of a conversation with embedding ``e_n`` and features ``f_n``:
 
     u_n      = gelu(LayerNorm(W_p e_n))                                  projected turn, [H]
+                                                                          (sparse n-gram text: u_n = the embedding
+                                                                          bag, salesrl_jax.models.bag, linear)
     s_n      = c * tanh(w_s . [u_n, f_n])                                learned importance (|s_n| <= c)
     P_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i) u_i                  history pools
     Z_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i)
@@ -31,8 +33,9 @@ import numpy as np
 from flax import nnx, struct
 
 from salesrl_jax.features.turn_features import FEATURE_GROUPS, FEATURE_NAMES
+from salesrl_jax.models.bag import GramBag
 from salesrl_jax.models.config import ModelConfig
-from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.inputs import GramBags, TurnInputs
 from salesrl_jax.models.layers import Dense, Int8Spec
 from salesrl_jax.models.scan import affine_scan
 
@@ -59,15 +62,23 @@ class StateEncoder(nnx.Module):
     """See the module docstring. ``embed_dim`` is the embedding size of the cached arrays; ``quantized``
     builds the int8 inference form of the wide layers (see `salesrl_jax.models.layers`)."""
 
-    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None):
+    def __init__(self, config: ModelConfig, embed_dim: int, *, rngs: nnx.Rngs, quantized: Int8Spec | None = None,
+                 sparse_text: bool = False):
         self.config = config
         self.embed_dim = embed_dim
+        self.sparse_text = sparse_text
         self.feature_index = tuple(int(i) for i in feature_selection(config))  # static: part of the graph
-        h = config.turn_dim
-        # The projection reads raw embeddings (or int8 rows quantized upstream): per-row scales, never calibrated.
-        project_spec = quantized and dataclasses.replace(quantized, calibrated=False)
-        self.project = Dense(embed_dim, h, rngs=rngs, quantized=project_spec)
-        self.project_norm = nnx.LayerNorm(h, rngs=rngs)
+        h = self.turn_width = config.bag_dim if sparse_text else config.turn_dim
+        if sparse_text:  # embed_dim hash buckets of n-grams: an embedding bag over their tf-idf rows
+            self.project = GramBag(embed_dim, h, rngs=rngs, quantized=quantized is not None)
+        else:
+            # The projection reads raw embeddings (or int8 rows quantized upstream): per-row scales, never calibrated.
+            project_spec = quantized and dataclasses.replace(quantized, calibrated=False)
+            self.project = Dense(embed_dim, h, rngs=rngs, quantized=project_spec)
+        if not sparse_text:
+            # Not for the bag: a LayerNorm would scale a turn of rare, barely trained grams up to full size, undoing
+            # the shrinkage that weight decay gives a linear bag (measured: validation log loss diverges by epoch 2).
+            self.project_norm = nnx.LayerNorm(h, rngs=rngs)
         if config.history == "weighted":
             self.num_decays = len(config.decay_half_lives)
             # r = 0.5 ** (1 / half_life); store its logit so sigmoid keeps it in (0, 1) while learning.
@@ -88,9 +99,15 @@ class StateEncoder(nnx.Module):
 
     def _turn_terms(self, embeddings: jnp.ndarray, features: jnp.ndarray, embedding_scale: jnp.ndarray | None = None):
         """Per-turn ``u`` [..., H] and pool increments ``b`` [..., K, G, H + 1]."""
-        if embeddings.dtype != jnp.int8:
+        if isinstance(embeddings, GramBags) != self.sparse_text:
+            raise ValueError("this model reads " + ("sparse n-gram bags" if self.sparse_text else "dense embeddings")
+                             + f", got {type(embeddings).__name__}")
+        if not self.sparse_text and embeddings.dtype != jnp.int8:
             embeddings = embeddings.astype(jnp.float32)
-        u = jax.nn.gelu(self.project_norm(self.project(embeddings, embedding_scale)))
+        if self.sparse_text:
+            u = self.project(embeddings)  # the bag is linear in the tf-idf row, as the linear baselines
+        else:
+            u = jax.nn.gelu(self.project_norm(self.project(embeddings, embedding_scale)))
         if self.num_decays == 0:
             return u, None
         weight = jnp.ones(u.shape[:-1], jnp.float32)
@@ -178,10 +195,11 @@ class StateEncoder(nnx.Module):
 
     def init_carry(self, batch_shape: tuple[int, ...] = ()) -> EncoderCarry:
         k = max(self.num_decays, 1)
-        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.config.turn_dim + 1), jnp.float32))
+        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.turn_width + 1), jnp.float32))
 
     def step_context(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray):
-        """One new turn per conversation (``embeddings [..., D]``, ``features [..., F]``) -> ``(carry, context)``."""
+        """One new turn per conversation (``embeddings [..., D]`` or `GramBags` ``[..., K]``, ``features [..., F]``)
+        -> ``(carry, context)``."""
         features = features.astype(jnp.float32)
         u, increment = self._turn_terms(embeddings, features)
         if increment is None:

@@ -16,8 +16,35 @@ class TurnInputs:
     starts a conversation). Nothing here reads the outcome: the labels travel separately.
     """
 
-    embeddings: jnp.ndarray  # [N, D] float16/float32 turn-text embeddings, or int8 with embedding_scale
+    embeddings: "jnp.ndarray | GramBags"  # [N, D] float16/float32 turn-text embeddings, or int8 with
+    # embedding_scale, or the turns' sparse n-gram bags [N, K] (arrays of the ngrams representation)
     features: jnp.ndarray  # [N, F] float32 turn features (salesrl_jax.features)
     starts: jnp.ndarray  # [N] bool: first turn of its conversation
     valid: jnp.ndarray  # [N] bool: a real turn (False: padding)
     embedding_scale: jnp.ndarray | None = None  # [N] row scales of int8 embeddings (embedding = int8 * scale)
+
+    @classmethod
+    def from_packed(cls, batch, m: int | None = None, valid=None) -> "TurnInputs":
+        """The inputs of host minibatch ``m`` of a `salesrl_jax.arrays.batches.PackedBatch` (all ``[M, N]`` of them
+        when ``m`` is None), as host arrays; ``valid`` replaces the batch's mask."""
+        def pick(x):
+            return x if m is None or x is None else x[m]
+
+        text = (pick(batch.embeddings) if batch.gram_ids is None
+                else GramBags(pick(batch.gram_ids), pick(batch.gram_counts)))
+        return cls(text, pick(batch.features), pick(batch.starts), pick(batch.valid) if valid is None else valid,
+                   pick(batch.embedding_scale))
+
+
+@struct.dataclass
+class GramBags:
+    """Sparse text of turns: padded hashed n-gram buckets and counts (`salesrl_jax.embed.ngrams`), read by the
+    model's embedding bag (`salesrl_jax.models.bag`) in place of dense embeddings."""
+
+    ids: jnp.ndarray  # [..., K] int32 bucket ids (0: padding)
+    counts: jnp.ndarray  # [..., K] uint16 / float32 counts (0: padding)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The batch shape and K, like a dense ``[..., D]`` embedding array's."""
+        return self.ids.shape

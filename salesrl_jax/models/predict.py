@@ -93,9 +93,7 @@ def predict_part(predict: Callable, params, part, conversations: np.ndarray, row
         minibatches = planned[start:start + chunk_minibatches]
         batch = gather_packed(part, minibatches, rows, len(minibatches))
         for m in range(len(minibatches)):
-            scale = None if batch.embedding_scale is None else batch.embedding_scale[m]
-            inputs = TurnInputs(batch.embeddings[m], batch.features[m], batch.starts[m], batch.valid[m], scale)
-            pred, unc = predict(params, inputs)
+            pred, unc = predict(params, TurnInputs.from_packed(batch, m))
             keep = batch.index[m] >= 0
             turn_pred[batch.index[m][keep]] = np.asarray(pred)[keep]
             turn_unc[batch.index[m][keep]] = np.asarray(unc)[keep]

@@ -72,7 +72,14 @@ class PretrainConfig:
     """Share of turn-embedding entries zeroed (the rest scaled up) in each training step: dropout on the
     input, which for hashed bag-of-words embeddings acts as an adaptive L2 penalty (Wager et al., 2013)."""
 
+    last_turn_share: float = 0.0
+    """Share of the loss on each conversation's last turn: loss = (1 - s) mean BCE over all turns + s mean BCE over
+    last turns. 0 weighs every prefix alike; larger values pull training toward whole conversations, as a
+    whole-dialogue classifier. Only the loss reads which turn is last, never the model's input."""
+
     def __post_init__(self) -> None:
+        if not 0.0 <= self.last_turn_share < 1.0:
+            raise ValueError(f"pretrain.last_turn_share must be in [0, 1), got {self.last_turn_share}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise ValueError(f"pretrain.input_dropout must be in [0, 1), got {self.input_dropout}")
         _positive(self, "pretrain", ("epochs", "rows_per_minibatch", "chunk_minibatches", "learning_rate"))
@@ -177,9 +184,22 @@ SMALL_DATA_OVERRIDES: dict[str, Any] = {
 }
 
 
+# On top of SMALL_DATA_OVERRIDES when the text is sparse n-grams (embedder.kind ngrams): the embedding bag has
+# 2^18 rows, most seen in a handful of conversations, and Adam moves every row it sees by about the learning rate
+# whatever its gradient, so rare grams are memorised within two epochs at 1e-3 (measured on PersuasionForGood:
+# inner-split log loss 0.69 after epoch 1, 2.3 after 12). A smaller step, stronger weight decay and dropping half
+# of each turn's grams (word dropout) keep the best epoch later and better (docs/benchmarks.md, "n-gram path").
+SPARSE_SMALL_DATA_OVERRIDES: dict[str, Any] = {
+    "pretrain.learning_rate": 1e-4,
+    "pretrain.weight_decay": 0.1,
+    "pretrain.input_dropout": 0.5,
+}
+
+
 def resolve_regime(config: TrainConfig, labelled_conversations: int) -> TrainConfig:
     """The config a run uses on ``labelled_conversations`` (before the validation split): with ``regime="auto"``,
-    small below `SMALL_DATA_CONVERSATIONS` (the fields of `SMALL_DATA_OVERRIDES` set), else large (as given).
+    small below `SMALL_DATA_CONVERSATIONS` (the fields of `SMALL_DATA_OVERRIDES` set, and those of
+    `SPARSE_SMALL_DATA_OVERRIDES` for sparse n-gram text), else large (as given).
     The resolved config, with ``regime`` small or large, is what the run saves and resumes with."""
     regime = config.regime
     if regime == "auto":
@@ -187,6 +207,8 @@ def resolve_regime(config: TrainConfig, labelled_conversations: int) -> TrainCon
     if regime == "large":
         return dataclasses.replace(config, regime="large")
     overrides = dict(SMALL_DATA_OVERRIDES)
+    if config.embedder.kind == "ngrams":
+        overrides.update(SPARSE_SMALL_DATA_OVERRIDES)
     if not config.pretrain.enabled:  # a PPO-only run (an ablation): its only phase stays on
         overrides.pop("ppo.enabled")
     return with_overrides(config, {**overrides, "regime": "small"})

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from salesrl_jax.embed.base import EmbedderIdentity
+from salesrl_jax.embed.ngrams import is_sparse
 from salesrl_jax.io.digest import tree_digest
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.run.checkpoints import PARAMS_DIGEST, find_checkpoint, read_meta, restore_params
@@ -24,8 +25,14 @@ class TrainedModel:
         self.config: TrainConfig = config_from_dict(self.meta["config"])
         self.identity = EmbedderIdentity(**self.meta["embedder"])
         self.feature_names = tuple(self.meta["features"])
-        self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed)
+        self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed,
+                                           sparse_text=self.sparse_text)
         self.params = restore_params(directory, like, self.meta.get(PARAMS_DIGEST))
+
+    @property
+    def sparse_text(self) -> bool:
+        """Whether the model reads sparse n-gram bags (its own embedding bag and idf) instead of dense embeddings."""
+        return is_sparse(self.identity)
 
     @property
     def params_digest(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
@@ -35,8 +36,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def supervised_batch(host: batch_lib.PackedBatch) -> SupervisedBatch:
-    inputs = TurnInputs(jnp.asarray(host.embeddings), jnp.asarray(host.features), jnp.asarray(host.starts),
-                        jnp.asarray(host.valid))
+    inputs = jax.tree.map(jnp.asarray, TurnInputs.from_packed(host))
     return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(host.segment))
 
 

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from salesrl_jax.models.bag import Statistic
+
 
 @struct.dataclass
 class TrainState:
@@ -45,6 +47,18 @@ def adam_linear(learning_rate: float, total_steps: int, max_grad_norm: float):
     """Clipped Adam with a linear decay to zero (the PPO default of the PPO paper and CleanRL)."""
     schedule = optax.linear_schedule(learning_rate, 0.0, max(total_steps, 1))
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(schedule, eps=1e-5))
+
+
+def freeze_statistics(optimizer: optax.GradientTransformation, params: nnx.State) -> optax.GradientTransformation:
+    """``optimizer`` on the parameters, and no update at all (no step, no weight decay) on fitted statistics
+    (`salesrl_jax.models.bag.Statistic`, such as the n-gram idf); ``optimizer`` itself when ``params`` has none."""
+    def labels(tree):
+        return jax.tree.map(lambda v: "frozen" if isinstance(v, Statistic) else "train", tree,
+                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+    if "frozen" not in jax.tree.leaves(labels(params)):
+        return optimizer
+    return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
 
 
 def init_state(params: nnx.State, optimizer: optax.GradientTransformation, seed: int) -> TrainState:

@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from salesrl_jax.models.agent import previous_predictions
-from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.models.inputs import GramBags, TurnInputs
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.state import TrainState
 
@@ -51,10 +51,31 @@ def masked_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
 
 def drop_inputs(inputs: TurnInputs, rate: jnp.ndarray, key: jnp.ndarray) -> TurnInputs:
     """Inverted dropout on the turn embeddings: each entry kept with probability ``1 - rate`` and divided by it,
-    so the expected input is unchanged."""
+    so the expected input is unchanged. For sparse n-gram bags, each gram of a turn is dropped with probability
+    ``rate`` (the bag renormalises what is left: word dropout)."""
     keep = jax.random.bernoulli(key, 1.0 - rate, inputs.embeddings.shape)
+    if isinstance(inputs.embeddings, GramBags):
+        bags = inputs.embeddings
+        return inputs.replace(embeddings=bags.replace(counts=jnp.where(keep, bags.counts, 0)))
     embeddings = jnp.where(keep, inputs.embeddings.astype(jnp.float32) / (1.0 - rate), 0.0)
     return inputs.replace(embeddings=embeddings)
+
+
+def last_turns(starts: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+    """``[N]`` bool: the valid rows that end their conversation (the next row starts another, or is padding).
+    Packed minibatches hold whole conversations, so a valid last row of the batch ends its conversation."""
+    following_starts = jnp.concatenate([starts[1:], jnp.ones((1,), bool)])
+    following_valid = jnp.concatenate([valid[1:], jnp.zeros((1,), bool)])
+    return valid & (following_starts | ~following_valid)
+
+
+def turn_weights(starts: jnp.ndarray, valid: jnp.ndarray, last_turn_share: jnp.ndarray) -> jnp.ndarray:
+    """Row weights ``[N]`` whose masked mean is ``(1 - s) mean over valid rows + s mean over last rows``
+    (``s = last_turn_share``): ``w = (1 - s) / n_valid + s [last] / n_last``, scaled by ``n_valid``."""
+    valid_f = valid.astype(jnp.float32)
+    last = last_turns(starts, valid).astype(jnp.float32)
+    n_valid, n_last = jnp.maximum(valid_f.sum(), 1.0), jnp.maximum(last.sum(), 1.0)
+    return ((1.0 - last_turn_share) * valid_f / n_valid + last_turn_share * last / n_last) * n_valid
 
 
 def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: SupervisedBatch, hp: Hyperparams,
@@ -67,17 +88,18 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
         key, drop_key = jax.random.split(key)
         batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, drop_key))
     valid = batch.inputs.valid.astype(jnp.float32)
+    weight = turn_weights(batch.inputs.starts, batch.inputs.valid, hp.last_turn_share)
     prev = None
     if agent.config.feed_prediction:
         # Teacher forcing with the model's own previous predictions, from a first pass without gradient.
         first = agent(batch.inputs, jnp.full(batch.labels.shape, 0.5))
         prev = jax.lax.stop_gradient(previous_predictions(first.prediction, batch.inputs.starts))
     out = agent(batch.inputs, prev)
-    policy_bce = masked_mean(optax.sigmoid_binary_cross_entropy(out.logit, batch.labels), valid)
+    policy_bce = masked_mean(optax.sigmoid_binary_cross_entropy(out.logit, batch.labels), weight)
     ensemble_bce = jnp.zeros(())
     k = out.ensemble_logits.shape[0]
     if k:
-        weights = jax.random.exponential(key, (k, batch.labels.shape[0]))[:, batch.segment] * valid
+        weights = jax.random.exponential(key, (k, batch.labels.shape[0]))[:, batch.segment] * weight
         bce = optax.sigmoid_binary_cross_entropy(out.ensemble_logits, batch.labels[None])
         ensemble_bce = jnp.mean(jax.vmap(masked_mean)(bce, weights))
     loss = policy_bce + hp.ensemble_weight * ensemble_bce

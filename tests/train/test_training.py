@@ -257,7 +257,7 @@ def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
     weights = jnp.asarray([0.0, 2.0], jnp.float32)
     sweep = base.replace(ensemble_weight=weights)
     states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
-    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None))
+    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None, None))
     swept, metrics = jax.vmap(train_chunk, in_axes=in_axes)(states, batches, sweep)
     for i, w in enumerate(weights):
         single, m = train_chunk(state, batches, base.replace(ensemble_weight=w))

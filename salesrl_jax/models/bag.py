@@ -1,0 +1,88 @@
+"""The learned n-gram embedding bag: a turn's sparse gram counts -> a dense turn vector (fastText-style).
+
+For a turn whose distinct grams ``j`` fall in buckets ``b_j`` with counts ``c_j``
+(`salesrl_jax.embed.ngrams`):
+
+    x_j = (1 + log c_j) idf[b_j]            sublinear tf times idf (0 for padding, c_j = 0)
+    w_j = x_j / ||x||_2                     the row-normalised tf-idf weight
+    v   = sum_j w_j E[b_j] + bias           the embedding bag, E: [buckets, H]
+
+so ``v = E^T x_hat + bias`` is a dense layer applied to the L2-normalised tf-idf vector of the turn in
+R^buckets (what the TF-IDF baselines read), computed from its nonzeros only and trained end to end
+with the encoder. Its gradient touches only the rows of the grams in the batch.
+
+``idf[b] = log((1 + n) / (1 + df_b)) + 1`` (scikit-learn's smooth idf) over the ``n`` training
+conversations, and 0 where ``df_b < min_df``: a gram the training split does not show (often enough)
+weighs nothing. Training computes it on the training split only
+(`salesrl_jax.train.statistics.fit_statistics`); it is a `Statistic`, saved and loaded
+with the parameters (so `score`, the `Scorer` and the int8 path weight exactly as training did) and
+never moved by the optimizer (`salesrl_jax.train.state.freeze_statistics`).
+
+Int8 (``quantized=True``): ``E`` is held as int8 with one scale per bucket row, ``E[b] ~ s_b E_q[b]``;
+per-row scales keep the precision of rare grams' small rows, which one scale per column would not.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from salesrl_jax.models.inputs import GramBags
+
+MIN_DF = 2  # as the TF-IDF baselines: a gram in one training conversation only is noise, not signal
+
+
+class Statistic(nnx.Variable):
+    """A value fitted from data before training (not by gradients): saved with the parameters, frozen in training."""
+
+
+def document_frequency(gram_ids: np.ndarray, conversation: np.ndarray, buckets: int) -> np.ndarray:
+    """``df [buckets]``: in how many of the conversations each bucket occurs, from the ``[turns, K]`` bucket ids of
+    their turns and the ``[turns]`` conversation each turn belongs to."""
+    ids = np.asarray(gram_ids, np.int64)
+    keys = np.repeat(np.asarray(conversation, np.int64), ids.shape[1]) * buckets + ids.reshape(-1)
+    keys = np.unique(keys[ids.reshape(-1) > 0])  # one count per (conversation, bucket)
+    return np.bincount(keys % buckets, minlength=buckets)
+
+
+def smooth_idf(df: np.ndarray, conversations: int, min_df: int = MIN_DF) -> np.ndarray:
+    """``idf[b] = log((1 + n) / (1 + df_b)) + 1`` over ``n = conversations``; 0 where ``df_b < min_df`` and for the
+    padding bucket 0."""
+    idf = np.log((1.0 + conversations) / (1.0 + np.asarray(df, np.float64))) + 1.0
+    idf[np.asarray(df) < min_df] = 0.0
+    idf[0] = 0.0
+    return idf.astype(np.float32)
+
+
+def tfidf_weights(bags: GramBags, idf: jnp.ndarray) -> jnp.ndarray:
+    """``w [..., K]``: the row-normalised sublinear tf-idf weight of each gram slot (0 for padding)."""
+    counts = bags.counts.astype(jnp.float32)
+    x = jnp.where(counts > 0, (1.0 + jnp.log(jnp.maximum(counts, 1.0))) * idf[bags.ids], 0.0)
+    squared = jnp.sum(x * x, axis=-1, keepdims=True)
+    # The double where keeps the gradient finite for a turn with no weighted gram (padding, or only unseen grams).
+    return x * jnp.where(squared > 0, jax.lax.rsqrt(jnp.where(squared > 0, squared, 1.0)), 0.0)
+
+
+class GramBag(nnx.Module):
+    """See the module docstring: ``GramBags [..., K] -> [..., out_features]``."""
+
+    def __init__(self, buckets: int, out_features: int, *, rngs: nnx.Rngs, quantized: bool = False):
+        self.quantized = quantized
+        # Until `fit_idf` replaces it: plain sublinear tf (idf 1), the padding bucket 0.
+        self.idf = Statistic(jnp.ones((buckets,), jnp.float32).at[0].set(0.0))
+        if quantized:  # filled in by salesrl_jax.infer.quantize
+            self.kernel = nnx.Param(jnp.zeros((buckets, out_features), jnp.int8))
+            self.scale = nnx.Param(jnp.ones((buckets,), jnp.float32))
+        else:
+            # Small rows: a row-normalised bag of ~20 grams then has a norm near 0.01 x sqrt(H) at the start.
+            self.kernel = nnx.Param(nnx.initializers.normal(0.01)(rngs.params(), (buckets, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+
+    def __call__(self, bags: GramBags, _scale=None) -> jnp.ndarray:
+        weight = tfidf_weights(bags, jax.lax.stop_gradient(self.idf[...]))
+        rows = self.kernel[...][bags.ids].astype(jnp.float32)  # [..., K, H]
+        if self.quantized:
+            weight = weight * self.scale[...][bags.ids]
+        return jnp.einsum("...k,...kh->...h", weight, rows) + self.bias[...]
