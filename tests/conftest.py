@@ -61,7 +61,7 @@ def tiny_model(**overrides) -> ModelConfig:
 
 def tiny_config(arrays: Path, **overrides) -> TrainConfig:
     config = TrainConfig(
-        name="tiny", seed=0, embedder=EmbedderConfig(dim=TINY_DIM),
+        name="tiny", seed=0, embedder=EmbedderConfig(kind="hashing", dim=TINY_DIM),
         data=DataConfig(train=arrays, valid_fraction=0.2),
         model=tiny_model(),
         pretrain=PretrainConfig(epochs=6, rows_per_minibatch=128, chunk_minibatches=8, learning_rate=3e-3),

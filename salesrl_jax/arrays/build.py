@@ -28,7 +28,7 @@ from salesrl_jax.data.records import Conversation
 from salesrl_jax.data.validation import Limits
 from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.cache import CacheStats, cached_embedder
-from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.embed.config import EmbedderConfig, resolve_embedder
 from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
 from salesrl_jax.io.atomic import remove_stale_temporaries, write_json_atomic
@@ -165,7 +165,7 @@ def embed_archive(
     Args:
       data: archive file or directory of shards.
       out: cache directory.
-      embedder: which embedding space.
+      embedder: which embedding space (``auto``: `resolve_embedder` decides from the archive).
       dtype: ``float16`` (half the disk, what training reads) or ``float32``.
       chunk_conversations: conversations per part (the unit of resumption and of streaming).
       workers: processes (default one per core; 1 runs in this process).
@@ -179,6 +179,7 @@ def embed_archive(
     if chunk_conversations < 1:
         raise ValueError(f"chunk_conversations must be >= 1, got {chunk_conversations}")
     out = Path(out)
+    embedder = resolve_embedder(embedder, data, label_key)  # auto: n-grams for small real archives, else hashing
     # Building an embedder makes no request (a remote one only checks that a key is set).
     identity = embedder.build().identity
     build = {

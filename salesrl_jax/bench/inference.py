@@ -46,7 +46,7 @@ def random_inputs(rows: int, dim: int, seed: int = 0) -> TurnInputs:
 
 def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
     """A randomly initialised default model, packaged like a loaded checkpoint."""
-    config = config or TrainConfig(embedder=EmbedderConfig(dim=dim))
+    config = config or TrainConfig(embedder=EmbedderConfig(kind="hashing", dim=dim))
     local = config.embedder.kind in ("hashing", "ngrams")
     graphdef, params = nnx.split(SalesAgent(config.model, dim, rngs=nnx.Rngs(0),
                                             sparse_text=config.embedder.kind == "ngrams"))

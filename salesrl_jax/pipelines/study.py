@@ -146,6 +146,8 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     configs = {(v.name, s): variant_config(study, v, s, data_paths("train", study.train, workdir)[0], study_file)
                for v in study.variants for s in study.seeds}
     train_arrays, train_archive = prepare_data("train", study.train, study, workdir)
+    if study.embedder.kind == "auto":  # synthetic test sets are embedded as the training data was
+        study = dataclasses.replace(study, embedder=study.embedder.resolved(TurnArrays.open(train_arrays).identity.kind))
     tests = {name: prepare_data(f"test-{name}", data, study, workdir) for name, data in study.tests.items()}
     write_json_atomic(workdir / "study.json", {"study": str(study_file), "seeds": list(study.seeds),
                                                "variants": [v.name for v in study.variants],

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.embed.config import SMALL_DATA_CONVERSATIONS, EmbedderConfig
 from salesrl_jax.models.config import ModelConfig
 
 
@@ -164,7 +164,6 @@ class TrainConfig:
         return config_from_dict(raw)
 
 
-SMALL_DATA_CONVERSATIONS = 20_000
 SMALL_DATA_OVERRIDES: dict[str, Any] = {
     # Measured on PersuasionForGood and CaSiNo (docs/benchmarks.md): PPO never gives the best checkpoint on
     # small real sets and costs most of the time, so it is off.

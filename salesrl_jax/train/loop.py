@@ -68,6 +68,20 @@ class RunResult:
         return "\n".join(lines)
 
 
+def resolve_text(config: TrainConfig, arrays: TurnArrays) -> TrainConfig:
+    """A config whose embedder is ``auto`` takes the kind its arrays were embedded with (the offline hashing or
+    n-gram representation `salesrl_jax.embed.config.resolve_embedder` chose for them), with its own dim and
+    max_grams (`check_embedding_space` then refuses arrays that differ); the run saves that, so scoring embeds
+    alike. Any other config is returned as it is."""
+    if config.embedder.kind != "auto":
+        return config
+    kind = arrays.identity.kind
+    if kind not in ("hashing", "ngrams"):
+        raise ValueError(f"{arrays.path} holds {arrays.identity.key} embeddings, but embedder.kind auto stands for the "
+                         f"offline hashing or ngrams representation: set embedder.kind={kind} (and its model and dim)")
+    return dataclasses.replace(config, embedder=config.embedder.resolved(kind))
+
+
 def dense_text_on_small_real_data(config: TrainConfig, arrays: TurnArrays) -> bool:
     """Whether a run trains the small-data regime on real conversations (no simulator oracle) from the offline
     hashed embeddings, where the n-gram path is the better text representation (measured on two corpora)."""
@@ -137,6 +151,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
 def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_after_chunks: int | None) -> RunResult:
     # --- inputs, checked before any work ---------------------------------------------------------
     arrays = TurnArrays.open(config.data.train)
+    config = resolve_text(config, arrays)
     check_embedding_space(config, arrays)
     config = resolve_regime(config, int(arrays.manifest["counts"]["labelled"]))
     data, pre, ppo = config.data, config.pretrain, config.ppo

@@ -195,9 +195,44 @@ def test_training_names_the_n_gram_path_on_small_real_data_only(tiny_arrays, ngr
     from tests.conftest import FIXTURES, TINY_DIM
 
     write_conversations(tmp_path / "p4g.jsonl", list(read_persuasionforgood(FIXTURES / "persuasionforgood")))
-    real = embed_archive(tmp_path / "p4g.jsonl", tmp_path / "arrays", EmbedderConfig(dim=TINY_DIM), workers=1).arrays
+    real = embed_archive(tmp_path / "p4g.jsonl", tmp_path / "arrays", EmbedderConfig(kind="hashing", dim=TINY_DIM),
+                         workers=1).arrays
     small = resolve_regime(TrainConfig(), 5)
     assert dense_text_on_small_real_data(small, real)  # real (no oracle), small, hashed: say so
     assert not dense_text_on_small_real_data(resolve_regime(TrainConfig(), 50_000), real)  # large data
     assert not dense_text_on_small_real_data(small, TurnArrays.open(tiny_arrays))  # synthetic, with an oracle
     assert not dense_text_on_small_real_data(small, TurnArrays.open(ngram_arrays))  # already n-grams
+
+
+def test_auto_reads_small_real_archives_as_n_grams_and_the_rest_as_hashed_embeddings(tiny_archive, tmp_path,
+                                                                                       monkeypatch):
+    from salesrl_jax.arrays.build import embed_archive
+    from salesrl_jax.data.persuasionforgood import read_persuasionforgood
+    from salesrl_jax.embed import config as embed_config
+    from salesrl_jax.embed.config import resolve_embedder
+    from salesrl_jax.train.loop import train_and_evaluate
+    from tests.conftest import FIXTURES
+
+    real = tmp_path / "p4g.jsonl"
+    write_conversations(real, list(read_persuasionforgood(FIXTURES / "persuasionforgood")))
+    auto = EmbedderConfig()
+    assert auto.kind == "auto"
+    assert resolve_embedder(auto, tiny_archive) == EmbedderConfig(kind="hashing")  # the simulator's (oracle)
+    assert resolve_embedder(auto, real) == EmbedderConfig(kind="ngrams", dim=2 ** 18)  # 5 real dialogues
+    assert resolve_embedder(NGRAMS, tiny_archive) == NGRAMS  # an explicit kind is kept
+    monkeypatch.setattr(embed_config, "SMALL_DATA_CONVERSATIONS", 3)
+    assert resolve_embedder(auto, real).kind == "hashing"  # a large real archive (not measured: kept dense)
+    monkeypatch.undo()
+    # Embedding and training with the default (auto) config: the run saves the space its arrays hold.
+    arrays = embed_archive(real, tmp_path / "arrays", workers=1).arrays
+    assert arrays.identity.kind == "ngrams" and arrays.dim == 2 ** 18
+    config = tiny_config(arrays.path, embedder=EmbedderConfig(),
+                         data=dataclasses.replace(tiny_config(arrays.path).data, valid_fraction=0.4, split_seed=3))
+    config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, epochs=1),
+                                 ppo=dataclasses.replace(config.ppo, enabled=False))
+    with pytest.warns(UserWarning):  # 5 dialogues: few validation conversations, no better than the base rate
+        train_and_evaluate(config, tmp_path / "run", progress=False)
+    model = TrainedModel.load(tmp_path / "run")
+    assert model.config.embedder == EmbedderConfig(kind="ngrams", dim=2 ** 18) and model.sparse_text
+    session = Scorer.load(tmp_path / "run").session()
+    assert 0.0 < session.add_turn("customer", "Would you donate to Save the Children?").probability < 1.0
