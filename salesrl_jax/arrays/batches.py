@@ -82,9 +82,10 @@ def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatc
     scale = grams = None
     if part.embedding_scale is not None:
         scale = np.where(valid, np.asarray(part.embedding_scale)[index.clip(0)], 1.0).astype(np.float32)
-    if part.sparse:
-        grams = [_gather_rows(a, flat, order, padding).reshape(num_minibatches, rows, -1)
-                 for a in (part.gram_ids, part.gram_counts)]
+    if part.sparse:  # stored as wide as the part's widest turn; padded to the arrays' max_grams: one shape
+        width = part.max_grams or part.gram_ids.shape[1]
+        grams = [np.pad(_gather_rows(a, flat, order, padding), ((0, 0), (0, width - a.shape[1])))
+                 .reshape(num_minibatches, rows, width) for a in (part.gram_ids, part.gram_counts)]
     return PackedBatch(embeddings.reshape(num_minibatches, rows, -1), features.reshape(num_minibatches, rows, -1),
                        starts, valid, labels, segment, index, scale, *(grams or (None, None)))
 

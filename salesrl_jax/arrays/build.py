@@ -62,7 +62,9 @@ def encode_conversations(conversations: Sequence[Conversation], embedder: Embedd
     grams = {}
     if isinstance(embedder, NgramHasher):
         rows = embedder.grams(texts)
-        grams = {"gram_ids": rows.ids, "gram_counts": rows.counts}
+        width = max(int((rows.counts > 0).sum(axis=1).max(initial=0)), 1)  # the part's widest turn
+        grams = {"gram_ids": rows.ids[:, :width], "gram_counts": rows.counts[:, :width],
+                 "max_grams": embedder.max_grams}
     else:
         blocks = [embedder.embed(texts[start:start + EMBED_BATCH]).astype(dtype)
                   for start in range(0, len(texts), EMBED_BATCH)]
@@ -253,8 +255,8 @@ def arrays_manifest(out: Path, build: dict, part_convs: dict[int, int], part_tur
     labelled = converted = with_oracle = full_rows = 0
     for index in sorted(part_convs):
         part = Part.load(out / part_name(index))
-        if part.sparse and part.gram_counts.shape[1]:
-            full_rows += int((np.asarray(part.gram_counts)[:, -1] > 0).sum())
+        if part.sparse:
+            full_rows += int(((np.asarray(part.gram_counts) > 0).sum(axis=1) >= build["max_grams"]).sum())
         features = np.asarray(part.features, dtype=np.float64)
         total += features.sum(0)
         total_sq += (features ** 2).sum(0)

@@ -8,8 +8,8 @@ no padding on disk):
 file                shape, dtype        meaning
 ==================  ==================  =====================================================
 embeddings.npy      [turns, dim] f16/32 text embedding of each turn ([turns, 0] for sparse n-grams)
-gram_ids.npy        [turns, K] int32    sparse n-gram arrays only: hashed gram buckets (0: padding)
-gram_counts.npy     [turns, K] uint16   sparse n-gram arrays only: their counts in the turn
+gram_ids.npy        [turns, k] int32    sparse n-gram arrays only: hashed gram buckets (0: padding)
+gram_counts.npy     [turns, k] uint16   sparse n-gram arrays only: their counts in the turn
 features.npy        [turns, F] f32      turn features (see ``manifest["features"]``)
 is_customer.npy     [turns] int8        1 if the customer speaks, 0 for the rep
 turn_index.npy      [turns] int16       0-based position of the turn in its conversation
@@ -19,6 +19,9 @@ outcome.npy         [convs] int8        1 converted, 0 not, -1 unlabelled
 industry.npy        [convs] int16       index into part.json's ``industries`` (-1: none)
 part.json           -                   conversation ids and the industry vocabulary
 ==================  ==================  =====================================================
+
+Sparse rows are stored as wide as the part's widest turn (``k <= manifest["max_grams"]``, the median turn
+has about 20 grams), and batches pad them to ``max_grams`` columns, so every batch has one shape.
 
 The manifest records each part's SHA-256 (`part_digest`, over its files' names and bytes); a
 process checks a part against it the first time it opens that part, so damaged or edited arrays
@@ -89,8 +92,10 @@ class Part:
     # the int8 model (salesrl score --quantized), embedding = int8 * scale.
     embedding_scale: np.ndarray | None = None
     # Sparse n-gram rows (`salesrl_jax.embed.ngrams`), when the arrays hold that representation.
-    gram_ids: np.ndarray | None = None  # [turns, K] int32
-    gram_counts: np.ndarray | None = None  # [turns, K] uint16
+    gram_ids: np.ndarray | None = None  # [turns, k] int32
+    gram_counts: np.ndarray | None = None  # [turns, k] uint16
+    # In memory only: the gram columns batches pad to (the arrays' max_grams); None: the part's own width.
+    max_grams: int | None = None
 
     @property
     def sparse(self) -> bool:
@@ -125,7 +130,8 @@ class Part:
         return Part(**turn, offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                     outcome=np.asarray(self.outcome)[conversations], industry=np.asarray(self.industry)[conversations],
                     ids=tuple(self.ids[c] for c in conversations), industries=self.industries,
-                    embedding_scale=None if self.embedding_scale is None else np.asarray(self.embedding_scale)[rows])
+                    embedding_scale=None if self.embedding_scale is None else np.asarray(self.embedding_scale)[rows],
+                    max_grams=self.max_grams)
 
     def save(self, directory: Path) -> None:
         """Write the part atomically: it appears whole under ``directory``, or not at all."""
@@ -257,9 +263,10 @@ class TurnArrays:
         part = Part.load(directory, mmap=mmap)
         problems = []
         if self.sparse:
-            if not part.sparse or part.gram_ids.ndim != 2 or part.gram_ids.shape[1] != self.max_grams:
+            if not part.sparse or part.gram_ids.ndim != 2 or part.gram_ids.shape[1] > self.max_grams:
                 shape = part.gram_ids.shape if part.sparse else "missing"
-                problems.append(f"gram_ids are {shape}, the manifest says {self.max_grams} per turn")
+                problems.append(f"gram_ids are {shape}, the manifest says at most {self.max_grams} per turn")
+            part = dataclasses.replace(part, max_grams=self.max_grams)
         elif part.embeddings.ndim != 2 or part.embeddings.shape[1] != self.dim:
             problems.append(f"embeddings are {part.embeddings.shape}, the manifest says {self.dim} wide")
         if part.features.ndim != 2 or part.features.shape[1] != len(self.feature_names):

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from salesrl_jax.arrays import TurnArrays
+from salesrl_jax.arrays.batches import gather_packed
 from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.subset import write_subset
 from salesrl_jax.data.readers import read_conversations
@@ -35,7 +36,7 @@ from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
 from tests.conftest import tiny_config, tiny_model
 
-BUCKETS, MAX_GRAMS = 4096, 48
+BUCKETS, MAX_GRAMS = 4096, 128
 NGRAMS = EmbedderConfig(kind="ngrams", dim=BUCKETS, max_grams=MAX_GRAMS)
 
 
@@ -80,8 +81,16 @@ def test_arrays_hold_sparse_rows_and_subsets_keep_them(ngram_arrays, tmp_path):
     arrays = TurnArrays.open(ngram_arrays)
     assert arrays.sparse and arrays.dim == BUCKETS and arrays.max_grams == MAX_GRAMS
     part = arrays.part(0)
-    assert part.embeddings.shape == (part.num_turns, 0) and part.gram_ids.shape == (part.num_turns, MAX_GRAMS)
+    width = part.gram_ids.shape[1]  # stored as wide as the part's widest turn
+    assert part.embeddings.shape == (part.num_turns, 0) and width < MAX_GRAMS
+    assert (np.asarray(part.gram_counts)[:, width - 1] > 0).any()
     assert (np.asarray(part.gram_counts)[:, 0] > 0).mean() > 0.9  # almost every turn has some gram
+    # Batches pad every part to max_grams columns (one compiled shape), with nothing lost or invented.
+    batch = gather_packed(part, [np.array([0, 1])], 64, 1)
+    assert batch.gram_ids.shape == (1, 64, MAX_GRAMS)
+    rows = batch.index[0] >= 0
+    np.testing.assert_array_equal(batch.gram_ids[0][rows][:, :width], np.asarray(part.gram_ids)[batch.index[0][rows]])
+    assert (batch.gram_counts[0][:, width:] == 0).all()
     subset = write_subset(arrays, lambda p: np.arange(p.num_conversations) % 2 == 0, tmp_path / "s")
     expected = part.select(np.arange(0, part.num_conversations, 2))
     np.testing.assert_array_equal(subset.part(0).gram_ids, expected.gram_ids)
