@@ -23,7 +23,7 @@ keeps its finished folds.
 ``metrics.json``: ``{"methods": {name: {"by_turn": {k: {auc, auc_lo, auc_hi, brier, brier_lo, brier_hi,
 log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, n}}, "last": {...}, "by_fraction": {f: {...}}}},
 "paired": {point: {"reference", "diff", "lo", "hi"}}, "mean_auc_turns_4_12": {name: value},
-"conversations", "folds", "seeds", "data"}``; a point is a turn index ("1", "2", ...) or "last".
+"conversations", "folds", "seeds", "data", "embedder"}``; a point is a turn index ("1", "2", ...) or "last".
 """
 
 from __future__ import annotations
@@ -205,7 +205,9 @@ def write_crossval_report(result: dict, out: Path) -> Path:
     lines = [f"# Cross-validation: {result['data']}", "",
              f"{result['conversations']} labelled conversations, {result['folds']} folds stratified by outcome "
              f"(a conversation never split), {result['seeds']} model seed(s) per fold. Every prediction after turn "
-             "t reads turns 1..t only.", "", format_summary(result), "",
+             "t reads turns 1..t only.", "",
+             f"The model's text: `{result.get('embedder', 'unrecorded')}` (`embedder.kind auto` reads a small archive of "
+             "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
              "## Last turn (95% bootstrap intervals over conversations)", "",
              "| method | AUC | Brier | log loss | ECE |", "|---|---|---|---|---|"]
     for m in methods:
@@ -332,7 +334,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     methods = [MODEL, f"{MODEL}_uncalibrated"] + [m for m in pooled if m not in (
         MODEL, f"{MODEL}_uncalibrated", "conversation_id", "turn_index", "length", "outcome", "fold")]
     result = score_predictions(pooled, methods, rounds=bootstrap, seed=fold_seed)
-    result.update(conversations=len(ids), folds=folds, seeds=seeds, data=str(data))
+    result.update(conversations=len(ids), folds=folds, seeds=seeds, data=str(data), embedder=arrays.identity.key)
     write_json_atomic(out / "metrics.json", result)
     plot_results(result, pooled, out)
     write_crossval_report(result, out)

@@ -64,6 +64,8 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     assert last["auc"] > 0.65  # the simulator's outcome is learnable
     assert set(metrics["methods"]["model"]["by_turn"]["2"]) >= {"auc", "auc_lo", "brier", "ece_hi", "log_loss", "n"}
     assert metrics["paired"]["last"]["reference"].startswith("tfidf")
+    assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
+    assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
 
     # A kill: one fold's predictions and the pooled outputs lost. The rerun redoes only what is missing.
