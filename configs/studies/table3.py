@@ -2,9 +2,9 @@
 
 Paper rows (accuracies as reported): full .967 (AUC .98); minus embeddings .89; minus sequential modeling .86;
 minus meta-learning .94; minus orchestration .92; minus caching .95; basic ML .68. Orchestration and caching
-change speed, not predictions, so they have no row here; "minus embeddings" (features only) needs a
-text-free encoder, which the model does not offer yet. Basic ML is the baseline rows (majority class,
-TF-IDF logistic regressions, gradient-boosted trees on the turn features).
+change speed, not predictions, so they have no row here; "minus embeddings" is the features-only model
+(`model.use_text = False`). Basic ML is the baseline rows (majority class, TF-IDF logistic regressions,
+gradient-boosted trees on the turn features).
 
     salesrl study configs/studies/table3.py --workdir runs/table3
 """
@@ -18,6 +18,7 @@ def get_study() -> Study:
         name="table3",
         variants=(
             Variant("full"),
+            Variant("minus_embeddings", config=ablation("no_text")),
             Variant("minus_sequential", config=ablation("no_history")),
             Variant("minus_meta_learning", config=ablation("no_ensemble")),
             Variant("supervised_only", config=ablation("supervised_only")),

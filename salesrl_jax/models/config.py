@@ -25,6 +25,9 @@ class ModelConfig:
     """Weight each past turn by a learned importance score (weighted history only)."""
     speaker_pools: bool = True
     """Keep a separate history pool of the customer's turns beside the pool of all turns."""
+    use_text: bool = True
+    """Read the turn's text (its embedding, or its n-gram bag). False: a features-only model (the paper's "minus
+    embeddings" row): the turn vector is projected from the turn features instead, and the text is never read."""
     use_features: bool = True
     """Feed the turn features (speaking time, questions, sentiment, cues) to the state."""
     use_engagement: bool = True

@@ -68,14 +68,18 @@ class StateEncoder(nnx.Module):
         self.embed_dim = embed_dim
         self.sparse_text = sparse_text
         self.feature_index = tuple(int(i) for i in feature_selection(config))  # static: part of the graph
-        h = self.turn_width = config.bag_dim if sparse_text else config.turn_dim
-        if sparse_text:  # embed_dim hash buckets of n-grams: an embedding bag over their tf-idf rows
+        bag = sparse_text and config.use_text
+        h = self.turn_width = config.bag_dim if bag else config.turn_dim
+        if not config.use_text:  # features only: the turn vector is a projection of the turn's features
+            self.project = Dense(len(FEATURE_NAMES), h, rngs=rngs,
+                                 quantized=quantized and dataclasses.replace(quantized, calibrated=False))
+        elif bag:  # embed_dim hash buckets of n-grams: an embedding bag over their tf-idf rows
             self.project = GramBag(embed_dim, h, rngs=rngs, quantized=quantized is not None)
         else:
             # The projection reads raw embeddings (or int8 rows quantized upstream): per-row scales, never calibrated.
             project_spec = quantized and dataclasses.replace(quantized, calibrated=False)
             self.project = Dense(embed_dim, h, rngs=rngs, quantized=project_spec)
-        if not sparse_text:
+        if not bag:
             # Not for the bag: a LayerNorm would scale a turn of rare, barely trained grams up to full size, undoing
             # the shrinkage that weight decay gives a linear bag (measured: validation log loss diverges by epoch 2).
             self.project_norm = nnx.LayerNorm(h, rngs=rngs)
@@ -99,14 +103,16 @@ class StateEncoder(nnx.Module):
 
     def _turn_terms(self, embeddings: jnp.ndarray, features: jnp.ndarray, embedding_scale: jnp.ndarray | None = None):
         """Per-turn ``u`` [..., H] and pool increments ``b`` [..., K, G, H + 1]."""
-        if isinstance(embeddings, GramBags) != self.sparse_text:
+        if self.config.use_text and isinstance(embeddings, GramBags) != self.sparse_text:
             raise ValueError("this model reads " + ("sparse n-gram bags" if self.sparse_text else "dense embeddings")
                              + f", got {type(embeddings).__name__}")
-        if not self.sparse_text and embeddings.dtype != jnp.int8:
-            embeddings = embeddings.astype(jnp.float32)
-        if self.sparse_text:
+        if not self.config.use_text:  # features only: the text is never read
+            u = jax.nn.gelu(self.project_norm(self.project(features)))
+        elif self.sparse_text:
             u = self.project(embeddings)  # the bag is linear in the tf-idf row, as the linear baselines
         else:
+            if embeddings.dtype != jnp.int8:
+                embeddings = embeddings.astype(jnp.float32)
             u = jax.nn.gelu(self.project_norm(self.project(embeddings, embedding_scale)))
         if self.num_decays == 0:
             return u, None

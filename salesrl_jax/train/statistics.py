@@ -31,8 +31,8 @@ def training_idf(arrays: TurnArrays, valid_fraction: float, split_seed: int) -> 
 def fit_statistics(graphdef: nnx.GraphDef, params: nnx.State, arrays: TurnArrays, valid_fraction: float,
                    split_seed: int) -> nnx.State:
     """``params`` with every fitted statistic set from the training split of ``arrays`` (unchanged for dense text)."""
-    if not arrays.sparse:
-        return params
     agent = nnx.merge(graphdef, params)
+    if not arrays.sparse or not hasattr(agent.encoder.project, "idf"):  # dense text, or a features-only model
+        return params
     agent.encoder.project.idf.value = training_idf(arrays, valid_fraction, split_seed)
     return nnx.split(agent)[1]

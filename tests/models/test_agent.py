@@ -30,7 +30,17 @@ CONFIGS = {
     "none": tiny_model(history="none", ensemble_size=0),
     "feed_prediction": tiny_model(feed_prediction=True, speaker_pools=False),
     "text_only": tiny_model(use_features=False, use_engagement=False, use_position=False, learned_importance=False),
+    "features_only": tiny_model(use_text=False),
 }
+
+
+def test_a_features_only_model_never_reads_the_text():
+    agent = SalesAgent(CONFIGS["features_only"], D, rngs=nnx.Rngs(7))
+    inputs = flat_batch([4, 3])
+    other = inputs.replace(embeddings=inputs.embeddings * -3.0 + 1.0)
+    np.testing.assert_array_equal(agent.predict(inputs).prediction, agent.predict(other).prediction)
+    text = SalesAgent(CONFIGS["weighted"], D, rngs=nnx.Rngs(7))
+    assert not np.allclose(text.predict(inputs).prediction, text.predict(other).prediction)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -245,3 +245,20 @@ def test_auto_reads_small_real_archives_as_n_grams_and_the_rest_as_hashed_embedd
     assert model.config.embedder == EmbedderConfig(kind="ngrams", dim=2 ** 18) and model.sparse_text
     session = Scorer.load(tmp_path / "run").session()
     assert 0.0 < session.add_turn("customer", "Would you donate to Save the Children?").probability < 1.0
+
+
+def test_a_features_only_model_trains_and_scores_on_n_gram_arrays(ngram_arrays, tiny_archive, tmp_path):
+    from salesrl_jax.train.loop import train_and_evaluate
+
+    config = tiny_config(ngram_arrays, embedder=NGRAMS, model=tiny_model(use_text=False))
+    config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, epochs=1),
+                                 ppo=dataclasses.replace(config.ppo, enabled=False))
+    train_and_evaluate(config, tmp_path / "run", progress=False)
+    model = TrainedModel.load(tmp_path / "run")
+    assert "idf" not in nnx.to_pure_dict(model.params)["encoder"]["project"]  # no bag, nothing fitted
+    write_conversations(tmp_path / "calls.jsonl", list(read_conversations(tiny_archive))[:4])
+    floats = score_archive(tmp_path / "run", tmp_path / "calls.jsonl", tmp_path / "f.jsonl", workers=1)
+    int8 = score_archive(tmp_path / "run", tmp_path / "calls.jsonl", tmp_path / "q.jsonl", workers=1, quantized=True)
+    f = [json.loads(line)["probability"] for line in floats.outputs["turns"].read_text().splitlines()]
+    g = [json.loads(line)["probability"] for line in int8.outputs["turns"].read_text().splitlines()]
+    assert np.abs(np.array(f) - np.array(g)).max() < 0.02
