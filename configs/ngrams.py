@@ -14,7 +14,8 @@ import dataclasses
 from salesrl_jax.configs.default import get_config as default_config
 
 from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.embed.ngrams import NGRAM_BUCKETS
 
 
 def get_config():
-    return dataclasses.replace(default_config(), name="ngrams", embedder=EmbedderConfig(kind="ngrams", dim=2 ** 18))
+    return dataclasses.replace(default_config(), name="ngrams", embedder=EmbedderConfig(kind="ngrams", dim=NGRAM_BUCKETS))

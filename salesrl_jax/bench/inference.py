@@ -19,7 +19,7 @@ from salesrl_jax.bench.timing import interleaved_times
 from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.embed.hashing import HashingEmbedder
-from salesrl_jax.embed.ngrams import NgramHasher
+from salesrl_jax.embed.ngrams import NGRAM_BUCKETS, NgramHasher
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.infer.quantize import activation_ranges, quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
@@ -31,7 +31,6 @@ from salesrl_jax.run.config import TrainConfig
 from salesrl_jax.run.trained_model import TrainedModel
 
 TURNS_PER_CONVERSATION = 10
-NGRAM_BUCKETS = 2 ** 18
 
 
 def random_inputs(rows: int, dim: int, seed: int = 0) -> TurnInputs:

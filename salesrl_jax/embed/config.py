@@ -9,11 +9,11 @@ from typing import Literal
 from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.validation import Limits
 from salesrl_jax.embed.base import Embedder
+from salesrl_jax.embed.ngrams import NGRAM_BUCKETS
 
 # Below this many labelled conversations a data set is small: the training recipe adapts to it
 # (salesrl_jax.run.config.resolve_regime) and, for real conversations, the text is read as n-grams.
 SMALL_DATA_CONVERSATIONS = 20_000
-NGRAM_BUCKETS = 2 ** 18
 
 
 @dataclasses.dataclass(frozen=True)

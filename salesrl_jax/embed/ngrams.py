@@ -11,7 +11,7 @@ stored as its distinct buckets and their counts, padded with 0 to ``max_grams`` 
 These are raw counts: the tf-idf weighting ``(1 + log c) idf[id]`` and the row normalisation are the
 model's (`salesrl_jax.models.bag`), whose idf is fitted on the training split only, so the cached
 arrays do not depend on a split. A turn with more than ``max_grams`` distinct grams keeps the most
-frequent ones (ties: the lower bucket); `grams` reports how many turns lost grams.
+frequent ones (ties: the lower bucket); the arrays' manifest counts the turns that fill every column.
 
 Why hashing, not a vocabulary: the id of a gram needs no fitted state, so any process (a worker, the
 live `Scorer`) maps a new text exactly as training did; with 2^18 buckets collisions are rare (scikit-
@@ -32,6 +32,7 @@ from salesrl_jax.embed.base import EmbedderIdentity
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 KIND = "ngrams"
+NGRAM_BUCKETS = 2 ** 18  # the default width of the sparse space (what embedder.kind auto uses)
 
 
 class GramRows(NamedTuple):
@@ -39,7 +40,6 @@ class GramRows(NamedTuple):
 
     ids: np.ndarray  # [n, K] int32
     counts: np.ndarray  # [n, K] uint16
-    truncated: int  # texts that had more than K distinct grams
 
 
 class NgramHasher:
@@ -47,7 +47,7 @@ class NgramHasher:
 
     VERSION = "1"
 
-    def __init__(self, buckets: int = 2 ** 18, max_grams: int = 256):
+    def __init__(self, buckets: int = NGRAM_BUCKETS, max_grams: int = 256):
         if buckets < 16:
             raise ValueError(f"n-gram buckets must be >= 16, got {buckets}")
         if max_grams < 1:
@@ -64,16 +64,14 @@ class NgramHasher:
     def grams(self, texts: Sequence[str]) -> GramRows:
         ids = np.zeros((len(texts), self.max_grams), np.int32)
         counts = np.zeros((len(texts), self.max_grams), np.uint16)
-        truncated = 0
         for row, text in enumerate(texts):
             unique, count = np.unique(self.bucket_ids(text), return_counts=True)
             if len(unique) > self.max_grams:
-                truncated += 1
                 keep = np.sort(np.argsort(-count, kind="stable")[:self.max_grams])
                 unique, count = unique[keep], count[keep]
             ids[row, :len(unique)] = unique
             counts[row, :len(unique)] = np.minimum(count, np.iinfo(np.uint16).max)
-        return GramRows(ids, counts, truncated)
+        return GramRows(ids, counts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         raise TypeError("the n-gram representation is sparse: use NgramHasher.grams(texts), not embed()")

@@ -70,7 +70,7 @@ class GramBag(nnx.Module):
 
     def __init__(self, buckets: int, out_features: int, *, rngs: nnx.Rngs, quantized: bool = False):
         self.quantized = quantized
-        # Until `fit_idf` replaces it: plain sublinear tf (idf 1), the padding bucket 0.
+        # Until training fits it (salesrl_jax.train.statistics): plain sublinear tf (idf 1), the padding bucket 0.
         self.idf = Statistic(jnp.ones((buckets,), jnp.float32).at[0].set(0.0))
         if quantized:  # filled in by salesrl_jax.infer.quantize
             self.kernel = nnx.Param(jnp.zeros((buckets, out_features), jnp.int8))
@@ -80,7 +80,7 @@ class GramBag(nnx.Module):
             self.kernel = nnx.Param(nnx.initializers.normal(0.01)(rngs.params(), (buckets, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
-    def __call__(self, bags: GramBags, _scale=None) -> jnp.ndarray:
+    def __call__(self, bags: GramBags) -> jnp.ndarray:
         weight = tfidf_weights(bags, jax.lax.stop_gradient(self.idf[...]))
         rows = self.kernel[...][bags.ids].astype(jnp.float32)  # [..., K, H]
         if self.quantized:

@@ -81,7 +81,8 @@ class StateEncoder(nnx.Module):
             self.project = Dense(embed_dim, h, rngs=rngs, quantized=project_spec)
         if not bag:
             # Not for the bag: a LayerNorm would scale a turn of rare, barely trained grams up to full size, undoing
-            # the shrinkage that weight decay gives a linear bag (measured: validation log loss diverges by epoch 2).
+            # the shrinkage that weight decay gives a linear bag. (Measured once on PersuasionForGood at a 1e-3 step:
+            # best inner-split log loss 0.693 with it, no better than the base rate, 0.676 without.)
             self.project_norm = nnx.LayerNorm(h, rngs=rngs)
         if config.history == "weighted":
             self.num_decays = len(config.decay_half_lives)

@@ -186,7 +186,7 @@ SMALL_DATA_OVERRIDES: dict[str, Any] = {
 # On top of SMALL_DATA_OVERRIDES when the text is sparse n-grams (embedder.kind ngrams): the embedding bag has
 # 2^18 rows, most seen in a handful of conversations, and Adam moves every row it sees by about the learning rate
 # whatever its gradient, so rare grams are memorised within two epochs at 1e-3 (measured on PersuasionForGood:
-# inner-split log loss 0.69 after epoch 1, 2.3 after 12). A smaller step, stronger weight decay and dropping half
+# inner-split log loss 0.68 after epoch 1, 2.0 after 12). A smaller step, stronger weight decay and dropping half
 # of each turn's grams (word dropout) keep the best epoch later and better (docs/benchmarks.md, "n-gram path").
 SPARSE_SMALL_DATA_OVERRIDES: dict[str, Any] = {
     "pretrain.learning_rate": 1e-4,

@@ -166,8 +166,8 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
     if dense_text_on_small_real_data(config, arrays):
         warnings.warn(f"{arrays.path}: a small set of real conversations with dense {arrays.identity.kind} embeddings; "
                       "on human transcripts the learned n-gram path measured 0.07-0.09 AUC higher at the last turn "
-                      "(docs/benchmarks.md): embed with --embedder.kind ngrams --embedder.dim 262144 and train with "
-                      "--config configs/ngrams.py", stacklevel=2)
+                      "(docs/benchmarks.md): embed with the default embedder.kind auto (or --embedder.kind ngrams "
+                      "--embedder.dim 262144) and train with the default config", stacklevel=2)
     held_out = require_held_out(arrays, data.valid_fraction, data.split_seed)
     if 0 < held_out < FEW_VALIDATION_CONVERSATIONS:
         warnings.warn(f"{arrays.path}: the best checkpoint is chosen on {held_out} validation conversations only "

@@ -68,7 +68,7 @@ def test_hashing_is_deterministic_padded_and_keeps_the_most_frequent_grams():
     rows = hasher.grams(["Price price PRICE, deal deal now", "a", ""])
     again = NgramHasher(buckets=1 << 12, max_grams=4).grams(["Price price PRICE, deal deal now", "a", ""])
     np.testing.assert_array_equal(rows.ids, again.ids)
-    assert rows.truncated == 1  # 3 words + 3 distinct bigrams > 4
+    assert (rows.counts[0] > 0).all()  # 3 words + 3 distinct bigrams: cut to the 4 columns
     price = hasher.bucket_ids("price")[0]
     deal = hasher.bucket_ids("deal")[0]
     kept = dict(zip(rows.ids[0].tolist(), rows.counts[0].tolist()))
