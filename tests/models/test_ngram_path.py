@@ -133,7 +133,8 @@ def test_batch_streaming_and_archive_scoring_agree(ngram_trained, ngram_arrays, 
     model = TrainedModel.load(ngram_trained)
     cached = predict_arrays(make_predict(model.graphdef), model.params, TurnArrays.open(ngram_arrays), rows=512,
                             max_conversations=8)
-    scorer = Scorer.load(ngram_trained)
+    scorer = Scorer.load(ngram_trained, cache=tmp_path / "unused.sqlite")  # hashing grams needs no cache
+    assert isinstance(scorer.embedder, NgramHasher) and not (tmp_path / "unused.sqlite").exists()
     for i, conv in enumerate(conversations):
         session = scorer.session()
         streamed = np.array([session.add_turn(t.speaker, t.text, t.start_time, t.duration).probability
