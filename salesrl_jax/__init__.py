@@ -7,7 +7,7 @@ The public API, loaded lazily so that ``import salesrl_jax`` (and ``salesrl --he
 - model and training: `ModelConfig`, `SalesAgent`, `TrainConfig`, `load_config`, `with_overrides`,
   `train_and_evaluate`, `TrainedModel`
 - inference: `Scorer`, `score_archive`, `quantize_model`, `quantize_params`
-- evaluation: `evaluate_model`, `recalibrate_model`, `fit_platt`, `recalibrated_params`
+- evaluation: `evaluate_model`, `recalibrate_model`, `fit_platt`, `recalibrated_params`, `fit_confidence`
 - pipelines: `run_demo`
 
 docs/architecture.md shows how the packages depend on each other.
@@ -25,6 +25,7 @@ _EXPORTS = {
     "Scorer": "salesrl_jax.infer.scorer", "score_archive": "salesrl_jax.infer.archive",
     "quantize_params": "salesrl_jax.infer.quantize",
     "fit_platt": "salesrl_jax.eval.calibration", "recalibrated_params": "salesrl_jax.eval.calibration",
+    "fit_confidence": "salesrl_jax.eval.confidence_fit",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Union
 import tyro
 
 from salesrl_jax.embed.config import EmbedderConfig
-from salesrl_jax.run.config import TrainConfig, load_config
+from salesrl_jax.run.config import ConfidenceConfig, TrainConfig, load_config
 from salesrl_jax.sim.config import SimulatorConfig
 
 ArchiveFormat = Literal["jsonl", "jsonl.gz", "csv", "parquet"]
@@ -220,6 +220,10 @@ class Train:
         except TrainingDiverged as err:
             raise SystemExit(f"error: training diverged: {err}") from None
         print(result.summary())
+        if self.config.confidence.enabled and self.config.data.valid_fraction > 0 and result.best_valid:
+            from salesrl_jax.eval.confidence_fit import fit_confidence
+
+            print(fit_confidence(self.workdir).summary())
 
 
 @dataclasses.dataclass
@@ -241,6 +245,9 @@ class Evaluate:
     split: Literal["all", "valid"] = "all"
     """all: every labelled conversation of DATA; valid: only the validation split the model held out of DATA
     (the model's data.valid_fraction and data.split_seed), for data sets too small to split into files."""
+    ood_data: Path | None = None
+    """Cached arrays of out-of-distribution conversations (held-out industries, another corpus): how well the
+    confidence module tells them from DATA's (needs a confidence fit, `salesrl confidence`)."""
 
     def run(self) -> None:
         from salesrl_jax.eval.evaluate import evaluate_model
@@ -256,7 +263,8 @@ class Evaluate:
             print(f"int8 model: {how}")
         out = self.out or self.model / f"eval-{self.data.name}{'-int8' if self.quantized else ''}"
         print(evaluate_model(model, self.data, out, split=self.split, max_conversations=self.max_conversations,
-                             weights=weights, label="int8" if self.quantized else "").summary())
+                             weights=weights, label="int8" if self.quantized else "",
+                             ood_data=self.ood_data).summary())
 
 
 @dataclasses.dataclass
@@ -283,6 +291,8 @@ class Score:
     """Fail on the first bad record instead of setting it aside."""
     wait: bool = False
     """If another run is writing this output, wait for it instead of failing at once."""
+    confidence: bool = True
+    """Write the confidence columns when the model has a confidence fit (--no-confidence: about 1.5x faster)."""
 
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
@@ -290,7 +300,8 @@ class Score:
         with _progress(_expected_turns(self.data), "turn", "score") as bar:
             result = score_archive(self.model, self.data, self.out, quantized=self.quantized,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
-                                   cache_path=self.cache, strict=self.strict, progress=bar.update, wait=self.wait)
+                                   cache_path=self.cache, strict=self.strict, progress=bar.update, wait=self.wait,
+                                   confidence=self.confidence)
         print(result.summary())
 
 
@@ -337,11 +348,34 @@ class Calibrate:
 
 
 @dataclasses.dataclass
+class Confidence:
+    """Fit (or refit) a trained model's confidence module and save it beside the model: a bank of training
+    states, text novelty, a calibrated estimate of each prediction's error, and per-turn intervals
+    (`salesrl_jax.models.confidence`). `salesrl train` does this itself when confidence.enabled."""
+
+    model: Path
+    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    data: Path | None = None
+    """Cached arrays to calibrate on (default: the run's training arrays, data.train, with --split valid)."""
+    split: Literal["valid", "all"] = "valid"
+    """valid: the validation split the model held out of DATA; all: every labelled conversation of DATA
+    (arrays the model never trained on)."""
+    settings: Annotated[ConfidenceConfig, tyro.conf.arg(name="")] = ConfidenceConfig()
+    """The fit's settings (the `confidence` section of a training config; `enabled` is not read here)."""
+
+    def run(self) -> None:
+        from salesrl_jax.eval.confidence_fit import fit_confidence
+
+        print(fit_confidence(self.model, data=self.data, split=self.split, config=self.settings).summary())
+
+
+@dataclasses.dataclass
 class Bench:
     """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
     streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
 
-    parts: tuple[Literal["batch", "stream", "loop", "train"], ...] = ("batch", "stream", "loop", "train")
+    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train"], ...] = ("batch", "stream", "confidence",
+                                                                                  "loop", "train")
     """Which benchmarks to run."""
     dims: tuple[int, ...] = (512, 3072)
     """Embedding dimensions (512: the offline default; 3072: text-embedding-3-large)."""
@@ -457,6 +491,7 @@ def _command_type(train_default: Train):
         Annotated[Score, tyro.conf.subcommand("score")],
         Annotated[Quantize, tyro.conf.subcommand("quantize")],
         Annotated[Calibrate, tyro.conf.subcommand("calibrate")],
+        Annotated[Confidence, tyro.conf.subcommand("confidence")],
         Annotated[Crossval, tyro.conf.subcommand("crossval")],
         Annotated[Study, tyro.conf.subcommand("study")],
         Annotated[Bench, tyro.conf.subcommand("bench")],

@@ -11,6 +11,7 @@ import dataclasses
 import random
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -24,10 +25,11 @@ from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.infer.quantize import activation_ranges, quantize_params, quantize_rows_np
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.agent import SalesAgent
+from salesrl_jax.models.confidence import KEY_SPAN, ConfidenceParams, confidence_outputs, signals_of
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.layers import Int8Dot
 from salesrl_jax.models.predict import make_predict
-from salesrl_jax.run.config import TrainConfig
+from salesrl_jax.run.config import ConfidenceConfig, TrainConfig
 from salesrl_jax.run.trained_model import TrainedModel
 
 TURNS_PER_CONVERSATION = 10
@@ -43,8 +45,33 @@ def random_inputs(rows: int, dim: int, seed: int = 0) -> TurnInputs:
     return TurnInputs(jnp.asarray(embeddings), jnp.asarray(features), jnp.asarray(starts), jnp.ones(rows, bool))
 
 
-def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
-    """A randomly initialised default model, packaged like a loaded checkpoint."""
+def bench_confidence(state_dim: int, dim: int, config: ConfidenceConfig = ConfidenceConfig(),
+                     buckets: int = 20) -> ConfidenceParams:
+    """Confidence parameters of the default fit's shapes (state bank, dense text bank, conformal intervals over
+    ``buckets`` turn buckets), random values: speed does not depend on them."""
+    rng = np.random.default_rng(0)
+    text_bank = rng.normal(size=(config.text_bank_size, config.text_dim)).astype(np.float32)
+    text_bank /= np.linalg.norm(text_bank, axis=1, keepdims=True)
+    keys = np.sort(np.concatenate([b * KEY_SPAN + rng.normal(size=300) for b in range(buckets)])).astype(np.float32)
+    return ConfidenceParams(
+        bucket_starts=np.arange(1, buckets + 1, dtype=np.int32),
+        bank=rng.normal(size=(config.bank_size, state_dim)).astype(np.float32), gram_seen=np.zeros(1, np.float32),
+        text_projection=(rng.normal(size=(dim, config.text_dim)) / np.sqrt(config.text_dim)).astype(np.float32),
+        text_bank=text_bank, novelty_loc=np.zeros((buckets, 2), np.float32),
+        novelty_scale=np.ones((buckets, 2), np.float32), novelty_keys=keys,
+        novelty_end=np.arange(1, buckets + 1, dtype=np.int32) * 300, novelty_count=np.full(buckets, 300, np.int32),
+        error_weights=np.array([0.0, 1.0, 0.1, 0.01, 0.01, 0.0], np.float32),
+        familiarity_level=np.float32(config.familiarity_level), low_threshold=np.float32(config.low_threshold),
+        interval_level=np.float32(config.interval_level),
+        interval_scale_weights=np.array([0.02, 0.1, 0.5, 0.01, 0.01, 0.0], np.float32),
+        interval_quantile=np.full(buckets, 1.6, np.float32), venn_keys=np.zeros(1, np.float32),
+        venn_low=np.zeros(buckets + 1, np.float32), venn_high=np.ones(buckets + 1, np.float32),
+        text="dense", interval="conformal")
+
+
+def bench_model(dim: int, config: TrainConfig | None = None, confidence: bool = False) -> TrainedModel:
+    """A randomly initialised default model, packaged like a loaded checkpoint (with random confidence parameters
+    of the default fit's shapes when ``confidence``)."""
     config = config or TrainConfig(embedder=EmbedderConfig(kind="hashing", dim=dim))
     local = config.embedder.kind in ("hashing", "ngrams")
     graphdef, params = nnx.split(SalesAgent(config.model, dim, rngs=nnx.Rngs(0),
@@ -54,6 +81,7 @@ def bench_model(dim: int, config: TrainConfig | None = None) -> TrainedModel:
     model.identity = config.embedder.build().identity if local else EmbedderIdentity(
         config.embedder.kind, config.embedder.model, dim, "1")
     model.feature_names, model.graphdef, model.params = tuple(FEATURE_NAMES), graphdef, params
+    model._confidence = (bench_confidence(config.model.state_dim, dim) if confidence else None,)
     return model
 
 
@@ -120,10 +148,12 @@ def _percentiles(seconds: np.ndarray) -> dict[str, float]:
 
 
 def streaming_latency(turns: int = 3000) -> list[dict]:
-    """Per-turn latency of the streaming scorer: embedding cached (3072-d), and with the offline embedder (512-d)."""
+    """Per-turn latency of the streaming scorer: embedding cached (3072-d; with and without the confidence module),
+    and with the offline embedder (512-d)."""
     rows = []
-    for dim, quantized in ((3072, False), (3072, True)):
-        model = bench_model(dim)
+    for dim, quantized, confidence in ((3072, False, False), (3072, False, True), (3072, True, False),
+                                       (3072, True, True)):
+        model = bench_model(dim, confidence=confidence)
         scorer = Scorer(model, HashingEmbedder(dim), quantized=quantized)
         inputs = random_inputs(turns, dim)
         embeddings, features = np.asarray(inputs.embeddings), np.asarray(inputs.features)
@@ -136,8 +166,8 @@ def streaming_latency(turns: int = 3000) -> list[dict]:
             start = time.perf_counter()
             scorer.score_embedded(session, embeddings[i], features[i])
             seconds[i] = time.perf_counter() - start
-        rows.append({"case": f"embedding cached, {dim}-d" + (", int8 (dequantized at load)" if quantized else ""),
-                     **_percentiles(seconds)})
+        rows.append({"case": f"embedding cached, {dim}-d" + (", int8 (dequantized at load)" if quantized else "")
+                     + (", with confidence" if confidence else ""), **_percentiles(seconds)})
     text_turns = _sample_turns(turns)
     scorer = Scorer(bench_model(512), HashingEmbedder(512))
     rows.append({"case": "offline embedder + features included, 512-d", **_time_sessions(scorer, text_turns)})
@@ -186,3 +216,29 @@ def loop_baseline(dim: int = 3072, turns: int = 3000, batch: int = 1024) -> dict
     return {"dim": dim, "loop_turns_per_s": loop_rate, "batch": batch, "batch_float32_turns_per_s": batch_rate,
             "batch_int8_turns_per_s": int8_rate, "float32_speedup": batch_rate / loop_rate,
             "int8_speedup": int8_rate / loop_rate}
+
+
+def confidence_overhead(dim: int = 3072, batch: int = 1024, min_seconds: float = 1.0) -> dict:
+    """Batch turns/s with and without the confidence module's signals (state and text banks), same model, timed in
+    interleaved rounds; the host-side combination (`confidence_outputs`) timed on the same batch."""
+    model = bench_model(dim, confidence=True)
+    confidence = model.confidence
+    inputs = random_inputs(batch, dim)
+    with_signals = make_predict(model.graphdef, extra=signals_of)
+    _, times = interleaved_times({"plain": (make_predict(model.graphdef), (model.params, inputs)),
+                                  "confidence": (with_signals, (model.params, inputs, confidence))},
+                                 min_seconds=min_seconds)
+    prediction, uncertainty, signals = with_signals(model.params, inputs, confidence)
+    turn_index = np.arange(batch) % TURNS_PER_CONVERSATION
+    args = (confidence, np.asarray(prediction), np.asarray(uncertainty), jax.tree.map(np.asarray, signals),
+            turn_index)
+    confidence_outputs(*args)  # compile
+    start, rounds = time.perf_counter(), 20
+    for _ in range(rounds):
+        confidence_outputs(*args)
+    combine_s = (time.perf_counter() - start) / rounds
+    plain = batch / float(np.median(times["plain"]))
+    signals_rate = batch / float(np.median(times["confidence"]))
+    total = batch / (batch / signals_rate + combine_s)
+    return {"dim": dim, "batch": batch, "plain_turns_per_s": plain, "confidence_turns_per_s": total,
+            "signals_only_turns_per_s": signals_rate, "confidence_over_plain": total / plain}

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-BenchPart = Literal["batch", "stream", "loop", "train"]
-PARTS: tuple[BenchPart, ...] = ("batch", "stream", "loop", "train")
+BenchPart = Literal["batch", "stream", "confidence", "loop", "train"]
+PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")
 
 
 def batch_table(rows: list[dict]) -> str:
@@ -69,6 +69,11 @@ def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 30
     if "stream" in parts:
         results["stream"] = inference.streaming_latency()
         emit("\n" + stream_table(results["stream"]))
+    if "confidence" in parts:
+        results["confidence"] = r = inference.confidence_overhead(max(dims))
+        emit(f"\nconfidence module, batch {r['batch']}, {r['dim']}-d: {r['plain_turns_per_s']:,.0f} turns/s without, "
+             f"{r['confidence_turns_per_s']:,.0f} with ({r['confidence_over_plain']:.2f}x; signals in the jitted pass "
+             f"{r['signals_only_turns_per_s']:,.0f}, plus the host-side combination)")
     if "loop" in parts:
         results["loop"] = inference.loop_baseline(max(dims))
         emit("\n" + loop_lines(results["loop"]))

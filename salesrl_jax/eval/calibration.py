@@ -163,5 +163,9 @@ def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike
            "from": str(model.directory)}
     path = export_model(out, recalibrated_params(model.params, model.config.model, scaling),
                         {**model.meta, "recalibration": fit})
+    if model.confidence is not None:  # the source's confidence fit read its probabilities: refit for the new ones
+        from salesrl_jax.eval.confidence_fit import fit_confidence
+
+        fit_confidence(path, data=data, split=split)
     return Recalibration(scaling, fit, path, _calibration_metrics(before, pred.outcome[rows]),
                          _calibration_metrics(after, pred.outcome[rows]))

@@ -11,7 +11,9 @@ from flax import nnx
 
 from salesrl_jax.arrays.split import Split
 from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.eval.confidence_report import confidence_tables, ood_tables
 from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
+from salesrl_jax.models.confidence import confidence_outputs, signals_of
 from salesrl_jax.models.predict import TurnPredictions, make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
 
@@ -40,23 +42,48 @@ class Evaluation:
         return f"{format_tables(self.tables)}\n\nreport: {self.report}"
 
 
+def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
+             ) -> TurnPredictions:
+    """Every turn's prediction on ``data``, with the confidence module's outputs when the model has a fit."""
+    arrays = TurnArrays.open(data)
+    model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
+    confidence = model.confidence
+    pred = predict_arrays(make_predict(graphdef, extra=None if confidence is None else signals_of), params, arrays,
+                          split=split, valid_fraction=model.config.data.valid_fraction,
+                          split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch,
+                          max_conversations=max_conversations, args=confidence)
+    check_labels(pred, data)
+    if confidence is not None:
+        pred.confidence = confidence_outputs(confidence, pred.prediction, pred.uncertainty, pred.extra,
+                                             pred.turn_index)
+    return pred
+
+
 def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
                    split: Split = "all", max_conversations: int | None = None,
-                   weights: tuple[nnx.GraphDef, nnx.State] | None = None, label: str = "") -> Evaluation:
+                   weights: tuple[nnx.GraphDef, nnx.State] | None = None, label: str = "",
+                   ood_data: str | os.PathLike[str] | None = None) -> Evaluation:
     """Predict every turn of the labelled conversations of ``data`` (or of the model's validation split of it,
     ``split="valid"``) and write ``report.md``, ``metrics.json`` and plots to ``out``.
 
-    ``weights`` replaces the model's own graph and parameters (the int8 form, say); ``label`` names them.
+    ``weights`` replaces the model's own graph and parameters (the int8 form, say); ``label`` names them. A model
+    with a confidence fit is evaluated for it too (`salesrl_jax.eval.confidence_report`); ``ood_data``: arrays of
+    out-of-distribution conversations (other industries, another corpus) the confidence should tell apart.
     """
-    arrays = TurnArrays.open(data)
-    model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
     graphdef, params = weights or (model.graphdef, model.params)
-    pred = predict_arrays(make_predict(graphdef), params, arrays, split=split,
-                          valid_fraction=model.config.data.valid_fraction, split_seed=model.config.data.split_seed,
-                          rows=model.config.eval_rows_per_minibatch, max_conversations=max_conversations)
-    check_labels(pred, data)
+    pred = _predict(model, graphdef, params, data, split, max_conversations)
+    arrays = TurnArrays.open(data)
     header = (f"model `{model.directory}` ({model.config.name}{', ' + label if label else ''}), "
               f"data `{data}`, embeddings `{arrays.identity.key}`")
     tables = evaluation_tables(pred)
+    if pred.confidence is not None:
+        tables["confidence"] = confidence_tables(pred, float(model.confidence.interval_level))
+    if ood_data is not None:
+        if pred.confidence is None:
+            raise ValueError(f"--ood-data: the model at {model.directory} has no confidence fit; fit it with "
+                             "`salesrl confidence MODEL` first")
+        outside = _predict(model, graphdef, params, ood_data, "all", max_conversations)
+        tables["ood"] = ood_tables(pred, outside)
+        header += f"; out-of-distribution data `{ood_data}`"
     report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables)
     return Evaluation(pred, tables, report)

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from salesrl_jax import metrics
+from salesrl_jax.eval.confidence_report import format_confidence
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic
+from salesrl_jax.metrics import selective
 from salesrl_jax.metrics.bootstrap import bootstrap_interval
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.models.predict import TurnPredictions
@@ -126,6 +128,7 @@ def format_tables(tables: dict) -> str:
     if tables["by_industry"]:
         lines += ["", "**Per industry, last turn**", ""]
         lines += _table(tables["by_industry"], "industry", str)
+    lines += format_confidence(tables)
     return "\n".join(lines)
 
 
@@ -137,6 +140,9 @@ def write_predictions(pred: TurnPredictions, path: Path) -> Path:
     columns = {"conversation_id": [pred.ids[c] for c in pred.conversation], "turn_index": pred.turn_index,
                "length": pred.length, "outcome": pred.outcome, "prediction": pred.prediction,
                "uncertainty": pred.uncertainty}
+    if pred.confidence is not None:
+        columns.update({name: np.asarray(getattr(pred.confidence, name)) for name in (
+            "confidence", "expected_error", "familiarity", "p_low", "p_high", "low_confidence")})
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
     # Null, never NaN, where the simulator's oracle is unknown (real data).
     table = table.append_column("oracle", pa.array(pred.oracle, mask=~np.isfinite(pred.oracle)))
@@ -213,6 +219,41 @@ def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str =
     text = [f"# {title}", "", header, "", format_tables(tables), "",
             "![reliability](reliability.png)", "", "![auc](auc_by_fraction.png)", "",
             "![trajectories](trajectories.png)", ""]
+    if pred.confidence is not None:
+        _confidence_plot(pred, out_dir / "confidence.png", has_oracle)
+        text += ["![confidence](confidence.png)", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(text))
     return path
+
+
+def _confidence_plot(pred: TurnPredictions, path: Path, has_oracle: bool) -> None:
+    """Risk-coverage curves (0/1 error) of the confidences, and one conversation's interval over its turns."""
+    import matplotlib.pyplot as plt
+
+    conf = pred.confidence
+    loss = ((pred.prediction >= 0.5) != (pred.outcome == 1)).astype(np.float64)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    scores = {"confidence module": conf.confidence, "|p - 0.5|": np.abs(pred.prediction - 0.5)}
+    if has_oracle:
+        scores["oracle |q - 0.5|"] = np.abs(pred.oracle - 0.5)
+    for name, score in scores.items():
+        coverage, risk = selective.risk_coverage(score, loss)
+        axes[0].plot(coverage, risk, label=f"{name} (AURC {np.mean(risk):.3f})")
+    axes[0].set(xlabel="coverage (most confident first)", ylabel="error rate of the kept turns",
+                title="Risk-coverage, all turns")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    longest = int(np.argmax([int((pred.conversation == c).sum()) for c in range(min(len(pred.ids), 200))]))
+    mask = pred.conversation == longest
+    turns = pred.turn_index[mask] + 1
+    axes[1].fill_between(turns, conf.p_low[mask], conf.p_high[mask], alpha=0.25, label="interval")
+    axes[1].plot(turns, pred.prediction[mask], marker=".", label="P(sale)")
+    axes[1].plot(turns, conf.confidence[mask], ls="--", label="confidence")
+    if has_oracle:
+        axes[1].plot(turns, pred.oracle[mask], ls=":", label="oracle")
+    axes[1].set(xlabel="turn", ylim=(0, 1), title=f"{pred.ids[longest]} (outcome {int(pred.outcome[mask][0])})")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

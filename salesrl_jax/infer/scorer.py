@@ -4,10 +4,12 @@
     session = scorer.session()
     score = session.add_turn("customer", "That sounds useful, how soon could we start?")
     score.probability, score.uncertainty, score.turn_index
+    score.confidence, score.p_low, score.p_high, score.low_confidence   # when the model has a confidence fit
 
 A session carries the feature state and the encoder's pooled history (`EncoderCarry`) and updates
 both incrementally: the history is never re-encoded, and a turn reads turns 1..t only. Its
-outputs equal batch scoring of the same conversation to float tolerance (tested). Sessions are
+outputs, confidence included (its running text novelty is carried too), equal batch scoring of the same
+conversation to float tolerance (tested). Sessions are
 independent objects, so one process serves many conversations at once.
 """
 
@@ -17,6 +19,7 @@ import dataclasses
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -25,6 +28,7 @@ from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features import turn_features
 from salesrl_jax.infer.quantize import dequantize_params, quantize_params, saved_int8
+from salesrl_jax.models.confidence import StreamingNovelty, combine, turn_signals
 from salesrl_jax.models.encoder import EncoderCarry
 from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.run.trained_model import TrainedModel
@@ -35,12 +39,23 @@ class TurnScore:
     turn_index: int  # 0-based index of the turn just added
     probability: float  # P(sale | turns 1..t)
     uncertainty: float  # ensemble disagreement (std of the heads' probabilities)
+    # The confidence module's outputs (`salesrl_jax.models.confidence`); None for a model without a fit.
+    confidence: float | None = None  # in [0, 1]: 1 - the estimated RMS error of the probability, x familiarity gate
+    expected_error: float | None = None  # estimated (outcome - probability)^2
+    familiarity: float | None = None  # a p-value: uniform for states like the calibration data's, ~0 unlike any
+    p_low: float | None = None  # the calibrated interval around the probability
+    p_high: float | None = None
+    low_confidence: bool | None = None  # confidence below the fit's low_threshold (default 0.55)
+
+
+_CONFIDENCE_FIELDS = ("confidence", "expected_error", "familiarity", "p_low", "p_high")
 
 
 class Scorer:
     """A trained model plus the embedder it was trained with, ready to score turns one at a time."""
 
-    def __init__(self, model: TrainedModel, embedder: Embedder, *, quantized: bool = False):
+    def __init__(self, model: TrainedModel, embedder: Embedder, *, quantized: bool = False,
+                 confidence: bool = True):
         model.require_compatible(embedder.identity, turn_features.FEATURE_NAMES, "the embedder in use")
         self.model = model
         self.embedder = embedder
@@ -58,19 +73,30 @@ class Scorer:
         self.params = params
         graphdef = model.graphdef
         self.feed_prediction = model.config.model.feed_prediction
+        self.confidence = model.confidence if confidence else None  # ConfidenceParams, or None
+        self._low_threshold = float(self.confidence.low_threshold) if self.confidence is not None else None
 
         @jax.jit
-        def step(params, carry: EncoderCarry, embedding, features, prev):
+        def step(params, carry: EncoderCarry, embedding, features, prev, conf, novelty, turn_index):
+            """One turn: the new carries and every output stacked in one array (one device-to-host copy per turn):
+            probability, uncertainty, then the confidence outputs when ``conf`` is given."""
             agent = nnx.merge(graphdef, params)
             carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
-            return carry, out.prediction, out.uncertainty
+            values = [out.prediction, out.uncertainty]
+            if conf is not None:
+                text = jax.tree.map(lambda x: x[None], embedding)  # one turn as a batch of one
+                signals = turn_signals(conf, out.state[None], text)
+                novelty, so_far = novelty.add(signals.text_novelty[0])
+                scored = combine(conf, out.prediction, out.uncertainty, signals.distance[0], so_far, turn_index)
+                values += [getattr(scored, name) for name in _CONFIDENCE_FIELDS]
+            return carry, novelty, jnp.stack(values)
 
         self._step = step
         self._initial_carry = nnx.merge(graphdef, params).encoder.init_carry()
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike[str], *, quantized: bool = False, embedder: Embedder | None = None,
-             cache: str | os.PathLike[str] | None = None) -> "Scorer":
+             cache: str | os.PathLike[str] | None = None, confidence: bool = True) -> "Scorer":
         """Load a run directory or checkpoint; the embedder defaults to the one in the model's config,
         behind a SQLite embedding cache if ``cache`` is given."""
         model = TrainedModel.load(checkpoint)
@@ -80,7 +106,7 @@ class Scorer:
             from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
 
             embedder = CachedEmbedder(embedder, EmbeddingCache(cache))
-        return cls(model, embedder, quantized=quantized)
+        return cls(model, embedder, quantized=quantized, confidence=confidence)
 
     def session(self) -> "ScoringSession":
         return ScoringSession(self)
@@ -95,11 +121,16 @@ class Scorer:
     def score_embedded(self, session: "ScoringSession", embedding: np.ndarray | GramBags, features: np.ndarray
                        ) -> TurnScore:
         """Advance ``session`` by one turn whose embedding (or n-gram bag) and features are already computed."""
-        carry, prob, unc = self._step(self.params, session.carry, embedding, features, session.prev_prediction)
-        prob, unc = float(prob), float(unc)
-        session.carry, session.prev_prediction = carry, prob
+        carry, novelty, values = self._step(self.params, session.carry, embedding, features, session.prev_prediction,
+                                            self.confidence, session.novelty, session.turn_index)
+        values = np.asarray(values).tolist()
+        session.carry, session.prev_prediction, session.novelty = carry, values[0], novelty
         session.turn_index += 1
-        return TurnScore(session.turn_index - 1, prob, unc)
+        if self.confidence is None:
+            return TurnScore(session.turn_index - 1, values[0], values[1])
+        scored = dict(zip(_CONFIDENCE_FIELDS, values[2:]))
+        return TurnScore(session.turn_index - 1, values[0], values[1], **scored,
+                         low_confidence=scored["confidence"] < self._low_threshold)
 
 
 class ScoringSession:
@@ -110,6 +141,7 @@ class ScoringSession:
         self.features = turn_features.FeatureState()
         self.carry: EncoderCarry = scorer._initial_carry
         self.prev_prediction = 0.5
+        self.novelty = StreamingNovelty.zero()
         self.turn_index = 0
 
     def add_turn(self, speaker: str, text: str, start_time: float | None = None,

@@ -23,6 +23,7 @@ class AgentOutput:
     concentration: jnp.ndarray  # policy Beta concentration alpha + beta
     value: jnp.ndarray  # expected return from this state
     ensemble_logits: jnp.ndarray  # [K, ...] probability logits of the ensemble heads
+    state: jnp.ndarray  # [..., S] the encoder state the heads read (the confidence module's distance signal)
 
     @property
     def prediction(self) -> jnp.ndarray:
@@ -62,7 +63,7 @@ class SalesAgent(nnx.Module):
                    else None)
         ensemble = (self.ensemble(state, state_q) if self.config.ensemble_size
                     else jnp.zeros((0,) + logit.shape, logit.dtype))
-        return AgentOutput(logit, concentration, self.value(state, state_q), ensemble)
+        return AgentOutput(logit, concentration, self.value(state, state_q), ensemble, state)
 
     def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> AgentOutput:
         """Batch form over a flat batch of turns."""

@@ -33,6 +33,8 @@ class TurnPredictions:
     conversation: np.ndarray  # [turns] index into ids
     ids: list[str]
     industries: list[str | None]  # per conversation
+    extra: object = None  # the predictor's extra per-turn outputs (`make_predict`), rows as above
+    confidence: object = None  # `salesrl_jax.models.confidence.ConfidenceOutput` of numpy [turns] arrays, if computed
 
     @property
     def last(self) -> np.ndarray:
@@ -43,8 +45,14 @@ class TurnPredictions:
 PREDICT_BLOCK_ROWS = 1024  # larger batches run block by block (same result, faster: see make_predict)
 
 
-def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS) -> Callable:
+def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS, extra: Callable | None = None
+                 ) -> Callable:
     """``predict(params, inputs) -> (prediction [N], uncertainty [N])``, jitted once per row count.
+
+    ``extra(out, inputs, args) -> pytree of [N, ...] arrays`` adds per-turn outputs computed in the same jitted
+    pass from the `AgentOutput`, the inputs and ``args`` (arrays given at call time, ``predict(params, inputs,
+    args)``: the confidence module's parameters, say); ``predict`` then returns ``(prediction, uncertainty,
+    extra)``.
 
     A batch of more than ``block_rows`` rows (a multiple of it) runs as a host loop over blocks of
     ``block_rows``, carrying the history pools across block edges (`SalesAgent.predict_block`): the
@@ -53,56 +61,67 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS) -
     levels with the slicing of the scanned inputs and runs several times slower (docs/benchmarks.md).
     """
 
-    @jax.jit
-    def whole(params, inputs: TurnInputs):
-        out = nnx.merge(graphdef, params).predict(inputs)
-        return out.prediction, out.uncertainty
+    def outputs(out, inputs: TurnInputs, args):
+        base = (out.prediction, out.uncertainty)
+        return base if extra is None else base + (extra(out, inputs, args),)
 
     @jax.jit
-    def block(params, inputs: TurnInputs, carry):
+    def whole(params, inputs: TurnInputs, args):
+        return outputs(nnx.merge(graphdef, params).predict(inputs), inputs, args)
+
+    @jax.jit
+    def block(params, inputs: TurnInputs, carry, args):
         out, carry = nnx.merge(graphdef, params).predict_block(inputs, carry)
-        return out.prediction, out.uncertainty, carry
+        return outputs(out, inputs, args), carry
 
-    def predict(params, inputs: TurnInputs):
+    def predict(params, inputs: TurnInputs, args=None):
         n = inputs.features.shape[0]
         if n <= block_rows or n % block_rows:
-            return whole(params, inputs)
+            return whole(params, inputs, args)
         encoder = nnx.merge(graphdef, params).encoder
         if encoder.config.feed_prediction:
-            return whole(params, inputs)
+            return whole(params, inputs, args)
         carry = encoder.init_carry()
         host = jax.tree.map(np.asarray, inputs)  # numpy slices are free; slicing device arrays costs an op each
-        predictions, uncertainties = [], []
+        results = []
         for start in range(0, n, block_rows):
             rows = jax.tree.map(lambda x: x[start:start + block_rows], host)  # noqa: B023
-            prediction, uncertainty, carry = block(params, rows, carry)
-            predictions.append(prediction)
-            uncertainties.append(uncertainty)
-        return jnp.concatenate(predictions), jnp.concatenate(uncertainties)
+            result, carry = block(params, rows, carry, args)
+            results.append(result)
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs), *results)
 
     return predict
 
 
 def predict_part(predict: Callable, params, part, conversations: np.ndarray, rows: int,
-                 chunk_minibatches: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and uncertainties ``[part turns]`` for ``conversations`` of ``part`` (NaN elsewhere)."""
-    turn_pred = np.full(part.num_turns, np.nan, np.float32)
-    turn_unc = np.full(part.num_turns, np.nan, np.float32)
+                 chunk_minibatches: int = 8, args=None) -> tuple:
+    """``predict``'s outputs ``[part turns, ...]`` (prediction, uncertainty, and any extra) for ``conversations`` of
+    ``part`` (NaN elsewhere); ``args`` as in `make_predict`."""
+    columns = None
     planned = plan_packing(part.lengths, conversations, rows)
     for start in range(0, len(planned), chunk_minibatches):
         minibatches = planned[start:start + chunk_minibatches]
         batch = gather_packed(part, minibatches, rows, len(minibatches))
         for m in range(len(minibatches)):
-            pred, unc = predict(params, TurnInputs.from_packed(batch, m))
+            leaves, tree = jax.tree.flatten(predict(params, TurnInputs.from_packed(batch, m), *(
+                () if args is None else (args,))))
+            if columns is None:
+                columns = [np.full((part.num_turns,) + leaf.shape[1:], np.nan, np.float32) for leaf in leaves]
             keep = batch.index[m] >= 0
-            turn_pred[batch.index[m][keep]] = np.asarray(pred)[keep]
-            turn_unc[batch.index[m][keep]] = np.asarray(unc)[keep]
-    return turn_pred, turn_unc
+            for column, leaf in zip(columns, leaves):
+                column[batch.index[m][keep]] = np.asarray(leaf)[keep]
+    if columns is None:  # no conversation chosen: nothing predicted
+        return np.full(part.num_turns, np.nan, np.float32), np.full(part.num_turns, np.nan, np.float32)
+    return jax.tree.unflatten(tree, columns)
 
 
 def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: Split = "all", valid_fraction: float = 0.0,
-                   split_seed: int = 0, rows: int = 4096, max_conversations: int | None = None) -> TurnPredictions:
-    """Predict every turn of the chosen labelled conversations (``split``: all / valid / train)."""
+                   split_seed: int = 0, rows: int = 4096, max_conversations: int | None = None, args=None,
+                   choose: Callable[[np.ndarray], np.ndarray] | None = None) -> TurnPredictions:
+    """Predict every turn of the chosen labelled conversations (``split``: all / valid / train; ``choose`` keeps a
+    subset of each part's chosen conversation indices). A ``predict`` with extra outputs (`make_predict`), called
+    with ``args``, fills ``TurnPredictions.extra``."""
+    extras: list = []
     columns: dict[str, list] = {k: [] for k in ("prediction", "uncertainty", "oracle", "outcome", "turn_index",
                                                 "length", "conversation")}
     ids: list[str] = []
@@ -110,13 +129,17 @@ def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: Spli
     for p in range(len(arrays)):
         part = arrays.part(p)
         chosen = split_conversations(part, split, valid_fraction, split_seed)
+        if choose is not None:
+            chosen = choose(chosen)
         if max_conversations is not None:
             chosen = chosen[:max(max_conversations - len(ids), 0)]
         if not len(chosen):
             continue
-        turn_pred, turn_unc = predict_part(predict, params, part, chosen, rows)
+        turn_pred, turn_unc, *extra = predict_part(predict, params, part, chosen, rows, args=args)
         offsets = np.asarray(part.offsets)
         rows_of = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen])
+        if extra:
+            extras.append(jax.tree.map(lambda x: x[rows_of], extra[0]))  # noqa: B023
         lengths = offsets[chosen + 1] - offsets[chosen]
         base = len(ids)
         columns["prediction"].append(turn_pred[rows_of])
@@ -136,4 +159,5 @@ def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: Spli
     out = {k: np.concatenate(v) for k, v in columns.items()}
     if np.isnan(out["prediction"]).any():
         raise AssertionError("a turn was not predicted")  # a packing bug, never bad input
-    return TurnPredictions(**out, ids=ids, industries=industries)
+    extra = jax.tree.map(lambda *xs: np.concatenate(xs), *extras) if extras else None
+    return TurnPredictions(**out, ids=ids, industries=industries, extra=extra)

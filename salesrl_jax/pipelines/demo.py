@@ -1,8 +1,8 @@
 """The whole pipeline on embedded defaults, offline: what `salesrl demo` runs.
 
 Generate synthetic training and test archives, validate one by reading it back, embed both with the
-offline embedder, train the demo config (supervised, then PPO), evaluate the best checkpoint against
-the simulator's oracle, and score raw transcripts with the int8 model, one conversation shown turn
+offline embedder, train the demo config (supervised, then PPO) and fit its confidence module, evaluate the
+best checkpoint against the simulator's oracle (confidence and intervals included), and score raw transcripts with the int8 model, one conversation shown turn
 by turn. Every step is a library call a notebook can make the same way.
 """
 
@@ -18,6 +18,7 @@ from salesrl_jax.configs.demo import get_config as demo_config
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
 from salesrl_jax.data.writers import write_conversations
 from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.eval.confidence_fit import fit_confidence
 from salesrl_jax.eval.evaluate import evaluate_model
 from salesrl_jax.eval.report import format_tables
 from salesrl_jax.infer.archive import score_archive
@@ -68,6 +69,8 @@ def run_demo(workdir: str | os.PathLike[str] = "runs/demo", num_conversations: i
     emit(f"\n[4/{STEPS}] train ({config.pretrain.epochs} supervised epochs, then {config.ppo.updates} PPO "
          f"updates) -> {run_dir}/")
     emit(train_and_evaluate(config, run_dir).summary())
+    if config.confidence.enabled:
+        emit(fit_confidence(run_dir).summary())
 
     emit(f"\n[5/{STEPS}] evaluate the best checkpoint on the held-out test archive (oracle = the ceiling)")
     evaluation = evaluate_model(TrainedModel.load(run_dir), test_arrays_dir, run_dir / "eval-test")
@@ -83,8 +86,13 @@ def run_demo(workdir: str | os.PathLike[str] = "runs/demo", num_conversations: i
          f"{scored.outputs['conversations']}")
     summary = json.loads(scored.outputs["conversations"].read_text().splitlines()[0])
     conversation = next(iter(ArchiveReader(test_data)))
-    emit(f"\n{summary['conversation_id']} turn by turn (P(sale) after each turn; outcome {summary['outcome']}):")
-    for index, (turn, prob) in enumerate(zip(conversation.turns, summary["trajectory"])):
-        emit(f"  {index + 1:>2} {turn.speaker:<8} P(sale) {prob:.2f}  oracle {turn.oracle_prob:.2f}  "
-             f"{turn.text[:70]}")
+    with open(scored.outputs["turns"], encoding="utf-8") as handle:
+        rows = [json.loads(next(handle)) for _ in conversation.turns]
+    emit(f"\n{summary['conversation_id']} turn by turn (P(sale) after each turn, with its interval and confidence "
+         f"when the model has a confidence fit; outcome {summary['outcome']}):")
+    for index, (turn, row) in enumerate(zip(conversation.turns, rows)):
+        interval = (f" [{row['p_low']:.2f}, {row['p_high']:.2f}] confidence {row['confidence']:.2f}"
+                    if "confidence" in row else "")
+        emit(f"  {index + 1:>2} {turn.speaker:<8} P(sale) {row['probability']:.2f}{interval}  oracle "
+             f"{turn.oracle_prob:.2f}  {turn.text[:60]}")
     return run_dir

@@ -124,6 +124,40 @@ class PPOConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConfidenceConfig:
+    """The confidence module (`salesrl_jax.models.confidence`), fitted after training on the validation split."""
+
+    enabled: bool = True
+    """Fit it when `salesrl train` finishes (`salesrl confidence` fits or refits it for any model)."""
+    bank_size: int = 512
+    """Encoder states of training turns kept as the reference bank (nearest-neighbour distance, brute force)."""
+    text_bank_size: int = 16384
+    """Training turn embeddings kept as the text bank (dense text; n-gram models use unseen-gram mass instead).
+    The bank's size, more than its width, decides how well unseen vocabulary stands out (docs/benchmarks.md);
+    each streaming turn reads it whole (text_bank_size x text_dim floats)."""
+    text_dim: int = 64
+    """Dimensions of the seeded random projection the text bank compares turns in."""
+    familiarity_level: float = 0.01
+    """alpha: confidence falls toward 0 (and the error estimate toward an uninformed one) only for states more novel
+    than all but this share of calibration turns (familiarity below alpha). Larger values flag more, and cost
+    in-distribution ranking: 0.05 demotes 5% of typical turns, at random as far as their error goes
+    (docs/benchmarks.md)."""
+    interval_level: float = 0.9
+    """Nominal coverage of the per-turn interval [p_low, p_high]."""
+    low_threshold: float = 0.55
+    """low_confidence flags turns whose confidence is below this: for a familiar state, an estimated RMS error of
+    the probability above 0.45 (a coin flip's is 0.5); and any state unlike the calibration data."""
+    seed: int = 0
+    """Seed of the bank's sample of training turns."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "confidence", ("bank_size", "text_bank_size", "text_dim"))
+        for name in ("familiarity_level", "interval_level", "low_threshold"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"confidence.{name} must be in (0, 1), got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: data, model, phases, checkpoints."""
 
@@ -137,6 +171,7 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     ppo: PPOConfig = PPOConfig()
+    confidence: ConfidenceConfig = ConfidenceConfig()
     checkpoint_every: int = 8
     """Save the latest checkpoint every this many chunks / PPO updates (and at every phase end)."""
     eval_rows_per_minibatch: int = 4096

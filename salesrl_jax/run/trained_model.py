@@ -6,6 +6,7 @@ the other.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from salesrl_jax.embed.base import EmbedderIdentity
@@ -13,6 +14,7 @@ from salesrl_jax.embed.ngrams import is_sparse
 from salesrl_jax.io.digest import tree_digest
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.run.checkpoints import PARAMS_DIGEST, find_checkpoint, read_meta, restore_params
+from salesrl_jax.run.confidence_store import StaleConfidence, confidence_directory, load_confidence
 from salesrl_jax.run.config import TrainConfig, config_from_dict
 
 
@@ -28,6 +30,23 @@ class TrainedModel:
         self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed,
                                            sparse_text=self.sparse_text)
         self.params = restore_params(directory, like, self.meta.get(PARAMS_DIGEST))
+        self._confidence: tuple | None = None
+
+    @property
+    def confidence(self):
+        """The fitted `ConfidenceParams` beside this model (`salesrl_jax.run.confidence_store`), or None when the
+        model has none (or a stale one, fitted for other parameters: said, not silent). A fit from another
+        embedding space is refused."""
+        if self._confidence is None:
+            directory = confidence_directory(self.directory)
+            params = None
+            if (directory / "meta.json").exists():
+                try:
+                    params, _ = load_confidence(directory, self.identity, self.params_digest)
+                except StaleConfidence as err:
+                    warnings.warn(f"{err}; scoring without confidence", stacklevel=2)
+            self._confidence = (params,)
+        return self._confidence[0]
 
     @property
     def sparse_text(self) -> bool:

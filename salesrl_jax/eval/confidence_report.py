@@ -1,0 +1,157 @@
+"""Evaluation of the confidence module: does low confidence find the wrong predictions and the unfamiliar
+conversations, and do the intervals hold their nominal coverage?
+
+* **Selective prediction** (all turns): AURC of the module's confidence against the baseline ``|p - 0.5|``, the
+  oracle's ``|q - 0.5|`` (simulator data) and the optimal ranking, for two losses: the 0/1 error at 0.5 and the
+  squared error ``(y - p)^2``; the error-detection AUROC.
+* **Intervals** by turn index: coverage of the true probability (simulator data only: real data has no known
+  probability, so only the width is reported there) and mean width.
+* **Out of distribution** (``--ood-data``): AUROC of the confidence, and of the familiarity alone, separating the
+  in-distribution conversations (positive) from the others, by turn index and per conversation at turn 4;
+  AURC on the mixed set; calibration of the predictions on the out-of-distribution set alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from salesrl_jax import metrics
+from salesrl_jax.metrics import selective
+from salesrl_jax.models.predict import TurnPredictions
+
+MIN_COUNT = 30
+OOD_TURN = 4  # "per conversation after 4 turns": the confidence after the 4th turn
+
+
+def _losses(pred: TurnPredictions) -> dict[str, np.ndarray]:
+    p, y = pred.prediction.astype(np.float64), pred.outcome.astype(np.float64)
+    return {"error": ((p >= 0.5) != (y == 1)).astype(np.float64), "squared": (y - p) ** 2}
+
+
+def _confidences(pred: TurnPredictions) -> dict[str, np.ndarray]:
+    out = {"module": np.asarray(pred.confidence.confidence, np.float64),
+           "baseline |p-0.5|": np.abs(pred.prediction - 0.5).astype(np.float64)}
+    if np.isfinite(pred.oracle).all():
+        out["oracle |q-0.5|"] = np.abs(pred.oracle - 0.5).astype(np.float64)
+    return out
+
+
+def selective_table(pred: TurnPredictions) -> dict:
+    """AURC per confidence and loss, and error-detection AUROC (0/1 error), over all turns."""
+    losses, confidences = _losses(pred), _confidences(pred)
+    table: dict = {}
+    for loss_name, loss in losses.items():
+        row = {name: selective.aurc(c, loss) for name, c in confidences.items()}
+        row["optimal"] = selective.optimal_aurc(loss)
+        table[f"aurc_{loss_name}"] = row
+    table["error_auroc"] = {name: selective.error_detection_auroc(c, losses["error"])
+                            for name, c in confidences.items()}
+    return table
+
+
+def interval_rows(pred: TurnPredictions) -> list[dict]:
+    """Coverage (where the true probability is known) and width of the intervals, by turn index and last turn."""
+    conf = pred.confidence
+    has_oracle = bool(np.isfinite(pred.oracle).all())
+    rows = []
+    masks = [(str(k), pred.turn_index == k - 1) for k in range(1, int(pred.length.max()) + 1)]
+    for name, mask in masks + [("last", pred.last)]:
+        n = int(mask.sum())
+        if n < MIN_COUNT:
+            continue
+        row = {"turn": name, "n": n, "width": float(np.mean(conf.p_high[mask] - conf.p_low[mask])),
+               "confidence": float(np.mean(conf.confidence[mask])),
+               "low_share": float(np.mean(conf.low_confidence[mask]))}
+        if has_oracle:
+            row["coverage"] = selective.interval_coverage(conf.p_low[mask], conf.p_high[mask], pred.oracle[mask])
+        rows.append(row)
+    return rows
+
+
+def confidence_tables(pred: TurnPredictions, level: float | None = None) -> dict:
+    """The selective-prediction and interval tables of predictions with confidence outputs."""
+    return {"interval_level": level, "selective": selective_table(pred), "intervals": interval_rows(pred)}
+
+
+def _separation(inside: np.ndarray, outside: np.ndarray) -> float:
+    return selective.separation_auroc(np.concatenate([inside, outside]),
+                                      np.concatenate([np.ones(len(inside)), np.zeros(len(outside))]))
+
+
+OOD_SCORES = ("confidence", "familiarity")  # the combined confidence, and the module's novelty p-value alone
+
+
+def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
+    """How the confidence (and the familiarity alone) tell ``inside`` (in-distribution test) from ``outside``."""
+    by_turn = []
+    for k in range(1, int(max(inside.length.max(), outside.length.max())) + 1):
+        a, b = inside.turn_index == k - 1, outside.turn_index == k - 1
+        if a.sum() < MIN_COUNT or b.sum() < MIN_COUNT:
+            continue
+        by_turn.append({"turn": k, "n_in": int(a.sum()), "n_out": int(b.sum()), **{
+            f"auroc_{name}": _separation(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
+            for name in OOD_SCORES}})
+    a, b = inside.turn_index == OOD_TURN - 1, outside.turn_index == OOD_TURN - 1
+    at_turn = {name: _separation(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
+               if a.any() and b.any() else None for name in OOD_SCORES}
+    mixed = {}
+    for loss_name in ("error", "squared"):
+        loss = np.concatenate([_losses(inside)[loss_name], _losses(outside)[loss_name]])
+        both_conf = {name: np.concatenate([c, _confidences(outside)[name]])
+                     for name, c in _confidences(inside).items() if name in _confidences(outside)}
+        mixed[f"aurc_{loss_name}"] = {**{name: selective.aurc(c, loss) for name, c in both_conf.items()},
+                                      "optimal": selective.optimal_aurc(loss)}
+    calibration = {}
+    for name, mask in (("all_turns", np.ones(len(outside.prediction), bool)), ("last_turn", outside.last)):
+        calibration[name] = metrics.summary(outside.prediction[mask], outside.outcome[mask]) \
+            if len(np.unique(outside.outcome[mask])) == 2 else None
+    return {"conversations_in": len(inside.ids), "conversations_out": len(outside.ids),
+            f"auroc_at_turn_{OOD_TURN}": at_turn, "by_turn": by_turn, "mixed": mixed,
+            "ood_calibration": calibration,
+            "mean": {name: {"in": float(np.mean(getattr(inside.confidence, name))),
+                            "out": float(np.mean(getattr(outside.confidence, name)))} for name in OOD_SCORES}}
+
+
+def _f(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+
+
+def format_confidence(tables: dict) -> list[str]:
+    """Markdown lines of the confidence section (and the OOD section when present)."""
+    conf = tables.get("confidence")
+    if not conf:
+        return []
+    sel = conf["selective"]
+    names = list(sel["aurc_error"])
+    lines = ["", "**Confidence: selective prediction over all turns** (AURC: lower is better; error AUROC: higher "
+                 "is better)", "", "| loss | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for loss in ("error", "squared"):
+        lines.append(f"| AURC, {loss} | " + " | ".join(_f(sel[f'aurc_{loss}'][n]) for n in names) + " |")
+    lines.append("| error AUROC | " + " | ".join(_f(sel["error_auroc"].get(n)) for n in names) + " |")
+    level = conf.get("interval_level")
+    lines += ["", "**Intervals by turn index**" + (f" (nominal coverage {level:.0%})" if level else ""), "",
+              "| turn | n | coverage | mean width | mean confidence | low-confidence share |", "|---|---|---|---|---|---|"]
+    for row in conf["intervals"]:
+        lines.append(f"| {row['turn']} | {row['n']} | {_f(row.get('coverage'))} | {_f(row['width'])} | "
+                     f"{_f(row['confidence'])} | {_f(row['low_share'])} |")
+    ood = tables.get("ood")
+    if ood:
+        at = ood[f"auroc_at_turn_{OOD_TURN}"]
+        lines += ["", f"**Out of distribution** ({ood['conversations_in']:,} in-distribution vs "
+                      f"{ood['conversations_out']:,} other conversations): AUROC at turn {OOD_TURN}, confidence "
+                      f"{_f(at['confidence'])}, familiarity {_f(at['familiarity'])}; mean confidence "
+                      f"{ood['mean']['confidence']['in']:.3f} in, {ood['mean']['confidence']['out']:.3f} out", "",
+                  "| turn | n in | n out | AUROC, confidence | AUROC, familiarity |", "|---|---|---|---|---|"]
+        lines += [f"| {r['turn']} | {r['n_in']} | {r['n_out']} | {_f(r['auroc_confidence'])} | "
+                  f"{_f(r['auroc_familiarity'])} |" for r in ood["by_turn"]]
+        mixed = ood["mixed"]
+        names = list(mixed["aurc_error"])
+        lines += ["", "Mixed set AURC: " + "; ".join(
+            f"{loss}: " + ", ".join(f"{n} {_f(mixed[f'aurc_{loss}'][n])}" for n in names) for loss in ("error",
+                                                                                                         "squared"))]
+        cal = ood["ood_calibration"]
+        if cal.get("last_turn"):
+            c = cal["last_turn"]
+            lines.append(f"Out-of-distribution set alone, last turn: AUC {_f(c.get('auc'))}, Brier "
+                         f"{_f(c.get('brier'))}, ECE {_f(c.get('ece'))}")
+    return lines

@@ -1,0 +1,169 @@
+"""The confidence module end to end: fitted beside a trained model, saved and loaded with orbax, refused from another
+embedding space, the same in batch, streaming and archive scoring (float and int8), evaluated with --ood-data."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from salesrl_jax.arrays import TurnArrays
+from salesrl_jax.arrays.build import embed_archive
+from salesrl_jax.data.persuasionforgood import read_persuasionforgood
+from salesrl_jax.data.readers import read_conversations
+from salesrl_jax.data.writers import write_conversations
+from salesrl_jax.embed import EmbeddingSpaceMismatch
+from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.eval.confidence_fit import fit_confidence
+from salesrl_jax.eval.evaluate import evaluate_model
+from salesrl_jax.infer.archive import score_archive
+from salesrl_jax.infer.scorer import Scorer
+from salesrl_jax.models.confidence import confidence_outputs, signals_of
+from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.confidence_store import confidence_directory
+from salesrl_jax.run.trained_model import TrainedModel
+from tests.conftest import TINY_DIM
+
+P4G = Path(__file__).parent.parent / "fixtures" / "persuasionforgood"
+
+
+@pytest.fixture(scope="module")
+def confident(tiny_trained, tmp_path_factory) -> Path:
+    """A copy of the tiny trained run with a confidence fit beside its best checkpoint."""
+    run = tmp_path_factory.mktemp("confident") / "run"
+    shutil.copytree(tiny_trained, run)
+    fit_confidence(run)
+    return run
+
+
+def test_fit_saves_and_loads_beside_the_model(confident):
+    model = TrainedModel.load(confident)
+    directory = confidence_directory(model.directory)
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["model_params_sha256"] == model.params_digest
+    assert meta["fit"]["interval"] == "conformal"  # the tiny synthetic arrays carry the oracle
+    params = model.confidence
+    assert params.bank.shape == (512, model.config.model.state_dim)
+    # the tiny arrays hold about 5,000 training turns: all of them join the text bank, in their own 32 dimensions
+    assert params.text == "dense" and params.text_bank.shape[1] == TINY_DIM and 4000 < len(params.text_bank) <= 16384
+
+
+def test_a_fit_from_another_embedding_space_is_refused_and_a_stale_one_unused(confident, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(confident, run)
+    meta_path = confidence_directory(TrainedModel.load(run).directory) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "embedder": {**meta["embedder"], "dim": 64}}))
+    with pytest.raises(EmbeddingSpaceMismatch, match="fitted in the embedding space"):
+        TrainedModel.load(run).confidence
+    meta_path.write_text(json.dumps({**meta, "arrays_sha256": "0" * 64}))  # damaged or edited arrays
+    with pytest.raises(ValueError, match="confidence fit"):
+        TrainedModel.load(run).confidence
+    meta_path.write_text(json.dumps({**meta, "model_params_sha256": "0" * 64}))
+    with pytest.warns(UserWarning, match="fitted for other parameters"):
+        assert TrainedModel.load(run).confidence is None
+    assert Scorer.load(run).session().add_turn("customer", "hello there").confidence is None
+
+
+def test_a_model_without_a_fit_scores_as_before(tiny_trained):
+    score = Scorer.load(tiny_trained).session().add_turn("customer", "How much would this cost us?")
+    assert score.confidence is None and score.p_low is None and 0 < score.probability < 1
+
+
+def test_signals_read_turns_one_to_t_only(confident, tiny_arrays):
+    model = TrainedModel.load(confident)
+    arrays = TurnArrays.open(tiny_arrays)
+    predict = make_predict(model.graphdef, extra=signals_of)
+    pred = predict_arrays(predict, model.params, arrays, rows=512, max_conversations=6, args=model.confidence)
+    part = arrays.part(0)
+    # The same conversations with every turn after the third replaced by noise: turns 1..3 keep their outputs.
+    from salesrl_jax.models.inputs import TurnInputs
+
+    rows = np.flatnonzero(pred.conversation < 6)
+    later = pred.turn_index[rows] >= 3
+    embeddings = np.asarray(part.embeddings[rows], np.float32)
+    features = np.asarray(part.features[rows], np.float32)
+    noisy_embeddings, noisy_features = embeddings.copy(), features.copy()
+    noisy_embeddings[later] = np.random.default_rng(0).normal(size=noisy_embeddings[later].shape)
+    noisy_features[later] *= 3.0
+    outputs = []
+    for emb, feat in ((embeddings, features), (noisy_embeddings, noisy_features)):
+        inputs = TurnInputs(jnp.asarray(emb), jnp.asarray(feat), jnp.asarray(pred.turn_index[rows] == 0),
+                            jnp.ones(len(rows), bool))
+        prob, unc, signals = predict(model.params, inputs, model.confidence)
+        outputs.append(confidence_outputs(model.confidence, np.asarray(prob), np.asarray(unc),
+                                          signals, pred.turn_index[rows]))
+    for name in ("confidence", "expected_error", "familiarity", "p_low", "p_high"):
+        np.testing.assert_allclose(getattr(outputs[0], name)[~later], getattr(outputs[1], name)[~later], atol=1e-6)
+        assert not np.allclose(getattr(outputs[0], name)[later], getattr(outputs[1], name)[later])
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_streaming_equals_archive_scoring_with_confidence(confident, tiny_archive, tmp_path, quantized):
+    conversations = list(read_conversations(tiny_archive))[:8]
+    write_conversations(tmp_path / "calls.jsonl", conversations)
+    scored = score_archive(confident, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1,
+                           quantized=quantized)
+    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    summary = [json.loads(line) for line in scored.outputs["conversations"].read_text().splitlines()]
+    scorer = Scorer.load(confident, quantized=quantized)
+    names = ("probability", "confidence", "expected_error", "familiarity", "p_low", "p_high")
+    # int8: streaming runs the dequantized float graph, archive scoring int8 x int8 (as for the probability); the
+    # familiarity is a rank among calibration turns, so int8 rounding of the state moves it by a few percentiles
+    tolerance = {name: (0.1 if name == "familiarity" else 0.03) if quantized else 2e-5 for name in names}
+    for conv, conv_summary in zip(conversations, summary):
+        session = scorer.session()
+        streamed = [session.add_turn(t.speaker, t.text, t.start_time, t.duration) for t in conv.turns]
+        batch = [r for r in rows if r["conversation_id"] == conv.id]
+        for name in names:
+            np.testing.assert_allclose([getattr(s, name) for s in streamed], [r[name] for r in batch],
+                                       atol=tolerance[name], err_msg=name)
+        if not quantized:
+            assert [s.low_confidence for s in streamed] == [r["low_confidence"] for r in batch]
+        assert conv_summary["final_confidence"] == batch[-1]["confidence"]
+        assert all(0 <= r["p_low"] <= r["p_high"] <= 1 for r in batch)
+    if not quantized:  # --no-confidence: the same probabilities, without the columns
+        plain = score_archive(confident, tmp_path / "calls.jsonl", tmp_path / "plain.jsonl", workers=1,
+                              confidence=False)
+        plain_rows = [json.loads(line) for line in plain.outputs["turns"].read_text().splitlines()]
+        assert [r["probability"] for r in plain_rows] == [r["probability"] for r in rows]
+        assert "confidence" not in plain_rows[0]
+
+
+def test_evaluate_reports_confidence_and_out_of_distribution(confident, tiny_arrays, tmp_path):
+    write_conversations(tmp_path / "p4g.jsonl", list(read_persuasionforgood(P4G)))
+    embed_archive(tmp_path / "p4g.jsonl", tmp_path / "p4g-arrays", EmbedderConfig(kind="hashing", dim=TINY_DIM),
+                  workers=1)
+    model = TrainedModel.load(confident)
+    evaluation = evaluate_model(model, tiny_arrays, tmp_path / "eval", split="valid",
+                                ood_data=tmp_path / "p4g-arrays")
+    tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    selective = tables["confidence"]["selective"]
+    assert set(selective["aurc_error"]) == {"module", "baseline |p-0.5|", "oracle |q-0.5|", "optimal"}
+    assert selective["aurc_error"]["optimal"] <= min(selective["aurc_error"].values())
+    coverage = [row["coverage"] for row in tables["confidence"]["intervals"]]
+    assert coverage and all(0 <= c <= 1 for c in coverage)
+    ood = tables["ood"]
+    assert ood["conversations_out"] > 0 and 0 <= ood["auroc_at_turn_4"]["confidence"] <= 1
+    # human dialogues are unlike the simulator's
+    assert ood["mean"]["familiarity"]["out"] < ood["mean"]["familiarity"]["in"]
+    assert ood["auroc_at_turn_4"]["familiarity"] > 0.9
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Out of distribution" in report and (tmp_path / "eval" / "confidence.png").exists()
+    assert "confidence" in evaluation.predictions.confidence.__dataclass_fields__
+    import pyarrow.parquet as pq
+
+    columns = pq.read_table(tmp_path / "eval" / "predictions.parquet").column_names
+    assert {"confidence", "p_low", "p_high", "low_confidence"} <= set(columns)
+
+
+def test_recalibration_refits_the_confidence_for_the_new_probabilities(confident, tmp_path):
+    from salesrl_jax.eval.calibration import recalibrate_model
+
+    recalibrate_model(confident, tmp_path / "recalibrated")
+    model = TrainedModel.load(tmp_path / "recalibrated")
+    meta = json.loads((confidence_directory(model.directory) / "meta.json").read_text())
+    assert meta["model_params_sha256"] == model.params_digest != TrainedModel.load(confident).params_digest
+    assert model.confidence is not None
