@@ -47,6 +47,7 @@ from salesrl_jax.run.trained_model import TrainedModel
 MIN_BUCKET_TURNS = 300  # calibration turns per turn bucket: a conformal quantile of 300 scores moves coverage ~1.7 pp
 MAX_VENN_TURNS = 1000  # Venn-Abers costs O(n^2) per bucket: a larger bucket is subsampled to this many turns
 FEW_CONVERSATIONS = 100
+DISTINCT_OVERSAMPLE = 3.0  # training turns read per text-bank row wanted, before repeats are dropped
 WHOLE_RANGE = 1e6  # a conformal quantile too few calibration turns can give: the interval is [0, 1]
 MIN_SPREAD = 1e-3  # floor of the novelty signals' standard deviations (both are O(0.1-1) when they vary)
 
@@ -176,7 +177,8 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
 def _text_bank(training: TurnArrays, run_data, size: int, dim: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray]:
     """A random projection ``[D, P]`` and the unit-normalised projected embeddings ``[<= size, P]`` of random
-    training-split turns."""
+    distinct training-split turns: a repeated text ("Okay.") takes one row, so the bank covers more of what the
+    training data says (half of a sample of simulator turns are repeats)."""
     picked = []
     for p in range(len(training)):
         part = training.part(p)
@@ -185,10 +187,12 @@ def _text_bank(training: TurnArrays, run_data, size: int, dim: int, rng: np.rand
         turns = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen]) if len(chosen) else []
         picked.append((part, np.asarray(turns, np.int64)))
     total = sum(len(t) for _, t in picked)
-    share = min(1.0, 1.5 * size / max(total, 1))
-    x = np.concatenate([np.asarray(part.embeddings[np.sort(t[rng.random(len(t)) < share])], np.float32)
+    share = min(1.0, DISTINCT_OVERSAMPLE * size / max(total, 1))
+    x = np.concatenate([np.asarray(part.embeddings[np.sort(t[rng.random(len(t)) < share])])
                         for part, t in picked])
-    x = x[rng.permutation(len(x))[:size]]
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1])))[:, 0]
+    _, first = np.unique(rows, return_index=True)  # one row per distinct embedding
+    x = x[rng.permutation(first)[:size]].astype(np.float32)
     projection = (np.eye(x.shape[1], dtype=np.float32) if x.shape[1] <= dim
                   else (rng.normal(size=(x.shape[1], dim)) / np.sqrt(dim)).astype(np.float32))
     y = x @ projection

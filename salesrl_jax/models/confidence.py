@@ -274,7 +274,14 @@ _combine = jax.jit(combine)
 def confidence_outputs(params: ConfidenceParams, prediction: np.ndarray, uncertainty: np.ndarray,
                        signals: TurnSignals, turn_index: np.ndarray) -> ConfidenceOutput:
     """The batch form over flat turns in conversation order: numpy ``[turns]`` arrays in, numpy out."""
+    n = len(prediction)
+    # Padded to a power of two: archive chunks of every length then share a few compiled programs.
+    size = 1 << max(int(n - 1).bit_length(), 4)
+
+    def padded(x, dtype):
+        return np.pad(np.asarray(x, dtype), (0, size - n))
+
     running = running_text_novelty(signals.text_novelty, turn_index)
-    out = _combine(params, np.asarray(prediction, np.float32), np.asarray(uncertainty, np.float32),
-                   np.asarray(signals.distance, np.float32), running, np.asarray(turn_index, np.int32))
-    return jax.tree.map(np.asarray, out)
+    out = _combine(params, padded(prediction, np.float32), padded(uncertainty, np.float32),
+                   padded(signals.distance, np.float32), padded(running, np.float32), padded(turn_index, np.int32))
+    return jax.tree.map(lambda x: np.asarray(x)[:n], out)

@@ -131,10 +131,10 @@ class ConfidenceConfig:
     """Fit it when `salesrl train` finishes (`salesrl confidence` fits or refits it for any model)."""
     bank_size: int = 512
     """Encoder states of training turns kept as the reference bank (nearest-neighbour distance, brute force)."""
-    text_bank_size: int = 16384
-    """Training turn embeddings kept as the text bank (dense text; n-gram models use unseen-gram mass instead).
-    The bank's size, more than its width, decides how well unseen vocabulary stands out (docs/benchmarks.md);
-    each streaming turn reads it whole (text_bank_size x text_dim floats)."""
+    text_bank_size: int = 8192
+    """Distinct training turn embeddings kept as the text bank (dense text; n-gram models use unseen-gram mass
+    instead). The bank's size, more than its width, decides how well unseen vocabulary stands out; each turn reads
+    it whole (text_bank_size x text_dim floats): the main cost of the module (docs/benchmarks.md)."""
     text_dim: int = 64
     """Dimensions of the seeded random projection the text bank compares turns in."""
     familiarity_level: float = 0.01

@@ -11,6 +11,7 @@ import pytest
 
 from salesrl_jax.arrays import TurnArrays
 from salesrl_jax.arrays.build import embed_archive
+from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.data.persuasionforgood import read_persuasionforgood
 from salesrl_jax.data.readers import read_conversations
 from salesrl_jax.data.writers import write_conversations
@@ -46,8 +47,16 @@ def test_fit_saves_and_loads_beside_the_model(confident):
     assert meta["fit"]["interval"] == "conformal"  # the tiny synthetic arrays carry the oracle
     params = model.confidence
     assert params.bank.shape == (512, model.config.model.state_dim)
-    # the tiny arrays hold about 5,000 training turns: all of them join the text bank, in their own 32 dimensions
-    assert params.text == "dense" and params.text_bank.shape[1] == TINY_DIM and 4000 < len(params.text_bank) <= 16384
+    # the tiny arrays hold about 5,000 training turns: each distinct one joins the text bank, in its own 32 dimensions
+    arrays, data = TurnArrays.open(model.config.data.train), model.config.data
+    rows = []
+    for p in range(len(arrays)):
+        part = arrays.part(p)
+        offsets = np.asarray(part.offsets)
+        for c in split_conversations(part, "train", data.valid_fraction, data.split_seed):
+            rows.append(np.asarray(part.embeddings[offsets[c]:offsets[c + 1]]))
+    distinct = np.unique(np.concatenate(rows), axis=0)
+    assert params.text == "dense" and params.text_bank.shape == (len(distinct), TINY_DIM)
 
 
 def test_a_fit_from_another_embedding_space_is_refused_and_a_stale_one_unused(confident, tmp_path):
