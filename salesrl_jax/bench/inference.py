@@ -52,10 +52,11 @@ def bench_confidence(state_dim: int, dim: int, config: ConfidenceConfig = Confid
     rng = np.random.default_rng(0)
     text_bank = rng.normal(size=(config.text_bank_size, config.text_dim)).astype(np.float32)
     text_bank /= np.linalg.norm(text_bank, axis=1, keepdims=True)
+    bank = rng.normal(size=(config.bank_size, state_dim)).astype(np.float32)
     keys = np.sort(np.concatenate([b * KEY_SPAN + rng.normal(size=300) for b in range(buckets)])).astype(np.float32)
     return ConfidenceParams(
         bucket_starts=np.arange(1, buckets + 1, dtype=np.int32),
-        bank=rng.normal(size=(config.bank_size, state_dim)).astype(np.float32), gram_seen=np.zeros(1, np.float32),
+        bank=bank, bank_norms=np.sum(bank * bank, -1), gram_seen=np.zeros(1, np.float32),
         text_projection=(rng.normal(size=(dim, config.text_dim)) / np.sqrt(config.text_dim)).astype(np.float32),
         text_bank=text_bank, novelty_loc=np.zeros((buckets, 2), np.float32),
         novelty_scale=np.ones((buckets, 2), np.float32), novelty_keys=keys,

@@ -212,7 +212,8 @@ def _per_bucket(buckets: int) -> dict[str, np.ndarray]:
 def _shell(bank, gram_seen, text_projection, text_bank, config: ConfidenceConfig, text: str) -> ConfidenceParams:
     """The parameters the signal pass needs (bank and text reference); the rest is filled by `calibrate`."""
     return ConfidenceParams(
-        bucket_starts=np.ones(1, np.int32), bank=np.asarray(bank, np.float32), gram_seen=gram_seen,
+        bucket_starts=np.ones(1, np.int32), bank=np.asarray(bank, np.float32),
+        bank_norms=np.sum(np.asarray(bank, np.float32) ** 2, -1), gram_seen=gram_seen,
         text_projection=text_projection, text_bank=text_bank, error_weights=np.zeros(len(ERROR_FEATURES), np.float32),
         familiarity_level=np.float32(config.familiarity_level), low_threshold=np.float32(config.low_threshold),
         interval_level=np.float32(config.interval_level),

@@ -74,22 +74,14 @@ class Scorer:
         graphdef = model.graphdef
         self.feed_prediction = model.config.model.feed_prediction
         self.confidence = model.confidence if confidence else None  # ConfidenceParams, or None
-        self._low_threshold = float(self.confidence.low_threshold) if self.confidence is not None else None
 
         @jax.jit
-        def step(params, carry: EncoderCarry, embedding, features, prev, conf, novelty, turn_index):
-            """One turn: the new carries and every output stacked in one array (one device-to-host copy per turn):
-            probability, uncertainty, then the confidence outputs when ``conf`` is given."""
+        def step(params, carry: EncoderCarry, embedding, features, prev):
+            """One turn: the new carry, and the probability, the uncertainty and the encoder state in one array
+            (one device-to-host copy per turn)."""
             agent = nnx.merge(graphdef, params)
             carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
-            values = [out.prediction, out.uncertainty]
-            if conf is not None:
-                text = jax.tree.map(lambda x: x[None], embedding)  # one turn as a batch of one
-                signals = turn_signals(conf, out.state[None], text)
-                novelty, so_far = novelty.add(signals.text_novelty[0])
-                scored = combine(conf, out.prediction, out.uncertainty, signals.distance[0], so_far, turn_index)
-                values += [getattr(scored, name) for name in _CONFIDENCE_FIELDS]
-            return carry, novelty, jnp.stack(values)
+            return carry, jnp.concatenate([jnp.stack([out.prediction, out.uncertainty]), out.state])
 
         self._step = step
         self._initial_carry = nnx.merge(graphdef, params).encoder.init_carry()
@@ -121,16 +113,22 @@ class Scorer:
     def score_embedded(self, session: "ScoringSession", embedding: np.ndarray | GramBags, features: np.ndarray
                        ) -> TurnScore:
         """Advance ``session`` by one turn whose embedding (or n-gram bag) and features are already computed."""
-        carry, novelty, values = self._step(self.params, session.carry, embedding, features, session.prev_prediction,
-                                            self.confidence, session.novelty, session.turn_index)
-        values = np.asarray(values).tolist()
-        session.carry, session.prev_prediction, session.novelty = carry, values[0], novelty
+        carry, values = self._step(self.params, session.carry, embedding, features, session.prev_prediction)
+        values = np.asarray(values)
+        prob, unc = float(values[0]), float(values[1])
+        session.carry, session.prev_prediction = carry, prob
         session.turn_index += 1
         if self.confidence is None:
-            return TurnScore(session.turn_index - 1, values[0], values[1])
-        scored = dict(zip(_CONFIDENCE_FIELDS, values[2:]))
-        return TurnScore(session.turn_index - 1, values[0], values[1], **scored,
-                         low_confidence=scored["confidence"] < self._low_threshold)
+            return TurnScore(session.turn_index - 1, prob, unc)
+        # The confidence module on the host, in numpy: the same functions as the batch form's jitted pass
+        # (`salesrl_jax.models.confidence`), several times faster than XLA for one turn's small products.
+        conf = self.confidence
+        text = jax.tree.map(lambda x: np.asarray(x)[None], embedding)  # one turn as a batch of one
+        signals = turn_signals(conf, values[None, 2:], text, xp=np)
+        session.novelty, so_far = session.novelty.add(signals.text_novelty[0])
+        scored = combine(conf, values[0], values[1], signals.distance[0], so_far, session.turn_index - 1, xp=np)
+        return TurnScore(session.turn_index - 1, prob, unc, *(float(getattr(scored, name)) for name in
+                                                               _CONFIDENCE_FIELDS), bool(scored.low_confidence))
 
 
 class ScoringSession:
@@ -141,7 +139,7 @@ class ScoringSession:
         self.features = turn_features.FeatureState()
         self.carry: EncoderCarry = scorer._initial_carry
         self.prev_prediction = 0.5
-        self.novelty = StreamingNovelty.zero()
+        self.novelty = StreamingNovelty()
         self.turn_index = 0
 
     def add_turn(self, speaker: str, text: str, start_time: float | None = None,

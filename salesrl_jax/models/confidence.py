@@ -51,8 +51,8 @@ Intervals ``[p_low, p_high]`` at a nominal level ``1 - a`` (Mondrian by turn buc
 Either interval then widens toward ``[0, 1]`` as the gate falls: ``[g p_low, g p_high + 1 - g]``.
 
 Every quantity of turn ``t`` is a function of turns 1..t: the state, the prediction and ``n_1..n_t``. The batch form
-(`running_text_novelty` over flat conversations, then `combine`) and the streaming form (`StreamingNovelty`
-carried by a session, then `combine`) compute the same numbers (tested).
+(`running_text_novelty` over flat conversations, then `combine`, jitted) and the streaming form (`StreamingNovelty`
+carried by a session, then the same functions on numpy arrays) compute the same numbers to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -69,22 +69,24 @@ KEY_SPAN = 1000.0  # bucket b's keys are b * KEY_SPAN + clip(value, +-KEY_SPAN /
 ERROR_FEATURES = ("bias", "p(1-p)", "ensemble_std", "z_distance", "z_text", "1/t")
 
 
-def _searchsorted(sorted_keys: jnp.ndarray, keys: jnp.ndarray, side: str) -> jnp.ndarray:
-    """`jnp.searchsorted`: by comparing with every key for a handful of queries (a streaming turn: one vectorised
-    pass beats a loop of dependent steps on CPU), by binary search for a batch."""
+def _searchsorted(sorted_keys: jnp.ndarray, keys: jnp.ndarray, side: str, xp=jnp) -> jnp.ndarray:
+    """``searchsorted``: numpy's, or JAX's by comparing with every key for a handful of queries (one vectorised pass
+    beats a loop of dependent steps on CPU) and by binary search for a batch."""
+    if xp is np:
+        return np.searchsorted(sorted_keys, keys, side=side)
     method = "compare_all" if jnp.size(keys) <= 16 else "scan"
     return jnp.searchsorted(sorted_keys, keys, side=side, method=method)
 
 
-def turn_bucket(bucket_starts, turn_index) -> jnp.ndarray:
+def turn_bucket(bucket_starts, turn_index, xp=jnp) -> jnp.ndarray:
     """Bucket of 0-based turn indices, given the (1-based) turn numbers starting each bucket (the first is 1, the
     last bucket is open-ended): starts (1, 2, 4) put turns 1 | 2-3 | 4+ in buckets 0 | 1 | 2."""
-    return _searchsorted(jnp.asarray(bucket_starts), jnp.asarray(turn_index) + 1, side="right") - 1
+    return _searchsorted(xp.asarray(bucket_starts), xp.asarray(turn_index) + 1, side="right", xp=xp) - 1
 
 
-def bucket_keys(bucket, value) -> jnp.ndarray:
+def bucket_keys(bucket, value, xp=jnp) -> jnp.ndarray:
     """Sort keys that order by bucket first, then by value within it (values clipped to +-KEY_SPAN / 2)."""
-    return bucket * KEY_SPAN + jnp.clip(value, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1)
+    return bucket * KEY_SPAN + xp.clip(value, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1)
 
 
 @struct.dataclass
@@ -93,6 +95,7 @@ class ConfidenceParams:
 
     bucket_starts: jnp.ndarray  # [T] int32: turn numbers (1-based) starting each turn bucket (the fit chooses them)
     bank: jnp.ndarray  # [B, S] encoder states of training turns
+    bank_norms: jnp.ndarray  # [B] their squared norms ||b||^2
     gram_seen: jnp.ndarray  # [V] 1.0 where the training split shows the n-gram bucket (sparse text; else [1])
     text_projection: jnp.ndarray  # [D, P] random projection of turn embeddings (dense text; else [1, 1])
     text_bank: jnp.ndarray  # [Bt, P] unit-normalised projected embeddings of training turns (dense text; else [1, 1])
@@ -138,51 +141,54 @@ class ConfidenceOutput:
     low_confidence: jnp.ndarray  # bool: confidence < low_threshold
 
 
-def state_distance(bank: jnp.ndarray, states: jnp.ndarray) -> jnp.ndarray:
-    """``[N]``: Euclidean distance from each state ``[N, S]`` to its nearest bank row ``[B, S]``.
+def state_distance(bank: jnp.ndarray, bank_norms: jnp.ndarray, states: jnp.ndarray, xp=jnp) -> jnp.ndarray:
+    """``[N]``: Euclidean distance from each state ``[N, S]`` to its nearest bank row ``[B, S]`` (squared norms
+    ``bank_norms [B]``).
 
     Brute force: the nearest row is found with ``||s||^2 - 2 s.b + ||b||^2`` (one matmul), and its distance
     recomputed as ``||s - b||`` from the difference, which the expanded form loses to cancellation for a near
     neighbour (so a batch and a single turn agree to float rounding)."""
     chex.assert_rank([bank, states], 2)
-    squared = jnp.sum(bank * bank, -1) - 2.0 * jnp.einsum("ns,bs->nb", states, bank)  # ||s||^2 does not rank
-    difference = states - bank[jnp.argmin(squared, -1)]
-    return jnp.sqrt(jnp.sum(difference * difference, -1))
+    squared = bank_norms - 2.0 * (states @ bank.T)  # ||s||^2 does not change the ranking
+    difference = states - bank[xp.argmin(squared, -1)]
+    return xp.sqrt(xp.sum(difference * difference, -1))
 
 
-def sparse_text_novelty(gram_seen: jnp.ndarray, bags: GramBags) -> jnp.ndarray:
+def sparse_text_novelty(gram_seen: jnp.ndarray, bags: GramBags, xp=jnp) -> jnp.ndarray:
     """``[N]``: the share of a turn's n-gram occurrences whose bucket the training split never showed (0 for a turn
     with no grams)."""
-    counts = jnp.where(bags.ids > 0, bags.counts.astype(jnp.float32), 0.0)
+    counts = xp.where(bags.ids > 0, bags.counts.astype(xp.float32), 0.0)
     unseen = counts * (1.0 - gram_seen[bags.ids])
-    return jnp.sum(unseen, -1) / jnp.maximum(jnp.sum(counts, -1), 1.0)
+    return xp.sum(unseen, -1) / xp.maximum(xp.sum(counts, -1), 1.0)
 
 
 def dense_text_novelty(projection: jnp.ndarray, bank: jnp.ndarray, embeddings: jnp.ndarray,
-                       scale: jnp.ndarray | None = None) -> jnp.ndarray:
+                       scale: jnp.ndarray | None = None, xp=jnp) -> jnp.ndarray:
     """``[N]``: one minus the cosine similarity of each projected turn embedding ``R x`` (int8 rows times their
     ``scale`` first) to the most similar row of the unit-normalised training-turn ``bank``: 0 for a turn the training
     data showed verbatim, larger for unseen content. A random projection to ``P`` dimensions keeps cosines to within
     a few hundredths (Johnson-Lindenstrauss) at a fraction of the cost; the nearest turn, not the mean of several,
     and a large bank separate unseen vocabulary best (docs/benchmarks.md)."""
-    x = embeddings.astype(jnp.float32)
+    x = embeddings.astype(xp.float32)
     if scale is not None:
         x = x * scale[:, None]
     y = x @ projection
-    y = y * jax.lax.rsqrt(jnp.maximum(jnp.sum(y * y, -1, keepdims=True), 1e-12))
-    return jnp.clip(1.0 - jnp.max(jnp.einsum("np,bp->nb", y, bank), -1), 0.0, 2.0)
+    y = y / xp.sqrt(xp.maximum(xp.sum(y * y, -1, keepdims=True), 1e-12))
+    return xp.clip(1.0 - xp.max(y @ bank.T, -1), 0.0, 2.0)
 
 
-def turn_signals(params: ConfidenceParams, states: jnp.ndarray, text, scale: jnp.ndarray | None = None
-                 ) -> TurnSignals:
-    """The raw signals of a flat batch: ``states [N, S]``, ``text`` the turns' `GramBags` or embeddings ``[N, D]``."""
-    distance = state_distance(params.bank, states)
+def turn_signals(params: ConfidenceParams, states: jnp.ndarray, text, scale: jnp.ndarray | None = None,
+                 xp=jnp) -> TurnSignals:
+    """The raw signals of a flat batch: ``states [N, S]``, ``text`` the turns' `GramBags` or embeddings ``[N, D]``.
+    ``xp``: `jax.numpy` (traced, batches) or `numpy` (one streaming turn on the host: XLA:CPU spends tens of
+    microseconds on each small matrix product that numpy does in a few)."""
+    distance = state_distance(params.bank, params.bank_norms, states, xp=xp)
     if params.text == "sparse":
-        novelty = sparse_text_novelty(params.gram_seen, text)
+        novelty = sparse_text_novelty(params.gram_seen, text, xp=xp)
     elif params.text == "dense":
-        novelty = dense_text_novelty(params.text_projection, params.text_bank, text, scale)
+        novelty = dense_text_novelty(params.text_projection, params.text_bank, text, scale, xp=xp)
     else:
-        novelty = jnp.zeros_like(distance)
+        novelty = xp.zeros_like(distance)
     return TurnSignals(distance, novelty)
 
 
@@ -200,64 +206,61 @@ def running_text_novelty(novelty: np.ndarray, turn_index: np.ndarray) -> np.ndar
 class StreamingNovelty:
     """The most novel turn so far of one live conversation (-inf before its first turn)."""
 
-    peak: jnp.ndarray
+    peak: float = float("-inf")
 
-    @classmethod
-    def zero(cls) -> "StreamingNovelty":
-        return cls(jnp.full((), -jnp.inf, jnp.float32))
-
-    def add(self, novelty: jnp.ndarray) -> tuple["StreamingNovelty", jnp.ndarray]:
+    def add(self, novelty) -> tuple["StreamingNovelty", float]:
         """Add this turn's novelty; returns the new carry and ``m_t``."""
-        peak = jnp.maximum(self.peak, novelty)
+        peak = max(self.peak, float(novelty))
         return StreamingNovelty(peak), peak
 
 
-def error_features(prediction, uncertainty, z_distance, z_text, turn_index) -> jnp.ndarray:
+def error_features(prediction, uncertainty, z_distance, z_text, turn_index, xp=jnp) -> jnp.ndarray:
     """``phi [N, 6]`` over ERROR_FEATURES."""
     p = prediction
-    return jnp.stack([jnp.ones_like(p), p * (1.0 - p), uncertainty, z_distance, z_text,
+    return xp.stack([xp.ones_like(p), p * (1.0 - p), uncertainty, z_distance, z_text,
                       1.0 / (turn_index + 1.0)], axis=-1)
 
 
-def standardised_novelty(params: ConfidenceParams, distance, text_so_far, turn_index
+def standardised_novelty(params: ConfidenceParams, distance, text_so_far, turn_index, xp=jnp
                          ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(z_d, z_m)``: the two novelty signals standardised at their turn bucket, clipped to +-50."""
-    b = turn_bucket(params.bucket_starts, turn_index)
-    z = (jnp.stack([distance, text_so_far], -1) - params.novelty_loc[b]) / params.novelty_scale[b]
-    z = jnp.clip(z, -50.0, 50.0)
+    b = turn_bucket(params.bucket_starts, turn_index, xp=xp)
+    z = (xp.stack([distance, text_so_far], -1) - params.novelty_loc[b]) / params.novelty_scale[b]
+    z = xp.clip(z, -50.0, 50.0)
     return z[..., 0], z[..., 1]
 
 
-def familiarity(params: ConfidenceParams, novelty, turn_index) -> jnp.ndarray:
+def familiarity(params: ConfidenceParams, novelty, turn_index, xp=jnp) -> jnp.ndarray:
     """``pi_t``: the conformal p-value of ``novelty`` among the calibration turns of its turn bucket."""
-    b = turn_bucket(params.bucket_starts, turn_index)
-    position = _searchsorted(params.novelty_keys, bucket_keys(b, novelty), side="left")
+    b = turn_bucket(params.bucket_starts, turn_index, xp=xp)
+    position = _searchsorted(params.novelty_keys, bucket_keys(b, novelty, xp=xp), side="left", xp=xp)
     at_least = params.novelty_end[b] - position  # calibration turns of the bucket at least as novel
     return (1.0 + at_least) / (1.0 + params.novelty_count[b])
 
 
-def combine(params: ConfidenceParams, prediction, uncertainty, distance, text_so_far, turn_index
+def combine(params: ConfidenceParams, prediction, uncertainty, distance, text_so_far, turn_index, xp=jnp
             ) -> ConfidenceOutput:
     """The confidence outputs (module docstring) from a turn's prediction, ensemble disagreement, state distance,
-    text novelty so far and 0-based turn index, each ``[N]`` (or scalars)."""
-    p = jnp.asarray(prediction, jnp.float32)
-    t = jnp.asarray(turn_index, jnp.int32)
-    z_d, z_m = standardised_novelty(params, distance, text_so_far, t)
-    pi = familiarity(params, jnp.maximum(z_d, z_m), t)
-    f = jnp.clip(pi / params.familiarity_level, 0.0, 1.0)
-    phi = error_features(p, jnp.asarray(uncertainty, jnp.float32), z_d, z_m, t.astype(jnp.float32))
-    e_in = jnp.clip(p * (1.0 - p) + jnp.maximum(phi @ params.error_weights, 0.0), 1e-4, 1.0)
+    text novelty so far and 0-based turn index, each ``[N]`` (or scalars); ``xp`` as in `turn_signals`."""
+    p = xp.asarray(prediction, xp.float32)
+    t = xp.asarray(turn_index, xp.int32)
+    z_d, z_m = standardised_novelty(params, xp.asarray(distance, xp.float32), xp.asarray(text_so_far, xp.float32),
+                                    t, xp=xp)
+    pi = familiarity(params, xp.maximum(z_d, z_m), t, xp=xp)
+    f = xp.clip(pi / params.familiarity_level, 0.0, 1.0)
+    phi = error_features(p, xp.asarray(uncertainty, xp.float32), z_d, z_m, t.astype(xp.float32), xp=xp)
+    e_in = xp.clip(p * (1.0 - p) + xp.maximum(phi @ params.error_weights, 0.0), 1e-4, 1.0)
     e_out = 0.5 - p + p * p
     error = f * e_in + (1.0 - f) * e_out
-    confidence = f * jnp.clip(1.0 - jnp.sqrt(e_in), 0.0, 1.0)
-    b = turn_bucket(params.bucket_starts, t)
+    confidence = f * xp.clip(1.0 - xp.sqrt(e_in), 0.0, 1.0)
+    b = turn_bucket(params.bucket_starts, t, xp=xp)
     if params.interval == "conformal":
-        sigma = jnp.clip(phi @ params.interval_scale_weights, 5e-3, 1.0)
+        sigma = xp.clip(phi @ params.interval_scale_weights, 5e-3, 1.0)
         half = params.interval_quantile[b] * sigma
-        low, high = jnp.clip(p - half, 0.0, 1.0), jnp.clip(p + half, 0.0, 1.0)
+        low, high = xp.clip(p - half, 0.0, 1.0), xp.clip(p + half, 0.0, 1.0)
     else:
-        logit = jnp.log(jnp.clip(p, 1e-7, 1 - 1e-7)) - jnp.log1p(-jnp.clip(p, 1e-7, 1 - 1e-7))
-        slot = _searchsorted(params.venn_keys, bucket_keys(b, logit), side="right") + b
+        logit = xp.log(xp.clip(p, 1e-7, 1 - 1e-7)) - xp.log1p(-xp.clip(p, 1e-7, 1 - 1e-7))
+        slot = _searchsorted(params.venn_keys, bucket_keys(b, logit, xp=xp), side="right", xp=xp) + b
         low, high = params.venn_low[slot], params.venn_high[slot]
     low, high = f * low, f * high + (1.0 - f)  # f: the gate g above
     return ConfidenceOutput(confidence, error, pi, low, high, confidence < params.low_threshold)
