@@ -30,9 +30,9 @@ from salesrl_jax.arrays.split import Split, split_conversations
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.confidence import (
     ERROR_FEATURES,
-    KEY_SPAN,
     ConfidenceParams,
     TurnSignals,
+    bucket_keys,
     error_features,
     running_text_novelty,
     signals_of,
@@ -242,7 +242,7 @@ def calibrate(shell: ConfidenceParams, prediction: np.ndarray, uncertainty: np.n
     params = shell.replace(novelty_loc=loc, novelty_scale=scale)
     z_d, z_m = (np.asarray(z, np.float64) for z in standardised_novelty(params, distance, text_so_far, turn_index))
     novelty = np.maximum(z_d, z_m)
-    keys = [b * KEY_SPAN + np.clip(novelty[r], -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1) for b, r in enumerate(rows)]
+    keys = [np.asarray(bucket_keys(b, novelty[r], xp=np)) for b, r in enumerate(rows)]
     counts = np.array([len(r) for r in rows], np.int32)
     params = params.replace(novelty_keys=np.sort(np.concatenate(keys)).astype(np.float32),
                             novelty_end=np.cumsum(counts).astype(np.int32), novelty_count=counts)
@@ -276,7 +276,7 @@ def calibrate(shell: ConfidenceParams, prediction: np.ndarray, uncertainty: np.n
             if len(r) > MAX_VENN_TURNS:
                 r = np.sort(rng.choice(r, MAX_VENN_TURNS, replace=False))
             s, p0, p1 = venn_abers_gaps(logit[r], y[r])
-            venn_keys.append(b * KEY_SPAN + np.clip(s, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1))
+            venn_keys.append(np.asarray(bucket_keys(b, s, xp=np)))
             low.append(p0)
             high.append(p1)
         params = params.replace(interval="venn-abers", venn_keys=np.concatenate(venn_keys).astype(np.float32),

@@ -65,7 +65,11 @@ from flax import struct
 
 from salesrl_jax.models.inputs import GramBags
 
-KEY_SPAN = 1000.0  # bucket b's keys are b * KEY_SPAN + clip(value, +-KEY_SPAN / 2): one sorted array serves all
+KEY_SPAN = 128.0  # bucket b's keys are b * KEY_SPAN + clip(value, +-KEY_SPAN / 2): one sorted array serves all
+# Keys within KEY_TIE of each other count as tied: the host (numpy) and JAX may round a key one float32 step apart,
+# and a turn whose key ties a calibration turn's (identical text novelty, say) must rank alike in both. 2e-3 is
+# 8 steps of float32 at key 4,000 (30 buckets), and 0.002 standard deviations of a novelty score.
+KEY_TIE = 2e-3
 ERROR_FEATURES = ("bias", "p(1-p)", "ensemble_std", "z_distance", "z_text", "1/t")
 
 
@@ -85,8 +89,9 @@ def turn_bucket(bucket_starts, turn_index, xp=jnp) -> jnp.ndarray:
 
 
 def bucket_keys(bucket, value, xp=jnp) -> jnp.ndarray:
-    """Sort keys that order by bucket first, then by value within it (values clipped to +-KEY_SPAN / 2)."""
-    return bucket * KEY_SPAN + xp.clip(value, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1)
+    """Sort keys that order by bucket first, then by value within it (values clipped to +-KEY_SPAN / 2), in
+    float32 as the stored keys are, so that ties with calibration turns break alike on the host and in JAX."""
+    return xp.asarray(bucket * KEY_SPAN + xp.clip(value, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1), xp.float32)
 
 
 @struct.dataclass
@@ -233,7 +238,7 @@ def standardised_novelty(params: ConfidenceParams, distance, text_so_far, turn_i
 def familiarity(params: ConfidenceParams, novelty, turn_index, xp=jnp) -> jnp.ndarray:
     """``pi_t``: the conformal p-value of ``novelty`` among the calibration turns of its turn bucket."""
     b = turn_bucket(params.bucket_starts, turn_index, xp=xp)
-    position = _searchsorted(params.novelty_keys, bucket_keys(b, novelty, xp=xp), side="left", xp=xp)
+    position = _searchsorted(params.novelty_keys, bucket_keys(b, novelty, xp=xp) - KEY_TIE, side="left", xp=xp)
     at_least = params.novelty_end[b] - position  # calibration turns of the bucket at least as novel
     return (1.0 + at_least) / (1.0 + params.novelty_count[b])
 
@@ -260,7 +265,7 @@ def combine(params: ConfidenceParams, prediction, uncertainty, distance, text_so
         low, high = xp.clip(p - half, 0.0, 1.0), xp.clip(p + half, 0.0, 1.0)
     else:
         logit = xp.log(xp.clip(p, 1e-7, 1 - 1e-7)) - xp.log1p(-xp.clip(p, 1e-7, 1 - 1e-7))
-        slot = _searchsorted(params.venn_keys, bucket_keys(b, logit, xp=xp), side="right", xp=xp) + b
+        slot = _searchsorted(params.venn_keys, bucket_keys(b, logit, xp=xp) + KEY_TIE, side="right", xp=xp) + b
         low, high = params.venn_low[slot], params.venn_high[slot]
     low, high = f * low, f * high + (1.0 - f)  # f: the gate g above
     return ConfidenceOutput(confidence, error, pi, low, high, confidence < params.low_threshold)

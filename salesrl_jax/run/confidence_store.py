@@ -84,4 +84,8 @@ def load_confidence(directory: Path, identity: EmbedderIdentity, model_digest: s
                              "refit it with `salesrl confidence MODEL`") from None
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
     check_tree(arrays, meta["arrays_sha256"], f"confidence fit {directory}")
-    return ConfidenceParams(**arrays, **meta["static"]), meta
+    try:
+        return ConfidenceParams(**arrays, **meta["static"]), meta
+    except TypeError as err:  # fields added or removed since the fit was written
+        raise ValueError(f"{directory}: the confidence fit was written by another version of the library ({err}); "
+                         "refit it with `salesrl confidence MODEL`") from None

@@ -263,3 +263,27 @@ def test_a_features_only_model_trains_and_scores_on_n_gram_arrays(ngram_arrays, 
     f = [json.loads(line)["probability"] for line in floats.outputs["turns"].read_text().splitlines()]
     g = [json.loads(line)["probability"] for line in int8.outputs["turns"].read_text().splitlines()]
     assert np.abs(np.array(f) - np.array(g)).max() < 0.02
+
+
+def test_confidence_on_the_n_gram_path_streams_as_it_scores_archives(ngram_trained, tiny_archive, tmp_path):
+    """The sparse form of text novelty (unseen-gram mass): streaming on the host equals archive scoring."""
+    import shutil
+
+    from salesrl_jax.eval.confidence_fit import fit_confidence
+
+    run = tmp_path / "run"
+    shutil.copytree(ngram_trained, run)
+    fit = fit_confidence(run)
+    assert fit.params.text == "sparse" and fit.params.gram_seen.shape == (BUCKETS,)
+    conversations = list(read_conversations(tiny_archive))[:6]
+    write_conversations(tmp_path / "calls.jsonl", conversations)
+    scored = score_archive(run, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1)
+    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    scorer = Scorer.load(run)
+    for conv in conversations:
+        session = scorer.session()
+        streamed = [session.add_turn(t.speaker, t.text, t.start_time, t.duration) for t in conv.turns]
+        archive = [r for r in rows if r["conversation_id"] == conv.id]
+        for name in ("confidence", "familiarity", "p_low", "p_high"):
+            np.testing.assert_allclose([getattr(s, name) for s in streamed], [r[name] for r in archive], atol=2e-5,
+                                       err_msg=name)
