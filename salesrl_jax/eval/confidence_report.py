@@ -130,7 +130,8 @@ def format_confidence(tables: dict) -> list[str]:
     lines.append("| error AUROC | " + " | ".join(_f(sel["error_auroc"].get(n)) for n in names) + " |")
     level = conf.get("interval_level")
     lines += ["", "**Intervals by turn index**" + (f" (nominal coverage {level:.0%})" if level else ""), "",
-              "| turn | n | coverage | mean width | mean confidence | low-confidence share |", "|---|---|---|---|---|---|"]
+              "| turn | n | coverage | mean width | mean confidence | low-confidence share |",
+              "|---|---|---|---|---|---|"]
     for row in conf["intervals"]:
         lines.append(f"| {row['turn']} | {row['n']} | {_f(row.get('coverage'))} | {_f(row['width'])} | "
                      f"{_f(row['confidence'])} | {_f(row['low_share'])} |")

@@ -12,7 +12,8 @@ Per turn ``t`` of a conversation, with the model's prediction ``p_t`` and encode
 
 Turn buckets are runs of consecutive turn indices, each holding enough calibration turns (one index per bucket
 early on, where most conversations still run; pooled later). Each of ``d_t`` and ``m_t`` is standardised with
-its mean and standard deviation on the calibration split at the same turn bucket, giving ``z_d`` and ``z_m``; their maximum ``z_t`` is the state's novelty, and
+its mean and standard deviation on the calibration split at the same turn bucket, giving ``z_d`` and ``z_m``;
+their maximum ``z_t`` is the state's novelty, and
 
     pi_t = (1 + #{calibration turns of the bucket with z >= z_t}) / (1 + #calibration turns of the bucket)
 

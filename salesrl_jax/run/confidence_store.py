@@ -42,7 +42,8 @@ def save_confidence(directory: Path, params: ConfidenceParams, identity: Embedde
                     fit: dict) -> Path:
     """Write ``params`` (fitted for the model whose parameter digest is ``model_digest``) to ``directory``."""
     arrays = _arrays(params)
-    meta = {"static": params.static, "embedder": dataclasses.asdict(identity), "model_params_sha256": model_digest, "arrays_sha256": tree_digest(arrays), "fit": fit}
+    meta = {"static": params.static, "embedder": dataclasses.asdict(identity), "model_params_sha256": model_digest,
+            "arrays_sha256": tree_digest(arrays), "fit": fit}
     directory = Path(directory)
     with atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)

@@ -75,7 +75,8 @@ def test_running_novelty_batch_equals_streaming():
             streamed.append(float(so_far))
             row += 1
     np.testing.assert_allclose(batch, streamed, rtol=1e-6)
-    expected = np.concatenate([np.maximum.accumulate(novelty[a:a + n]) for a, n in zip(np.cumsum([0] + lengths), lengths)])
+    starts = np.cumsum([0] + lengths)
+    expected = np.concatenate([np.maximum.accumulate(novelty[a:a + n]) for a, n in zip(starts, lengths)])
     np.testing.assert_allclose(batch, expected, rtol=1e-6)
     # turn t's value reads turns 1..t only
     changed = novelty.copy()
