@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic archive embedded into cached arrays, and tiny configs."""
 
 import dataclasses
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -52,6 +53,11 @@ def tiny_arrays(tiny_archive, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-arrays") / "arrays"
     embed_archive(tiny_archive, out, EmbedderConfig(dim=TINY_DIM), chunk_conversations=300, workers=1)
     return out
+
+
+def scored_turns(result) -> list[dict]:
+    """The per-turn rows a `score_archive` run wrote (JSON lines)."""
+    return [json.loads(line) for line in result.outputs["turns"].read_text().splitlines()]
 
 
 def tiny_model(**overrides) -> ModelConfig:

@@ -16,7 +16,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "persuasionforgood"
 @pytest.mark.parametrize("argv", [[], ["generate"], ["convert"], ["convert", "archive"], ["demo"], ["embed"],
                                   ["train"], ["evaluate"], ["score"], ["quantize"], ["calibrate"],
                                   ["bench"], ["convert", "persuasionforgood"], ["convert", "casino"], ["split"],
-                                  ["crossval"], ["study"]])
+                                  ["crossval"], ["study"], ["confidence"]])
 def test_help_documents_every_subcommand(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
@@ -37,6 +37,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "**Last turn**" in out.stdout and "oracle auc" in out.stdout  # the model's evaluation table
     assert (tmp_path / "model" / "eval-test" / "reliability.png").stat().st_size > 1000
     assert "turn by turn (P(sale) after each turn" in out.stdout and (tmp_path / "scores.jsonl").exists()
+    assert "confidence module fitted on" in out.stdout and "] confidence 0." in out.stdout  # intervals per turn
 
 
 def test_convert_persuasionforgood(tmp_path, capsys):

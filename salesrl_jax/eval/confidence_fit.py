@@ -139,10 +139,8 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
     rows = model.config.eval_rows_per_minibatch
 
     # 1. the bank: states of random training-split turns
-    train_turns = sum(int(np.diff(np.asarray(training.part(p).offsets))[
-        split_conversations(training.part(p), "train", run_data.valid_fraction, run_data.split_seed)].sum())
-        for p in range(len(training)))
-    share = min(1.0, 2.0 * config.bank_size / max(train_turns, 1))
+    train_turns = _training_turns(training, run_data)
+    share = min(1.0, 2.0 * config.bank_size / max(sum(len(t) for _, t in train_turns), 1))
     states = predict_arrays(make_predict(model.graphdef, extra=lambda out, inputs, _: out.state), model.params,
                             training, split="train", valid_fraction=run_data.valid_fraction,
                             split_seed=run_data.split_seed, rows=rows, choose=_sampler(share, rng)).extra
@@ -156,7 +154,7 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
         text, gram_seen = "sparse", (np.asarray(pure["encoder"]["project"]["idf"]) > 0).astype(np.float32)
     elif not model.sparse_text:
         text = "dense"
-        text_projection, text_bank = _text_bank(training, run_data, config.text_bank_size, config.text_dim, rng)
+        text_projection, text_bank = _text_bank(train_turns, config.text_bank_size, config.text_dim, rng)
 
     # 3. calibration on held-out turns
     shell = _shell(bank, gram_seen, text_projection, text_bank, config, text)
@@ -174,11 +172,8 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
     return ConfidenceFit(params, fit, path)
 
 
-def _text_bank(training: TurnArrays, run_data, size: int, dim: int, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """A random projection ``[D, P]`` and the unit-normalised projected embeddings ``[<= size, P]`` of random
-    distinct training-split turns: a repeated text ("Okay.") takes one row, so the bank covers more of what the
-    training data says (half of a sample of simulator turns are repeats)."""
+def _training_turns(training: TurnArrays, run_data) -> list[tuple[object, np.ndarray]]:
+    """``(part, row indices of its training-split turns)`` for every part of the training arrays."""
     picked = []
     for p in range(len(training)):
         part = training.part(p)
@@ -186,6 +181,14 @@ def _text_bank(training: TurnArrays, run_data, size: int, dim: int, rng: np.rand
         offsets = np.asarray(part.offsets)
         turns = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen]) if len(chosen) else []
         picked.append((part, np.asarray(turns, np.int64)))
+    return picked
+
+
+def _text_bank(picked: list[tuple[object, np.ndarray]], size: int, dim: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A random projection ``[D, P]`` and the unit-normalised projected embeddings ``[<= size, P]`` of random
+    distinct training-split turns (``picked``: `_training_turns`): a repeated text ("Okay.") takes one row, so the
+    bank covers more of what the training data says (half of a sample of simulator turns are repeats)."""
     total = sum(len(t) for _, t in picked)
     share = min(1.0, DISTINCT_OVERSAMPLE * size / max(total, 1))
     x = np.concatenate([np.asarray(part.embeddings[np.sort(t[rng.random(len(t)) < share])])

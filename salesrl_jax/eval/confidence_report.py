@@ -95,10 +95,11 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
     at_turn = {name: _separation(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
                if a.any() and b.any() else None for name in OOD_SCORES}
     mixed = {}
+    loss_in, loss_out = _losses(inside), _losses(outside)
+    conf_in, conf_out = _confidences(inside), _confidences(outside)
+    both_conf = {name: np.concatenate([c, conf_out[name]]) for name, c in conf_in.items() if name in conf_out}
     for loss_name in ("error", "squared"):
-        loss = np.concatenate([_losses(inside)[loss_name], _losses(outside)[loss_name]])
-        both_conf = {name: np.concatenate([c, _confidences(outside)[name]])
-                     for name, c in _confidences(inside).items() if name in _confidences(outside)}
+        loss = np.concatenate([loss_in[loss_name], loss_out[loss_name]])
         mixed[f"aurc_{loss_name}"] = {**{name: selective.aurc(c, loss) for name, c in both_conf.items()},
                                       "optimal": selective.optimal_aurc(loss)}
     calibration = {}

@@ -43,8 +43,9 @@ class Evaluation:
 
 
 def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
-             ) -> TurnPredictions:
-    """Every turn's prediction on ``data``, with the confidence module's outputs when the model has a fit."""
+             ) -> tuple[TurnPredictions, TurnArrays]:
+    """Every turn's prediction on ``data`` (and its arrays), with the confidence module's outputs when the model
+    has a fit."""
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
     confidence = model.confidence
@@ -56,7 +57,7 @@ def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conv
     if confidence is not None:
         pred.confidence = confidence_outputs(confidence, pred.prediction, pred.uncertainty, pred.extra,
                                              pred.turn_index)
-    return pred
+    return pred, arrays
 
 
 def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -70,19 +71,18 @@ def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str |
     with a confidence fit is evaluated for it too (`salesrl_jax.eval.confidence_report`); ``ood_data``: arrays of
     out-of-distribution conversations (other industries, another corpus) the confidence should tell apart.
     """
+    if ood_data is not None and model.confidence is None:  # said before any work
+        raise ValueError(f"--ood-data: the model at {model.directory} has no confidence fit; fit it with "
+                         "`salesrl confidence MODEL` first")
     graphdef, params = weights or (model.graphdef, model.params)
-    pred = _predict(model, graphdef, params, data, split, max_conversations)
-    arrays = TurnArrays.open(data)
+    pred, arrays = _predict(model, graphdef, params, data, split, max_conversations)
     header = (f"model `{model.directory}` ({model.config.name}{', ' + label if label else ''}), "
               f"data `{data}`, embeddings `{arrays.identity.key}`")
     tables = evaluation_tables(pred)
     if pred.confidence is not None:
         tables["confidence"] = confidence_tables(pred, float(model.confidence.interval_level))
     if ood_data is not None:
-        if pred.confidence is None:
-            raise ValueError(f"--ood-data: the model at {model.directory} has no confidence fit; fit it with "
-                             "`salesrl confidence MODEL` first")
-        outside = _predict(model, graphdef, params, ood_data, "all", max_conversations)
+        outside, _ = _predict(model, graphdef, params, ood_data, "all", max_conversations)
         tables["ood"] = ood_tables(pred, outside)
         header += f"; out-of-distribution data `{ood_data}`"
     report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables)

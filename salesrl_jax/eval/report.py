@@ -23,6 +23,7 @@ from salesrl_jax.io.atomic import atomic_path, write_json_atomic
 from salesrl_jax.metrics import selective
 from salesrl_jax.metrics.bootstrap import bootstrap_interval
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
+from salesrl_jax.models.confidence import VALUE_FIELDS
 from salesrl_jax.models.predict import TurnPredictions
 
 MIN_COUNT = 30  # rows of a table with fewer conversations are left out (too noisy to read)
@@ -141,8 +142,8 @@ def write_predictions(pred: TurnPredictions, path: Path) -> Path:
                "length": pred.length, "outcome": pred.outcome, "prediction": pred.prediction,
                "uncertainty": pred.uncertainty}
     if pred.confidence is not None:
-        columns.update({name: np.asarray(getattr(pred.confidence, name)) for name in (
-            "confidence", "expected_error", "familiarity", "p_low", "p_high", "low_confidence")})
+        columns.update({name: np.asarray(getattr(pred.confidence, name))
+                        for name in VALUE_FIELDS + ("low_confidence",)})
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
     # Null, never NaN, where the simulator's oracle is unknown (real data).
     table = table.append_column("oracle", pa.array(pred.oracle, mask=~np.isfinite(pred.oracle)))

@@ -58,16 +58,15 @@ def output_paths(output: Path) -> dict[str, Path]:
     raise ValueError(f"{output}: the output must end in .jsonl or .parquet")
 
 
-CONFIDENCE_COLUMNS = ("confidence", "expected_error", "familiarity", "p_low", "p_high")
-
-
 def score_records(part: Part, speakers: list[str], prediction: np.ndarray, uncertainty: np.ndarray,
                   confidence=None) -> tuple[list[dict], list[dict]]:
     """Per-turn and per-conversation rows of one scored part (``confidence``: a `ConfidenceOutput` of its turns)."""
+    from salesrl_jax.models.confidence import VALUE_FIELDS  # here: worker processes import this module without JAX
+
     turns, conversations = [], []
     offsets = np.asarray(part.offsets)
     extra = ({name: np.round(np.asarray(getattr(confidence, name), np.float64), 6).tolist()
-              for name in CONFIDENCE_COLUMNS} if confidence is not None else {})
+              for name in VALUE_FIELDS} if confidence is not None else {})
     low = np.asarray(confidence.low_confidence).tolist() if confidence is not None else None
     for c, conv_id in enumerate(part.ids):
         lo, hi = int(offsets[c]), int(offsets[c + 1])

@@ -28,7 +28,7 @@ from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features import turn_features
 from salesrl_jax.infer.quantize import dequantize_params, quantize_params, saved_int8
-from salesrl_jax.models.confidence import StreamingNovelty, combine, turn_signals
+from salesrl_jax.models.confidence import VALUE_FIELDS, StreamingNovelty, combine, turn_signals
 from salesrl_jax.models.encoder import EncoderCarry
 from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.run.trained_model import TrainedModel
@@ -46,9 +46,6 @@ class TurnScore:
     p_low: float | None = None  # the calibrated interval around the probability
     p_high: float | None = None
     low_confidence: bool | None = None  # confidence below the fit's low_threshold (default 0.55)
-
-
-_CONFIDENCE_FIELDS = ("confidence", "expected_error", "familiarity", "p_low", "p_high")
 
 
 class Scorer:
@@ -127,8 +124,8 @@ class Scorer:
         signals = turn_signals(conf, values[None, 2:], text, xp=np)
         session.novelty, so_far = session.novelty.add(signals.text_novelty[0])
         scored = combine(conf, values[0], values[1], signals.distance[0], so_far, session.turn_index - 1, xp=np)
-        return TurnScore(session.turn_index - 1, prob, unc, *(float(getattr(scored, name)) for name in
-                                                               _CONFIDENCE_FIELDS), bool(scored.low_confidence))
+        return TurnScore(session.turn_index - 1, prob, unc, low_confidence=bool(scored.low_confidence),
+                         **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
 
 
 class ScoringSession:

@@ -135,6 +135,9 @@ class TurnSignals:
     text_novelty: jnp.ndarray  # n_t (this turn alone)
 
 
+VALUE_FIELDS = ("confidence", "expected_error", "familiarity", "p_low", "p_high")  # ConfidenceOutput's numbers
+
+
 @struct.dataclass
 class ConfidenceOutput:
     """Per-turn confidence outputs, ``[N]`` each."""

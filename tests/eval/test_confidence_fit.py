@@ -25,7 +25,7 @@ from salesrl_jax.models.confidence import confidence_outputs, signals_of
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.confidence_store import confidence_directory
 from salesrl_jax.run.trained_model import TrainedModel
-from tests.conftest import TINY_DIM
+from tests.conftest import TINY_DIM, scored_turns
 
 P4G = Path(__file__).parent.parent / "fixtures" / "persuasionforgood"
 
@@ -115,7 +115,7 @@ def test_streaming_equals_archive_scoring_with_confidence(confident, tiny_archiv
     write_conversations(tmp_path / "calls.jsonl", conversations)
     scored = score_archive(confident, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1,
                            quantized=quantized)
-    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    rows = scored_turns(scored)
     summary = [json.loads(line) for line in scored.outputs["conversations"].read_text().splitlines()]
     scorer = Scorer.load(confident, quantized=quantized)
     names = ("probability", "confidence", "expected_error", "familiarity", "p_low", "p_high")
@@ -136,7 +136,7 @@ def test_streaming_equals_archive_scoring_with_confidence(confident, tiny_archiv
     if not quantized:  # --no-confidence: the same probabilities, without the columns
         plain = score_archive(confident, tmp_path / "calls.jsonl", tmp_path / "plain.jsonl", workers=1,
                               confidence=False)
-        plain_rows = [json.loads(line) for line in plain.outputs["turns"].read_text().splitlines()]
+        plain_rows = scored_turns(plain)
         assert [r["probability"] for r in plain_rows] == [r["probability"] for r in rows]
         assert "confidence" not in plain_rows[0]
 
@@ -176,3 +176,16 @@ def test_recalibration_refits_the_confidence_for_the_new_probabilities(confident
     meta = json.loads((confidence_directory(model.directory) / "meta.json").read_text())
     assert meta["model_params_sha256"] == model.params_digest != TrainedModel.load(confident).params_digest
     assert model.confidence is not None
+
+
+def test_the_command_line_refits_and_names_a_missing_fit(confident, tiny_trained, tiny_arrays, tmp_path, capsys):
+    from salesrl_jax.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(confident, run)
+    main(["confidence", "--model", str(run), "--bank-size", "64"])
+    assert "bank of 64 training states" in capsys.readouterr().out
+    assert TrainedModel.load(run).confidence.bank.shape[0] == 64
+    with pytest.raises(SystemExit, match="has no confidence fit; fit it with `salesrl confidence MODEL`"):
+        main(["evaluate", "--model", str(tiny_trained), "--data", str(tiny_arrays), "--ood-data", str(tiny_arrays),
+              "--out", str(tmp_path / "eval")])

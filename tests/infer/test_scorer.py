@@ -1,6 +1,5 @@
 """The streaming scorer: equal to batch scoring, incremental, refuses foreign embedding spaces."""
 
-import json
 
 import numpy as np
 import pytest
@@ -13,13 +12,14 @@ from salesrl_jax.infer.archive import score_archive
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
+from tests.conftest import scored_turns
 
 
 def test_streaming_equals_batch_scoring(tiny_trained, tiny_arrays, tiny_archive, tmp_path):
     conversations = list(read_conversations(tiny_archive))[:12]
     write_conversations(tmp_path / "calls.jsonl", conversations)
     scored = score_archive(tiny_trained, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1)
-    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    rows = scored_turns(scored)
     # The cached arrays hold float16 embeddings: the same model on them agrees to float16 rounding.
     model = TrainedModel.load(tiny_trained)
     cached = predict_arrays(make_predict(model.graphdef), model.params, TurnArrays.open(tiny_arrays), rows=512,

@@ -34,7 +34,7 @@ from salesrl_jax.models.bag import tfidf_weights
 from salesrl_jax.models.inputs import GramBags, TurnInputs
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
-from tests.conftest import tiny_config, tiny_model
+from tests.conftest import scored_turns, tiny_config, tiny_model
 
 BUCKETS, MAX_GRAMS = 4096, 128
 NGRAMS = EmbedderConfig(kind="ngrams", dim=BUCKETS, max_grams=MAX_GRAMS)
@@ -129,7 +129,7 @@ def test_batch_streaming_and_archive_scoring_agree(ngram_trained, ngram_arrays, 
     conversations = list(read_conversations(tiny_archive))[:8]
     write_conversations(tmp_path / "calls.jsonl", conversations)
     scored = score_archive(ngram_trained, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1)
-    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    rows = scored_turns(scored)
     model = TrainedModel.load(ngram_trained)
     cached = predict_arrays(make_predict(model.graphdef), model.params, TurnArrays.open(ngram_arrays), rows=512,
                             max_conversations=8)
@@ -278,7 +278,7 @@ def test_confidence_on_the_n_gram_path_streams_as_it_scores_archives(ngram_train
     conversations = list(read_conversations(tiny_archive))[:6]
     write_conversations(tmp_path / "calls.jsonl", conversations)
     scored = score_archive(run, tmp_path / "calls.jsonl", tmp_path / "scores.jsonl", workers=1)
-    rows = [json.loads(line) for line in scored.outputs["turns"].read_text().splitlines()]
+    rows = scored_turns(scored)
     scorer = Scorer.load(run)
     for conv in conversations:
         session = scorer.session()
