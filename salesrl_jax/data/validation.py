@@ -28,7 +28,8 @@ DURATION_KEYS = ("duration",)
 # part of the conversation, so they are skipped (and counted in metadata).
 SKIPPED_ROLES = frozenset({"system", "developer", "tool", "function"})
 
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# Undecodable input bytes, as errors="surrogateescape" keeps them.
+SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,7 @@ def check_text(value: Any, field: str, limits: Limits) -> str:
         value = "\n".join(parts) if parts else None
     if not isinstance(value, str):
         raise FieldError(field, f"text must be a string, got {type(value).__name__}")
-    if _SURROGATE.search(value):
+    if SURROGATE_ESCAPES.search(value):
         raise FieldError(field, "text is not valid UTF-8")
     if not value.strip():
         raise FieldError(field, "text is empty")

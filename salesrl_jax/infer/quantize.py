@@ -89,8 +89,9 @@ def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: 
 
 def quantized_agent(config: ModelConfig, embed_dim: int, spec: Int8Spec, sparse_text: bool = False
                     ) -> tuple[nnx.GraphDef, nnx.State]:
-    """The int8 graph and a placeholder state (its shapes and dtypes)."""
-    return nnx.split(SalesAgent(config, embed_dim, rngs=nnx.Rngs(0), quantized=spec, sparse_text=sparse_text))
+    """The int8 graph and a placeholder state (its shapes and dtypes, abstract: nothing is initialised)."""
+    return nnx.split(nnx.eval_shape(lambda: SalesAgent(config, embed_dim, rngs=nnx.Rngs(0), quantized=spec,
+                                                       sparse_text=sparse_text)))
 
 
 def _has_bag(tree) -> bool:
@@ -249,7 +250,11 @@ def read_provenance(directory: Path) -> dict | None:
 
 def _as_stored(x):
     """Kernels held as bf16 for the bf16 dot are stored as the int8 they hold exactly."""
-    return x.astype(jnp.int8) if x.dtype == jnp.bfloat16 else x
+    if x.dtype != jnp.bfloat16:
+        return x
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape, jnp.int8)
+    return x.astype(jnp.int8)
 
 
 def load_quantized(directory: str | os.PathLike[str], config: ModelConfig, embed_dim: int, dot: Int8Dot | None = None

@@ -28,7 +28,8 @@ from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features import turn_features
 from salesrl_jax.infer.quantize import dequantize_params, quantize_params, saved_int8
-from salesrl_jax.models.confidence import VALUE_FIELDS, StreamingNovelty, combine, turn_signals
+from salesrl_jax.infer.streaming_confidence import TurnConfidence, blas_one_thread
+from salesrl_jax.models.confidence import VALUE_FIELDS, StreamingNovelty, state_distance, text_novelty
 from salesrl_jax.models.encoder import EncoderCarry
 from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.run.trained_model import TrainedModel
@@ -71,17 +72,23 @@ class Scorer:
         graphdef = model.graphdef
         self.feed_prediction = model.config.model.feed_prediction
         self.confidence = model.confidence if confidence else None  # ConfidenceParams, or None
+        self._turn_confidence = TurnConfidence(self.confidence) if self.confidence is not None else None
+        # The step takes the parameters as a flat list of arrays: flattening nnx's state on every call cost about
+        # 35 us of a 0.2 ms turn; a list of arrays flattens in C++.
+        self._param_leaves, treedef = jax.tree.flatten(params)
 
         @jax.jit
-        def step(params, carry: EncoderCarry, embedding, features, prev):
+        def step(leaves, carry: EncoderCarry, embedding, features, prev):
             """One turn: the new carry, and the probability, the uncertainty and the encoder state in one array
             (one device-to-host copy per turn)."""
-            agent = nnx.merge(graphdef, params)
+            agent = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
             carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
             return carry, jnp.concatenate([jnp.stack([out.prediction, out.uncertainty]), out.state])
 
         self._step = step
-        self._initial_carry = nnx.merge(graphdef, params).encoder.init_carry()
+        # Committed to the device, as the carries the step returns are (a restored model's parameters are
+        # committed): an uncommitted first carry compiled the step again at every process's second turn (0.3 s).
+        self._initial_carry = jax.device_put(nnx.merge(graphdef, params).encoder.init_carry(), jax.devices()[0])
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike[str], *, quantized: bool = False, embedder: Embedder | None = None,
@@ -110,20 +117,29 @@ class Scorer:
     def score_embedded(self, session: "ScoringSession", embedding: np.ndarray | GramBags, features: np.ndarray
                        ) -> TurnScore:
         """Advance ``session`` by one turn whose embedding (or n-gram bag) and features are already computed."""
-        carry, values = self._step(self.params, session.carry, embedding, features, session.prev_prediction)
-        values = np.asarray(values)
+        # Dispatch is asynchronous: the step runs on XLA's thread while this one computes the text signal.
+        carry, values = self._step(self._param_leaves, session.carry, embedding, features, session.prev_prediction)
+        conf = self.confidence
+        if conf is None:
+            values = np.asarray(values)
+            prob, unc = float(values[0]), float(values[1])
+            session.carry, session.prev_prediction = carry, prob
+            session.turn_index += 1
+            return TurnScore(session.turn_index - 1, prob, unc)
+        # The confidence module on the host: the signals in numpy, through the same functions as the batch form's
+        # jitted pass (XLA:CPU spends several times longer on one turn's small products), on one BLAS thread (a
+        # second one spins on the core XLA's step runs on: 0.27 ms a turn instead of 0.21), then the combination
+        # in scalar Python (`TurnConfidence`).
+        with blas_one_thread():
+            text = jax.tree.map(lambda x: np.asarray(x)[None], embedding)  # one turn as a batch of one
+            novelty = text_novelty(conf, text, rows=1, xp=np)[0]
+            values = np.asarray(values)
+            distance = state_distance(conf.bank, conf.bank_norms, values[None, 2:], xp=np)[0]
         prob, unc = float(values[0]), float(values[1])
         session.carry, session.prev_prediction = carry, prob
         session.turn_index += 1
-        if self.confidence is None:
-            return TurnScore(session.turn_index - 1, prob, unc)
-        # The confidence module on the host, in numpy: the same functions as the batch form's jitted pass
-        # (`salesrl_jax.models.confidence`), several times faster than XLA for one turn's small products.
-        conf = self.confidence
-        text = jax.tree.map(lambda x: np.asarray(x)[None], embedding)  # one turn as a batch of one
-        signals = turn_signals(conf, values[None, 2:], text, xp=np)
-        session.novelty, so_far = session.novelty.add(signals.text_novelty[0])
-        scored = combine(conf, values[0], values[1], signals.distance[0], so_far, session.turn_index - 1, xp=np)
+        session.novelty, so_far = session.novelty.add(novelty)
+        scored = self._turn_confidence.combine(prob, unc, distance, so_far, session.turn_index - 1)
         return TurnScore(session.turn_index - 1, prob, unc, low_confidence=bool(scored.low_confidence),
                          **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
 

@@ -124,10 +124,15 @@ def previous_predictions(prediction: jnp.ndarray, starts: jnp.ndarray, prior: fl
     return jnp.where(starts, prior, shifted)
 
 
-def create_agent(config: ModelConfig, embed_dim: int, seed: int, sparse_text: bool = False
+def create_agent(config: ModelConfig, embed_dim: int, seed: int, sparse_text: bool = False, abstract: bool = False
                  ) -> tuple[nnx.GraphDef, nnx.State]:
     """Initialise the agent and split it once into its static graph and its parameters (the functional form
     every jitted function takes: ``nnx.merge(graphdef, params)`` inside, never ``nnx.jit``). ``sparse_text``:
-    the turns' text comes as n-gram bags (``embed_dim`` hash buckets), read by an embedding bag."""
+    the turns' text comes as n-gram bags (``embed_dim`` hash buckets), read by an embedding bag. ``abstract``:
+    the parameters as shapes and dtypes only (to restore saved ones into: a second saved by not running the
+    initialisers)."""
+    if abstract:
+        return nnx.split(nnx.eval_shape(lambda: SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed),
+                                                           sparse_text=sparse_text)))
     agent = SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed), sparse_text=sparse_text)
     return nnx.split(agent)

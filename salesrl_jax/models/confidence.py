@@ -53,8 +53,8 @@ Either interval then widens toward ``[0, 1]`` as the gate falls: ``[g p_low, g p
 
 Every quantity of turn ``t`` is a function of turns 1..t: the state, the prediction and ``n_1..n_t``. The batch form
 (`running_text_novelty` over flat conversations, then `combine`, jitted) and the streaming form (`StreamingNovelty`
-carried by a session, then the same functions on numpy arrays) compute the same numbers to float rounding (tested).
-"""
+carried by a session, the signals through the same functions on numpy arrays, and `combine` of one turn in scalar
+Python, `salesrl_jax.infer.streaming_confidence`) compute the same numbers to float rounding (tested)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,11 @@ KEY_SPAN = 128.0  # bucket b's keys are b * KEY_SPAN + clip(value, +-KEY_SPAN / 
 # 8 steps of float32 at key 4,000 (30 buckets), and 0.002 standard deviations of a novelty score.
 KEY_TIE = 2e-3
 ERROR_FEATURES = ("bias", "p(1-p)", "ensemble_std", "z_distance", "z_text", "1/t")
+
+
+def _clip(xp, x, low, high):
+    """``clip`` as ``minimum(maximum(.))``: the same in JAX, and numpy's ``clip`` costs microseconds per scalar."""
+    return xp.minimum(xp.maximum(x, low), high)
 
 
 def _searchsorted(sorted_keys: jnp.ndarray, keys: jnp.ndarray, side: str, xp=jnp) -> jnp.ndarray:
@@ -92,7 +97,7 @@ def turn_bucket(bucket_starts, turn_index, xp=jnp) -> jnp.ndarray:
 def bucket_keys(bucket, value, xp=jnp) -> jnp.ndarray:
     """Sort keys that order by bucket first, then by value within it (values clipped to +-KEY_SPAN / 2), in
     float32 as the stored keys are, so that ties with calibration turns break alike on the host and in JAX."""
-    return xp.asarray(bucket * KEY_SPAN + xp.clip(value, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1), xp.float32)
+    return xp.asarray(bucket * KEY_SPAN + _clip(xp, value, -KEY_SPAN / 2 + 1, KEY_SPAN / 2 - 1), xp.float32)
 
 
 @struct.dataclass
@@ -183,7 +188,7 @@ def dense_text_novelty(projection: jnp.ndarray, bank: jnp.ndarray, embeddings: j
         x = x * scale[:, None]
     y = x @ projection
     y = y / xp.sqrt(xp.maximum(xp.sum(y * y, -1, keepdims=True), 1e-12))
-    return xp.clip(1.0 - xp.max(y @ bank.T, -1), 0.0, 2.0)
+    return _clip(xp, 1.0 - xp.max(y @ bank.T, -1), 0.0, 2.0)
 
 
 def turn_signals(params: ConfidenceParams, states: jnp.ndarray, text, scale: jnp.ndarray | None = None,
@@ -192,13 +197,18 @@ def turn_signals(params: ConfidenceParams, states: jnp.ndarray, text, scale: jnp
     ``xp``: `jax.numpy` (traced, batches) or `numpy` (one streaming turn on the host: XLA:CPU spends tens of
     microseconds on each small matrix product that numpy does in a few)."""
     distance = state_distance(params.bank, params.bank_norms, states, xp=xp)
+    return TurnSignals(distance, text_novelty(params, text, scale, rows=states.shape[0], xp=xp))
+
+
+def text_novelty(params: ConfidenceParams, text, scale: jnp.ndarray | None = None, rows: int | None = None,
+                 xp=jnp) -> jnp.ndarray:
+    """``[N]``: the text signal alone (it reads the turn, not the encoder state, so a streaming turn computes it
+    while the model's step runs); zeros of length ``rows`` for a fit without one."""
     if params.text == "sparse":
-        novelty = sparse_text_novelty(params.gram_seen, text, xp=xp)
-    elif params.text == "dense":
-        novelty = dense_text_novelty(params.text_projection, params.text_bank, text, scale, xp=xp)
-    else:
-        novelty = xp.zeros_like(distance)
-    return TurnSignals(distance, novelty)
+        return sparse_text_novelty(params.gram_seen, text, xp=xp)
+    if params.text == "dense":
+        return dense_text_novelty(params.text_projection, params.text_bank, text, scale, xp=xp)
+    return xp.zeros(rows, xp.float32)
 
 
 def running_text_novelty(novelty: np.ndarray, turn_index: np.ndarray) -> np.ndarray:
@@ -235,7 +245,7 @@ def standardised_novelty(params: ConfidenceParams, distance, text_so_far, turn_i
     """``(z_d, z_m)``: the two novelty signals standardised at their turn bucket, clipped to +-50."""
     b = turn_bucket(params.bucket_starts, turn_index, xp=xp)
     z = (xp.stack([distance, text_so_far], -1) - params.novelty_loc[b]) / params.novelty_scale[b]
-    z = xp.clip(z, -50.0, 50.0)
+    z = _clip(xp, z, -50.0, 50.0)
     return z[..., 0], z[..., 1]
 
 
@@ -256,19 +266,19 @@ def combine(params: ConfidenceParams, prediction, uncertainty, distance, text_so
     z_d, z_m = standardised_novelty(params, xp.asarray(distance, xp.float32), xp.asarray(text_so_far, xp.float32),
                                     t, xp=xp)
     pi = familiarity(params, xp.maximum(z_d, z_m), t, xp=xp)
-    f = xp.clip(pi / params.familiarity_level, 0.0, 1.0)
+    f = _clip(xp, pi / params.familiarity_level, 0.0, 1.0)
     phi = error_features(p, xp.asarray(uncertainty, xp.float32), z_d, z_m, t.astype(xp.float32), xp=xp)
-    e_in = xp.clip(p * (1.0 - p) + xp.maximum(phi @ params.error_weights, 0.0), 1e-4, 1.0)
+    e_in = _clip(xp, p * (1.0 - p) + xp.maximum(phi @ params.error_weights, 0.0), 1e-4, 1.0)
     e_out = 0.5 - p + p * p
     error = f * e_in + (1.0 - f) * e_out
-    confidence = f * xp.clip(1.0 - xp.sqrt(e_in), 0.0, 1.0)
+    confidence = f * _clip(xp, 1.0 - xp.sqrt(e_in), 0.0, 1.0)
     b = turn_bucket(params.bucket_starts, t, xp=xp)
     if params.interval == "conformal":
-        sigma = xp.clip(phi @ params.interval_scale_weights, 5e-3, 1.0)
+        sigma = _clip(xp, phi @ params.interval_scale_weights, 5e-3, 1.0)
         half = params.interval_quantile[b] * sigma
-        low, high = xp.clip(p - half, 0.0, 1.0), xp.clip(p + half, 0.0, 1.0)
+        low, high = _clip(xp, p - half, 0.0, 1.0), _clip(xp, p + half, 0.0, 1.0)
     else:
-        logit = xp.log(xp.clip(p, 1e-7, 1 - 1e-7)) - xp.log1p(-xp.clip(p, 1e-7, 1 - 1e-7))
+        logit = xp.log(_clip(xp, p, 1e-7, 1 - 1e-7)) - xp.log1p(-_clip(xp, p, 1e-7, 1 - 1e-7))
         slot = _searchsorted(params.venn_keys, bucket_keys(b, logit, xp=xp) + KEY_TIE, side="right", xp=xp) + b
         low, high = params.venn_low[slot], params.venn_high[slot]
     low, high = f * low, f * high + (1.0 - f)  # f: the gate g above

@@ -81,7 +81,9 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS, e
         encoder = nnx.merge(graphdef, params).encoder
         if encoder.config.feed_prediction:
             return whole(params, inputs, args)
-        carry = encoder.init_carry()
+        # Committed to the device, as the carries the blocks return are: an uncommitted first carry compiled the
+        # block program twice (2 s of every archive scored).
+        carry = jax.device_put(encoder.init_carry(), jax.devices()[0])
         host = jax.tree.map(np.asarray, inputs)  # numpy slices are free; slicing device arrays costs an op each
         results = []
         for start in range(0, n, block_rows):
@@ -90,6 +92,7 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS, e
             results.append(result)
         return jax.tree.map(lambda *xs: jnp.concatenate(xs), *results)
 
+    predict.programs = {"whole": whole, "block": block}  # the jitted programs (their compile caches: tests)
     return predict
 
 

@@ -28,7 +28,7 @@ class TrainedModel:
         self.identity = EmbedderIdentity(**self.meta["embedder"])
         self.feature_names = tuple(self.meta["features"])
         self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed,
-                                           sparse_text=self.sparse_text)
+                                           sparse_text=self.sparse_text, abstract=True)
         self.params = restore_params(directory, like, self.meta.get(PARAMS_DIGEST))
         self._confidence: tuple | None = None
 

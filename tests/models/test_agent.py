@@ -147,9 +147,12 @@ def test_make_predict_runs_large_batches_block_by_block(name):
     graphdef, params = nnx.split(SalesAgent(CONFIGS[name], D, rngs=nnx.Rngs(6)))
     inputs = flat_batch([7, 3, 12, 5, 9, 4, 6, 2, 11, 5])  # 64 rows: blocks of 16 cut conversations
     one = make_predict(graphdef, block_rows=64)(params, inputs)
-    blocked = make_predict(graphdef, block_rows=16)(params, inputs)
+    by_block = make_predict(graphdef, block_rows=16)
+    blocked = by_block(jax.device_put(params, jax.devices()[0]), inputs)  # committed, as restored checkpoints are
     for got, want in zip(blocked, one):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if not CONFIGS[name].feed_prediction:  # four blocks, one compiled program (the first carry is like the rest)
+        assert by_block.programs["block"]._cache_size() == 1
     if CONFIGS[name].feed_prediction:
         with pytest.raises(ValueError, match="feed_prediction"):
             nnx.merge(graphdef, params).predict_block(inputs, nnx.merge(graphdef, params).encoder.init_carry())
