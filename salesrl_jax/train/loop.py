@@ -198,6 +198,7 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
         checkpoint_every=config.checkpoint_every, progress=progress, budget=stop_after_chunks)
     throughput: dict[str, float] = {}
+    bootstrap = (config.seed, config.model.ensemble_size)  # the heads' fixed bootstrap weights, both phases
 
     try:
         # --- supervised pretraining ------------------------------------------------------------
@@ -205,7 +206,8 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
             train_chunk = make_train_chunk(graphdef, optimizers.pretrain, input_dropout=pre.input_dropout > 0)
             phase = Pretraining(arrays, train_chunk, Hyperparams.pretrain(config),
                                 pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs,
-                                plan=lambda epoch: first_epoch if epoch == 0 else epoch_plan(epoch))
+                                plan=lambda epoch: first_epoch if epoch == 0 else epoch_plan(epoch),
+                                bootstrap=bootstrap)
             done = phase.run(ctx, state, position)
             throughput.update(done.throughput)
             if done.stopped:
@@ -223,7 +225,7 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
             phase = PPOFinetuning(arrays, make_ppo_update(graphdef, optimizers.ppo, epochs=ppo.epochs,
                                                           reward_kind=ppo.reward),
                                   Hyperparams.ppo(config), ppo.rows_per_minibatch, ppo.minibatches, schedule,
-                                  validate_every=config.checkpoint_every)
+                                  validate_every=config.checkpoint_every, bootstrap=bootstrap)
             done = phase.run(ctx, state, position)
             throughput.update(done.throughput)
             if done.stopped:

@@ -22,6 +22,7 @@ from salesrl_jax.arrays import batches as batch_lib
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.run.checkpoints import Checkpoints
+from salesrl_jax.train.bootstrap import bootstrap_weights, conversation_first_rows
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import Meter, MetricsLog
 from salesrl_jax.train.position import RunPosition
@@ -35,14 +36,17 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left untouched."""
 
 
-def supervised_batch(host: batch_lib.PackedBatch) -> SupervisedBatch:
+def supervised_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0) -> SupervisedBatch:
+    """The device batch of packed minibatches from ``part``, with the ``heads`` ensemble heads' bootstrap weights
+    of the run ``seed`` (`salesrl_jax.train.bootstrap`)."""
     inputs = jax.tree.map(jnp.asarray, TurnInputs.from_packed(host))
-    return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(host.segment))
+    weights = bootstrap_weights(seed, part, conversation_first_rows(host.index, host.starts), heads)
+    return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(weights))
 
 
-def ppo_batch(host: batch_lib.PackedBatch) -> PPOBatch:
-    supervised = supervised_batch(host)
-    return PPOBatch(supervised.inputs, supervised.labels)
+def ppo_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0) -> PPOBatch:
+    supervised = supervised_batch(host, part, seed, heads)
+    return PPOBatch(supervised.inputs, supervised.labels, supervised.bootstrap)
 
 
 def require_finite(values: dict[str, np.ndarray], where: str) -> None:
@@ -100,14 +104,15 @@ class Phase:
     rate_unit: str  # what the meter counts
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 periods: int, validate_every: int | None):
+                 periods: int, validate_every: int | None, bootstrap: tuple[int, int] = (0, 0)):
         self.arrays, self.step, self.hp = arrays, step, hp
         self.rows, self.minibatches = rows, minibatches
         self.periods, self.validate_every = periods, validate_every
+        self.bootstrap = bootstrap  # (run seed, ensemble heads): the heads' fixed bootstrap weights
 
     # --- what differs between phases ---------------------------------------------------------
     def plan(self, period: int) -> list[batch_lib.ChunkPlan]: ...
-    def to_batch(self, host: batch_lib.PackedBatch) -> Any: ...
+    def to_batch(self, host: batch_lib.PackedBatch, part: int) -> Any: ...
     def cursor(self, position: RunPosition) -> tuple[int, int]: ...  # (period, next unit)
     def after_unit(self, position: RunPosition, period: int, done: int) -> RunPosition: ...
     def after_period(self, position: RunPosition, period: int) -> RunPosition: ...
@@ -131,7 +136,8 @@ class Phase:
             for unit in range(start, len(plan)):
                 chunk = plan[unit]
                 host = batch_lib.gather_packed(parts.get(chunk.part), chunk.minibatches, self.rows, self.minibatches)
-                (new_state, metrics), seconds = meter.timed(self.step, state, self.to_batch(host), self.hp)
+                (new_state, metrics), seconds = meter.timed(self.step, state, self.to_batch(host, chunk.part),
+                                                            self.hp)
                 meter.add(self.items(metrics), seconds)
                 require_finite(self.finite(metrics), self.where(period, unit, state))
                 state, done = new_state, unit + 1
@@ -166,15 +172,15 @@ class Pretraining(Phase):
     name, unit, rate_unit = "pretrain", "chunk", "turns"
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 epochs: int, plan: Callable[[int], list[batch_lib.ChunkPlan]]):
-        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None)
+                 epochs: int, plan: Callable[[int], list[batch_lib.ChunkPlan]], bootstrap: tuple[int, int] = (0, 0)):
+        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, bootstrap=bootstrap)
         self._plan = plan
 
     def plan(self, period):
         return self._plan(period)
 
-    def to_batch(self, host):
-        return supervised_batch(host)
+    def to_batch(self, host, part):
+        return supervised_batch(host, part, *self.bootstrap)
 
     def cursor(self, position):
         return position.epoch, position.chunk
@@ -217,15 +223,16 @@ class PPOFinetuning(Phase):
     name, unit, rate_unit = "ppo", "update", "env_steps"
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 schedule: list[batch_lib.ChunkPlan], validate_every: int):
-        super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every)
+                 schedule: list[batch_lib.ChunkPlan], validate_every: int, bootstrap: tuple[int, int] = (0, 0)):
+        super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every,
+                         bootstrap=bootstrap)
         self.schedule = schedule
 
     def plan(self, period):
         return self.schedule
 
-    def to_batch(self, host):
-        return ppo_batch(host)
+    def to_batch(self, host, part):
+        return ppo_batch(host, part, *self.bootstrap)
 
     def cursor(self, position):
         return 0, position.update

@@ -103,6 +103,7 @@ class PPOBatch(NamedTuple):
 
     inputs: TurnInputs  # leaves [M, rows, ...]
     labels: jnp.ndarray  # [M, rows] outcome of each row's conversation
+    bootstrap: jnp.ndarray  # [M, rows, K] the ensemble heads' weights of each row's conversation (as in pretraining)
 
 
 class Rollout(NamedTuple):
@@ -181,8 +182,8 @@ def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarra
     return jax.tree.map(lambda x: jax.lax.stop_gradient(x).reshape(shape), roll)
 
 
-def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labels: jnp.ndarray, roll: Rollout,
-             hp: Hyperparams) -> tuple[jnp.ndarray, PPOMetrics]:
+def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labels: jnp.ndarray,
+             bootstrap: jnp.ndarray, roll: Rollout, hp: Hyperparams) -> tuple[jnp.ndarray, PPOMetrics]:
     """Clipped surrogate + value loss - entropy bonus (+ the ensemble heads' cross-entropy on a frozen state),
     for one packed minibatch of ``[rows]`` turns."""
     chex.assert_rank(labels, 1)
@@ -203,7 +204,7 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labe
     if agent.config.ensemble_size:
         logits = agent.ensemble(jax.lax.stop_gradient(state))
         bce = optax.sigmoid_binary_cross_entropy(logits, jnp.broadcast_to(labels, logits.shape))
-        ensemble_bce = masked_mean(bce, jnp.broadcast_to(valid, logits.shape))
+        ensemble_bce = jnp.mean(jax.vmap(masked_mean)(bce, bootstrap.T * valid))
     loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy + hp.ensemble_weight * ensemble_bce
     log_ratio = log_prob - roll.log_prob
     approx_kl = masked_mean(jnp.exp(log_ratio) - 1.0 - log_ratio, valid)
@@ -228,7 +229,8 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                 params, opt_state = carry
                 take = lambda x: x[index]  # noqa: E731
                 (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch.inputs),
-                                              batch.labels[index], jax.tree.map(take, roll), hp)
+                                              batch.labels[index], batch.bootstrap[index], jax.tree.map(take, roll),
+                                              hp)
                 updates, new_opt_state = optimizer.update(grads, opt_state, params)
                 new_params = optax.apply_updates(params, updates)
                 # An all-padding minibatch (a part's last, short batch) must not move the optimizer.

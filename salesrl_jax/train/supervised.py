@@ -6,8 +6,9 @@ For turn ``t`` of a conversation with outcome ``y``, the policy mean logit ``z_t
 
 (``v_t`` masks padding), whose minimiser is ``sigmoid(z_t) = P(y = 1 | turns 1..t)``: calibrated
 probabilities at every turn. Each ensemble head ``k`` minimises the same loss under Bayesian
-bootstrap weights ``w_{k,c} ~ Exp(1)`` per conversation ``c`` (Rubin, 1981), so the heads
-disagree where the data are thin: that disagreement is the uncertainty signal.
+bootstrap weights ``w_{k,c} ~ Exp(1)`` per conversation ``c`` (Rubin, 1981), fixed for the run
+(`salesrl_jax.train.bootstrap`), so the heads disagree where the data are thin: that disagreement is
+the uncertainty signal.
 
 A chunk of minibatches is one `jax.lax.scan`; a minibatch without any valid row (the padding at
 an epoch's end) leaves the state untouched.
@@ -34,7 +35,7 @@ class SupervisedBatch(NamedTuple):
 
     inputs: TurnInputs
     labels: jnp.ndarray  # [N] float32
-    segment: jnp.ndarray  # [N] int32 conversation slot
+    bootstrap: jnp.ndarray  # [N, K] float32: the ensemble heads' weights of each row's conversation
 
 
 class SupervisedMetrics(NamedTuple):
@@ -82,11 +83,10 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
                     key: jnp.ndarray, input_dropout: bool = False) -> tuple[jnp.ndarray, SupervisedMetrics]:
     """Per-turn cross-entropy of the policy mean against the outcome (+ the ensemble heads' bootstrap-weighted
     cross-entropy). ``input_dropout`` (static) applies `drop_inputs` at rate ``hp.input_dropout``."""
-    chex.assert_rank([batch.labels, batch.segment], 1)
+    chex.assert_rank([batch.labels, batch.bootstrap], [1, 2])
     agent = nnx.merge(graphdef, params)
-    if input_dropout:  # a separate stream, so the bootstrap weights are those of a run without dropout
-        key, drop_key = jax.random.split(key)
-        batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, drop_key))
+    if input_dropout:
+        batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, key))
     valid = batch.inputs.valid.astype(jnp.float32)
     weight = turn_weights(batch.inputs.starts, batch.inputs.valid, hp.last_turn_share)
     prev = None
@@ -99,7 +99,7 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
     ensemble_bce = jnp.zeros(())
     k = out.ensemble_logits.shape[0]
     if k:
-        weights = jax.random.exponential(key, (k, batch.labels.shape[0]))[:, batch.segment] * weight
+        weights = batch.bootstrap.T * weight
         bce = optax.sigmoid_binary_cross_entropy(out.ensemble_logits, batch.labels[None])
         ensemble_bce = jnp.mean(jax.vmap(masked_mean)(bce, weights))
     loss = policy_bce + hp.ensemble_weight * ensemble_bce

@@ -119,20 +119,28 @@ def test_streaming_equals_archive_scoring_with_confidence(confident, tiny_archiv
     summary = [json.loads(line) for line in scored.outputs["conversations"].read_text().splitlines()]
     scorer = Scorer.load(confident, quantized=quantized)
     names = ("probability", "confidence", "expected_error", "familiarity", "p_low", "p_high")
-    # int8: streaming runs the dequantized float graph, archive scoring int8 x int8 (as for the probability); the
-    # familiarity is a rank among calibration turns, so int8 rounding of the state moves it by a few percentiles
-    tolerance = {name: (0.1 if name == "familiarity" else 0.03) if quantized else 2e-5 for name in names}
+    # int8: streaming runs the dequantized float graph, archive scoring int8 x int8 (as for the probability)
+    tolerance = {name: 0.03 if quantized else 2e-5 for name in names}
+    familiarity_gaps = []
     for conv, conv_summary in zip(conversations, summary):
         session = scorer.session()
         streamed = [session.add_turn(t.speaker, t.text, t.start_time, t.duration) for t in conv.turns]
         batch = [r for r in rows if r["conversation_id"] == conv.id]
         for name in names:
-            np.testing.assert_allclose([getattr(s, name) for s in streamed], [r[name] for r in batch],
-                                       atol=tolerance[name], err_msg=name)
+            got, want = np.array([getattr(s, name) for s in streamed]), np.array([r[name] for r in batch])
+            if quantized and name == "familiarity":  # checked over all turns below
+                familiarity_gaps.append(np.abs(got - want))
+                continue
+            np.testing.assert_allclose(got, want, atol=tolerance[name], err_msg=name)
         if not quantized:
             assert [s.low_confidence for s in streamed] == [r["low_confidence"] for r in batch]
         assert conv_summary["final_confidence"] == batch[-1]["confidence"]
         assert all(0 <= r["p_low"] <= r["p_high"] <= 1 for r in batch)
+    if quantized:
+        # the familiarity is a rank among calibration turns: int8 rounding of the state moves most turns by a few
+        # percentiles, and a rare turn near a dense stretch of calibration turns by about ten
+        gaps = np.concatenate(familiarity_gaps)
+        assert np.mean(gaps) < 0.02 and np.percentile(gaps, 90) < 0.05 and gaps.max() < 0.15, gaps
     if not quantized:  # --no-confidence: the same probabilities, without the columns
         plain = score_archive(confident, tmp_path / "calls.jsonl", tmp_path / "plain.jsonl", workers=1,
                               confidence=False)

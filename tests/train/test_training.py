@@ -38,7 +38,7 @@ def _first_chunk(arrays_path, config):
                                 config.pretrain.chunk_minibatches)
     host = batch_lib.gather_packed(arrays.part(plan[0].part), plan[0].minibatches, config.pretrain.rows_per_minibatch,
                                    config.pretrain.chunk_minibatches)
-    return arrays, _supervised_batch(host)
+    return arrays, _supervised_batch(host, plan[0].part, config.seed, config.model.ensemble_size)
 
 
 def test_packing_covers_every_training_turn_once(tiny_arrays):
@@ -101,7 +101,8 @@ def test_ppo_update_jit_equals_eager_and_compiles_once(tiny_arrays, feed_predict
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, feed_prediction=feed_prediction))
     arrays = TurnArrays.open(tiny_arrays)
     plan = batch_lib.ppo_plan(arrays, 0.2, 0, 0, 2, 128, 2)
-    batch = _ppo_batch(batch_lib.gather_packed(arrays.part(plan[0].part), plan[0].minibatches, 128, 2))
+    batch = _ppo_batch(batch_lib.gather_packed(arrays.part(plan[0].part), plan[0].minibatches, 128, 2),
+                       plan[0].part, config.seed, config.model.ensemble_size)
     graphdef, params = create_agent(config.model, arrays.dim, 0)
     hp = Hyperparams.ppo(config)
     from flax import nnx
@@ -110,7 +111,7 @@ def test_ppo_update_jit_equals_eager_and_compiles_once(tiny_arrays, feed_predict
                                                                                        jax.random.PRNGKey(1))
     assert roll.action.shape == (2, 128)
     one = lambda x: x[0]  # noqa: E731
-    args = (jax.tree.map(one, batch.inputs), batch.labels[0], jax.tree.map(one, roll), hp)
+    args = (jax.tree.map(one, batch.inputs), batch.labels[0], batch.bootstrap[0], jax.tree.map(one, roll), hp)
     eager, _ = ppo_loss(params, graphdef, *args)
     jitted, _ = jax.jit(ppo_loss, static_argnums=1)(params, graphdef, *args)
     np.testing.assert_allclose(eager, jitted, rtol=1e-4)
