@@ -39,7 +39,9 @@ def _threadpools() -> ThreadpoolController:
 @contextlib.contextmanager
 def blas_one_thread():
     """numpy's BLAS on one thread inside the block (about 7 us to set and restore). A streaming turn's products are
-    small, and OpenBLAS's second thread spins on after them, on the core that XLA's step needs."""
+    small, and OpenBLAS's second thread spins on after them, on the core that XLA's step needs. The setting is
+    process-wide: sessions scored from several threads at once stay correct, only the thread count they see may
+    be another thread's."""
     with _threadpools().limit(limits=1, user_api="blas"):
         yield
 
