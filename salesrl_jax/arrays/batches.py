@@ -27,7 +27,6 @@ class PackedBatch(NamedTuple):
     starts: np.ndarray  # [M, N] bool
     valid: np.ndarray  # [M, N] bool
     labels: np.ndarray  # [M, N] float32: outcome of the turn's conversation
-    segment: np.ndarray  # [M, N] int32: conversation slot within the minibatch (bootstrap weights)
     index: np.ndarray  # [M, N] int64: the row in the part (-1: padding)
     embedding_scale: np.ndarray | None = None  # [M, N] row scales when the embeddings are int8
     gram_ids: np.ndarray | None = None  # [M, N, K] int32 sparse n-gram rows (arrays of that representation)
@@ -61,7 +60,6 @@ def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatc
     index = np.full((num_minibatches, rows), -1, dtype=np.int64)
     starts = np.zeros((num_minibatches, rows), dtype=bool)
     labels = np.zeros((num_minibatches, rows), dtype=np.float32)
-    segment = np.zeros((num_minibatches, rows), dtype=np.int32)
     outcome = np.asarray(part.outcome)
     for m, convs in enumerate(batches):
         lengths = offsets[convs + 1] - offsets[convs]
@@ -71,7 +69,6 @@ def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatc
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         starts[m, first] = True
         labels[m, :n] = np.repeat(outcome[convs].astype(np.float32), lengths)
-        segment[m, :n] = np.repeat(np.arange(len(convs), dtype=np.int32), lengths)
     valid = index >= 0
     flat = np.where(valid, index, 0).reshape(-1)
     order = np.argsort(flat, kind="stable")  # sorted reads are sequential on the memory map
@@ -87,7 +84,7 @@ def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatc
         grams = [np.pad(_gather_rows(a, flat, order, padding), ((0, 0), (0, width - a.shape[1])))
                  .reshape(num_minibatches, rows, width) for a in (part.gram_ids, part.gram_counts)]
     return PackedBatch(embeddings.reshape(num_minibatches, rows, -1), features.reshape(num_minibatches, rows, -1),
-                       starts, valid, labels, segment, index, scale, *(grams or (None, None)))
+                       starts, valid, labels, index, scale, *(grams or (None, None)))
 
 
 def _gather_rows(source: np.ndarray, flat: np.ndarray, order: np.ndarray, padding: np.ndarray) -> np.ndarray:

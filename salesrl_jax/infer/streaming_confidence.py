@@ -10,7 +10,6 @@ ties with calibration turns included (tested on random turns, both interval kind
 from __future__ import annotations
 
 import bisect
-import contextlib
 import functools
 import math
 
@@ -36,14 +35,12 @@ def _threadpools() -> ThreadpoolController:
     return ThreadpoolController()  # finds the loaded BLAS libraries once (milliseconds)
 
 
-@contextlib.contextmanager
 def blas_one_thread():
-    """numpy's BLAS on one thread inside the block (about 7 us to set and restore). A streaming turn's products are
-    small, and OpenBLAS's second thread spins on after them, on the core that XLA's step needs. The setting is
-    process-wide: sessions scored from several threads at once stay correct, only the thread count they see may
-    be another thread's."""
-    with _threadpools().limit(limits=1, user_api="blas"):
-        yield
+    """A context manager: numpy's BLAS on one thread inside its block (7 us to set and restore). A streaming
+    turn's products are small, and OpenBLAS's second thread spins on after them, on the core that XLA's step needs.
+    The setting is process-wide: sessions scored from several threads at once stay correct, only the thread count
+    they see may be another thread's."""
+    return _threadpools().limit(limits=1, user_api="blas")
 
 
 class TurnConfidence:

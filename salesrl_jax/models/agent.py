@@ -129,10 +129,9 @@ def create_agent(config: ModelConfig, embed_dim: int, seed: int, sparse_text: bo
     """Initialise the agent and split it once into its static graph and its parameters (the functional form
     every jitted function takes: ``nnx.merge(graphdef, params)`` inside, never ``nnx.jit``). ``sparse_text``:
     the turns' text comes as n-gram bags (``embed_dim`` hash buckets), read by an embedding bag. ``abstract``:
-    the parameters as shapes and dtypes only (to restore saved ones into: a second saved by not running the
-    initialisers)."""
-    if abstract:
-        return nnx.split(nnx.eval_shape(lambda: SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed),
-                                                           sparse_text=sparse_text)))
-    agent = SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed), sparse_text=sparse_text)
-    return nnx.split(agent)
+    the parameters as shapes and dtypes only, the target to restore saved ones into (loading then skips running
+    the initialisers, about 1.4 s)."""
+    def make() -> SalesAgent:
+        return SalesAgent(config, embed_dim, rngs=nnx.Rngs(seed), sparse_text=sparse_text)
+
+    return nnx.split(nnx.eval_shape(make) if abstract else make())
