@@ -374,22 +374,29 @@ class Bench:
     """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
     streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
 
-    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train"], ...] = ("batch", "stream", "confidence",
-                                                                                  "loop", "train")
-    """Which benchmarks to run."""
+    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh"], ...] = (
+        "batch", "stream", "confidence", "loop", "train")
+    """Which benchmarks to run. mesh (only when named): data-parallel training throughput on 1, 2, 4, 8 of the
+    devices JAX sees (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8 for 8 virtual devices)."""
     dims: tuple[int, ...] = (512, 3072)
     """Embedding dimensions (512: the offline default; 3072: text-embedding-3-large)."""
     batch_sizes: tuple[int, ...] = (1, 32, 1024, 16384)
     """Batch sizes of the throughput table."""
     min_seconds: float = 1.0
     """Steady-state timing per measurement (after the compiling first call)."""
+    train_models: tuple[Literal["default", "incumbent-sized"], ...] = ("default", "incumbent-sized")
+    """Model sizes of the train part (incumbent-sized: the incumbent's 512-256-64 extractor and 128-64 heads)."""
+    train_rows: int = 0
+    """Turn slots per packed minibatch in the train and mesh parts (0: the config default, 2,048; an accelerator
+    needs larger minibatches to be busy)."""
     out: Path = Path("runs/bench.json")
     """All numbers as JSON."""
 
     def run(self) -> None:
         from salesrl_jax.bench.suite import run_suite
 
-        run_suite(self.parts, self.dims, self.batch_sizes, self.min_seconds, out=self.out)
+        run_suite(self.parts, self.dims, self.batch_sizes, self.min_seconds, out=self.out,
+                  train_rows=self.train_rows or None, train_models=self.train_models)
 
 
 @dataclasses.dataclass

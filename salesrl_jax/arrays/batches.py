@@ -38,7 +38,8 @@ def plan_packing(lengths: np.ndarray, order: np.ndarray, rows: int) -> list[np.n
     minibatches, each an array of conversation indices whose lengths sum to at most ``rows``."""
     if len(order) and lengths[order].max() > rows:
         raise ValueError(f"a conversation has {int(lengths[order].max())} turns, more than the "
-                         f"{rows} rows of a minibatch; raise pretrain.rows_per_minibatch")
+                         f"{rows} rows of a minibatch (or of one of its parallel.segments slices); raise "
+                         "pretrain.rows_per_minibatch")
     batches, current, used = [], [], 0
     for conv in order:
         n = int(lengths[conv])
@@ -52,23 +53,39 @@ def plan_packing(lengths: np.ndarray, order: np.ndarray, rows: int) -> list[np.n
     return batches
 
 
-def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatches: int) -> PackedBatch:
-    """Materialise up to ``num_minibatches`` planned minibatches from ``part``; missing ones are all padding."""
-    if len(batches) > num_minibatches:
+def gather_packed(part: Part, batches: list[np.ndarray], rows: int, num_minibatches: int, segments: int = 1,
+                  local: tuple[int, int] | None = None) -> PackedBatch:
+    """Materialise up to ``num_minibatches`` planned minibatches from ``part``; missing ones are all padding.
+
+    ``segments > 1``: ``batches`` holds packs of ``rows // segments`` slots (`plan_packing`), ``segments``
+    consecutive packs to a minibatch, each at its own slice of the ``rows``. ``local=(lo, hi)``: only slices
+    ``lo..hi-1`` of every minibatch, ``[M, (hi - lo) rows / segments]`` (a process of a distributed run reads
+    just the slices its devices hold)."""
+    if len(batches) > num_minibatches * segments:
         raise ValueError("more planned minibatches than the chunk holds")
+    if rows % segments:
+        raise ValueError(f"{rows} rows do not split into {segments} equal segments")
+    lo, hi = local or (0, segments)
+    slice_rows = rows // segments
+    width = (hi - lo) * slice_rows
     offsets = np.asarray(part.offsets)
-    index = np.full((num_minibatches, rows), -1, dtype=np.int64)
-    starts = np.zeros((num_minibatches, rows), dtype=bool)
-    labels = np.zeros((num_minibatches, rows), dtype=np.float32)
+    index = np.full((num_minibatches, width), -1, dtype=np.int64)
+    starts = np.zeros((num_minibatches, width), dtype=bool)
+    labels = np.zeros((num_minibatches, width), dtype=np.float32)
     outcome = np.asarray(part.outcome)
-    for m, convs in enumerate(batches):
+    for j, convs in enumerate(batches):
+        m, s = divmod(j, segments)
+        if not lo <= s < hi or not len(convs):
+            continue
+        at = (s - lo) * slice_rows
         lengths = offsets[convs + 1] - offsets[convs]
         row_index = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in convs])
         n = len(row_index)
-        index[m, :n] = row_index
+        index[m, at:at + n] = row_index
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        starts[m, first] = True
-        labels[m, :n] = np.repeat(outcome[convs].astype(np.float32), lengths)
+        starts[m, at + first] = True
+        labels[m, at:at + n] = np.repeat(outcome[convs].astype(np.float32), lengths)
+    rows = width
     valid = index >= 0
     flat = np.where(valid, index, 0).reshape(-1)
     order = np.argsort(flat, kind="stable")  # sorted reads are sequential on the memory map
@@ -101,9 +118,10 @@ class ChunkPlan(NamedTuple):
 
 
 def epoch_plan(arrays: TurnArrays, split: str, valid_fraction: float, split_seed: int, seed: int, epoch: int,
-               rows: int, chunk_minibatches: int, shuffle: bool = True) -> list[ChunkPlan]:
+               rows: int, chunk_minibatches: int, shuffle: bool = True, segments: int = 1) -> list[ChunkPlan]:
     """The whole epoch's chunks, deterministically from ``(seed, epoch)``: parts in a shuffled order,
-    conversations shuffled within each part, packed, then cut into chunks of ``chunk_minibatches``."""
+    conversations shuffled within each part, packed, then cut into chunks of ``chunk_minibatches``.
+    ``segments``: each minibatch is that many packs of ``rows // segments`` slots (`gather_packed`)."""
     rng = np.random.default_rng([seed, epoch])
     part_order = rng.permutation(len(arrays)) if shuffle else np.arange(len(arrays))
     plan = []
@@ -112,16 +130,18 @@ def epoch_plan(arrays: TurnArrays, split: str, valid_fraction: float, split_seed
         chosen = split_conversations(part, split, valid_fraction, split_seed)
         if shuffle:
             chosen = rng.permutation(chosen)
-        batches = plan_packing(part.lengths, chosen, rows)
-        for start in range(0, len(batches), chunk_minibatches):
-            plan.append(ChunkPlan(int(p), batches[start:start + chunk_minibatches]))
+        batches = plan_packing(part.lengths, chosen, rows // segments)
+        per_chunk = chunk_minibatches * segments
+        for start in range(0, len(batches), per_chunk):
+            plan.append(ChunkPlan(int(p), batches[start:start + per_chunk]))
     return plan
 
 
 def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: int, updates: int, rows: int,
-             minibatches: int) -> list[ChunkPlan]:
+             minibatches: int, segments: int = 1) -> list[ChunkPlan]:
     """The packed minibatches of every PPO update, fixed by the seed (indices only, no data read): passes over
-    the training split, parts and conversations shuffled per pass, up to ``minibatches`` packs per update."""
+    the training split, parts and conversations shuffled per pass, up to ``minibatches`` minibatches per update
+    (each ``segments`` packs of ``rows // segments`` slots, as in `epoch_plan`)."""
     plan: list[ChunkPlan] = []
     epoch = 0
     while len(plan) < updates:
@@ -130,11 +150,12 @@ def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: i
         for p in rng.permutation(len(arrays)):
             part = arrays.part(int(p))
             chosen = rng.permutation(split_conversations(part, "train", valid_fraction, split_seed))
-            packs = plan_packing(part.lengths, chosen, rows)
+            packs = plan_packing(part.lengths, chosen, rows // segments)
             # The last update of a part may hold fewer packs: the missing ones are all padding and
             # the update skips them (no optimizer step on an empty minibatch).
-            for start in range(0, len(packs), minibatches):
-                plan.append(ChunkPlan(int(p), packs[start:start + minibatches]))
+            per_update = minibatches * segments
+            for start in range(0, len(packs), per_update):
+                plan.append(ChunkPlan(int(p), packs[start:start + per_update]))
                 if len(plan) == updates:
                     return plan
         if len(plan) == before:

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-BenchPart = Literal["batch", "stream", "confidence", "loop", "train"]
-PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")
+BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh"]
+PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")  # mesh: asked for by name
 
 
 def batch_table(rows: list[dict]) -> str:
@@ -40,7 +40,8 @@ def loop_lines(r: dict) -> str:
 
 def train_table(rows: list[dict], peak_gflops: float) -> str:
     nan = float("nan")
-    lines = [f"training throughput (measured matmul peak {peak_gflops:,.1f} GFLOP/s, 2048^3 float32)",
+    lines = [f"training throughput ({rows[0]['rows']:,} rows per packed minibatch; measured matmul peak "
+             f"{peak_gflops:,.1f} GFLOP/s, 2048^3 float32)",
              "| dim | model | params | pretrain turns/s | GFLOP/s (% peak) | compile s | PPO env steps/s | "
              "GFLOP/s (% peak) | compile s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -52,9 +53,22 @@ def train_table(rows: list[dict], peak_gflops: float) -> str:
     return "\n".join(lines)
 
 
+def mesh_table(rows: list[dict]) -> str:
+    r0 = rows[0]
+    lines = [f"data-parallel training on {r0['platform']} ({r0['model']} model, {r0['dim']}-d, {r0['rows']} rows per "
+             "minibatch, one slice per device)",
+             "| devices | parameters | pretrain turns/s | vs 1 | compile s | PPO env steps/s | vs 1 | compile s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['devices']} | {r['params']} | {r['pretrain_turns_per_s']:,.0f} | {r['pretrain_over_one_device']:.2f}x "
+              f"| {r['pretrain_compile_s']:.1f} | {r['ppo_env_steps_per_s']:,.0f} | {r['ppo_over_one_device']:.2f}x | "
+              f"{r['ppo_compile_s']:.1f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 3072),
               batch_sizes: Sequence[int] = (1, 32, 1024, 16384), min_seconds: float = 1.0,
-              out: str | os.PathLike[str] | None = None, emit: Callable[[str], object] = print) -> dict:
+              out: str | os.PathLike[str] | None = None, emit: Callable[[str], object] = print,
+              train_rows: int | None = None, train_models: Sequence[str] = ("default", "incumbent-sized")) -> dict:
     """Run the chosen benchmarks; ``emit`` each table as it is measured; save every number to ``out`` (JSON)."""
     import jax
 
@@ -62,27 +76,42 @@ def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 30
     from salesrl_jax.bench.timing import matmul_peak_flops
     from salesrl_jax.io.atomic import write_json_atomic
 
-    results: dict = {"jax_devices": [str(d) for d in jax.devices()]}
+    results: dict = {"jax_devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__}
+
+    def save() -> None:  # after every part, so a run stopped by a time limit keeps what it measured
+        if out is not None:
+            write_json_atomic(Path(out), results)
+
     if "batch" in parts:
         results["batch"] = inference.batch_throughput(dims, batch_sizes, min_seconds)
         emit(batch_table(results["batch"]))
+        save()
     if "stream" in parts:
         results["stream"] = inference.streaming_latency()
         emit("\n" + stream_table(results["stream"]))
+        save()
     if "confidence" in parts:
         results["confidence"] = r = inference.confidence_overhead(max(dims))
         emit(f"\nconfidence module, batch {r['batch']}, {r['dim']}-d: {r['plain_turns_per_s']:,.0f} turns/s without, "
              f"{r['confidence_turns_per_s']:,.0f} with ({r['confidence_over_plain']:.2f}x; signals in the jitted pass "
              f"{r['signals_only_turns_per_s']:,.0f}, plus the host-side combination)")
+        save()
     if "loop" in parts:
         results["loop"] = inference.loop_baseline(max(dims))
         emit("\n" + loop_lines(results["loop"]))
+        save()
     if "train" in parts:
         peak = matmul_peak_flops()
         results["matmul_peak_gflops"] = peak / 1e9
-        results["train"] = training.training_throughput(dims, peak_flops=peak, min_seconds=max(min_seconds, 2.0))
+        results["train"] = training.training_throughput(dims, train_models, peak_flops=peak,
+                                                        min_seconds=max(min_seconds, 2.0), rows=train_rows)
         emit("\n" + train_table(results["train"], peak / 1e9))
+        save()
+    if "mesh" in parts:
+        results["mesh"] = training.mesh_throughput(max(dims), min_seconds=max(min_seconds, 2.0), rows=train_rows)
+        emit("\n" + mesh_table(results["mesh"]))
+        save()
     if out is not None:
-        write_json_atomic(Path(out), results)
+        save()
         emit(f"\nall numbers: {out}")
     return results

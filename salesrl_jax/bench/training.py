@@ -40,15 +40,19 @@ def _ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBatch:
 
 
 def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"), peak_flops: float | None = None,
-                        min_seconds: float = 2.0) -> list[dict]:
+                        min_seconds: float = 2.0, rows: int | None = None) -> list[dict]:
+    """Supervised and PPO throughput of each model size at each embedding width; ``rows`` turn slots per packed
+    minibatch (None: the config defaults, 2,048 for both phases)."""
     pre, ppo = PretrainConfig(), PPOConfig()
+    if rows:
+        pre, ppo = PretrainConfig(rows_per_minibatch=rows), PPOConfig(rows_per_minibatch=rows)
     rows = []
     for dim in dims:
         for name in models:
             model = MODELS[name]
             config = TrainConfig(model=model)
             graphdef, params = create_agent(model, dim, 0)
-            row = {"dim": dim, "model": name,
+            row = {"dim": dim, "model": name, "rows": pre.rows_per_minibatch,
                    "parameters": int(sum(np.asarray(x).size for x in jax.tree.leaves(params)))}
 
             optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
@@ -95,3 +99,53 @@ def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"),
                     row["ppo_fraction_of_peak"] = flops / seconds / peak_flops
             rows.append(row)
     return rows
+
+
+def mesh_throughput(dim: int = 3072, model: str = "default", device_counts=(1, 2, 4, 8), rows: int | None = None,
+                    min_seconds: float = 2.0) -> list[dict]:
+    """Data-parallel training throughput (`salesrl_jax.parallel`) on meshes of each of ``device_counts`` devices
+    that JAX sees (one packed slice per device, parameters replicated; then FSDP at the largest count): the same
+    jitted chunk and PPO update as `training_throughput`, the batch sharded on the data axis. On CPU, set
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 before JAX starts to get 8 virtual devices: they share the
+    machine's cores, so the figures then measure the partitioning's overhead, not a speed-up."""
+    from salesrl_jax.parallel import make_placement
+
+    pre, ppo = PretrainConfig(), PPOConfig()
+    rows_pre, rows_ppo = rows or pre.rows_per_minibatch, rows or ppo.rows_per_minibatch
+    config = TrainConfig(model=MODELS[model])
+    graphdef, params = create_agent(config.model, dim, 0)
+    counts = [d for d in device_counts if d <= jax.device_count()]
+    layouts = [(d, "replicated") for d in counts] + ([(counts[-1], "fsdp")] if counts[-1] > 1 else [])
+    host_pre = jax.tree.map(np.asarray, _supervised_batches(dim, rows_pre, 4, config.model.ensemble_size))
+    host_ppo = jax.tree.map(np.asarray, _ppo_batch(dim, rows_ppo, ppo.minibatches, config.model.ensemble_size))
+    out = []
+    for devices, layout in layouts:
+        placement = make_placement(devices, devices, layout)
+        row = {"devices": devices, "params": layout, "platform": jax.devices()[0].platform, "dim": dim,
+               "model": model, "rows": rows_pre}
+
+        def sliced(batch):  # the random conversations (10 turns) are cut at slice edges: timing only
+            return batch._replace(inputs=batch.inputs.replace(segments=devices))
+
+        optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
+        chunk = make_train_chunk(graphdef, optimizer, placement=placement)
+        state = placement.put_state(init_state(params, optimizer, 0))
+        batches = placement.put_batch(sliced(host_pre))
+        compile_s, times = compile_and_time(chunk, state, batches, Hyperparams.pretrain(config),
+                                            min_seconds=min_seconds)
+        row["pretrain_turns_per_s"] = 4 * rows_pre / float(np.median(times))
+        row["pretrain_compile_s"] = compile_s
+
+        optimizer = adam_linear(ppo.learning_rate, 1000, ppo.max_grad_norm)
+        update = make_ppo_update(graphdef, optimizer, epochs=ppo.epochs, reward_kind=ppo.reward, placement=placement)
+        state = placement.put_state(init_state(params, optimizer, 0))
+        batch = placement.put_batch(sliced(host_ppo))
+        compile_s, times = compile_and_time(update, state, batch, Hyperparams.ppo(config), min_seconds=min_seconds)
+        row["ppo_env_steps_per_s"] = float(host_ppo.inputs.valid.sum()) / float(np.median(times))
+        row["ppo_compile_s"] = compile_s
+        out.append(row)
+    base = out[0]
+    for row in out:
+        row["pretrain_over_one_device"] = row["pretrain_turns_per_s"] / base["pretrain_turns_per_s"]
+        row["ppo_over_one_device"] = row["ppo_env_steps_per_s"] / base["ppo_env_steps_per_s"]
+    return out

@@ -80,14 +80,16 @@ class SalesAgent(nnx.Module):
             out = agent.heads(state)
             return out.prediction, out
 
-        out = self.scan_with_feedback(context, inputs.starts, emit)
+        out = self.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
         # The scan stacks the ensemble axis second: [N, K] -> [K, N].
         return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
 
-    def scan_with_feedback(self, context: jnp.ndarray, starts: jnp.ndarray, emit: Callable):
+    def scan_with_feedback(self, context: jnp.ndarray, starts: jnp.ndarray, emit: Callable, segments: int = 1):
         """The states of flat rows in order when each reads the previous row's prediction (``prior`` 0.5 at
         a conversation start): a `lax.scan` over rows. ``emit(agent, state, prev) -> (prediction, out)``
-        says what each row predicts (fed to the next row) and outputs; returns the stacked outputs."""
+        says what each row predicts (fed to the next row) and outputs; returns the stacked outputs.
+        ``segments > 1``: the rows are that many independent equal slices (`TurnInputs.segments`), scanned
+        side by side (vmapped), so a mesh that shards them scans each device's slice locally."""
         # NNX modules cannot be closed over by a JAX transform: split, and merge inside the body.
         graphdef, params = nnx.split(self)
 
@@ -97,8 +99,15 @@ class SalesAgent(nnx.Module):
             prev = jnp.where(start, 0.5, prev)
             return emit(agent, agent.encoder.state(ctx, prev), prev)
 
-        _, out = jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (context, starts))
-        return out
+        def scan(ctx, start):
+            return jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (ctx, start))[1]
+
+        if segments == 1:
+            return scan(context, starts)
+        n = starts.shape[0]
+        out = jax.vmap(scan)(context.reshape((segments, n // segments) + context.shape[1:]),
+                             starts.reshape(segments, n // segments))
+        return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
 
     def predict_block(self, inputs: TurnInputs, carry: EncoderCarry) -> tuple[AgentOutput, EncoderCarry]:
         """`predict` on one block of a larger flat batch whose first conversation may have begun in the

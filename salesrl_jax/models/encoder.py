@@ -189,7 +189,10 @@ class StateEncoder(nnx.Module):
             return self._context(u, None, features), carry
         increment = increment * inputs.valid[:, None, None, None]
         keep = jnp.where(inputs.starts, 0.0, 1.0)[:, None] * self._decay()[None, :]  # [N, K]
-        gain, pools = affine_scan(keep[:, :, None, None], increment)
+        if carry is not None and inputs.segments > 1:
+            raise ValueError("a carried history continues one sequence of rows; these inputs are "
+                             f"{inputs.segments} independent segments")
+        gain, pools = affine_scan(keep[:, :, None, None], increment, segments=inputs.segments)
         if carry is not None:
             pools = pools + gain * carry.pools[None]
         return self._context(u, pools, features), EncoderCarry(pools[-1])

@@ -22,18 +22,22 @@ class TurnInputs:
     starts: jnp.ndarray  # [N] bool: first turn of its conversation
     valid: jnp.ndarray  # [N] bool: a real turn (False: padding)
     embedding_scale: jnp.ndarray | None = None  # [N] row scales of int8 embeddings (embedding = int8 * scale)
+    # Static: the N rows are this many equal slices, none of which a conversation crosses (the packed layout of
+    # a data-parallel run, `salesrl_jax.parallel`); the history scans run per slice.
+    segments: int = struct.field(pytree_node=False, default=1)
 
     @classmethod
-    def from_packed(cls, batch, m: int | None = None, valid=None) -> "TurnInputs":
+    def from_packed(cls, batch, m: int | None = None, valid=None, segments: int = 1) -> "TurnInputs":
         """The inputs of host minibatch ``m`` of a `salesrl_jax.arrays.batches.PackedBatch` (all ``[M, N]`` of them
-        when ``m`` is None), as host arrays; ``valid`` replaces the batch's mask."""
+        when ``m`` is None), as host arrays; ``valid`` replaces the batch's mask; ``segments``: the slices each
+        minibatch was packed in (`salesrl_jax.arrays.batches.plan_packing`)."""
         def pick(x):
             return x if m is None or x is None else x[m]
 
         text = (pick(batch.embeddings) if batch.gram_ids is None
                 else GramBags(pick(batch.gram_ids), pick(batch.gram_counts)))
         return cls(text, pick(batch.features), pick(batch.starts), pick(batch.valid) if valid is None else valid,
-                   pick(batch.embedding_scale))
+                   pick(batch.embedding_scale), segments)
 
 
 @struct.dataclass

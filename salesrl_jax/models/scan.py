@@ -20,9 +20,25 @@ def compose_affine(earlier: tuple[jnp.ndarray, jnp.ndarray], later: tuple[jnp.nd
     return a1 * a2, a2 * b1 + b2
 
 
-def affine_scan(a: jnp.ndarray, b: jnp.ndarray, *, reverse: bool = False, axis: int = 0
+def affine_scan(a: jnp.ndarray, b: jnp.ndarray, *, reverse: bool = False, axis: int = 0, segments: int = 1
                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(gain_t, h_t)`` along ``axis`` from ``h_{-1} = 0``: ``h_t = a_t h_{t-1} + b_t`` and
     ``gain_t = a_0 ... a_t`` (what an initial ``h_{-1}`` would be multiplied by). ``a`` broadcasts
-    against ``b``; ``reverse`` runs from the last element to the first."""
-    return jax.lax.associative_scan(compose_affine, (a, b), reverse=reverse, axis=axis)
+    against ``b``; ``reverse`` runs from the last element to the first.
+
+    ``segments > 1``: the axis holds that many equal slices, each its own recurrence from ``h = 0`` (a
+    packed minibatch cut into slices of whole conversations, `salesrl_jax.parallel`). Where the slices
+    begin a conversation this changes no value; what it changes is the program: the scan runs along a
+    new inner axis, so a mesh that shards the slices over devices scans each device's rows locally
+    instead of gathering the whole axis."""
+    if segments == 1:
+        return jax.lax.associative_scan(compose_affine, (a, b), reverse=reverse, axis=axis)
+    n = b.shape[axis]
+    if n % segments:
+        raise ValueError(f"affine_scan: {n} rows do not split into {segments} equal segments")
+
+    def split(x):
+        return x.reshape(x.shape[:axis] + (segments, n // segments) + x.shape[axis + 1:])
+
+    gain, h = jax.lax.associative_scan(compose_affine, (split(a), split(b)), reverse=reverse, axis=axis + 1)
+    return gain.reshape(gain.shape[:axis] + (n,) + gain.shape[axis + 2:]), h.reshape(b.shape)

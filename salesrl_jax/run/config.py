@@ -158,6 +158,47 @@ class ConfidenceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """Where training runs: a `jax.sharding.Mesh` with one axis, ``data`` (`salesrl_jax.parallel`).
+
+    Each packed minibatch is laid out as ``segments`` equal slices of whole conversations, and the slices are
+    sharded over the mesh's devices: every device scans only its own conversations, and XLA adds the gradient
+    all-reduce. The layout, not the device count, decides the numbers: a run on 1 device with segments=8 and
+    one on 8 devices give the same parameters to float rounding (tested)."""
+
+    devices: int = 0
+    """Devices on the mesh's data axis: 0 takes every device JAX sees (all processes' when distributed)."""
+    segments: int = 0
+    """Slices per packed minibatch (a multiple of the device count; 0: one per device). It changes the packing,
+    so set it explicitly to compare runs across device counts; rows_per_minibatch must be a multiple of it."""
+    params: Literal["replicated", "fsdp"] = "replicated"
+    """replicated: every device holds the parameters and optimizer state. fsdp: each array of at least
+    fsdp_min_size elements is split over the devices along its largest divisible axis (parameters, and Adam's
+    moments with them), gathered by XLA where a layer needs it: for models larger than one device's memory."""
+    fsdp_min_size: int = 2 ** 16
+    """Arrays smaller than this stay replicated under params=fsdp (splitting them costs more than it saves)."""
+    distributed: bool = False
+    """Start `jax.distributed` before training (several processes, one or more hosts). The coordinator, process
+    count and id come from coordinator / num_processes / process_id below or, when left unset, from JAX's own
+    cluster detection (Slurm, Open MPI, Kubernetes JobSet) and its JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID variables. See docs/distributed.md."""
+    coordinator: str = ""
+    """host:port of process 0's coordinator service (distributed runs)."""
+    num_processes: int = 0
+    """Processes in a distributed run (0: from the environment)."""
+    process_id: int = -1
+    """This process's id in a distributed run (-1: from the environment)."""
+
+    def __post_init__(self) -> None:
+        if self.devices < 0 or self.segments < 0:
+            raise ValueError(f"parallel.devices and parallel.segments must be >= 0, got {self.devices}, "
+                             f"{self.segments}")
+        if self.devices and self.segments and self.segments % self.devices:
+            raise ValueError(f"parallel.segments ({self.segments}) must be a multiple of parallel.devices "
+                             f"({self.devices})")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: data, model, phases, checkpoints."""
 
@@ -172,6 +213,7 @@ class TrainConfig:
     pretrain: PretrainConfig = PretrainConfig()
     ppo: PPOConfig = PPOConfig()
     confidence: ConfidenceConfig = ConfidenceConfig()
+    parallel: ParallelConfig = ParallelConfig()
     checkpoint_every: int = 8
     """Save the latest checkpoint every this many chunks / PPO updates (and at every phase end)."""
     eval_rows_per_minibatch: int = 4096
@@ -187,6 +229,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (self.pretrain.enabled or self.ppo.enabled):
             raise ValueError("at least one of pretrain.enabled and ppo.enabled must be true")
+        segments = self.parallel.segments
+        for name, rows in (("pretrain", self.pretrain.rows_per_minibatch), ("ppo", self.ppo.rows_per_minibatch)):
+            if segments and rows % segments:
+                raise ValueError(f"{name}.rows_per_minibatch ({rows}) must be a multiple of parallel.segments "
+                                 f"({segments}): each minibatch is cut into that many equal slices")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 

@@ -22,6 +22,7 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
 from salesrl_jax.io.lock import claim_output
 from salesrl_jax.models.agent import create_agent
+from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
 from salesrl_jax.run.config import TrainConfig, resolve_regime
 from salesrl_jax.train.hyperparams import Hyperparams
@@ -32,7 +33,7 @@ from salesrl_jax.train.ppo import make_ppo_update
 from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, freeze_statistics, init_state
 from salesrl_jax.train.statistics import fit_statistics
 from salesrl_jax.train.supervised import make_train_chunk
-from salesrl_jax.train.validation import make_validator
+from salesrl_jax.train.validation import Validator, make_validator
 
 __all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate"]
 
@@ -101,6 +102,20 @@ def check_embedding_space(config: TrainConfig, arrays: TurnArrays) -> None:
                          "set the config's embedder to match, or embed the data again")
 
 
+def resolve_placement(config: TrainConfig) -> tuple[TrainConfig, Placement]:
+    """The run's mesh (`salesrl_jax.parallel`), and the config with ``parallel.devices`` and ``parallel.segments``
+    as resolved (what the run saves: the segments decide the packing, so a resume must find the same)."""
+    p = config.parallel
+    placement = make_placement(p.devices, p.segments, p.params, p.fsdp_min_size)
+    return dataclasses.replace(config, parallel=dataclasses.replace(
+        p, devices=placement.devices, segments=placement.segments)), placement
+
+
+def _on_one_device(validate: Validator, placement: Placement) -> Validator:
+    """Validation predicts on one device per process: the parameters are brought there first."""
+    return lambda params: validate(placement.to_host_device(params))
+
+
 @dataclasses.dataclass(frozen=True)
 class Optimizers:
     pretrain: optax.GradientTransformation
@@ -115,7 +130,7 @@ class Optimizers:
 
 
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
-            optimizers: Optimizers) -> tuple[TrainState, RunPosition, dict | None]:
+            optimizers: Optimizers, placement: Placement) -> tuple[TrainState, RunPosition, dict | None]:
     """The latest checkpoint's state and position if the run was started before, else a fresh start."""
     if checkpoints.latest.latest_step() is None:
         return fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None
@@ -124,8 +139,8 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
         raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
                          f"(saved: {workdir / 'checkpoints' / 'latest'})")
     phase = saved["position"]["phase"]
-    like = init_state(fresh.params, optimizers.for_phase(phase), config.seed)
-    state, meta = checkpoints.restore_latest(like)
+    like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed))
+    state, meta = checkpoints.restore_latest(like)  # onto the mesh: the arrays' shardings come from ``like``
     return state, RunPosition.from_dict(meta["position"]), dict(meta["position"])
 
 
@@ -154,11 +169,12 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
     config = resolve_text(config, arrays)
     check_embedding_space(config, arrays)
     config = resolve_regime(config, int(arrays.manifest["counts"]["labelled"]))
+    config, placement = resolve_placement(config)
     data, pre, ppo = config.data, config.pretrain, config.ppo
 
     def epoch_plan(epoch: int) -> list[batch_lib.ChunkPlan]:
         return batch_lib.epoch_plan(arrays, "train", data.valid_fraction, data.split_seed, config.seed, epoch,
-                                    pre.rows_per_minibatch, pre.chunk_minibatches)
+                                    pre.rows_per_minibatch, pre.chunk_minibatches, segments=placement.segments)
 
     first_epoch = epoch_plan(0) if pre.enabled else []
     if pre.enabled and not first_epoch:
@@ -187,13 +203,14 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
                                           ppo.max_grad_norm), params),
         ppo_enabled=ppo.enabled)
     checkpoints = Checkpoints(workdir)
-    fresh = init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"), config.seed)
-    state, position, resumed_from = _resume(config, workdir, checkpoints, fresh, optimizers)
+    fresh = placement.put_state(init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"),
+                                           config.seed))
+    state, position, resumed_from = _resume(config, workdir, checkpoints, fresh, optimizers, placement)
     ctx = RunContext(
         checkpoints=checkpoints,
         log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None,
                        tensorboard=workdir / "tensorboard" if config.tensorboard else None),
-        validate=make_validator(graphdef, arrays, config),
+        validate=_on_one_device(make_validator(graphdef, arrays, config), placement),
         meta={"config": json.loads(config.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
         checkpoint_every=config.checkpoint_every, progress=progress, budget=stop_after_chunks)
@@ -203,29 +220,30 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
     try:
         # --- supervised pretraining ------------------------------------------------------------
         if position.phase == "pretrain":
-            train_chunk = make_train_chunk(graphdef, optimizers.pretrain, input_dropout=pre.input_dropout > 0)
+            train_chunk = make_train_chunk(graphdef, optimizers.pretrain, input_dropout=pre.input_dropout > 0,
+                                           placement=placement)
             phase = Pretraining(arrays, train_chunk, Hyperparams.pretrain(config),
                                 pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs,
                                 plan=lambda epoch: first_epoch if epoch == 0 else epoch_plan(epoch),
-                                bootstrap=bootstrap)
+                                bootstrap=bootstrap, placement=placement)
             done = phase.run(ctx, state, position)
             throughput.update(done.throughput)
             if done.stopped:
                 return RunResult(workdir, {}, None, throughput, resumed_from)
             state, position = done.state, done.position
             if ppo.enabled:  # PPO starts with a fresh optimizer (and its own PRNG stream)
-                state = init_state(state.params, optimizers.ppo, config.seed + 1)
+                state = placement.put_state(init_state(state.params, optimizers.ppo, config.seed + 1))
             position = dataclasses.replace(position, phase="ppo" if ppo.enabled else "done", update=0)
             ctx.save_latest(state, position)
 
         # --- PPO fine-tuning -------------------------------------------------------------------
         if position.phase == "ppo":
             schedule = batch_lib.ppo_plan(arrays, data.valid_fraction, data.split_seed, config.seed, ppo.updates,
-                                          ppo.rows_per_minibatch, ppo.minibatches)
+                                          ppo.rows_per_minibatch, ppo.minibatches, segments=placement.segments)
             phase = PPOFinetuning(arrays, make_ppo_update(graphdef, optimizers.ppo, epochs=ppo.epochs,
-                                                          reward_kind=ppo.reward),
+                                                          reward_kind=ppo.reward, placement=placement),
                                   Hyperparams.ppo(config), ppo.rows_per_minibatch, ppo.minibatches, schedule,
-                                  validate_every=config.checkpoint_every, bootstrap=bootstrap)
+                                  validate_every=config.checkpoint_every, bootstrap=bootstrap, placement=placement)
             done = phase.run(ctx, state, position)
             throughput.update(done.throughput)
             if done.stopped:

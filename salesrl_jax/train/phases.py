@@ -21,6 +21,7 @@ from tqdm import tqdm
 from salesrl_jax.arrays import batches as batch_lib
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.parallel.placement import Placement
 from salesrl_jax.run.checkpoints import Checkpoints
 from salesrl_jax.train.bootstrap import bootstrap_weights, conversation_first_rows
 from salesrl_jax.train.hyperparams import Hyperparams
@@ -36,16 +37,20 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left untouched."""
 
 
-def supervised_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0) -> SupervisedBatch:
+def supervised_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0,
+                     placement: Placement | None = None) -> SupervisedBatch:
     """The device batch of packed minibatches from ``part``, with the ``heads`` ensemble heads' bootstrap weights
-    of the run ``seed`` (`salesrl_jax.train.bootstrap`)."""
-    inputs = jax.tree.map(jnp.asarray, TurnInputs.from_packed(host))
+    of the run ``seed`` (`salesrl_jax.train.bootstrap`); on ``placement``'s mesh when given (``host`` then holds
+    this process's slices of each minibatch)."""
+    inputs = TurnInputs.from_packed(host, segments=placement.segments if placement else 1)
     weights = bootstrap_weights(seed, part, conversation_first_rows(host.index, host.starts), heads)
-    return SupervisedBatch(inputs, jnp.asarray(host.labels), jnp.asarray(weights))
+    batch = SupervisedBatch(inputs, host.labels, weights)
+    return placement.put_batch(batch) if placement else jax.tree.map(jnp.asarray, batch)
 
 
-def ppo_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0) -> PPOBatch:
-    supervised = supervised_batch(host, part, seed, heads)
+def ppo_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0,
+              placement: Placement | None = None) -> PPOBatch:
+    supervised = supervised_batch(host, part, seed, heads, placement)
     return PPOBatch(supervised.inputs, supervised.labels, supervised.bootstrap)
 
 
@@ -104,11 +109,20 @@ class Phase:
     rate_unit: str  # what the meter counts
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 periods: int, validate_every: int | None, bootstrap: tuple[int, int] = (0, 0)):
+                 periods: int, validate_every: int | None, bootstrap: tuple[int, int] = (0, 0),
+                 placement: Placement | None = None):
         self.arrays, self.step, self.hp = arrays, step, hp
         self.rows, self.minibatches = rows, minibatches
         self.periods, self.validate_every = periods, validate_every
         self.bootstrap = bootstrap  # (run seed, ensemble heads): the heads' fixed bootstrap weights
+        self.placement = placement  # the mesh (None: one device, each minibatch one slice)
+
+    def gather(self, parts: batch_lib.PartCache, chunk: batch_lib.ChunkPlan) -> batch_lib.PackedBatch:
+        """This process's share of a planned chunk, from the memory map."""
+        if self.placement is None:
+            return batch_lib.gather_packed(parts.get(chunk.part), chunk.minibatches, self.rows, self.minibatches)
+        return batch_lib.gather_packed(parts.get(chunk.part), chunk.minibatches, self.rows, self.minibatches,
+                                       self.placement.segments, self.placement.local_segments())
 
     # --- what differs between phases ---------------------------------------------------------
     def plan(self, period: int) -> list[batch_lib.ChunkPlan]: ...
@@ -135,7 +149,7 @@ class Phase:
                        disable=None if ctx.progress else True, dynamic_ncols=True)
             for unit in range(start, len(plan)):
                 chunk = plan[unit]
-                host = batch_lib.gather_packed(parts.get(chunk.part), chunk.minibatches, self.rows, self.minibatches)
+                host = self.gather(parts, chunk)
                 (new_state, metrics), seconds = meter.timed(self.step, state, self.to_batch(host, chunk.part),
                                                             self.hp)
                 meter.add(self.items(metrics), seconds)
@@ -172,15 +186,17 @@ class Pretraining(Phase):
     name, unit, rate_unit = "pretrain", "chunk", "turns"
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 epochs: int, plan: Callable[[int], list[batch_lib.ChunkPlan]], bootstrap: tuple[int, int] = (0, 0)):
-        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, bootstrap=bootstrap)
+                 epochs: int, plan: Callable[[int], list[batch_lib.ChunkPlan]], bootstrap: tuple[int, int] = (0, 0),
+                 placement: Placement | None = None):
+        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, bootstrap=bootstrap,
+                         placement=placement)
         self._plan = plan
 
     def plan(self, period):
         return self._plan(period)
 
     def to_batch(self, host, part):
-        return supervised_batch(host, part, *self.bootstrap)
+        return supervised_batch(host, part, *self.bootstrap, self.placement)
 
     def cursor(self, position):
         return position.epoch, position.chunk
@@ -223,16 +239,17 @@ class PPOFinetuning(Phase):
     name, unit, rate_unit = "ppo", "update", "env_steps"
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 schedule: list[batch_lib.ChunkPlan], validate_every: int, bootstrap: tuple[int, int] = (0, 0)):
+                 schedule: list[batch_lib.ChunkPlan], validate_every: int, bootstrap: tuple[int, int] = (0, 0),
+                 placement: Placement | None = None):
         super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every,
-                         bootstrap=bootstrap)
+                         bootstrap=bootstrap, placement=placement)
         self.schedule = schedule
 
     def plan(self, period):
         return self.schedule
 
     def to_batch(self, host, part):
-        return ppo_batch(host, part, *self.bootstrap)
+        return ppo_batch(host, part, *self.bootstrap, self.placement)
 
     def cursor(self, position):
         return 0, position.update

@@ -28,6 +28,7 @@ from salesrl_jax.models.agent import SalesAgent
 from salesrl_jax.models.heads import beta_policy
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.scan import affine_scan
+from salesrl_jax.parallel.placement import Placement
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.state import TrainState
 from salesrl_jax.train.supervised import masked_mean
@@ -84,17 +85,18 @@ def clipped_surrogate(log_prob: jnp.ndarray, old_log_prob: jnp.ndarray, advantag
 
 
 def gae_flat(rewards: jnp.ndarray, values: jnp.ndarray, dones: jnp.ndarray, gamma: jnp.ndarray,
-             lam: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+             lam: jnp.ndarray, segments: int = 1) -> tuple[jnp.ndarray, jnp.ndarray]:
     """`gae` for many episodes laid end to end in ``[N]`` rows (``d_n = 1`` on each episode's last row).
 
     The same recurrence, ``A_n = delta_n + gamma lambda (1 - d_n) A_{n+1}``, is linear in ``A``, so it
-    runs as a reverse `jax.lax.associative_scan` (log depth) instead of a sequential scan over rows.
+    runs as a reverse `jax.lax.associative_scan` (log depth) instead of a sequential scan over rows;
+    ``segments``: the rows are that many independent slices (`salesrl_jax.models.scan.affine_scan`).
     """
     chex.assert_rank([rewards, values, dones], 1)
     not_done = 1.0 - dones.astype(rewards.dtype)
     next_values = jnp.concatenate([values[1:], jnp.zeros((1,), values.dtype)])
     delta = rewards + gamma * not_done * next_values - values
-    _, advantages = affine_scan(gamma * lam * not_done, delta, reverse=True)
+    _, advantages = affine_scan(gamma * lam * not_done, delta, reverse=True, segments=segments)
     return advantages, advantages + values
 
 
@@ -158,12 +160,14 @@ def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ..
         logit, concentration = inner.policy(state)
         return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
 
-    return agent.scan_with_feedback(context, inputs.starts, emit)
+    return agent.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
 
 
 def _flatten(batch: PPOBatch) -> tuple[TurnInputs, jnp.ndarray]:
+    """``[M, rows]`` minibatches as one flat sequence of ``M x segments`` independent slices."""
     m, rows = batch.labels.shape
-    return jax.tree.map(lambda x: x.reshape((m * rows,) + x.shape[2:]), batch.inputs), batch.labels.reshape(-1)
+    inputs = jax.tree.map(lambda x: x.reshape((m * rows,) + x.shape[2:]), batch.inputs)
+    return inputs.replace(segments=m * batch.inputs.segments), batch.labels.reshape(-1)
 
 
 def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarray, reward_kind: str) -> Rollout:
@@ -177,7 +181,7 @@ def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarra
     valid = inputs.valid.astype(jnp.float32)
     value = agent.value(state) * valid
     reward = scoring_reward(action, labels, reward_kind) * valid
-    advantage, target = gae_flat(reward, value, episode_ends(inputs), hp.gamma, hp.gae_lambda)
+    advantage, target = gae_flat(reward, value, episode_ends(inputs), hp.gamma, hp.gae_lambda, inputs.segments)
     roll = Rollout(action, log_prob, value, reward, prev, jax.nn.sigmoid(logit), advantage, target)
     return jax.tree.map(lambda x: jax.lax.stop_gradient(x).reshape(shape), roll)
 
@@ -213,9 +217,11 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labe
 
 
 def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, epochs: int,
-                    reward_kind: str) -> Callable[[TrainState, PPOBatch, Hyperparams], tuple[TrainState, UpdateMetrics]]:
+                    reward_kind: str, placement: Placement | None = None
+                    ) -> Callable[[TrainState, PPOBatch, Hyperparams], tuple[TrainState, UpdateMetrics]]:
     """``update(state, batch [M, rows], hp) -> (state, metrics)``: rollout, GAE, then ``epochs`` passes over the
-    ``M`` minibatches in a fresh random order each pass; one jitted function, nested scans."""
+    ``M`` minibatches in a fresh random order each pass; one jitted function, nested scans. ``placement``: the mesh
+    (`salesrl_jax.parallel`), as in `salesrl_jax.train.supervised.make_train_chunk`."""
     grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
 
     @jax.jit
@@ -251,6 +257,6 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             train=jax.tree.map(lambda m: jnp.sum(m * used) / jnp.maximum(jnp.sum(used), 1.0), metrics),
         )
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + epochs * minibatches, key=key)
-        return new_state, stats
+        return (placement.constrain(new_state) if placement is not None else new_state), stats
 
     return update

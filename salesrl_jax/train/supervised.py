@@ -26,6 +26,7 @@ from flax import nnx
 
 from salesrl_jax.models.agent import previous_predictions
 from salesrl_jax.models.inputs import GramBags, TurnInputs
+from salesrl_jax.parallel.placement import Placement
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.state import TrainState
 
@@ -106,10 +107,13 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
     return loss, SupervisedMetrics(loss, policy_bce, ensemble_bce, jnp.sum(valid), jnp.zeros(()))
 
 
-def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, input_dropout: bool = False
+def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, input_dropout: bool = False,
+                     placement: Placement | None = None
                      ) -> Callable[[TrainState, SupervisedBatch, Hyperparams], tuple[TrainState, SupervisedMetrics]]:
     """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches.
-    ``input_dropout`` (static: it shapes the program) turns on dropout of the turn embeddings."""
+    ``input_dropout`` (static: it shapes the program) turns on dropout of the turn embeddings. ``placement``: the
+    mesh the state and batches live on (`salesrl_jax.parallel`); the step is the same, its output state is pinned
+    to the input's layout."""
     grad_fn = jax.value_and_grad(supervised_loss, has_aux=True)
 
     def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
@@ -121,6 +125,8 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
         # An all-padding minibatch must not move the optimizer (Adam would still step on momentum).
         has_rows = metrics.turns > 0
         new = jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), stepped, state.replace(key=key))
+        if placement is not None:
+            new = placement.constrain(new)
         return new, metrics._replace(grad_norm=optax.global_norm(grads))
 
     @jax.jit

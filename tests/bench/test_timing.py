@@ -42,15 +42,21 @@ def test_batch_benchmark_prints_and_records_every_int8_variant(tmp_path, capsys)
 
 
 def test_suite_tables_format_every_part():
-    from salesrl_jax.bench.suite import loop_lines, stream_table, train_table
+    from salesrl_jax.bench.suite import loop_lines, mesh_table, stream_table, train_table
 
     assert "| streaming | 0.220 | 0.400 | 4,545 |" in stream_table(
         [{"case": "streaming", "p50_ms": 0.22, "p99_ms": 0.4, "turns_per_s": 4545.4}])
     assert "(22.0x)" in loop_lines({"batch": 1024, "dim": 3072, "loop_turns_per_s": 1000.0,
                                     "batch_float32_turns_per_s": 22000.0, "float32_speedup": 22.0,
                                     "batch_int8_turns_per_s": 29000.0, "int8_speedup": 29.0})
-    row = {"dim": 512, "model": "default", "parameters": 1000, "pretrain_turns_per_s": 5.0, "pretrain_compile_s": 1.0,
+    row = {"dim": 512, "model": "default", "rows": 2048, "parameters": 1000, "pretrain_turns_per_s": 5.0, "pretrain_compile_s": 1.0,
            "ppo_env_steps_per_s": 2.0, "ppo_compile_s": 2.0, "pretrain_gflops_per_s": 3.0,
            "pretrain_fraction_of_peak": 0.5}
     table = train_table([row], 100.0)
     assert "| 512 | default | 1,000 | 5 | 3.0 (50%) |" in table and "nan" in table  # a missing figure shows as nan
+    assert "2,048 rows per packed minibatch" in table
+    mesh = mesh_table([{"devices": d, "params": "replicated", "platform": "cpu", "dim": 3072, "model": "default",
+                        "rows": 2048, "pretrain_turns_per_s": 100.0 * d, "pretrain_over_one_device": float(d),
+                        "pretrain_compile_s": 1.0, "ppo_env_steps_per_s": 10.0, "ppo_over_one_device": 1.0,
+                        "ppo_compile_s": 2.0} for d in (1, 2)])
+    assert "| 2 | replicated | 200 | 2.00x | 1.0 | 10 | 1.00x | 2.0 |" in mesh and "on cpu" in mesh

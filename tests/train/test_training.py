@@ -21,6 +21,7 @@ from salesrl_jax.arrays.split import validation_mask
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.config import ParallelConfig
 from salesrl_jax.run.trained_model import TrainedModel
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.loop import TrainingDiverged, train_and_evaluate
@@ -166,7 +167,9 @@ def test_end_to_end_run_beats_a_constant_predictor(tiny_arrays, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {r["event"] for r in log} == {"pretrain", "ppo", "validation", "done"}
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["model"]["ensemble_size"] == 3 and model.config == config
+    # The saved config is the resolved one: the mesh this process had (one device, one slice per minibatch).
+    resolved = dataclasses.replace(config, parallel=ParallelConfig(devices=1, segments=1))
+    assert saved["model"]["ensemble_size"] == 3 and model.config == resolved
 
 
 def _params_equal(a, b):
