@@ -22,18 +22,30 @@ def tree_digest(tree) -> str:
 
     digest = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        array = np.ascontiguousarray(np.asarray(leaf))
+        array = np.ascontiguousarray(_host_value(leaf))
         digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype.str}|{array.shape}\0".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def _host_value(leaf) -> np.ndarray:
+    """The whole value of a leaf; an array split over several processes (FSDP in a distributed run) is gathered
+    from all of them (a collective: every process computes the digest together, as it saves together)."""
+    import jax
+
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not leaf.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(leaf)
 
 
 def all_finite(tree) -> bool:
     """Whether every floating leaf of ``tree`` is finite."""
     import jax
 
-    return all(bool(np.isfinite(np.asarray(leaf)).all()) for leaf in jax.tree.leaves(tree)
-               if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+    return all(bool(np.isfinite(_host_value(leaf)).all()) for leaf in jax.tree.leaves(tree)
+               if np.issubdtype(np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype), np.floating))
 
 
 def check_tree(tree, recorded: str | None, what: str) -> None:

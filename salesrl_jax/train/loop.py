@@ -9,6 +9,7 @@ finishes with the same parameters and metrics as an uninterrupted run (tested).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import warnings
@@ -22,11 +23,12 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
 from salesrl_jax.io.lock import claim_output
 from salesrl_jax.models.agent import create_agent
+from salesrl_jax.parallel.distributed import start_distributed
 from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
 from salesrl_jax.run.config import TrainConfig, resolve_regime
 from salesrl_jax.train.hyperparams import Hyperparams
-from salesrl_jax.train.metrics_log import MetricsLog
+from salesrl_jax.train.metrics_log import MetricsLog, NoLog
 from salesrl_jax.train.phases import PPOFinetuning, Pretraining, RunContext, TrainingDiverged
 from salesrl_jax.train.position import RunPosition
 from salesrl_jax.train.ppo import make_ppo_update
@@ -105,10 +107,16 @@ def check_embedding_space(config: TrainConfig, arrays: TurnArrays) -> None:
 def resolve_placement(config: TrainConfig) -> tuple[TrainConfig, Placement]:
     """The run's mesh (`salesrl_jax.parallel`), and the config with ``parallel.devices`` and ``parallel.segments``
     as resolved (what the run saves: the segments decide the packing, so a resume must find the same)."""
+    import jax
+
     p = config.parallel
     placement = make_placement(p.devices, p.segments, p.params, p.fsdp_min_size)
-    return dataclasses.replace(config, parallel=dataclasses.replace(
-        p, devices=placement.devices, segments=placement.segments)), placement
+    # Every process of a distributed run saves and compares the same config: the process count, not the id nor
+    # the coordinator's address (a resumed run may be launched on other hosts and ports).
+    resolved = dataclasses.replace(p, devices=placement.devices, segments=placement.segments,
+                                   num_processes=jax.process_count() if p.distributed else p.num_processes,
+                                   process_id=-1, coordinator="")
+    return dataclasses.replace(config, parallel=resolved), placement
 
 
 def _on_one_device(validate: Validator, placement: Placement) -> Validator:
@@ -159,8 +167,20 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    with claim_output(workdir):
+    if config.parallel.distributed:  # before anything asks JAX for a device
+        p = config.parallel
+        start_distributed(p.coordinator, p.num_processes, p.process_id)
+    # In a distributed run every process trains and checkpoints together (orbax writes each array once); process 0
+    # alone claims the directory and writes the config, the metrics log and the result.
+    with claim_output(workdir) if is_primary() else contextlib.nullcontext():
         return _train_claimed(config, workdir, progress, stop_after_chunks)
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's files (always, unless it is not process 0 of a distributed run)."""
+    import jax
+
+    return jax.process_index() == 0
 
 
 def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_after_chunks: int | None) -> RunResult:
@@ -189,7 +209,8 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
         warnings.warn(f"{arrays.path}: the best checkpoint is chosen on {held_out} validation conversations only "
                       f"(data.valid_fraction {data.valid_fraction}); its choice is noisy: raise data.valid_fraction "
                       "or add data", stacklevel=2)
-    write_text_atomic(workdir / "config.json", config.to_json())
+    if is_primary():
+        write_text_atomic(workdir / "config.json", config.to_json())
 
     # --- model, optimizers, and where the run stands ---------------------------------------------
     graphdef, params = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse)
@@ -209,7 +230,7 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
     ctx = RunContext(
         checkpoints=checkpoints,
         log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None,
-                       tensorboard=workdir / "tensorboard" if config.tensorboard else None),
+                       tensorboard=workdir / "tensorboard" if config.tensorboard else None) if is_primary() else NoLog(),
         validate=_on_one_device(make_validator(graphdef, arrays, config), placement),
         meta={"config": json.loads(config.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
@@ -262,9 +283,10 @@ def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_afte
                           f"no better than always predicting the training base rate "
                           f"({valid['base_rate_log_loss']:.4f}): the model learned nothing usable. Check the labels "
                           "and the learning rate, or add data", stacklevel=2)
-        write_json_atomic(workdir / "result.json",
-                          {"valid": valid, "best_valid": result.best_valid, "throughput": throughput,
-                           "better_than_base_rate": result.learned})
+        if is_primary():
+            write_json_atomic(workdir / "result.json",
+                              {"valid": valid, "best_valid": result.best_valid, "throughput": throughput,
+                               "better_than_base_rate": result.learned})
         ctx.log.write({"seq": position.seq, "event": "done", **valid})
         return result
     except TrainingDiverged as err:

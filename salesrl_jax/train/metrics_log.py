@@ -50,6 +50,17 @@ class MetricsLog:
             self.board.close()
 
 
+class NoLog:
+    """What the processes other than process 0 of a distributed run log: nothing (process 0 writes the run's
+    ``metrics.jsonl``)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _board(directory: Path):
     """A TensorBoard event writer (tensorboardX, a well-kept writer that needs no TensorFlow)."""
     try:
