@@ -186,6 +186,11 @@ class Embed:
     outcome / converted / label / sale / success / won."""
     wait: bool = False
     """If another run is writing this directory, wait for it instead of failing at once."""
+    engine: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine. ray: a pool of Ray actors, on a local Ray or the cluster at
+    --address; the same parts (needs pip install 'salesrl-jax[ray]')."""
+    address: str | None = None
+    """Ray cluster to join (auto, or ray://HOST:10001); unset: start a local Ray of --workers CPUs."""
 
     def run(self) -> None:
         from salesrl_jax.arrays.build import embed_archive
@@ -194,7 +199,8 @@ class Embed:
         with _progress(_expected_turns(self.data), "turn", "embed") as bar:
             result = embed_archive(self.data, self.out, self.embedder, dtype=self.dtype,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
-                                   cache_path=cache, progress=bar.update, label_key=self.label_key, wait=self.wait)
+                                   cache_path=cache, progress=bar.update, label_key=self.label_key, wait=self.wait,
+                                   engine=self.engine, address=self.address)
         print(result.summary())
 
 
@@ -293,6 +299,11 @@ class Score:
     """If another run is writing this output, wait for it instead of failing at once."""
     confidence: bool = True
     """Write the confidence columns when the model has a confidence fit (--no-confidence: about 1.5x faster)."""
+    engine: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine. ray: a pool of Ray actors (each loads the model once), on a local
+    Ray or the cluster at --address; the same outputs (needs pip install 'salesrl-jax[ray]')."""
+    address: str | None = None
+    """Ray cluster to join (auto, or ray://HOST:10001); unset: start a local Ray of --workers CPUs."""
 
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
@@ -301,7 +312,7 @@ class Score:
             result = score_archive(self.model, self.data, self.out, quantized=self.quantized,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
                                    cache_path=self.cache, strict=self.strict, progress=bar.update, wait=self.wait,
-                                   confidence=self.confidence)
+                                   confidence=self.confidence, engine=self.engine, address=self.address)
         print(result.summary())
 
 

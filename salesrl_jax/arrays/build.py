@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,7 +34,7 @@ from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features.turn_features import FEATURE_DEFINITIONS, FEATURE_NAMES, conversation_features
 from salesrl_jax.io.atomic import remove_stale_temporaries, write_json_atomic
 from salesrl_jax.io.lock import claim_output
-from salesrl_jax.io.resumable_map import check_run_record, chunked, resumable_map
+from salesrl_jax.io.resumable_map import check_run_record, chunked, default_workers, resumable_map
 
 BUILD = "build.json"
 EMBED_BATCH = 4096  # texts per embedder call: bounds a worker's transient memory
@@ -115,6 +116,21 @@ def _write_part(worker: EmbedWorker, index: int, job: tuple[list[Conversation], 
     return index, part.num_turns, used
 
 
+class EmbedActor:
+    """An embedding actor (`salesrl embed --engine ray`): the embedder, built once; ``__call__`` writes each
+    chunk's cached-array part (`salesrl_jax.arrays.build._write_part`)."""
+
+    def __init__(self, *, embedder, cache):
+        self.worker = EmbedWorker(embedder, cache)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from salesrl_jax.io.ray_map import chunk_columns, fail_once
+
+        fail_once()
+        return chunk_columns([_write_part(self.worker, int(index), pickle.loads(payload))
+                         for index, payload in zip(batch["index"], batch["payload"])])
+
+
 # --- the job -------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -161,6 +177,8 @@ def embed_archive(
     progress: Callable[[int], object] | None = None,
     label_key: str | None = None,
     wait: bool = False,
+    engine: str = "local",
+    address: str | None = None,
 ) -> EmbedResult:
     """Build (or finish, or confirm) the cached arrays of archive ``data`` in directory ``out``.
 
@@ -175,7 +193,11 @@ def embed_archive(
       progress: called with the number of turns done, as parts finish.
       label_key: the dotted field that holds the outcome (`Limits.label_key`); None for the usual names.
       wait: another run holding ``out`` makes this wait for it instead of failing at once (`claim_output`).
+      engine: ``local`` (worker processes) or ``ray`` (a pool of Ray actors, `salesrl_jax.io.ray_map`; the
+        same parts, byte for byte); ``address``: the Ray cluster to join (None: start a local one).
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be local or ray, got {engine!r}")
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
     if chunk_conversations < 1:
@@ -197,11 +219,12 @@ def embed_archive(
     out.mkdir(parents=True, exist_ok=True)
     with claim_output(out, wait=wait):
         return _embed_claimed(data, out, embedder, build, dtype, chunk_conversations, workers, cache_path, progress,
-                              label_key)
+                              label_key, engine, address)
 
 
 def _embed_claimed(data, out: Path, embedder: EmbedderConfig, build: dict, dtype: str, chunk_conversations: int,
-                   workers: int | None, cache_path, progress, label_key: str | None) -> EmbedResult:
+                   workers: int | None, cache_path, progress, label_key: str | None, engine: str = "local",
+                   address: str | None = None) -> EmbedResult:
     check_run_record(out / BUILD, build, "cached arrays")
     if (out / MANIFEST).exists():
         arrays = TurnArrays.open(out)
@@ -231,11 +254,22 @@ def _embed_claimed(data, out: Path, embedder: EmbedderConfig, build: dict, dtype
             part_convs[index] = len(chunk)
             yield chunk, str(out), dtype
 
+    def is_done(index: int, job) -> bool:
+        return (out / part_name(index)).is_dir()
+
     with RejectSink(out / "rejects.jsonl") as rejects:
         reader = ArchiveReader(data, rejects=rejects, limits=Limits(label_key=label_key))
-        counts = resumable_map(jobs(reader), _write_part, finished,
-                               is_done=lambda index, job: (out / part_name(index)).is_dir(), skip=reused,
-                               setup=EmbedWorker, setup_args=(embedder, cache), workers=workers)
+        if engine == "ray":
+            from salesrl_jax.io.ray_map import map_on_ray
+
+            counts = map_on_ray(jobs(reader), is_done, reused,
+                                lambda index, turns, hits, misses: finished((index, turns, CacheStats(hits, misses))),
+                                actor=EmbedActor,
+                                actor_kwargs=dict(embedder=embedder, cache=cache),
+                                workers=default_workers(workers), address=address)
+        else:
+            counts = resumable_map(jobs(reader), _write_part, finished, is_done=is_done, skip=reused,
+                                   setup=EmbedWorker, setup_args=(embedder, cache), workers=workers)
 
     # The manifest appears last: its presence means complete.
     source = {"path": str(data), "sha256": build["source_sha256"]}

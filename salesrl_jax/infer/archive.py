@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -170,38 +171,109 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
                   output: str | os.PathLike[str], *, quantized: bool = False, chunk_conversations: int = 2_000,
                   workers: int | None = None, cache_path: str | os.PathLike[str] | None = None,
                   strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None,
-                  wait: bool = False, confidence: bool = True) -> ScoreResult:
+                  wait: bool = False, confidence: bool = True, engine: str = "local",
+                  address: str | None = None) -> ScoreResult:
     """Score every turn of an archive with a trained model (see the module docstring). The output is claimed
     for the run (`salesrl_jax.io.lock`): another run on it makes this fail at once, or wait with ``wait``.
-    ``confidence=False`` leaves out the confidence columns of a model that has a fit (about 1.5x faster)."""
+    ``confidence=False`` leaves out the confidence columns of a model that has a fit (about 1.5x faster).
+    ``engine="ray"``: the chunks are embedded and scored by a pool of Ray actors (`salesrl_jax.io.ray_map`;
+    ``address`` of a running cluster, or None to start a local one); the outputs are the local engine's, byte for
+    byte."""
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be local or ray, got {engine!r}")
     paths = output_paths(Path(output))
     with claim_output(paths["turns"], wait=wait):
         return _score_claimed(paths, model_path, input_path, quantized=quantized,
                               chunk_conversations=chunk_conversations, workers=workers, cache_path=cache_path,
-                              strict=strict, rows=rows, progress=progress, with_confidence=confidence)
+                              strict=strict, rows=rows, progress=progress, with_confidence=confidence,
+                              engine=engine, address=address)
+
+
+@dataclasses.dataclass
+class ChunkScorer:
+    """What scoring a chunk needs, loaded once per process (this one, or each Ray actor): the model (int8 when
+    quantized), its jitted packed-batch predict, and its confidence fit."""
+
+    model: object  # TrainedModel
+    params: object
+    predict: Callable
+    confidence: object | None
+    rows: int
+
+    @classmethod
+    def load(cls, model_path, quantized: bool, with_confidence: bool, rows: int) -> "ChunkScorer":
+        from salesrl_jax.infer.quantize import int8_model
+        from salesrl_jax.models.confidence import signals_of
+        from salesrl_jax.models.predict import make_predict
+        from salesrl_jax.run.trained_model import TrainedModel
+
+        model = TrainedModel.load(model_path)
+        model.require_compatible(model.config.embedder.build().identity, FEATURE_NAMES,
+                                 f"the embedder of {model.directory}'s config")
+        graphdef, params = model.graphdef, model.params
+        if quantized:
+            graphdef, params, _ = int8_model(model)
+        confidence = model.confidence if with_confidence else None
+        predict = make_predict(graphdef, extra=None if confidence is None else signals_of)
+        return cls(model, params, predict, confidence, rows)
+
+    def run_record(self, input_path, quantized: bool, chunk_conversations: int, strict: bool) -> dict:
+        """What identifies a scoring run (a resumed run must not mix models, inputs or chunkings)."""
+        return {"input_sha256": archive_hash(input_path), "model": str(self.model.directory),
+                "model_params_sha256": tree_digest(self.params),
+                "confidence_sha256": None if self.confidence is None else tree_digest(self.confidence),
+                "quantized": quantized, "chunk_conversations": chunk_conversations, "strict": strict}
+
+    def write(self, part: Part, speakers: list[str], turn_path: Path, conv_path: Path) -> None:
+        """Predict every turn of ``part`` and write its two part files (atomically; the turns file last, its
+        presence marks the chunk done)."""
+        from salesrl_jax.models.confidence import confidence_outputs
+        from salesrl_jax.models.predict import predict_part
+
+        prediction, uncertainty, *signals = predict_part(self.predict, self.params, part,
+                                                         np.arange(part.num_conversations), self.rows,
+                                                         args=self.confidence)
+        _require_finite(part, prediction, uncertainty, self.model.directory)
+        scored = (confidence_outputs(self.confidence, prediction, uncertainty, signals[0],
+                                     np.asarray(part.turn_index)) if signals else None)
+        turns, conversations = score_records(part, speakers, prediction, uncertainty, scored)
+        _write_rows(conv_path, conversations)
+        _write_rows(turn_path, turns)
+
+
+def part_paths(parts_dir: Path, ext: str, index: int) -> tuple[Path, Path]:
+    """The turns and conversations part files of chunk ``index``."""
+    return parts_dir / f"turns-{index:05d}{ext}", parts_dir / f"conversations-{index:05d}{ext}"
+
+
+class ScoreActor:
+    """A scoring actor: the model and the embedder, loaded once; ``__call__`` embeds and scores a batch of chunks,
+    writing each chunk's part files (`salesrl_jax.infer.archive.ChunkScorer.write`)."""
+
+    def __init__(self, *, model_path: str, quantized: bool, with_confidence: bool, rows: int, embedder, cache,
+                 parts_dir: str, ext: str):
+        self.scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows)
+        self.worker = EmbedWorker(embedder, cache)
+        self.parts_dir, self.ext = Path(parts_dir), ext
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from salesrl_jax.io.ray_map import chunk_columns, fail_once
+
+        fail_once()
+        rows = []
+        for index, payload in zip(batch["index"], batch["payload"]):
+            _, part, speakers, used = _encode_chunk(self.worker, int(index), pickle.loads(payload))
+            self.scorer.write(part, speakers, *part_paths(self.parts_dir, self.ext, int(index)))
+            rows.append((int(index), part.num_turns, used))
+        return chunk_columns(rows)
 
 
 def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized: bool, chunk_conversations: int,
-                   workers: int | None, cache_path, strict: bool, rows: int, progress, with_confidence: bool
-                   ) -> ScoreResult:
-    from salesrl_jax.infer.quantize import int8_model
-    from salesrl_jax.models.confidence import confidence_outputs, signals_of
-    from salesrl_jax.models.predict import make_predict, predict_part
-    from salesrl_jax.run.trained_model import TrainedModel
-
-    model = TrainedModel.load(model_path)
-    embedder_config = model.config.embedder
-    identity = embedder_config.build().identity
-    model.require_compatible(identity, FEATURE_NAMES, f"the embedder of {model.directory}'s config")
-    graphdef, params = model.graphdef, model.params
-    if quantized:
-        graphdef, params, _ = int8_model(model)
-    confidence = model.confidence if with_confidence else None
-    # The digest of the parameters that score (the int8 ones when quantized): a resumed run must not mix models.
-    run = {"input_sha256": archive_hash(input_path), "model": str(model.directory),
-           "model_params_sha256": tree_digest(params),
-           "confidence_sha256": None if confidence is None else tree_digest(confidence), "quantized": quantized,
-           "chunk_conversations": chunk_conversations, "strict": strict}
+                   workers: int | None, cache_path, strict: bool, rows: int, progress, with_confidence: bool,
+                   engine: str = "local", address: str | None = None) -> ScoreResult:
+    scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows)
+    embedder_config = scorer.model.config.embedder
+    run = scorer.run_record(input_path, quantized, chunk_conversations, strict)
     parts_dir = paths["parts"]
     outputs = tuple(paths[k].name for k in ("turns", "conversations", "done"))
     if paths["done"].exists() and json.loads(paths["done"].read_text()).get("run") == run:
@@ -215,29 +287,17 @@ def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized:
     check_run_record(parts_dir / "run.json", run, "a partial scoring run")
     remove_stale_temporaries(parts_dir)
 
-    predict = make_predict(graphdef, extra=None if confidence is None else signals_of)
     ext = str(paths["ext"])
     cache = str(cache_path) if cache_path is not None else None
     stats = CacheStats()
     counts = {"conversations": 0, "turns": 0}
     part_files: list[tuple[Path, Path]] = []
 
-    def part_paths(index: int) -> tuple[Path, Path]:
-        return parts_dir / f"turns-{index:05d}{ext}", parts_dir / f"conversations-{index:05d}{ext}"
-
     def finish(result) -> None:
         index, part, speakers, used = result
         stats.hits += used.hits
         stats.misses += used.misses
-        prediction, uncertainty, *signals = predict_part(predict, params, part, np.arange(part.num_conversations),
-                                                         rows, args=confidence)
-        _require_finite(part, prediction, uncertainty, model.directory)
-        scored = (confidence_outputs(confidence, prediction, uncertainty, signals[0], np.asarray(part.turn_index))
-                  if signals else None)
-        turns, conversations = score_records(part, speakers, prediction, uncertainty, scored)
-        turn_path, conv_path = part_paths(index)
-        _write_rows(conv_path, conversations)
-        _write_rows(turn_path, turns)  # written last: its presence marks the chunk done
+        scorer.write(part, speakers, *part_paths(parts_dir, ext, index))
         if progress:
             progress(part.num_turns)
 
@@ -245,8 +305,11 @@ def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized:
         for index, chunk in enumerate(chunked(reader, chunk_conversations)):  # strict: a bad record raises here
             counts["conversations"] += len(chunk)
             counts["turns"] += sum(c.num_turns for c in chunk)
-            part_files.append(part_paths(index))
+            part_files.append(part_paths(parts_dir, ext, index))
             yield chunk, quantized
+
+    def is_done(index: int, job) -> bool:
+        return all(p.exists() for p in part_paths(parts_dir, ext, index))
 
     def reused(index: int, job) -> None:
         if progress:
@@ -255,10 +318,23 @@ def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized:
     workers = default_workers(workers)
     with RejectSink(paths["rejects"]) as rejects:
         reader = ArchiveReader(input_path, strict=strict, rejects=rejects)
-        mapped = resumable_map(jobs(reader), _encode_chunk, finish,
-                               is_done=lambda index, job: all(p.exists() for p in part_paths(index)), skip=reused,
-                               setup=EmbedWorker, setup_args=(embedder_config, cache), workers=workers,
-                               in_flight=workers + 1)
+        if engine == "ray":
+            from salesrl_jax.io.ray_map import map_on_ray
+
+            def scored(index: int, turns: int, hits: int, misses: int) -> None:
+                stats.hits += hits
+                stats.misses += misses
+                if progress:
+                    progress(turns)
+
+            mapped = map_on_ray(jobs(reader), is_done, reused, scored, actor=ScoreActor, actor_kwargs=dict(
+                model_path=str(scorer.model.directory), quantized=quantized, with_confidence=with_confidence,
+                rows=rows, embedder=embedder_config, cache=cache, parts_dir=str(parts_dir), ext=ext),
+                workers=workers, address=address)
+        else:
+            mapped = resumable_map(jobs(reader), _encode_chunk, finish, is_done=is_done, skip=reused,
+                                   setup=EmbedWorker, setup_args=(embedder_config, cache), workers=workers,
+                                   in_flight=workers + 1)
 
     if not part_files:
         shutil.rmtree(parts_dir, ignore_errors=True)

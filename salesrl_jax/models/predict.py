@@ -42,10 +42,17 @@ class TurnPredictions:
         return self.turn_index == self.length - 1
 
 
-PREDICT_BLOCK_ROWS = 1024  # larger batches run block by block (same result, faster: see make_predict)
+PREDICT_BLOCK_ROWS = 1024  # larger batches run block by block on CPU (same result, faster: see make_predict)
 
 
-def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS, extra: Callable | None = None
+def default_block_rows() -> int:
+    """`PREDICT_BLOCK_ROWS` on CPU; 0 (one pass) on an accelerator, where a host loop over blocks would copy every
+    block from the host and back (measured on an H200: 342k turns/s at a batch of 16,384 block by block, against
+    2.6M at a batch of 1,024 in one pass)."""
+    return PREDICT_BLOCK_ROWS if jax.default_backend() == "cpu" else 0
+
+
+def make_predict(graphdef: nnx.GraphDef, block_rows: int | None = None, extra: Callable | None = None
                  ) -> Callable:
     """``predict(params, inputs) -> (prediction [N], uncertainty [N])``, jitted once per row count.
 
@@ -54,7 +61,8 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS, e
     args)``: the confidence module's parameters, say); ``predict`` then returns ``(prediction, uncertainty,
     extra)``.
 
-    A batch of more than ``block_rows`` rows (a multiple of it) runs as a host loop over blocks of
+    A batch of more than ``block_rows`` rows (a multiple of it; default `default_block_rows`, 0 for one pass)
+    runs as a host loop over blocks of
     ``block_rows``, carrying the history pools across block edges (`SalesAgent.predict_block`): the
     same result as one pass. Each block's working set stays in cache, and a host loop beats a
     ``lax.scan`` over blocks here: inside XLA:CPU's loop body the pools' associative scan fuses its
@@ -74,9 +82,11 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int = PREDICT_BLOCK_ROWS, e
         out, carry = nnx.merge(graphdef, params).predict_block(inputs, carry)
         return outputs(out, inputs, args), carry
 
+    block_rows = default_block_rows() if block_rows is None else block_rows
+
     def predict(params, inputs: TurnInputs, args=None):
         n = inputs.features.shape[0]
-        if n <= block_rows or n % block_rows:
+        if not block_rows or n <= block_rows or n % block_rows:
             return whole(params, inputs, args)
         encoder = nnx.merge(graphdef, params).encoder
         if encoder.config.feed_prediction:
