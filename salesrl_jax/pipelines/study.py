@@ -3,9 +3,9 @@
 For a `salesrl_jax.run.study.Study`, in ``WORKDIR``:
 
 * ``data/NAME/``: each synthetic data set generated and embedded (resumable, a no-op when done);
-* ``runs/VARIANT/seed-S/``: each variant x seed trained (`train_and_evaluate`, its own resumable
-  workdir; variants whose configs are equal once resolved for the data, as the int8 row and the full
-  model, share one run) and
+* ``runs/VARIANT/seed-S/``: each variant x seed trained, a variant's seeds together in one compiled program
+  vmapped over seeds (`train_seeds_and_evaluate`; each seed its own resumable workdir; variants whose configs
+  are equal once resolved for the data, as the int8 row and the full model, share one run) and
   evaluated on every test set (``eval-TEST/``: `evaluate_model`'s report, metrics and per-turn
   predictions); a finished run or evaluation is kept, so a killed study continues where it
   stopped and a finished one only rebuilds the table;
@@ -18,8 +18,7 @@ For a `salesrl_jax.run.study.Study`, in ``WORKDIR``:
 each with a 95% Student-t interval over seeds, ``mean +- t_{0.975, n-1} s / sqrt(n)``; and the
 difference of last-turn AUC to the base variant, paired by seed (both variants trained with seed s,
 evaluated on the same test conversations): the mean difference, its t interval and the paired t-test's
-p-value. Seeds run one after another (each seed its own program); vmapping seeds into one program is
-not built yet.
+p-value.
 """
 
 from __future__ import annotations
@@ -135,7 +134,7 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     from salesrl_jax.eval.evaluate import evaluate_model
     from salesrl_jax.run.config import resolve_regime
     from salesrl_jax.run.trained_model import TrainedModel
-    from salesrl_jax.train.loop import train_and_evaluate
+    from salesrl_jax.train.loop import train_seeds_and_evaluate
 
     study = load_study(study_file)
     if seeds is not None or overrides:
@@ -158,18 +157,33 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     # quantized; on small data "supervised only" is the full model) share one run.
     labelled = int(TurnArrays.open(train_arrays).manifest["counts"]["labelled"])
     owner: dict[tuple[str, int], Path] = {}
+    run_dirs = {}
+    trained_here: set[Path] = set()
+    for variant, seed in jobs:
+        resolved = resolve_regime(configs[variant.name, seed], labelled)
+        key = (json.dumps({**json.loads(resolved.to_json()), "name": None}), seed)
+        run_dirs[variant.name, seed] = owner.setdefault(key, workdir / "runs" / variant.name / f"seed-{seed}")
     with tqdm(total=len(jobs), unit="run", desc="study", disable=not progress) as bar:
         for variant, seed in jobs:
-            resolved = resolve_regime(configs[variant.name, seed], labelled)
-            key = (json.dumps({**json.loads(resolved.to_json()), "name": None}), seed)
-            run_dir = owner.setdefault(key, workdir / "runs" / variant.name / f"seed-{seed}")
-            if (run_dir / "result.json").exists():
+            run_dir = run_dirs[variant.name, seed]
+            if run_dir in trained_here:
+                pass  # trained with an earlier seed of its variant, in this call
+            elif (run_dir / "result.json").exists():
                 reused += 1
             else:
                 if max_runs is not None and trained >= max_runs:
                     return StudyResult(workdir, {}, trained, reused)
-                train_and_evaluate(configs[variant.name, seed], run_dir, progress=False)
-                trained += 1
+                # This variant's unfinished seeds that own their run train together: one compiled program,
+                # vmapped over seeds (`train_seeds_and_evaluate`), or one by one (seeds_together=False).
+                group = [s for s in study.seeds if run_dirs[variant.name, s] == workdir / "runs" / variant.name /
+                         f"seed-{s}" and not (run_dirs[variant.name, s] / "result.json").exists()]
+                group = group if study.seeds_together else [seed]
+                if max_runs is not None:
+                    group = group[:max_runs - trained]
+                train_seeds_and_evaluate(configs[variant.name, seed], group,
+                                         [run_dirs[variant.name, s] for s in group], progress=False)
+                trained += len(group)
+                trained_here.update(run_dirs[variant.name, s] for s in group)
             model = None
             for name, (arrays, _) in tests.items():
                 out = workdir / "runs" / variant.name / f"seed-{seed}" / f"eval-{name}"

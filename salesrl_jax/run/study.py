@@ -78,6 +78,10 @@ class Study:
     """Baseline rows fitted on the same training data and test sets (text baselines need archives)."""
     embedder: EmbedderConfig = EmbedderConfig()
     """How the study embeds its synthetic data sets."""
+    seeds_together: bool = True
+    """Train a variant's seeds together, in one compiled program vmapped over seeds (each in its own run directory,
+    the same parameters as alone to float rounding); False trains them one after another (the memory of one run:
+    for models or minibatches too large to hold once per seed)."""
     tensorboard: bool = False
     """Every run writes TensorBoard scalars (``tensorboard --logdir WORKDIR/runs`` compares variants and seeds)."""
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import optax
 
@@ -29,7 +31,7 @@ from salesrl_jax.run.checkpoints import Checkpoints, read_meta
 from salesrl_jax.run.config import TrainConfig, resolve_regime
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import MetricsLog, NoLog
-from salesrl_jax.train.phases import PPOFinetuning, Pretraining, RunContext, TrainingDiverged
+from salesrl_jax.train.phases import Members, PPOFinetuning, Pretraining, RunContext, TrainingDiverged
 from salesrl_jax.train.position import RunPosition
 from salesrl_jax.train.ppo import make_ppo_update
 from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, freeze_statistics, init_state
@@ -37,7 +39,7 @@ from salesrl_jax.train.statistics import fit_statistics
 from salesrl_jax.train.supervised import make_train_chunk
 from salesrl_jax.train.validation import Validator, make_validator
 
-__all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate"]
+__all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate", "train_seeds_and_evaluate"]
 
 FEW_VALIDATION_CONVERSATIONS = 100  # fewer make the best checkpoint a noisy choice: said, not silent
 
@@ -165,15 +167,39 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
     The run claims ``workdir`` (`salesrl_jax.io.lock`): a second run on it fails at once instead of
     interleaving checkpoints.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    return train_seeds_and_evaluate(config, [config.seed], [workdir], progress=progress,
+                                    stop_after_chunks=stop_after_chunks)[0]
+
+
+def train_seeds_and_evaluate(config: TrainConfig, seeds: Sequence[int], workdirs: Sequence[str | Path], *,
+                             progress: bool = True, stop_after_chunks: int | None = None) -> list[RunResult]:
+    """`train_and_evaluate` of ``config`` with each of ``seeds``, in its own workdir, all trained together in one
+    compiled program: the states stacked on a leading axis and the jitted chunk / PPO update vmapped over it. Each
+    seed keeps its own initialisation, data order, bootstrap weights, validation, best checkpoint and log, and
+    ends with the parameters it reaches alone, to float rounding (tested): a shorter epoch is padded with empty
+    minibatches, which move neither the optimizer nor the key. Resumable like one run (the seeds' checkpoints are
+    saved together). On a mesh of several devices (`salesrl_jax.parallel`) the seeds train one after another."""
+    if len(seeds) != len(workdirs) or not seeds:
+        raise ValueError(f"one workdir per seed: {len(seeds)} seeds, {len(workdirs)} workdirs")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {list(seeds)}")
+    workdirs = [Path(w) for w in workdirs]
+    for workdir in workdirs:
+        workdir.mkdir(parents=True, exist_ok=True)
     if config.parallel.distributed:  # before anything asks JAX for a device
         p = config.parallel
         start_distributed(p.coordinator, p.num_processes, p.process_id)
+    configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
+    if len(configs) > 1 and not resolve_placement(configs[0])[1].single:
+        return [train_and_evaluate(c, w, progress=progress, stop_after_chunks=stop_after_chunks)
+                for c, w in zip(configs, workdirs)]
     # In a distributed run every process trains and checkpoints together (orbax writes each array once); process 0
-    # alone claims the directory and writes the config, the metrics log and the result.
-    with claim_output(workdir) if is_primary() else contextlib.nullcontext():
-        return _train_claimed(config, workdir, progress, stop_after_chunks)
+    # alone claims the directories and writes the config, the metrics log and the result.
+    with contextlib.ExitStack() as claims:
+        if is_primary():
+            for workdir in workdirs:
+                claims.enter_context(claim_output(workdir))
+        return _train_claimed(configs, workdirs, progress, stop_after_chunks)
 
 
 def is_primary() -> bool:
@@ -183,117 +209,165 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def _train_claimed(config: TrainConfig, workdir: Path, progress: bool, stop_after_chunks: int | None) -> RunResult:
-    # --- inputs, checked before any work ---------------------------------------------------------
-    arrays = TurnArrays.open(config.data.train)
+def _resolve(config: TrainConfig, arrays: TurnArrays) -> tuple[TrainConfig, Placement]:
     config = resolve_text(config, arrays)
     check_embedding_space(config, arrays)
     config = resolve_regime(config, int(arrays.manifest["counts"]["labelled"]))
-    config, placement = resolve_placement(config)
-    data, pre, ppo = config.data, config.pretrain, config.ppo
+    return resolve_placement(config)
 
-    def epoch_plan(epoch: int) -> list[batch_lib.ChunkPlan]:
-        return batch_lib.epoch_plan(arrays, "train", data.valid_fraction, data.split_seed, config.seed, epoch,
-                                    pre.rows_per_minibatch, pre.chunk_minibatches, segments=placement.segments)
 
-    first_epoch = epoch_plan(0) if pre.enabled else []
-    if pre.enabled and not first_epoch:
-        raise ValueError(f"{arrays.path}: no labelled training conversations")
+def _check_inputs(config: TrainConfig, arrays: TurnArrays) -> None:
+    data = config.data
     if dense_text_on_small_real_data(config, arrays):
         warnings.warn(f"{arrays.path}: a small set of real conversations with dense {arrays.identity.kind} embeddings; "
                       "on human transcripts the learned n-gram path measured 0.07-0.09 AUC higher at the last turn "
                       "(docs/benchmarks.md): embed with the default embedder.kind auto (or --embedder.kind ngrams "
-                      "--embedder.dim 262144) and train with the default config", stacklevel=2)
+                      "--embedder.dim 262144) and train with the default config", stacklevel=3)
     held_out = require_held_out(arrays, data.valid_fraction, data.split_seed)
     if 0 < held_out < FEW_VALIDATION_CONVERSATIONS:
         warnings.warn(f"{arrays.path}: the best checkpoint is chosen on {held_out} validation conversations only "
                       f"(data.valid_fraction {data.valid_fraction}); its choice is noisy: raise data.valid_fraction "
-                      "or add data", stacklevel=2)
-    if is_primary():
-        write_text_atomic(workdir / "config.json", config.to_json())
+                      "or add data", stacklevel=3)
 
-    # --- model, optimizers, and where the run stands ---------------------------------------------
-    graphdef, params = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse)
-    params = fit_statistics(graphdef, params, arrays, data.valid_fraction, data.split_seed)  # training split only
-    pretrain_steps = sum(len(chunk.minibatches) for chunk in first_epoch) * pre.epochs
+
+def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: bool,
+                   stop_after_chunks: int | None) -> list[RunResult]:
+    # --- inputs, checked before any work ---------------------------------------------------------
+    arrays = TurnArrays.open(configs[0].data.train)
+    resolved = [_resolve(c, arrays) for c in configs]
+    configs, placement = [c for c, _ in resolved], resolved[0][1]
+    config = configs[0]  # the members differ only in their seed
+    data, pre, ppo = config.data, config.pretrain, config.ppo
+    seeds = [c.seed for c in configs]
+
+    def epoch_plan(seed: int, epoch: int, shuffle: bool = True) -> list[batch_lib.ChunkPlan]:
+        return batch_lib.epoch_plan(arrays, "train", data.valid_fraction, data.split_seed, seed, epoch,
+                                    pre.rows_per_minibatch, pre.chunk_minibatches, shuffle=shuffle,
+                                    segments=placement.segments)
+
+    first_epochs = [epoch_plan(seed, 0) for seed in seeds] if pre.enabled else [[] for _ in seeds]
+    if pre.enabled and not first_epochs[0]:
+        raise ValueError(f"{arrays.path}: no labelled training conversations")
+    _check_inputs(config, arrays)
+    for c, workdir in zip(configs, workdirs):
+        if is_primary():
+            write_text_atomic(workdir / "config.json", c.to_json())
+
+    # --- model, optimizers, and where each run stands ---------------------------------------------
+    graphdef, _ = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse, abstract=True)
+    initial = [fit_statistics(graphdef, create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1],
+                              arrays, data.valid_fraction, data.split_seed) for seed in seeds]  # training split only
+    # The schedule's length counts the minibatches of the training split packed in its stored order: the same for
+    # every seed, so that seeds share one optimizer (and one compiled program).
+    per_step = placement.segments
+    pretrain_steps = sum(-(-len(chunk.minibatches) // per_step)
+                         for chunk in epoch_plan(0, 0, shuffle=False)) * pre.epochs if pre.enabled else 0
     optimizers = Optimizers(
         pretrain=freeze_statistics(adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay,
                                                   pre.max_grad_norm, pre.schedule,
-                                                  steps_per_epoch=pretrain_steps // pre.epochs), params),
+                                                  steps_per_epoch=pretrain_steps // pre.epochs), initial[0]),
         ppo=freeze_statistics(adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches,
-                                          ppo.max_grad_norm), params),
+                                          ppo.max_grad_norm), initial[0]),
         ppo_enabled=ppo.enabled)
-    checkpoints = Checkpoints(workdir)
-    fresh = placement.put_state(init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"),
-                                           config.seed))
-    state, position, resumed_from = _resume(config, workdir, checkpoints, fresh, optimizers, placement)
-    ctx = RunContext(
-        checkpoints=checkpoints,
+    checkpoints = [Checkpoints(workdir) for workdir in workdirs]
+    starts = []
+    for c, workdir, params, ckpt in zip(configs, workdirs, initial, checkpoints):
+        fresh = placement.put_state(init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"),
+                                               c.seed))
+        starts.append(_resume(c, workdir, ckpt, fresh, optimizers, placement))
+    position, resumed_from = starts[0][1], starts[0][2]
+    if any(start[1] != position for start in starts):
+        raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
+                         f"({[s[1].to_dict() for s in starts]}); finish them one at a time (salesrl train)")
+    validate = _on_one_device(make_validator(graphdef, arrays, config), placement)
+    contexts = [RunContext(
+        checkpoints=ckpt,
         log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None,
-                       tensorboard=workdir / "tensorboard" if config.tensorboard else None) if is_primary() else NoLog(),
-        validate=_on_one_device(make_validator(graphdef, arrays, config), placement),
-        meta={"config": json.loads(config.to_json()), "embedder": dataclasses.asdict(arrays.identity),
+                       tensorboard=workdir / "tensorboard" if c.tensorboard else None) if is_primary() else NoLog(),
+        validate=validate,
+        meta={"config": json.loads(c.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
-        checkpoint_every=config.checkpoint_every, progress=progress, budget=stop_after_chunks)
+        checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks)
+        for c, workdir, ckpt in zip(configs, workdirs, checkpoints)]
+    members = Members(contexts, seeds)
+    state = members.stack([start[0] for start in starts])
     throughput: dict[str, float] = {}
-    bootstrap = (config.seed, config.model.ensemble_size)  # the heads' fixed bootstrap weights, both phases
+    heads = config.model.ensemble_size  # the heads' fixed bootstrap weights, both phases, per seed
+
+    def stopped() -> list[RunResult]:
+        return [RunResult(w, {}, None, throughput, resumed_from) for w in workdirs]
+
+    def save_all(state, position) -> None:
+        for m, ctx in enumerate(contexts):
+            ctx.save_latest(members.pick(state, m), position)
 
     try:
         # --- supervised pretraining ------------------------------------------------------------
         if position.phase == "pretrain":
             train_chunk = make_train_chunk(graphdef, optimizers.pretrain, input_dropout=pre.input_dropout > 0,
-                                           placement=placement)
+                                           placement=placement, members=len(members))
+            plans = [functools.partial(lambda first, seed, epoch: first if epoch == 0 else epoch_plan(seed, epoch),
+                                       first, seed) for first, seed in zip(first_epochs, seeds)]
             phase = Pretraining(arrays, train_chunk, Hyperparams.pretrain(config),
-                                pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs,
-                                plan=lambda epoch: first_epoch if epoch == 0 else epoch_plan(epoch),
-                                bootstrap=bootstrap, placement=placement)
-            done = phase.run(ctx, state, position)
+                                pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs, plans=plans,
+                                heads=heads, placement=placement)
+            done = phase.run(members, state, position)
             throughput.update(done.throughput)
             if done.stopped:
-                return RunResult(workdir, {}, None, throughput, resumed_from)
+                return stopped()
             state, position = done.state, done.position
             if ppo.enabled:  # PPO starts with a fresh optimizer (and its own PRNG stream)
-                state = placement.put_state(init_state(state.params, optimizers.ppo, config.seed + 1))
+                state = members.stack([placement.put_state(init_state(members.pick(state, m).params, optimizers.ppo,
+                                                                      seed + 1)) for m, seed in enumerate(seeds)])
             position = dataclasses.replace(position, phase="ppo" if ppo.enabled else "done", update=0)
-            ctx.save_latest(state, position)
+            save_all(state, position)
 
         # --- PPO fine-tuning -------------------------------------------------------------------
         if position.phase == "ppo":
-            schedule = batch_lib.ppo_plan(arrays, data.valid_fraction, data.split_seed, config.seed, ppo.updates,
-                                          ppo.rows_per_minibatch, ppo.minibatches, segments=placement.segments)
-            phase = PPOFinetuning(arrays, make_ppo_update(graphdef, optimizers.ppo, epochs=ppo.epochs,
-                                                          reward_kind=ppo.reward, placement=placement),
-                                  Hyperparams.ppo(config), ppo.rows_per_minibatch, ppo.minibatches, schedule,
-                                  validate_every=config.checkpoint_every, bootstrap=bootstrap, placement=placement)
-            done = phase.run(ctx, state, position)
+            schedules = [batch_lib.ppo_plan(arrays, data.valid_fraction, data.split_seed, seed, ppo.updates,
+                                            ppo.rows_per_minibatch, ppo.minibatches, segments=placement.segments)
+                         for seed in seeds]
+            update = make_ppo_update(graphdef, optimizers.ppo, epochs=ppo.epochs, reward_kind=ppo.reward,
+                                     placement=placement, members=len(members))
+            phase = PPOFinetuning(arrays, update, Hyperparams.ppo(config), ppo.rows_per_minibatch, ppo.minibatches,
+                                  schedules, validate_every=config.checkpoint_every, heads=heads,
+                                  placement=placement)
+            done = phase.run(members, state, position)
             throughput.update(done.throughput)
             if done.stopped:
-                return RunResult(workdir, {}, None, throughput, resumed_from)
+                return stopped()
             state, position = done.state, dataclasses.replace(done.position, phase="done")
-            ctx.save_latest(state, position)
+            save_all(state, position)
 
-        # --- the final model, the best checkpoint, and the record of the run --------------------
-        valid = ctx.validate(state.params)
-        best = checkpoints.best_meta()
-        if best is None:
-            raise ValueError(f"{workdir}: the run finished without a best checkpoint in {checkpoints.root / 'best'}")
-        result = RunResult(workdir, valid, best["valid"], throughput, resumed_from)
-        if result.learned is False:
-            warnings.warn(f"{workdir}: the best checkpoint's validation log loss {best['valid']['log_loss']:.4f} is "
-                          f"no better than always predicting the training base rate "
-                          f"({valid['base_rate_log_loss']:.4f}): the model learned nothing usable. Check the labels "
-                          "and the learning rate, or add data", stacklevel=2)
-        if is_primary():
-            write_json_atomic(workdir / "result.json",
-                              {"valid": valid, "best_valid": result.best_valid, "throughput": throughput,
-                               "better_than_base_rate": result.learned})
-        ctx.log.write({"seq": position.seq, "event": "done", **valid})
-        return result
+        # --- the final models, the best checkpoints, and the record of each run ------------------
+        return [_finish(ctx, workdir, members.pick(state, m), position, throughput, resumed_from)
+                for m, (ctx, workdir) in enumerate(zip(contexts, workdirs))]
     except TrainingDiverged as err:
-        raise TrainingDiverged(f"{err} {_kept_best(checkpoints)}") from None
+        raise TrainingDiverged(f"{err} {' '.join(_kept_best(c) for c in checkpoints)}") from None
     finally:
-        ctx.log.close()
-        checkpoints.close()
+        for ctx, ckpt in zip(contexts, checkpoints):
+            ctx.log.close()
+            ckpt.close()
+
+
+def _finish(ctx: RunContext, workdir: Path, state: TrainState, position: RunPosition, throughput: dict,
+            resumed_from: dict | None) -> RunResult:
+    valid = ctx.validate(state.params)
+    best = ctx.checkpoints.best_meta()
+    if best is None:
+        raise ValueError(f"{workdir}: the run finished without a best checkpoint in {ctx.checkpoints.root / 'best'}")
+    result = RunResult(workdir, valid, best["valid"], throughput, resumed_from)
+    if result.learned is False:
+        warnings.warn(f"{workdir}: the best checkpoint's validation log loss {best['valid']['log_loss']:.4f} is "
+                      f"no better than always predicting the training base rate "
+                      f"({valid['base_rate_log_loss']:.4f}): the model learned nothing usable. Check the labels "
+                      "and the learning rate, or add data", stacklevel=3)
+    if is_primary():
+        write_json_atomic(workdir / "result.json",
+                          {"valid": valid, "best_valid": result.best_valid, "throughput": throughput,
+                           "better_than_base_rate": result.learned})
+    ctx.log.write({"seq": position.seq, "event": "done", **valid})
+    return result
 
 
 def _kept_best(checkpoints: Checkpoints) -> str:

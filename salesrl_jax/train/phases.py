@@ -94,6 +94,33 @@ class RunContext:
 
 
 @dataclasses.dataclass
+class Members:
+    """The runs a phase trains together: one, or several seeds of one config in one compiled program (their states
+    stacked on a leading axis, the step vmapped over it; `salesrl_jax.train.loop.train_seeds_and_evaluate`). Each
+    member keeps its own data order, bootstrap weights, validation, checkpoints and log."""
+
+    contexts: list[RunContext]
+    seeds: list[int]  # each member's run seed
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    @property
+    def stacked(self) -> bool:
+        return len(self.contexts) > 1
+
+    def pick(self, tree: Any, m: int) -> Any:
+        """Member ``m``'s part of a stacked pytree (the pytree itself for a single run)."""
+        return jax.tree.map(lambda x: x[m], tree) if self.stacked else tree
+
+    def stack(self, trees: list) -> Any:
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if self.stacked else trees[0]
+
+    def label(self, m: int) -> str:
+        return f" (seed {self.seeds[m]})" if self.stacked else ""
+
+
+@dataclasses.dataclass
 class PhaseResult:
     state: TrainState
     position: RunPosition
@@ -109,12 +136,11 @@ class Phase:
     rate_unit: str  # what the meter counts
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 periods: int, validate_every: int | None, bootstrap: tuple[int, int] = (0, 0),
-                 placement: Placement | None = None):
+                 periods: int, validate_every: int | None, heads: int = 0, placement: Placement | None = None):
         self.arrays, self.step, self.hp = arrays, step, hp
         self.rows, self.minibatches = rows, minibatches
         self.periods, self.validate_every = periods, validate_every
-        self.bootstrap = bootstrap  # (run seed, ensemble heads): the heads' fixed bootstrap weights
+        self.heads = heads  # ensemble heads: their fixed bootstrap weights, per member's seed
         self.placement = placement  # the mesh (None: one device, each minibatch one slice)
 
     def gather(self, parts: batch_lib.PartCache, chunk: batch_lib.ChunkPlan) -> batch_lib.PackedBatch:
@@ -125,8 +151,8 @@ class Phase:
                                        self.placement.segments, self.placement.local_segments())
 
     # --- what differs between phases ---------------------------------------------------------
-    def plan(self, period: int) -> list[batch_lib.ChunkPlan]: ...
-    def to_batch(self, host: batch_lib.PackedBatch, part: int) -> Any: ...
+    def plan(self, period: int, member: int) -> list[batch_lib.ChunkPlan]: ...
+    def to_batch(self, host: batch_lib.PackedBatch, part: int, seed: int) -> Any: ...
     def cursor(self, position: RunPosition) -> tuple[int, int]: ...  # (period, next unit)
     def after_unit(self, position: RunPosition, period: int, done: int) -> RunPosition: ...
     def after_period(self, position: RunPosition, period: int) -> RunPosition: ...
@@ -139,41 +165,55 @@ class Phase:
     def validation_tag(self, period: int, done: int) -> str: ...
 
     # --- the shared loop ---------------------------------------------------------------------
-    def run(self, ctx: RunContext, state: TrainState, position: RunPosition) -> PhaseResult:
-        meter, parts = Meter(), batch_lib.PartCache(self.arrays)
+    def run(self, members: Members, state: TrainState, position: RunPosition) -> PhaseResult:
+        """Train ``members`` (their ``state``, stacked when several) from ``position`` to the phase's end, or until
+        the first member's work budget runs out."""
+        meter = Meter()
+        parts = [batch_lib.PartCache(self.arrays) for _ in range(len(members))]
         first_period, first_unit = self.cursor(position)
+        budget = members.contexts[0]
         for period in range(first_period, self.periods):
-            plan = self.plan(period)
+            plans = [self.plan(period, m) for m in range(len(members))]
+            length = max(len(plan) for plan in plans)  # a member with fewer chunks gets empty ones (no-op steps)
             start = first_unit if period == first_period else 0
-            bar = tqdm(total=len(plan), initial=start, unit=self.unit, desc=self.bar_label(period),
-                       disable=None if ctx.progress else True, dynamic_ncols=True)
-            for unit in range(start, len(plan)):
-                chunk = plan[unit]
-                host = self.gather(parts, chunk)
-                (new_state, metrics), seconds = meter.timed(self.step, state, self.to_batch(host, chunk.part),
-                                                            self.hp)
-                meter.add(self.items(metrics), seconds)
-                require_finite(self.finite(metrics), self.where(period, unit, state))
+            bar = tqdm(total=length, initial=start, unit=self.unit, desc=self.bar_label(period),
+                       disable=None if budget.progress else True, dynamic_ncols=True)
+            for unit in range(start, length):
+                batches = []
+                for m, plan in enumerate(plans):
+                    chunk = plan[unit] if unit < len(plan) else batch_lib.ChunkPlan(plan[-1].part, [])
+                    batches.append(self.to_batch(self.gather(parts[m], chunk), chunk.part, members.seeds[m]))
+                (new_state, metrics), seconds = meter.timed(self.step, state, members.stack(batches), self.hp)
+                meter.add(sum(self.items(members.pick(metrics, m)) for m in range(len(members))), seconds)
+                for m in range(len(members)):
+                    require_finite(self.finite(members.pick(metrics, m)),
+                                   self.where(period, unit, members.pick(state, m)) + members.label(m))
                 state, done = new_state, unit + 1
                 position = self.after_unit(position, period, done)
-                ctx.log.write({"seq": position.seq, "event": self.name, **self.record(metrics, period, unit, state),
-                               "seconds": seconds})
-                bar.set_postfix(**self.postfix(metrics, meter.rate))
+                for m, ctx in enumerate(members.contexts):
+                    ctx.log.write({"seq": position.seq, "event": self.name,
+                                   **self.record(members.pick(metrics, m), period, unit, members.pick(state, m)),
+                                   "seconds": seconds})
+                bar.set_postfix(**self.postfix(members.pick(metrics, 0), meter.rate))
                 bar.update(1)
-                period_ends = done == len(plan)
+                period_ends = done == length
                 if period_ends:
                     position = self.after_period(position, period)
                 saved = True
                 if period_ends or (self.validate_every and done % self.validate_every == 0):
-                    ctx.validate_and_keep_best(state, position, self.validation_tag(period, done))
-                    ctx.save_latest(state, position)
-                elif done % ctx.checkpoint_every == 0:
-                    ctx.save_latest(state, position)
+                    for m, ctx in enumerate(members.contexts):
+                        ctx.validate_and_keep_best(members.pick(state, m), position,
+                                                   self.validation_tag(period, done))
+                        ctx.save_latest(members.pick(state, m), position)
+                elif done % budget.checkpoint_every == 0:
+                    for m, ctx in enumerate(members.contexts):
+                        ctx.save_latest(members.pick(state, m), position)
                 else:
                     saved = False
-                if ctx.spend():
+                if budget.spend():
                     if not saved:
-                        ctx.save_latest(state, position)
+                        for m, ctx in enumerate(members.contexts):
+                            ctx.save_latest(members.pick(state, m), position)
                     bar.close()
                     return PhaseResult(state, position, True, meter.report(self.name, self.rate_unit))
             bar.close()
@@ -186,17 +226,17 @@ class Pretraining(Phase):
     name, unit, rate_unit = "pretrain", "chunk", "turns"
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 epochs: int, plan: Callable[[int], list[batch_lib.ChunkPlan]], bootstrap: tuple[int, int] = (0, 0),
+                 epochs: int, plans: list[Callable[[int], list[batch_lib.ChunkPlan]]], heads: int = 0,
                  placement: Placement | None = None):
-        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, bootstrap=bootstrap,
+        super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, heads=heads,
                          placement=placement)
-        self._plan = plan
+        self._plans = plans  # per member: epoch -> its chunks
 
-    def plan(self, period):
-        return self._plan(period)
+    def plan(self, period, member):
+        return self._plans[member](period)
 
-    def to_batch(self, host, part):
-        return supervised_batch(host, part, *self.bootstrap, self.placement)
+    def to_batch(self, host, part, seed):
+        return supervised_batch(host, part, seed, self.heads, self.placement)
 
     def cursor(self, position):
         return position.epoch, position.chunk
@@ -239,17 +279,17 @@ class PPOFinetuning(Phase):
     name, unit, rate_unit = "ppo", "update", "env_steps"
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 schedule: list[batch_lib.ChunkPlan], validate_every: int, bootstrap: tuple[int, int] = (0, 0),
+                 schedules: list[list[batch_lib.ChunkPlan]], validate_every: int, heads: int = 0,
                  placement: Placement | None = None):
         super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every,
-                         bootstrap=bootstrap, placement=placement)
-        self.schedule = schedule
+                         heads=heads, placement=placement)
+        self.schedules = schedules  # per member
 
-    def plan(self, period):
-        return self.schedule
+    def plan(self, period, member):
+        return self.schedules[member]
 
-    def to_batch(self, host, part):
-        return ppo_batch(host, part, *self.bootstrap, self.placement)
+    def to_batch(self, host, part, seed):
+        return ppo_batch(host, part, seed, self.heads, self.placement)
 
     def cursor(self, position):
         return 0, position.update

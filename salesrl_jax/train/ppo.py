@@ -217,14 +217,14 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labe
 
 
 def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, epochs: int,
-                    reward_kind: str, placement: Placement | None = None
+                    reward_kind: str, placement: Placement | None = None, members: int = 1
                     ) -> Callable[[TrainState, PPOBatch, Hyperparams], tuple[TrainState, UpdateMetrics]]:
     """``update(state, batch [M, rows], hp) -> (state, metrics)``: rollout, GAE, then ``epochs`` passes over the
     ``M`` minibatches in a fresh random order each pass; one jitted function, nested scans. ``placement``: the mesh
-    (`salesrl_jax.parallel`), as in `salesrl_jax.train.supervised.make_train_chunk`."""
+    (`salesrl_jax.parallel`) and ``members`` (runs vmapped together), as in
+    `salesrl_jax.train.supervised.make_train_chunk`."""
     grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
 
-    @jax.jit
     def update(state: TrainState, batch: PPOBatch, hp: Hyperparams):
         key, rollout_key, shuffle_key = jax.random.split(state.key, 3)
         roll = rollout(nnx.merge(graphdef, state.params), batch, hp, rollout_key, reward_kind)
@@ -259,4 +259,4 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + epochs * minibatches, key=key)
         return (placement.constrain(new_state) if placement is not None else new_state), stats
 
-    return update
+    return jax.jit(jax.vmap(update, in_axes=(0, 0, None)) if members > 1 else update)

@@ -108,12 +108,13 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
 
 
 def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, input_dropout: bool = False,
-                     placement: Placement | None = None
+                     placement: Placement | None = None, members: int = 1
                      ) -> Callable[[TrainState, SupervisedBatch, Hyperparams], tuple[TrainState, SupervisedMetrics]]:
     """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches.
     ``input_dropout`` (static: it shapes the program) turns on dropout of the turn embeddings. ``placement``: the
     mesh the state and batches live on (`salesrl_jax.parallel`); the step is the same, its output state is pinned
-    to the input's layout."""
+    to the input's layout. ``members > 1``: states and batches carry a leading axis of that many runs (seeds), the
+    chunk vmapped over it, one compiled program for all."""
     grad_fn = jax.value_and_grad(supervised_loss, has_aux=True)
 
     def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
@@ -122,15 +123,15 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stepped = state.replace(params=params, opt_state=opt_state, step=state.step + 1, key=key)
-        # An all-padding minibatch must not move the optimizer (Adam would still step on momentum).
+        # An all-padding minibatch must not move the optimizer (Adam would still step on momentum), nor the key:
+        # seeds trained together pad the shorter epochs with empty minibatches, and must match their runs alone.
         has_rows = metrics.turns > 0
-        new = jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), stepped, state.replace(key=key))
+        new = jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), stepped, state)
         if placement is not None:
             new = placement.constrain(new)
         return new, metrics._replace(grad_norm=optax.global_norm(grads))
 
-    @jax.jit
     def train_chunk(state: TrainState, batches: SupervisedBatch, hp: Hyperparams):
         return jax.lax.scan(lambda s, b: train_step(s, b, hp), state, batches)
 
-    return train_chunk
+    return jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, None)) if members > 1 else train_chunk)

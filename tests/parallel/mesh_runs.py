@@ -40,18 +40,23 @@ def max_difference(a, b) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def mean_difference(a, b) -> float:
+    diffs = np.concatenate([np.abs(x - y).ravel() for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))])
+    return float(diffs.mean())
+
+
 def main(arrays: Path, out: Path) -> None:
     assert jax.device_count() == 8, jax.devices()
     runs = {"one_device": dict(devices=1, segments=8), "eight_devices": dict(devices=0)}
-    params, saved = {}, {}
+    params, saved, valid = {}, {}, {}
     for name, parallel in runs.items():
-        train_and_evaluate(config(arrays, **parallel), out / name, progress=False)
+        valid[name] = train_and_evaluate(config(arrays, **parallel), out / name, progress=False).valid
         params[name] = final_params(out / name)
         saved[name] = json.loads((out / name / "config.json").read_text())["parallel"]
     # FSDP on the mesh, killed after two chunks and resumed there: the checkpoint restores onto the shards.
     fsdp = dict(devices=8, params="fsdp", fsdp_min_size=64)
     train_and_evaluate(config(arrays, **fsdp), out / "fsdp", progress=False, stop_after_chunks=2)
-    train_and_evaluate(config(arrays, **fsdp), out / "fsdp", progress=False)
+    valid["fsdp"] = train_and_evaluate(config(arrays, **fsdp), out / "fsdp", progress=False).valid
     params["fsdp"] = final_params(out / "fsdp")
 
     _, fresh = create_agent(config(arrays).model, 32, 0)
@@ -62,6 +67,10 @@ def main(arrays: Path, out: Path) -> None:
         "eight_vs_one": max_difference(params["eight_devices"], params["one_device"]),
         "fsdp_vs_one": max_difference(params["fsdp"], params["one_device"]),
         "moved": max_difference(params["one_device"], jax.tree.map(np.asarray, fresh)),
+        "eight_vs_one_mean": mean_difference(params["eight_devices"], params["one_device"]),
+        "fsdp_vs_one_mean": mean_difference(params["fsdp"], params["one_device"]),
+        "moved_mean": mean_difference(params["one_device"], jax.tree.map(np.asarray, fresh)),
+        "valid": valid,
         "saved_parallel": saved, "fsdp_sharded_leaves": sharded,
         "fsdp_leaves": len(jax.tree.leaves(fresh))}))
 
