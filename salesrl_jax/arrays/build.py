@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import pickle
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -117,18 +116,14 @@ def _write_part(worker: EmbedWorker, index: int, job: tuple[list[Conversation], 
 
 
 class EmbedActor:
-    """An embedding actor (`salesrl embed --engine ray`): the embedder, built once; ``__call__`` writes each
-    chunk's cached-array part (`salesrl_jax.arrays.build._write_part`)."""
+    """An embedding actor (`salesrl embed --engine ray`): the embedder, built once; a call writes one chunk's
+    cached-array part (`_write_part`)."""
 
     def __init__(self, *, embedder, cache):
         self.worker = EmbedWorker(embedder, cache)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from salesrl_jax.io.ray_map import chunk_columns, fail_once
-
-        fail_once()
-        return chunk_columns([_write_part(self.worker, int(index), pickle.loads(payload))
-                         for index, payload in zip(batch["index"], batch["payload"])])
+    def __call__(self, index: int, job: tuple[list[Conversation], str, str]) -> tuple[int, int, CacheStats]:
+        return _write_part(self.worker, index, job)
 
 
 # --- the job -------------------------------------------------------------------------------

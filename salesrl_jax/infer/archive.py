@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -247,8 +246,8 @@ def part_paths(parts_dir: Path, ext: str, index: int) -> tuple[Path, Path]:
 
 
 class ScoreActor:
-    """A scoring actor: the model and the embedder, loaded once; ``__call__`` embeds and scores a batch of chunks,
-    writing each chunk's part files (`salesrl_jax.infer.archive.ChunkScorer.write`)."""
+    """A scoring actor (`salesrl score --engine ray`): the model and the embedder, loaded once; a call embeds and
+    scores one chunk, writing its part files (`ChunkScorer.write`)."""
 
     def __init__(self, *, model_path: str, quantized: bool, with_confidence: bool, rows: int, embedder, cache,
                  parts_dir: str, ext: str):
@@ -256,16 +255,10 @@ class ScoreActor:
         self.worker = EmbedWorker(embedder, cache)
         self.parts_dir, self.ext = Path(parts_dir), ext
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from salesrl_jax.io.ray_map import chunk_columns, fail_once
-
-        fail_once()
-        rows = []
-        for index, payload in zip(batch["index"], batch["payload"]):
-            _, part, speakers, used = _encode_chunk(self.worker, int(index), pickle.loads(payload))
-            self.scorer.write(part, speakers, *part_paths(self.parts_dir, self.ext, int(index)))
-            rows.append((int(index), part.num_turns, used))
-        return chunk_columns(rows)
+    def __call__(self, index: int, job: tuple[list[Conversation], bool]) -> tuple[int, int, CacheStats]:
+        _, part, speakers, used = _encode_chunk(self.worker, index, job)
+        self.scorer.write(part, speakers, *part_paths(self.parts_dir, self.ext, index))
+        return index, part.num_turns, used
 
 
 def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized: bool, chunk_conversations: int,

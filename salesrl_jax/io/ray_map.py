@@ -20,19 +20,17 @@ that every pending chunk came back exactly once.
 Scale: embedding and prediction run in the actors, on any node of the cluster; what stays on the driver is
 reading and validating the archive (one pass, about 5.7k conversations/s here) and finishing; that pass bounds
 the cluster's throughput at about 57k turns/s, five to six nodes like this one. Memory stays bounded: at most
-two chunks per actor are in flight. The output directory must be on storage every node sees. Ray is an optional extra (``pip install 'salesrl-jax[ray]'``), imported only when this engine runs.
+two chunks per actor are in flight. The output directory must be on storage every node sees. Ray is an optional
+extra (``pip install 'salesrl-jax[ray]'``), imported only when this engine runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
-
-import numpy as np
 
 from salesrl_jax.io.resumable_map import MapCounts
 
@@ -54,14 +52,6 @@ def fail_once() -> None:
     if marker and not os.path.exists(marker):
         Path(marker).write_text(str(os.getpid()))
         os._exit(1)
-
-
-def chunk_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
-    """What an actor returns per chunk, from ``(index, turns, cache stats)`` rows: the index, the turns and the
-    embedding cache's hits and misses."""
-    return {"index": np.asarray([r[0] for r in rows], np.int64), "turns": np.asarray([r[1] for r in rows], np.int64),
-            "hits": np.asarray([r[2].hits for r in rows], np.int64),
-            "misses": np.asarray([r[2].misses for r in rows], np.int64)}
 
 
 def map_on_ray(jobs: Iterable[tuple], is_done: Callable[[int, tuple], bool], reused: Callable[[int, tuple], None],
@@ -86,12 +76,13 @@ def map_on_ray(jobs: Iterable[tuple], is_done: Callable[[int, tuple], bool], reu
         def __init__(self):
             self.inner = actor(**actor_kwargs)
 
-        def run(self, index: int, payload: bytes) -> dict[str, np.ndarray]:
-            return self.inner({"index": np.asarray([index]), "payload": [payload]})
+        def run(self, index: int, job: tuple) -> tuple:
+            fail_once()
+            return self.inner(index, job)  # (index, turns, cache stats)
 
     counts = MapCounts()
     pool = [Host.remote() for _ in range(max(workers, 1))]
-    running: dict = {}  # result ref -> (actor, chunk index)
+    running: dict = {}  # result ref -> the actor running it
     load = {id(a): 0 for a in pool}
     submitted: list[int] = []
     seen: list[int] = []
@@ -99,33 +90,30 @@ def map_on_ray(jobs: Iterable[tuple], is_done: Callable[[int, tuple], bool], reu
     def collect(block: bool) -> None:
         done, _ = ray.wait(list(running), num_returns=1, timeout=None if block else 0)
         for ref in done:
-            host, _index = running.pop(ref)
-            load[id(host)] -= 1
-            columns = ray.get(ref)
-            for index, turns, hits, misses in zip(columns["index"], columns["turns"], columns["hits"],
-                                                  columns["misses"]):
-                seen.append(int(index))
-                counts.computed += 1
-                finished(int(index), int(turns), int(hits), int(misses))
+            load[id(running.pop(ref))] -= 1
+            index, turns, used = ray.get(ref)
+            seen.append(index)
+            counts.computed += 1
+            finished(index, turns, used.hits, used.misses)
 
-    for index, job in enumerate(jobs):
-        if is_done(index, job):
-            reused(index, job)
-            counts.skipped += 1
-            continue
-        while min(load.values()) >= in_flight_per_actor:
-            collect(block=True)
-        host = min(pool, key=lambda a: load[id(a)])
-        ref = host.run.remote(index, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
-        running[ref] = (host, index)
-        load[id(host)] += 1
-        submitted.append(index)
-        if running:
+    try:
+        for index, job in enumerate(jobs):
+            if is_done(index, job):
+                reused(index, job)
+                counts.skipped += 1
+                continue
+            while min(load.values()) >= in_flight_per_actor:
+                collect(block=True)
+            host = min(pool, key=lambda a: load[id(a)])
+            running[host.run.remote(index, job)] = host
+            load[id(host)] += 1
+            submitted.append(index)
             collect(block=False)
-    while running:
-        collect(block=True)
-    for host in pool:
-        ray.kill(host)
+        while running:
+            collect(block=True)
+    finally:
+        for host in pool:
+            ray.kill(host)
     if sorted(seen) != sorted(submitted):
         missing, repeated = sorted(set(submitted) - set(seen)), sorted({i for i in seen if seen.count(i) > 1})
         raise RuntimeError(f"Ray returned {len(seen)} chunks for {len(submitted)} submitted (missing {missing[:10]}, "
