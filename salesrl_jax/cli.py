@@ -450,7 +450,9 @@ class Crossval:
 class Study:
     """Run an ablation study: every variant x seed of a study file (configs/studies/*.py), each its own resumable
     run, evaluated on the study's test sets, with baseline rows; writes table.md / table.csv / forest.png
-    (means with 95% intervals over seeds, paired differences to the base variant). A killed study continues."""
+    (means with 95% intervals over seeds, paired differences to the base variant). Runs that differ only in
+    seeds and numeric hyperparameters train together in one compiled program; a sweep's setting is chosen by
+    validation loss (never the test set). A killed study continues."""
 
     study: tyro.conf.Positional[Path]
     """The study file (defines get_study() -> Study)."""

@@ -3,15 +3,19 @@
 For a `salesrl_jax.run.study.Study`, in ``WORKDIR``:
 
 * ``data/NAME/``: each synthetic data set generated and embedded (resumable, a no-op when done);
-* ``runs/VARIANT/seed-S/``: each variant x seed trained, a variant's seeds together in one compiled program
-  vmapped over seeds (`train_seeds_and_evaluate`; each seed its own resumable workdir; variants whose configs
-  are equal once resolved for the data, as the int8 row and the full model, share one run) and
-  evaluated on every test set (``eval-TEST/``: `evaluate_model`'s report, metrics and per-turn
-  predictions); a finished run or evaluation is kept, so a killed study continues where it
-  stopped and a finished one only rebuilds the table;
+* ``runs/VARIANT/seed-S/``: each variant x seed trained. Runs whose configs differ only in their seed and numeric
+  hyperparameters (a variant's seeds, a sweep's settings, a learning-rate variant beside the full model) train
+  together in one compiled program vmapped over them (`train_together`, up to ``Study.max_together`` per
+  program; each run its own resumable workdir); variants whose configs are equal once resolved for the data,
+  as the int8 row and the full model, share one run. Each row is evaluated on every test set (``eval-TEST/``:
+  `evaluate_model`'s report, metrics and per-turn predictions); a finished run or evaluation is kept, so a
+  killed study continues where it stopped and a finished one only rebuilds the table;
+* ``runs/SWEEP/setting-K/seed-S/``: each sweep's settings; ``runs/SWEEP/choice.json`` the setting kept (lowest
+  mean validation log loss over seeds, never the test set), whose models ``runs/SWEEP/seed-S/eval-TEST/``
+  evaluate;
 * ``baselines/TEST/``: the baseline rows, fitted once on the same training data (majority class; with
   archives, TF-IDF logistic regressions and gradient-boosted trees, `salesrl_jax.baselines`);
-* ``table.md``, ``table.csv``, ``study.json`` and ``forest.png``.
+* ``table.md``, ``table.csv``, ``table.json``, ``sweeps.json`` (with sweeps), ``study.json`` and ``forest.png``.
 
 **The table**, per test set and variant: the mean over seeds of last-turn AUC, ECE and Brier, AUC at turns
 2, 4 and 8 (conversations still running) and the AUC gap to the simulator's oracle where there is one,
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
+from salesrl_jax.run.config import SMALL_DATA_OVERRIDES, program_fields, resolve_regime
 from salesrl_jax.run.study import Data, Study, load_study, variant_config
 
 POINTS = (2, 4, 8)  # turn indices tabulated beside the last turn
@@ -126,79 +131,122 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
               overrides: dict | None = None, progress: bool = True, max_runs: int | None = None) -> StudyResult:
     """Run (or continue, or re-tabulate) the study of ``study_file`` in ``workdir``.
 
-    ``seeds`` and ``overrides`` (dotted fields for every variant) replace the file's; ``max_runs`` stops after
-    that many trainings (a test's stand-in for a kill; rerun to continue)."""
+    ``seeds`` and ``overrides`` (dotted fields for every variant) replace the file's; ``max_runs`` stops before
+    the next program once that many runs are trained (a test's stand-in for a kill; rerun to continue)."""
     from tqdm import tqdm
 
     from salesrl_jax.arrays.store import TurnArrays
     from salesrl_jax.eval.evaluate import evaluate_model
-    from salesrl_jax.run.config import resolve_regime
     from salesrl_jax.run.trained_model import TrainedModel
-    from salesrl_jax.train.loop import train_seeds_and_evaluate
+    from salesrl_jax.train.loop import train_together
 
     study = load_study(study_file)
     if seeds is not None or overrides:
         study = dataclasses.replace(study, seeds=tuple(seeds or study.seeds),
                                     overrides={**study.overrides, **(overrides or {})})
     workdir = Path(workdir)
+    runs = study.runs()  # the variants, then each sweep's settings
     # Every config is built before any work: an unknown field fails at once, naming file and variant.
     configs = {(v.name, s): variant_config(study, v, s, data_paths("train", study.train, workdir)[0], study_file)
-               for v in study.variants for s in study.seeds}
+               for v in runs for s in study.seeds}
     train_arrays, train_archive = prepare_data("train", study.train, study, workdir)
     if study.embedder.kind == "auto":  # synthetic test sets are embedded as the training data was
         study = dataclasses.replace(study, embedder=study.embedder.resolved(TurnArrays.open(train_arrays).identity.kind))
     tests = {name: prepare_data(f"test-{name}", data, study, workdir) for name, data in study.tests.items()}
     write_json_atomic(workdir / "study.json", {"study": str(study_file), "seeds": list(study.seeds),
                                                "variants": [v.name for v in study.variants],
+                                               "sweeps": [dataclasses.asdict(sw) for sw in study.sweeps],
                                                "overrides": dict(study.overrides)})
-    trained = reused = 0
-    jobs = [(v, s) for v in study.variants for s in study.seeds]
-    # Variants that train the same config once resolved for the data (the int8 row is the full model evaluated
-    # quantized; on small data "supervised only" is the full model) share one run.
+    # Runs that train the same config once resolved for the data (the int8 row is the full model evaluated
+    # quantized; on small data "supervised only" is the full model) share one run directory.
     labelled = int(TurnArrays.open(train_arrays).manifest["counts"]["labelled"])
+    resolved = {key: resolve_regime(config, labelled) for key, config in configs.items()}
     owner: dict[tuple[str, int], Path] = {}
     run_dirs = {}
-    trained_here: set[Path] = set()
-    for variant, seed in jobs:
-        resolved = resolve_regime(configs[variant.name, seed], labelled)
-        key = (json.dumps({**json.loads(resolved.to_json()), "name": None}), seed)
-        run_dirs[variant.name, seed] = owner.setdefault(key, workdir / "runs" / variant.name / f"seed-{seed}")
-    with tqdm(total=len(jobs), unit="run", desc="study", disable=not progress) as bar:
-        for variant, seed in jobs:
-            run_dir = run_dirs[variant.name, seed]
-            if run_dir in trained_here:
-                pass  # trained with an earlier seed of its variant, in this call
-            elif (run_dir / "result.json").exists():
-                reused += 1
-            else:
-                if max_runs is not None and trained >= max_runs:
-                    return StudyResult(workdir, {}, trained, reused)
-                # This variant's unfinished seeds that own their run train together: one compiled program,
-                # vmapped over seeds (`train_seeds_and_evaluate`), or one by one (seeds_together=False).
-                group = [s for s in study.seeds if run_dirs[variant.name, s] == workdir / "runs" / variant.name /
-                         f"seed-{s}" and not (run_dirs[variant.name, s] / "result.json").exists()]
-                group = group if study.seeds_together else [seed]
-                if max_runs is not None:
-                    group = group[:max_runs - trained]
-                train_seeds_and_evaluate(configs[variant.name, seed], group,
-                                         [run_dirs[variant.name, s] for s in group], progress=False)
-                trained += len(group)
-                trained_here.update(run_dirs[variant.name, s] for s in group)
+    for (name, seed), config in resolved.items():
+        key = (json.dumps({**json.loads(config.to_json()), "name": None}), seed)
+        run_dirs[name, seed] = owner.setdefault(key, workdir / "runs" / name / f"seed-{seed}")
+    _check_sweeps(study, run_dirs, study_file)
+
+    # --- training: runs that differ only in seeds and numeric hyperparameters share one compiled program ---
+    # The programs are fixed by the study, not by what is finished (a killed study's runs resume in the program
+    # they started in, with the same companions: the same float rounding as uninterrupted).
+    owned = [key for key in configs if run_dirs[key] == workdir / "runs" / key[0] / f"seed-{key[1]}"]
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for key in owned:
+        groups.setdefault(json.dumps(program_fields(resolved[key]), sort_keys=True, default=str), []).append(key)
+    size = study.max_together if study.seeds_together else 1
+    programs = [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+    unfinished = [[key for key in program if not (run_dirs[key] / "result.json").exists()] for program in programs]
+    pending = sum(len(keys) for keys in unfinished)
+    reused, trained = len(owned) - pending, 0
+    with tqdm(total=pending, unit="run", desc="study: train", disable=not progress) as bar:
+        for keys in unfinished:
+            if not keys:
+                continue
+            if max_runs is not None and trained >= max_runs:
+                return StudyResult(workdir, {}, trained, reused)
+            train_together([configs[key] for key in keys], [run_dirs[key] for key in keys], progress=False)
+            trained += len(keys)
+            bar.update(len(keys))
+    if trained < pending:  # max_runs stopped it
+        return StudyResult(workdir, {}, trained, reused)
+
+    # --- each sweep's setting, chosen by validation loss; then every row evaluated on the test sets ---------
+    sweeps = {sweep.name: choose_setting(sweep, study.seeds, run_dirs, workdir) for sweep in study.sweeps}
+    rows = [(v.name, v.quantized, {seed: run_dirs[v.name, seed] for seed in study.seeds}) for v in study.variants]
+    rows += [(name, False, {seed: run_dirs[choice["chosen_variant"], seed] for seed in study.seeds})
+             for name, choice in sweeps.items()]
+    evaluations = [(row, seed) for row in rows for seed in study.seeds]
+    with tqdm(total=len(evaluations), unit="run", desc="study: evaluate", disable=not progress) as bar:
+        for (name, quantized, dirs), seed in evaluations:
             model = None
-            for name, (arrays, _) in tests.items():
-                out = workdir / "runs" / variant.name / f"seed-{seed}" / f"eval-{name}"
+            for test, (arrays, _) in tests.items():
+                out = workdir / "runs" / name / f"seed-{seed}" / f"eval-{test}"
                 if (out / "metrics.json").exists():
                     continue
-                model = model or TrainedModel.load(run_dir)
-                evaluate_model(model, arrays, out, weights=_int8(model) if variant.quantized else None,
-                               label="int8" if variant.quantized else "")
+                model = model or TrainedModel.load(dirs[seed])
+                evaluate_model(model, arrays, out, weights=_int8(model) if quantized else None,
+                               label="int8" if quantized else "")
             bar.update(1)
     baselines = {name: fit_study_baselines(study, train_arrays, train_archive, arrays, archive,
                                            workdir / "baselines" / name)
                  for name, (arrays, archive) in tests.items()}
     table = tabulate(study, workdir, baselines)
-    write_outputs(study, workdir, table)
+    write_outputs(study, workdir, table, sweeps)
     return StudyResult(workdir, table, trained, reused)
+
+
+def _check_sweeps(study: Study, run_dirs: dict, study_file) -> None:
+    """A sweep whose settings train one config once resolved for the data (the small-data regime sets some fields
+    whatever the config says) would compare a run with itself: refused up front."""
+    for sweep in study.sweeps:
+        names = [v.name for v in sweep.variants()]
+        for seed in study.seeds:
+            dirs = [run_dirs[name, seed] for name in names]
+            if len(set(dirs)) != len(dirs):
+                raise ValueError(f"{study_file}: sweep {sweep.name!r}: some settings train the same config once "
+                                 f"resolved for the training data (the small-data regime sets "
+                                 f"{sorted(set(k for s in sweep.expanded() for k in s) & set(SMALL_DATA_OVERRIDES))}"
+                                 "); add 'regime': 'large' to the sweep's overrides to sweep them")
+
+
+def choose_setting(sweep, seeds: tuple[int, ...], run_dirs: dict, workdir: Path) -> dict:
+    """The sweep's settings with their validation log loss (each seed's best checkpoint on the inner validation
+    split) and the chosen one: the lowest mean over seeds. Written to ``runs/SWEEP/choice.json``."""
+    settings = []
+    for variant, setting in zip(sweep.variants(), sweep.expanded()):
+        losses = [json.loads((run_dirs[variant.name, s] / "result.json").read_text())["best_valid"]["log_loss"]
+                  for s in seeds]
+        mean, lo, hi = mean_interval(losses)
+        settings.append({"variant": variant.name, "setting": setting, "valid_log_loss": losses,
+                         "mean": mean, "lo": lo, "hi": hi})
+    best = min(range(len(settings)), key=lambda k: settings[k]["mean"])
+    choice = {"sweep": sweep.name, "chosen": best, "chosen_variant": settings[best]["variant"],
+              "chosen_setting": settings[best]["setting"], "settings": settings,
+              "rule": "lowest mean over seeds of the best checkpoint's validation log loss"}
+    write_json_atomic(workdir / "runs" / sweep.name / "choice.json", choice)
+    return choice
 
 
 def _int8(model):
@@ -292,18 +340,18 @@ def tabulate(study: Study, workdir: Path, baselines: dict[str, dict]) -> dict:
     """``{test: {"variants": {name: {column: {mean, lo, hi, seeds}}, "vs_base": {...}}}, "baselines": {...}}}``."""
     table: dict = {}
     for test in study.tests:
-        per_seed = {v.name: {s: run_metrics(json.loads((workdir / "runs" / v.name / f"seed-{s}" / f"eval-{test}" /
-                                                        "metrics.json").read_text()))
-                             for s in study.seeds} for v in study.variants}
+        per_seed = {row: {s: run_metrics(json.loads((workdir / "runs" / row / f"seed-{s}" / f"eval-{test}" /
+                                                     "metrics.json").read_text()))
+                          for s in study.seeds} for row in study.rows}
         variants = {}
-        for v in study.variants:
-            variants[v.name] = {}
+        for row in study.rows:
+            variants[row] = {}
             for column in COLUMNS:
-                values = [per_seed[v.name][s][column] for s in study.seeds]
+                values = [per_seed[row][s][column] for s in study.seeds]
                 mean, lo, hi = mean_interval(values)
-                variants[v.name][column] = {"mean": mean, "lo": lo, "hi": hi, "seeds": values}
+                variants[row][column] = {"mean": mean, "lo": lo, "hi": hi, "seeds": values}
             base = [per_seed[study.base_variant][s]["last_auc"] for s in study.seeds]
-            variants[v.name]["vs_base"] = paired_test([per_seed[v.name][s]["last_auc"] for s in study.seeds], base)
+            variants[row]["vs_base"] = paired_test([per_seed[row][s]["last_auc"] for s in study.seeds], base)
         table[test] = {"variants": variants, "baselines": baselines.get(test, {})}
     return table
 
@@ -315,7 +363,7 @@ def _fmt(entry: dict) -> str:
     return f"{mean:.3f}" if not math.isfinite(lo) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def markdown(study: Study, table: dict) -> str:
+def markdown(study: Study, table: dict, sweeps: dict | None = None) -> str:
     head = ["variant", "last AUC", "last ECE", "last Brier", *(f"AUC t={k}" for k in POINTS), "oracle gap",
             f"last AUC - {study.base_variant} (paired)", "p"]
     lines = [f"# Study `{study.name}`: {len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}), mean "
@@ -332,12 +380,26 @@ def markdown(study: Study, table: dict) -> str:
             cells = ["-" if not math.isfinite(row[c]) else f"{row[c]:.3f}" for c in COLUMNS]
             lines.append(f"| baseline: {name} | " + " | ".join(cells) + " | - | - |")
         lines.append("")
+    for name, choice in (sweeps or {}).items():
+        fields = list(choice["settings"][0]["setting"])
+        lines += [f"## Sweep `{name}`: the row `{name}` is the setting with the lowest validation log loss", "",
+                  "Chosen on each run's inner validation split (its best checkpoint's log loss, mean over seeds); "
+                  "the test sets were not consulted.", "",
+                  "| setting | " + " | ".join(fields) + " | validation log loss | chosen |",
+                  "|---|" + "---:|" * len(fields) + "---:|---|"]
+        for k, entry in enumerate(choice["settings"]):
+            lines.append(f"| {k} | " + " | ".join(f"{entry['setting'][f]:g}" for f in fields) +
+                         f" | {_fmt({'mean': entry['mean'], 'lo': entry['lo'], 'hi': entry['hi']})} | "
+                         f"{'**yes**' if k == choice['chosen'] else ''} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def write_outputs(study: Study, workdir: Path, table: dict) -> None:
-    write_text_atomic(workdir / "table.md", markdown(study, table))
+def write_outputs(study: Study, workdir: Path, table: dict, sweeps: dict | None = None) -> None:
+    write_text_atomic(workdir / "table.md", markdown(study, table, sweeps))
     write_json_atomic(workdir / "table.json", table)
+    if sweeps:
+        write_json_atomic(workdir / "sweeps.json", sweeps)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["test", "row", *(f"{c}_{k}" for c in COLUMNS for k in ("mean", "lo", "hi")),
@@ -362,10 +424,10 @@ def forest_plot(study: Study, table: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tests = list(table)
-    fig, axes = plt.subplots(1, len(tests), figsize=(5 * len(tests), 0.5 * len(study.variants) + 1.5),
+    fig, axes = plt.subplots(1, len(tests), figsize=(5 * len(tests), 0.5 * len(study.rows) + 1.5),
                              squeeze=False)
     for ax, test in zip(axes[0], tests):
-        names = [v.name for v in study.variants if v.name != study.base_variant]
+        names = [row for row in study.rows if row != study.base_variant]
         diffs = [table[test]["variants"][n]["vs_base"] for n in names]
         y = np.arange(len(names))
         mean = np.array([d["diff"] for d in diffs])

@@ -1,11 +1,12 @@
 """The typed, documented configuration of a training run (``salesrl train --help`` prints it).
 
 Structural fields (the model's components, sizes, which phases run) are static: they shape the
-compiled program. The numeric loss hyperparameters (ensemble weight, PPO clip, value and entropy
-coefficients, gamma, lambda) reach the jitted functions as arrays in
-`salesrl_jax.train.hyperparams.Hyperparams`. One compiled update serves every setting, and
-``jax.vmap`` runs a sweep in one call (tested). Learning rates, weight decay and clip norms are
-baked into the optimizer's schedule.
+compiled program. The numeric hyperparameters (`NUMERIC_FIELDS`) reach the jitted functions as arrays:
+the losses' (ensemble weight, PPO clip, value and entropy coefficients, gamma, lambda, dropout rate) in
+`salesrl_jax.train.hyperparams.Hyperparams`, the optimizers' (learning rates, weight decay, clip norms)
+in the optimizer state (``optax.inject_hyperparams``; the schedule's shape is structural). One compiled
+update serves every setting, and runs that differ only in them train together, vmapped
+(`salesrl_jax.train.loop.train_together`, a study's `Sweep`).
 
 A config file is a Python file with ``get_config() -> TrainConfig``; a variant imports the
 default and overrides a few dotted fields (`with_overrides`; see ``configs/``).
@@ -293,6 +294,43 @@ def resolve_regime(config: TrainConfig, labelled_conversations: int) -> TrainCon
     if not config.pretrain.enabled:  # a PPO-only run (an ablation): its only phase stays on
         overrides.pop("ppo.enabled")
     return with_overrides(config, {**overrides, "regime": "small"})
+
+
+NUMERIC_FIELDS: tuple[str, ...] = (
+    "pretrain.learning_rate", "pretrain.weight_decay", "pretrain.max_grad_norm", "pretrain.ensemble_weight",
+    "pretrain.input_dropout", "pretrain.last_turn_share",
+    "ppo.learning_rate", "ppo.max_grad_norm", "ppo.ensemble_weight", "ppo.clip_eps", "ppo.value_coef",
+    "ppo.entropy_coef", "ppo.gamma", "ppo.gae_lambda")
+"""The numeric hyperparameters that reach the compiled programs as arrays: the losses' (`Hyperparams`) and the
+optimizers' (held in the optimizer state by ``optax.inject_hyperparams``). Runs whose configs differ only in these
+and the seed train together in one program, vmapped over them (`salesrl_jax.train.loop.train_together`), and a
+study sweeps them (`salesrl_jax.run.study.Sweep`)."""
+
+BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard")  # per run, outside the compiled programs
+
+
+def program_fields(config: TrainConfig) -> dict[str, Any]:
+    """The flattened (dotted) fields that shape a run's compiled programs: all but `NUMERIC_FIELDS` and the
+    per-run bookkeeping (seed, name, TensorBoard)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(json.loads(config.to_json()), "")
+    for dotted in (*NUMERIC_FIELDS, *BOOKKEEPING_FIELDS):
+        flat.pop(dotted)
+    return flat
+
+
+def program_difference(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """The structural fields in which ``a`` and ``b`` differ (empty: they can train in one program)."""
+    fa, fb = program_fields(a), program_fields(b)
+    return sorted(k for k in fa if fa[k] != fb[k])
 
 
 def config_from_dict(raw: dict) -> TrainConfig:

@@ -11,6 +11,11 @@ A study file (``configs/studies/*.py``) defines ``get_study() -> Study``::
             tests={"synthetic": Data(synthetic=Synthetic(5_000, seed=1))},
             seeds=(0, 1, 2))
 
+A study may also hold sweeps (`Sweep`): a grid or list of settings of numeric hyperparameters, each setting x
+seed a run, the setting with the lowest mean validation log loss kept as one row of the table::
+
+    sweeps=(Sweep("lr", grid={"pretrain.learning_rate": (1e-3, 3e-3, 1e-2)}),)
+
 `salesrl study FILE --workdir W` runs every variant x seed (`salesrl_jax.pipelines.study`). Each variant
 is also an ordinary config: ``salesrl train --config`` runs any one of them alone (`Variant.config`
 names a config file; `Variant.overrides` are dotted fields, as on the command line).
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 from salesrl_jax.embed.config import EmbedderConfig
-from salesrl_jax.run.config import TrainConfig, load_config, with_overrides
+from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, load_config, with_overrides
 
 BASELINES = ("majority", "tfidf_plain_whole", "tfidf_tagged_prefix", "features_gbm")
 
@@ -64,12 +71,63 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A row of the table chosen from settings of numeric hyperparameters (`NUMERIC_FIELDS`: learning rates,
+    weight decay, clip norms, loss weights, PPO coefficients). Every setting x seed is trained, all of them in one
+    compiled program vmapped over settings and seeds (their structure is one: the numbers reach the program as
+    arrays); the setting with the lowest validation log loss (the best checkpoint's, on the inner validation
+    split, averaged over seeds) is kept, and only it is evaluated on the test sets: the test set never chooses.
+
+    ``grid`` maps dotted fields to values (every combination is a setting); ``settings`` lists settings
+    instead. ``config`` and ``overrides`` give the structure, as in `Variant`."""
+
+    name: str
+    grid: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    settings: tuple[Mapping[str, float], ...] = ()
+    config: str | None = None
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if bool(self.grid) == bool(self.settings):
+            raise ValueError(f"sweep {self.name!r} needs exactly one of grid= and settings=")
+        fields = set(self.grid) | {k for setting in self.settings for k in setting}
+        for field in sorted(fields):
+            if field not in NUMERIC_FIELDS:
+                raise ValueError(f"sweep {self.name!r}: {field!r} is not a numeric hyperparameter that one compiled "
+                                 f"program can sweep (one of {', '.join(NUMERIC_FIELDS)}); structural changes are "
+                                 "variants")
+        for field, values in self.grid.items():
+            if not values:
+                raise ValueError(f"sweep {self.name!r}: no values for {field!r}")
+        for setting in self.expanded():
+            for field, value in setting.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"sweep {self.name!r}: {field} = {value!r} is not a finite number")
+        if len({tuple(sorted(s.items())) for s in self.expanded()}) != len(self.expanded()):
+            raise ValueError(f"sweep {self.name!r} lists a setting twice")
+
+    def expanded(self) -> list[dict[str, float]]:
+        """The settings: the grid's every combination (in the order its values are listed), or ``settings``."""
+        if self.settings:
+            return [dict(s) for s in self.settings]
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def variants(self) -> list[Variant]:
+        """One variant per setting, named ``SWEEP/setting-K`` (its runs in ``runs/SWEEP/setting-K/seed-S``)."""
+        return [Variant(f"{self.name}/setting-{k}", self.config, {**self.overrides, **setting})
+                for k, setting in enumerate(self.expanded())]
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     name: str
     variants: tuple[Variant, ...]
     train: Data
     tests: Mapping[str, Data]
     seeds: tuple[int, ...] = (0, 1, 2)
+    sweeps: tuple[Sweep, ...] = ()
+    """Rows chosen from settings of numeric hyperparameters by validation loss (`Sweep`)."""
     base: str | None = None
     """The variant every other is compared with (default: the first)."""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -79,16 +137,22 @@ class Study:
     embedder: EmbedderConfig = EmbedderConfig()
     """How the study embeds its synthetic data sets."""
     seeds_together: bool = True
-    """Train a variant's seeds together, in one compiled program vmapped over seeds (each in its own run directory,
-    the same parameters as alone to float rounding); False trains them one after another (the memory of one run:
-    for models or minibatches too large to hold once per seed)."""
+    """Train the runs whose configs differ only in their seed and numeric hyperparameters (a variant's seeds, a
+    sweep's settings, variants such as a learning-rate change) together, in one compiled program vmapped over them
+    (each in its own run directory, the same parameters as alone to float rounding); False trains them one after
+    another (the memory of one run: for models or minibatches too large to hold once per run)."""
+    max_together: int = 16
+    """At most this many runs in one program (its memory grows with it: parameters, optimizer state and one
+    minibatch per run)."""
     tensorboard: bool = False
     """Every run writes TensorBoard scalars (``tensorboard --logdir WORKDIR/runs`` compares variants and seeds)."""
 
     def __post_init__(self) -> None:
-        names = [v.name for v in self.variants]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"a study needs variants with distinct names, got {names}")
+        names = self.rows
+        if not self.variants or len(set(names)) != len(names) or any("/" in n for n in names):
+            raise ValueError(f"a study needs variants (and sweeps) with distinct names without '/', got {names}")
+        if self.max_together < 1:
+            raise ValueError(f"max_together must be >= 1, got {self.max_together}")
         if self.base is not None and self.base not in names:
             raise ValueError(f"base variant {self.base!r} is not one of {names}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -102,6 +166,15 @@ class Study:
     @property
     def base_variant(self) -> str:
         return self.base or self.variants[0].name
+
+    @property
+    def rows(self) -> list[str]:
+        """The table's model rows: the variants, then the sweeps."""
+        return [v.name for v in self.variants] + [s.name for s in self.sweeps]
+
+    def runs(self) -> list[Variant]:
+        """Every trained variant: the study's, then each sweep's settings."""
+        return [*self.variants, *(v for sweep in self.sweeps for v in sweep.variants())]
 
 
 def load_study(path: str | Path) -> Study:

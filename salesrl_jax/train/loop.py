@@ -28,7 +28,7 @@ from salesrl_jax.models.agent import create_agent
 from salesrl_jax.parallel.distributed import start_distributed
 from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
-from salesrl_jax.run.config import TrainConfig, resolve_regime
+from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, program_difference, resolve_regime
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import MetricsLog, NoLog
 from salesrl_jax.train.phases import Members, PPOFinetuning, Pretraining, RunContext, TrainingDiverged
@@ -39,7 +39,8 @@ from salesrl_jax.train.statistics import fit_statistics
 from salesrl_jax.train.supervised import make_train_chunk
 from salesrl_jax.train.validation import Validator, make_validator
 
-__all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate", "train_seeds_and_evaluate"]
+__all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate", "train_seeds_and_evaluate",
+           "train_together"]
 
 FEW_VALIDATION_CONVERSATIONS = 100  # fewer make the best checkpoint a noisy choice: said, not silent
 
@@ -139,6 +140,17 @@ class Optimizers:
         return self.ppo if phase == "ppo" else self.pretrain
 
 
+def _optimizers(config: TrainConfig, pretrain_steps: int, params) -> Optimizers:
+    pre, ppo = config.pretrain, config.ppo
+    return Optimizers(
+        pretrain=freeze_statistics(adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay,
+                                                  pre.max_grad_norm, pre.schedule,
+                                                  steps_per_epoch=pretrain_steps // pre.epochs), params),
+        ppo=freeze_statistics(adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches,
+                                          ppo.max_grad_norm), params),
+        ppo_enabled=ppo.enabled)
+
+
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
             optimizers: Optimizers, placement: Placement) -> tuple[TrainState, RunPosition, dict | None]:
     """The latest checkpoint's state and position if the run was started before, else a fresh start."""
@@ -174,22 +186,45 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bo
 def train_seeds_and_evaluate(config: TrainConfig, seeds: Sequence[int], workdirs: Sequence[str | Path], *,
                              progress: bool = True, stop_after_chunks: int | None = None) -> list[RunResult]:
     """`train_and_evaluate` of ``config`` with each of ``seeds``, in its own workdir, all trained together in one
-    compiled program: the states stacked on a leading axis and the jitted chunk / PPO update vmapped over it. Each
-    seed keeps its own initialisation, data order, bootstrap weights, validation, best checkpoint and log, and
-    ends with the parameters it reaches alone, to float rounding (tested): a shorter epoch is padded with empty
-    minibatches, which move neither the optimizer nor the key. Resumable like one run (the seeds' checkpoints are
-    saved together). On a mesh of several devices (`salesrl_jax.parallel`) the seeds train one after another."""
+    compiled program (`train_together`)."""
     if len(seeds) != len(workdirs) or not seeds:
         raise ValueError(f"one workdir per seed: {len(seeds)} seeds, {len(workdirs)} workdirs")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ, got {list(seeds)}")
-    workdirs = [Path(w) for w in workdirs]
+    return train_together([dataclasses.replace(config, seed=seed) for seed in seeds], workdirs, progress=progress,
+                          stop_after_chunks=stop_after_chunks)
+
+
+def train_together(configs: Sequence[TrainConfig], workdirs: Sequence[str | Path], *, progress: bool = True,
+                   stop_after_chunks: int | None = None) -> list[RunResult]:
+    """`train_and_evaluate` of each of ``configs`` in its workdir, all trained together in one compiled program:
+    the states stacked on a leading axis and the jitted chunk / PPO update vmapped over it. The configs may differ
+    in their seed and in the numeric hyperparameters of `NUMERIC_FIELDS` (learning rates, weight decay, clip
+    norms, loss weights, PPO coefficients), which reach the program as arrays: the losses' in `Hyperparams`
+    (stacked per run), the optimizers' in their state (`optax.inject_hyperparams`). Anything structural must be
+    the same (checked, naming the field).
+
+    Each run keeps its own initialisation, data order, bootstrap weights, hyperparameters, validation, best
+    checkpoint and log, and ends with the parameters it reaches alone, to float rounding (tested): a shorter
+    epoch is padded with empty minibatches, which move neither the optimizer nor the key. Resumable like one run
+    (the checkpoints are saved together). On a mesh of several devices (`salesrl_jax.parallel`) the runs train
+    one after another."""
+    configs, workdirs = list(configs), [Path(w) for w in workdirs]
+    if len(configs) != len(workdirs) or not configs:
+        raise ValueError(f"one workdir per config: {len(configs)} configs, {len(workdirs)} workdirs")
+    if len({w.resolve() for w in workdirs}) != len(workdirs):
+        raise ValueError(f"each run needs its own workdir, got {[str(w) for w in workdirs]}")
+    for c in configs[1:]:
+        differ = program_difference(configs[0], c)
+        if differ:
+            raise ValueError(f"runs trained together may differ only in the seed and the numeric hyperparameters "
+                             f"({', '.join(NUMERIC_FIELDS)}); {c.name!r} differs from {configs[0].name!r} in "
+                             f"{', '.join(differ)}")
     for workdir in workdirs:
         workdir.mkdir(parents=True, exist_ok=True)
-    if config.parallel.distributed:  # before anything asks JAX for a device
-        p = config.parallel
+    if configs[0].parallel.distributed:  # before anything asks JAX for a device
+        p = configs[0].parallel
         start_distributed(p.coordinator, p.num_processes, p.process_id)
-    configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
     if len(configs) > 1 and not resolve_placement(configs[0])[1].single:
         return [train_and_evaluate(c, w, progress=progress, stop_after_chunks=stop_after_chunks)
                 for c, w in zip(configs, workdirs)]
@@ -236,7 +271,11 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     arrays = TurnArrays.open(configs[0].data.train)
     resolved = [_resolve(c, arrays) for c in configs]
     configs, placement = [c for c, _ in resolved], resolved[0][1]
-    config = configs[0]  # the members differ only in their seed
+    for c in configs[1:]:  # the regime may set numeric fields: the resolved configs must still share one program
+        if program_difference(configs[0], c):
+            raise ValueError(f"{c.name!r} and {configs[0].name!r} differ in {program_difference(configs[0], c)} "
+                             f"once resolved for {arrays.path}: they cannot train together")
+    config = configs[0]  # the structure every member shares (they differ in seeds and numeric hyperparameters)
     data, pre, ppo = config.data, config.pretrain, config.ppo
     seeds = [c.seed for c in configs]
 
@@ -262,19 +301,12 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     per_step = placement.segments
     pretrain_steps = sum(-(-len(chunk.minibatches) // per_step)
                          for chunk in epoch_plan(0, 0, shuffle=False)) * pre.epochs if pre.enabled else 0
-    optimizers = Optimizers(
-        pretrain=freeze_statistics(adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay,
-                                                  pre.max_grad_norm, pre.schedule,
-                                                  steps_per_epoch=pretrain_steps // pre.epochs), initial[0]),
-        ppo=freeze_statistics(adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches,
-                                          ppo.max_grad_norm), initial[0]),
-        ppo_enabled=ppo.enabled)
+    optimizers = [_optimizers(c, pretrain_steps, initial[0]) for c in configs]  # same structure, own numbers
     checkpoints = [Checkpoints(workdir) for workdir in workdirs]
     starts = []
-    for c, workdir, params, ckpt in zip(configs, workdirs, initial, checkpoints):
-        fresh = placement.put_state(init_state(params, optimizers.for_phase("pretrain" if pre.enabled else "ppo"),
-                                               c.seed))
-        starts.append(_resume(c, workdir, ckpt, fresh, optimizers, placement))
+    for c, workdir, params, ckpt, opt in zip(configs, workdirs, initial, checkpoints, optimizers):
+        fresh = placement.put_state(init_state(params, opt.for_phase("pretrain" if pre.enabled else "ppo"), c.seed))
+        starts.append(_resume(c, workdir, ckpt, fresh, opt, placement))
     position, resumed_from = starts[0][1], starts[0][2]
     if any(start[1] != position for start in starts):
         raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
@@ -289,7 +321,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
         checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks)
         for c, workdir, ckpt in zip(configs, workdirs, checkpoints)]
-    members = Members(contexts, seeds)
+    members = Members(contexts, seeds, [f"seed {c.seed}, {w}" for c, w in zip(configs, workdirs)])
     state = members.stack([start[0] for start in starts])
     throughput: dict[str, float] = {}
     heads = config.model.ensemble_size  # the heads' fixed bootstrap weights, both phases, per seed
@@ -304,11 +336,13 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     try:
         # --- supervised pretraining ------------------------------------------------------------
         if position.phase == "pretrain":
-            train_chunk = make_train_chunk(graphdef, optimizers.pretrain, input_dropout=pre.input_dropout > 0,
+            # Dropout's program serves a run without it too (rate 0 keeps every entry, and the key is split alike).
+            train_chunk = make_train_chunk(graphdef, optimizers[0].pretrain,
+                                           input_dropout=any(c.pretrain.input_dropout > 0 for c in configs),
                                            placement=placement, members=len(members))
             plans = [functools.partial(lambda first, seed, epoch: first if epoch == 0 else epoch_plan(seed, epoch),
                                        first, seed) for first, seed in zip(first_epochs, seeds)]
-            phase = Pretraining(arrays, train_chunk, Hyperparams.pretrain(config),
+            phase = Pretraining(arrays, train_chunk, members.stack([Hyperparams.pretrain(c) for c in configs]),
                                 pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs, plans=plans,
                                 heads=heads, placement=placement)
             done = phase.run(members, state, position)
@@ -317,8 +351,9 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                 return stopped()
             state, position = done.state, done.position
             if ppo.enabled:  # PPO starts with a fresh optimizer (and its own PRNG stream)
-                state = members.stack([placement.put_state(init_state(members.pick(state, m).params, optimizers.ppo,
-                                                                      seed + 1)) for m, seed in enumerate(seeds)])
+                state = members.stack([placement.put_state(init_state(members.pick(state, m).params,
+                                                                      optimizers[m].ppo, seed + 1))
+                                       for m, seed in enumerate(seeds)])
             position = dataclasses.replace(position, phase="ppo" if ppo.enabled else "done", update=0)
             save_all(state, position)
 
@@ -327,9 +362,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             schedules = [batch_lib.ppo_plan(arrays, data.valid_fraction, data.split_seed, seed, ppo.updates,
                                             ppo.rows_per_minibatch, ppo.minibatches, segments=placement.segments)
                          for seed in seeds]
-            update = make_ppo_update(graphdef, optimizers.ppo, epochs=ppo.epochs, reward_kind=ppo.reward,
+            update = make_ppo_update(graphdef, optimizers[0].ppo, epochs=ppo.epochs, reward_kind=ppo.reward,
                                      placement=placement, members=len(members))
-            phase = PPOFinetuning(arrays, update, Hyperparams.ppo(config), ppo.rows_per_minibatch, ppo.minibatches,
+            phase = PPOFinetuning(arrays, update, members.stack([Hyperparams.ppo(c) for c in configs]),
+                                  ppo.rows_per_minibatch, ppo.minibatches,
                                   schedules, validate_every=config.checkpoint_every, heads=heads,
                                   placement=placement)
             done = phase.run(members, state, position)

@@ -95,12 +95,14 @@ class RunContext:
 
 @dataclasses.dataclass
 class Members:
-    """The runs a phase trains together: one, or several seeds of one config in one compiled program (their states
-    stacked on a leading axis, the step vmapped over it; `salesrl_jax.train.loop.train_seeds_and_evaluate`). Each
-    member keeps its own data order, bootstrap weights, validation, checkpoints and log."""
+    """The runs a phase trains together: one, or several (seeds, numeric hyperparameters) in one compiled program:
+    their states and `Hyperparams` stacked on a leading axis, the step vmapped over it
+    (`salesrl_jax.train.loop.train_together`). Each member keeps its own data order, bootstrap weights,
+    hyperparameters, validation, checkpoints and log."""
 
     contexts: list[RunContext]
     seeds: list[int]  # each member's run seed
+    labels: list[str] | None = None  # how errors name each member (default: by seed)
 
     def __len__(self) -> int:
         return len(self.contexts)
@@ -117,7 +119,7 @@ class Members:
         return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if self.stacked else trees[0]
 
     def label(self, m: int) -> str:
-        return f" (seed {self.seeds[m]})" if self.stacked else ""
+        return f" ({self.labels[m] if self.labels else f'seed {self.seeds[m]}'})" if self.stacked else ""
 
 
 @dataclasses.dataclass

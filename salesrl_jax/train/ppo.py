@@ -259,4 +259,4 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + epochs * minibatches, key=key)
         return (placement.constrain(new_state) if placement is not None else new_state), stats
 
-    return jax.jit(jax.vmap(update, in_axes=(0, 0, None)) if members > 1 else update)
+    return jax.jit(jax.vmap(update) if members > 1 else update)

@@ -36,17 +36,34 @@ def pretrain_schedule(learning_rate: float, total_steps: int, kind: str = "cosin
                                               learning_rate * 0.05)
 
 
+# The optimizers' numeric settings (peak learning rate, weight decay, clip norm) live in the optimizer state
+# (`optax.inject_hyperparams`), not in the compiled update: runs that differ only in them share one program, and a
+# sweep stacks their states and vmaps the update over them (`salesrl_jax.train.loop.train_together`). The
+# schedule's shape (warm-up, decay, length) is structural and stays in the closure.
+
 def adamw_schedule(learning_rate: float, total_steps: int, weight_decay: float, max_grad_norm: float,
-                   kind: str = "cosine", steps_per_epoch: int | None = None):
-    """Clipped AdamW on `pretrain_schedule`."""
-    schedule = pretrain_schedule(learning_rate, total_steps, kind, steps_per_epoch)
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay))
+                   kind: str = "cosine", steps_per_epoch: int | None = None) -> optax.GradientTransformation:
+    """Clipped AdamW at ``learning_rate * shape(step)``, ``shape`` = `pretrain_schedule` with a peak of 1."""
+    shape = pretrain_schedule(1.0, total_steps, kind, steps_per_epoch)
+
+    def adamw(learning_rate, weight_decay, max_grad_norm):
+        return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                           optax.adamw(lambda count: learning_rate * shape(count), weight_decay=weight_decay))
+
+    return optax.inject_hyperparams(adamw, hyperparam_dtype=jnp.float32)(
+        learning_rate=learning_rate, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
 
 
-def adam_linear(learning_rate: float, total_steps: int, max_grad_norm: float):
+def adam_linear(learning_rate: float, total_steps: int, max_grad_norm: float) -> optax.GradientTransformation:
     """Clipped Adam with a linear decay to zero (the PPO default of the PPO paper and CleanRL)."""
-    schedule = optax.linear_schedule(learning_rate, 0.0, max(total_steps, 1))
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(schedule, eps=1e-5))
+    shape = optax.linear_schedule(1.0, 0.0, max(total_steps, 1))
+
+    def adam(learning_rate, max_grad_norm):
+        return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                           optax.adam(lambda count: learning_rate * shape(count), eps=1e-5))
+
+    return optax.inject_hyperparams(adam, hyperparam_dtype=jnp.float32)(
+        learning_rate=learning_rate, max_grad_norm=max_grad_norm)
 
 
 def freeze_statistics(optimizer: optax.GradientTransformation, params: nnx.State) -> optax.GradientTransformation:

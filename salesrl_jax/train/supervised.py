@@ -113,8 +113,10 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches.
     ``input_dropout`` (static: it shapes the program) turns on dropout of the turn embeddings. ``placement``: the
     mesh the state and batches live on (`salesrl_jax.parallel`); the step is the same, its output state is pinned
-    to the input's layout. ``members > 1``: states and batches carry a leading axis of that many runs (seeds), the
-    chunk vmapped over it, one compiled program for all."""
+    to the input's layout. ``members > 1``: states, batches and hyperparameters carry a leading axis of that many
+    runs (seeds, hyperparameter settings), the chunk vmapped over it, one compiled program for all; the optimizer's
+    numeric settings are read from each run's state (``optax.inject_hyperparams``), so ``optimizer`` is any one
+    of theirs."""
     grad_fn = jax.value_and_grad(supervised_loss, has_aux=True)
 
     def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
@@ -134,4 +136,4 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     def train_chunk(state: TrainState, batches: SupervisedBatch, hp: Hyperparams):
         return jax.lax.scan(lambda s, b: train_step(s, b, hp), state, batches)
 
-    return jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, None)) if members > 1 else train_chunk)
+    return jax.jit(jax.vmap(train_chunk) if members > 1 else train_chunk)

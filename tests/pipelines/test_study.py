@@ -1,5 +1,5 @@
-"""`salesrl study`: the smoke study end to end (a structural and a numeric variant, two seeds), a killed study
-resuming to the same table, the intervals against hand-computed cases, and study files with mistakes."""
+"""`salesrl study`: the smoke study end to end (a structural and a numeric variant, a sweep, two seeds), a killed
+study resuming to the same table, the intervals against hand-computed cases, and study files with mistakes."""
 
 import json
 import math
@@ -38,7 +38,7 @@ def test_the_smoke_study_writes_every_output(smoke):
     for name in ("table.md", "table.csv", "table.json", "forest.png", "study.json"):
         assert (smoke / name).stat().st_size > 100, name
     table = json.loads((smoke / "table.json").read_text())["synthetic"]
-    assert set(table["variants"]) == {"full", "no_history", "lr_1e-2", "int8"}
+    assert set(table["variants"]) == {"full", "no_history", "lr_1e-2", "int8", "lr_sweep"}
     # The int8 row is the full model's runs evaluated quantized: no training of its own.
     assert not (smoke / "runs" / "int8" / "seed-0" / "result.json").exists()
     assert (smoke / "runs" / "int8" / "seed-0" / "eval-synthetic" / "metrics.json").exists()
@@ -53,9 +53,26 @@ def test_the_smoke_study_writes_every_output(smoke):
     assert configs["no_history"]["model"]["history"] == "none"  # structure changed
     assert configs["lr_1e-2"]["pretrain"]["learning_rate"] == 1e-2 and configs["full"]["model"]["history"] == "weighted"
     assert "| no_history |" in (smoke / "table.md").read_text()
+    # The sweep: its new setting trained (seeds 0 and 1), its 1e-2 setting shares the lr_1e-2 variant's runs, and
+    # the row is the setting with the lower mean validation log loss, evaluated from that setting's models.
+    choice = json.loads((smoke / "runs" / "lr_sweep" / "choice.json").read_text())
+    assert [e["setting"] for e in choice["settings"]] == [{"pretrain.learning_rate": 3e-4},
+                                                          {"pretrain.learning_rate": 1e-2}]
+    swept = json.loads((smoke / "runs" / "lr_sweep" / "setting-0" / "seed-1" / "config.json").read_text())
+    assert swept["pretrain"]["learning_rate"] == 3e-4 and swept["seed"] == 1
+    assert not (smoke / "runs" / "lr_sweep" / "setting-1").exists()
+    shared = [json.loads((smoke / "runs" / "lr_1e-2" / f"seed-{s}" / "result.json").read_text())["best_valid"]
+              ["log_loss"] for s in (0, 1)]
+    assert choice["settings"][1]["valid_log_loss"] == shared
+    means = [e["mean"] for e in choice["settings"]]
+    assert means[0] != means[1] and choice["chosen"] == int(means[1] < means[0])
+    # Evaluated from the chosen setting's models: the lr_1e-2 variant's own, exactly when 1e-2 was chosen.
+    same = table["variants"]["lr_sweep"]["last_auc"]["seeds"] == table["variants"]["lr_1e-2"]["last_auc"]["seeds"]
+    assert same == (choice["chosen"] == 1)
+    assert "## Sweep `lr_sweep`" in (smoke / "table.md").read_text() and (smoke / "sweeps.json").exists()
     # TensorBoard: one run per variant and seed, its scalars beside metrics.jsonl.
-    events = sorted(smoke.glob("runs/*/seed-*/tensorboard/events.out.tfevents.*"))
-    assert len(events) == 6
+    events = sorted(smoke.glob("runs/**/seed-*/tensorboard/events.out.tfevents.*"))
+    assert len(events) == 8
     logged = json.loads((smoke / "runs" / "full" / "seed-0" / "metrics.jsonl").read_text().splitlines()[-1])
     assert b"log_loss" in events[0].read_bytes() and "log_loss" in logged
 
@@ -63,10 +80,11 @@ def test_the_smoke_study_writes_every_output(smoke):
 def test_a_killed_study_resumes_to_the_same_table(smoke, tmp_path):
     work = tmp_path / "killed"
     shutil.copytree(smoke / "data", work / "data")  # the same data, to save generating it again
+    # The first program (the full model, lr_1e-2 and the sweep's new setting: six runs) trains, then it stops.
     partial = run_study(SMOKE, work, progress=False, max_runs=2)
-    assert partial.runs_trained == 2 and not (work / "table.md").exists()
+    assert partial.runs_trained == 6 and not (work / "table.md").exists()
     resumed = run_study(SMOKE, work, progress=False)
-    assert resumed.runs_trained == 4 and resumed.runs_reused == 4  # 2 from before, 2 the int8 row shares
+    assert resumed.runs_trained == 2 and resumed.runs_reused == 6  # no_history's two seeds, then the table
     assert (work / "table.json").read_text() == (smoke / "table.json").read_text()
     again = run_study(SMOKE, work, progress=False)
     assert again.runs_trained == 0 and (work / "table.md").read_text() == (smoke / "table.md").read_text()
@@ -75,11 +93,17 @@ def test_a_killed_study_resumes_to_the_same_table(smoke, tmp_path):
 @pytest.mark.parametrize("mistake, named", [
     ('overrides={"model.no_such_field": 1}', "model.no_such_field"),
     ('variants=(Variant("full", overide={"x": 1}),)', "overide"),
+    ('sweeps=(Sweep("s", grid={"model.hidden_dim": (8, 16)}),)', "model.hidden_dim"),
+    ('sweeps=(Sweep("s", grid={"pretrain.learning_rte": (1e-3,)}),)', "pretrain.learning_rte"),
 ])
 def test_a_study_file_with_a_mistake_fails_up_front_naming_it(tmp_path, mistake, named):
     text = SMOKE.read_text()
     if mistake.startswith("overrides"):
         text = text.replace("        overrides=TINY,", f"        {mistake},")
+    elif mistake.startswith("sweeps"):
+        text = text.replace('        sweeps=(Sweep("lr_sweep", grid={"pretrain.learning_rate": (3e-4, 1e-2)}),),',
+                            f"        {mistake},")
+        assert mistake in text
     else:
         text = text.replace('        variants=(Variant("full"),', f"        {mistake[:-2]}, Variant('b'),")
         text = text.replace('                  Variant("no_history", config="configs/ablations/no_history.py"),\n'

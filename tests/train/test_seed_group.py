@@ -1,5 +1,5 @@
-"""Seeds trained together (`train_seeds_and_evaluate`: one compiled program, vmapped over seeds) end where each
-seed ends alone, and a group stopped mid-run resumes to the same parameters."""
+"""Runs trained together (`train_together`: one compiled program, vmapped over seeds and numeric
+hyperparameters) end where each ends alone, and a group stopped mid-run resumes to the same parameters."""
 
 import dataclasses
 import json
@@ -10,7 +10,8 @@ import pytest
 
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.run.checkpoints import read_meta, restore_params
-from salesrl_jax.train.loop import train_and_evaluate, train_seeds_and_evaluate
+from salesrl_jax.run.config import with_overrides
+from salesrl_jax.train.loop import train_and_evaluate, train_seeds_and_evaluate, train_together
 from tests.conftest import TINY_DIM, tiny_config
 
 
@@ -67,3 +68,40 @@ def test_seed_group_arguments_are_checked(tiny_arrays, tmp_path):
         train_seeds_and_evaluate(_config(tiny_arrays), [0, 1], [tmp_path / "a"])
     with pytest.raises(ValueError, match="must differ"):
         train_seeds_and_evaluate(_config(tiny_arrays), [0, 0], [tmp_path / "a", tmp_path / "b"])
+
+
+def test_numeric_hyperparameters_vmapped_together_equal_each_alone(tiny_arrays, tmp_path):
+    """A sweep in one program: the optimizers' numbers (learning rates, weight decay, clip norm; held in each run's
+    optimizer state) and the losses' (`Hyperparams`, stacked per run) differ per run, one of them without the
+    dropout the other uses; each run ends where it ends alone."""
+    config = _config(tiny_arrays)
+    settings = [{"pretrain.learning_rate": 3e-3, "pretrain.weight_decay": 0.0, "ppo.clip_eps": 0.1,
+                 "ppo.learning_rate": 1e-3},
+                {"pretrain.learning_rate": 5e-4, "pretrain.weight_decay": 0.05, "pretrain.max_grad_norm": 0.3,
+                 "pretrain.input_dropout": 0.0, "pretrain.ensemble_weight": 0.2, "ppo.entropy_coef": 0.01}]
+    configs = [with_overrides(config, {**s, "name": f"h{k}"}) for k, s in enumerate(settings)]  # the same seed
+    dirs = [tmp_path / "h0", tmp_path / "h1"]
+    together = train_together(configs, dirs, progress=False)
+    for k, (c, grouped) in enumerate(zip(configs, together)):
+        alone = train_and_evaluate(c, tmp_path / f"alone{k}", progress=False)
+        mean, largest = _close(_latest(dirs[k], config), _latest(tmp_path / f"alone{k}", config))
+        moved = _close(_latest(tmp_path / f"alone{k}", config),
+                       jax.tree.map(np.asarray, create_agent(config.model, TINY_DIM, config.seed)[1]))[0]
+        assert mean < 2e-3 * moved and largest < 0.05, (k, mean, moved, largest)
+        assert grouped.valid["log_loss"] == pytest.approx(alone.valid["log_loss"], abs=1e-4)
+        saved = json.loads((dirs[k] / "config.json").read_text())
+        assert saved["pretrain"]["learning_rate"] == settings[k]["pretrain.learning_rate"]
+    # Same seed, different numbers: the runs really differ.
+    assert _close(_latest(dirs[0], config), _latest(dirs[1], config))[0] > 10 * _close(
+        _latest(dirs[0], config), _latest(tmp_path / "alone0", config))[0]
+
+
+def test_only_numeric_differences_train_together(tiny_arrays, tmp_path):
+    config = _config(tiny_arrays)
+    with pytest.raises(ValueError, match="model.hidden_dim"):
+        train_together([config, with_overrides(config, {"model.hidden_dim": 16})], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="pretrain.epochs"):
+        train_together([config, with_overrides(config, {"pretrain.epochs": 3})], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="its own workdir"):
+        train_together([config, config], [tmp_path / "a", tmp_path / "a"])
+    assert not (tmp_path / "a").exists()  # refused before anything is made
