@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 import tyro
 
 from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.guidance.config import GuidanceConfig, load_guidance_config
 from salesrl_jax.run.config import ConfidenceConfig, TrainConfig, load_config
 from salesrl_jax.sim.config import SimulatorConfig
 
@@ -381,6 +382,85 @@ class Confidence:
 
 
 @dataclasses.dataclass
+class GuidanceTrain:
+    """Train a next-best-action policy with PPO in the simulator environment (the whole run one jitted program,
+    seeds vmapped), then A/B-test it against the scripted rep, a rule table and the exact ceiling on the same
+    simulated customers. Learned in simulation: see docs/guidance.md for what that does and does not say.
+
+    `--config FILE` loads a guidance config (configs/guidance/*.py); any field below overrides it."""
+
+    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    """Guidance config file (Python, defines get_config() -> GuidanceConfig); the built-in default if omitted."""
+    workdir: Path = Path("runs/guidance")
+    """Run directory: config.json, metrics.jsonl, policy/ (orbax), result.json, ab/ (report.md, ab.json, ab.png)."""
+    config: Annotated[GuidanceConfig, tyro.conf.arg(name="")] = GuidanceConfig()
+
+    def run(self) -> None:
+        from salesrl_jax.guidance.train import train_guidance
+
+        print(train_guidance(self.config, self.workdir).summary())
+
+
+@dataclasses.dataclass
+class GuidanceAB:
+    """Simulated A/B test of rep policies on the same customers (common random numbers): conversion and call
+    length per arm with 95% intervals, the uplift against the first arm with its paired interval, per industry;
+    writes report.md, ab.json and ab.png."""
+
+    policy: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """An arm, repeated (the first is the control): scripted, rule, ceiling, ceiling_acts, or a `salesrl guidance
+    train` run directory (DIR@K for its K-th seed)."""
+    conversations: int = 100_000
+    """Simulated conversations per arm."""
+    out: Path = Path("runs/ab")
+    """Report directory."""
+    seed: int = 0
+    """Which customers: the same seed, the same customers and chance."""
+    time_cost: float = 0.0
+    """Per-exchange time cost in the arms' return (and in the ceiling's objective)."""
+    simulator: SimulatorConfig = SimulatorConfig()
+    """The customers: industries, length cap, pace."""
+
+    def run(self) -> None:
+        from salesrl_jax.env.environment import make_params
+        from salesrl_jax.guidance.ab import markdown, write_report
+        from salesrl_jax.guidance.train import resolve_policy, run_ab
+
+        if len(self.policy) < 2:
+            raise ValueError("an A/B test needs at least two --policy arms (the first is the control)")
+        policies = {}
+        for spec in self.policy:
+            policy = resolve_policy(spec)
+            if policy.name in policies:
+                raise ValueError(f"--policy {spec!r} names an arm twice")
+            policies[policy.name] = policy
+        result = run_ab(policies, make_params(self.simulator, time_cost=self.time_cost), self.conversations,
+                        self.seed)
+        write_report(result, self.out)
+        print(markdown(result) + f"\nreport: {self.out / 'report.md'}")
+
+
+@dataclasses.dataclass
+class Guidance:
+    """Guidance for the rep: next-best-action policies trained in the simulator (`guidance train`) and simulated
+    A/B tests (`guidance ab`)."""
+
+    command: GuidanceTrain | GuidanceAB
+
+    def run(self) -> None:
+        self.command.run()
+
+
+def _guidance_type(train_default: GuidanceTrain) -> type:
+    """`Guidance` with its two subcommands, ``train``'s defaults from its config file (read before parsing)."""
+    commands = Union[Annotated[GuidanceTrain, tyro.conf.subcommand("train", default=train_default)],
+                     Annotated[GuidanceAB, tyro.conf.subcommand("ab")]]
+    return dataclasses.make_dataclass(
+        "Guidance", [("command", Annotated[commands, tyro.conf.arg(name="")])], bases=(Guidance,),
+        namespace={"__doc__": Guidance.__doc__})
+
+
+@dataclasses.dataclass
 class Bench:
     """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
     streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
@@ -500,7 +580,7 @@ class Demo:
         run_demo(self.workdir, self.num_conversations, self.seed)
 
 
-def _command_type(train_default: Train):
+def _command_type(train_default: Train, guidance_default: type = Guidance):
     return Union[
         Annotated[Demo, tyro.conf.subcommand("demo")],
         Annotated[Generate, tyro.conf.subcommand("generate")],
@@ -515,6 +595,7 @@ def _command_type(train_default: Train):
         Annotated[Crossval, tyro.conf.subcommand("crossval")],
         Annotated[Study, tyro.conf.subcommand("study")],
         Annotated[Bench, tyro.conf.subcommand("bench")],
+        Annotated[guidance_default, tyro.conf.subcommand("guidance")],
         Annotated[Convert, tyro.conf.subcommand("convert")],
     ]
 
@@ -541,7 +622,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config_file = _config_file(argv) if argv[:1] == ["train"] else None
         train_default = Train(config_file=config_file, config=load_config(config_file))
-        command = tyro.cli(_command_type(train_default), args=argv, prog="salesrl",
+        guidance_file = _config_file(argv) if argv[:2] == ["guidance", "train"] else None
+        guidance = _guidance_type(GuidanceTrain(config_file=guidance_file, config=load_guidance_config(guidance_file)))
+        command = tyro.cli(_command_type(train_default, guidance), args=argv, prog="salesrl",
                            description="salesrl-jax: real-time, turn-by-turn sales-conversion prediction.")
         command.run()
     except Exception as err:

@@ -20,9 +20,10 @@ LAYERS = {
     "_lazy": 0, "io": 0, "metrics": 0, "parallel": 0,  # knows nothing of conversations or models
     "data": 1,  # records, readers, writers, validation
     "embed": 2, "features": 2, "sim": 2,  # what is computed from records
-    "arrays": 3,  # cached per-turn arrays, batching, the validation split
+    "arrays": 3, "env": 3,  # cached per-turn arrays, batching, the validation split; the simulator as a JAX env
     "models": 4,  # Flax modules and predictions over arrays
     "run": 5,  # a run's config and the trained-model artefact (below train and infer alike)
+    "guidance": 5,  # policies trained in the environment (below the configs that name them)
     "train": 6, "eval": 6, "infer": 6, "baselines": 6, "configs": 6,  # train never imports eval or infer, nor they train
     "bench": 7, "pipelines": 7,
     "cli": 8,

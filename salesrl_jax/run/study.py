@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from salesrl_jax.embed.config import EmbedderConfig
+from salesrl_jax.io.python_file import call_in_file
 from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, load_config, with_overrides
 
 BASELINES = ("majority", "tfidf_plain_whole", "tfidf_tagged_prefix", "features_gbm")
@@ -179,21 +180,7 @@ class Study:
 
 def load_study(path: str | Path) -> Study:
     """``get_study()`` of a study file; any problem in it (an unknown field, a bad value) names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such study file")
-    spec = importlib.util.spec_from_file_location(f"_salesrl_study_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-        if not hasattr(module, "get_study"):
-            raise ValueError("a study file must define get_study() -> Study")
-        study = module.get_study()
-    except (TypeError, ValueError) as err:  # an unknown keyword names the field
-        raise ValueError(f"{path}: {err}") from None
-    if not isinstance(study, Study):
-        raise ValueError(f"{path}: get_study() returned {type(study).__name__}, not Study")
-    return study
+    return call_in_file(path, "get_study", Study, "study file")
 
 
 def variant_config(study: Study, variant: Variant, seed: int, train_arrays: Path, where: Path | str) -> TrainConfig:

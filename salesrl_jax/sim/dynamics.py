@@ -36,7 +36,7 @@ import dataclasses
 
 import numpy as np
 
-from salesrl_jax.sim.params import ActTable, DynamicsParams, OutcomeLogits, ProfilePriors
+from salesrl_jax.sim.params import ActTable, CustomerResponse, DynamicsParams, OutcomeLogits, ProfilePriors
 
 REP_ACTS = (
     "opening", "discovery_question", "needs_summary", "value_pitch", "social_proof", "demo_offer",
@@ -155,6 +155,29 @@ def _by_act(table: ActTable, acts: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def customer_terms(cr: CustomerResponse, p, pace):
+    """The per-customer terms of the customer's response logits, by act: arithmetic on ``p``'s attributes, so the
+    same code serves the numpy batch here and one JAX customer (`salesrl_jax.env.tensors`)."""
+    return {
+        "share_need": cr.share_need + cr.share_need_per_need * p.need,
+        "objection_price": (cr.price_objection + cr.price_objection_per_budget_gap * (1 - p.budget_fit)
+                            + cr.price_objection_per_price_sensitivity * p.price_sensitivity),
+        "objection_timing": cr.timing_objection + cr.timing_objection_per_urgency_gap * (1 - p.urgency),
+        "objection_authority": cr.authority_objection + cr.authority_objection_per_authority_gap * (1 - p.authority),
+        "objection_competitor": cr.competitor_objection + cr.competitor_objection_per_competition * p.competition,
+        "buying_signal": cr.buying_signal + cr.buying_signal_per_skill_centred * (p.rep_skill - 0.5),
+        "hesitate": cr.hesitate_per_skepticism * p.skepticism,
+        "disengage": (cr.disengage + cr.disengage_per_need_gap * (1 - p.need)
+                      + cr.disengage_per_skill_centred * (p.rep_skill - 0.5) + cr.disengage_per_pace * (pace - 1)),
+    }
+
+
+def outcome_logit(o: OutcomeLogits, outcome_bias, x, p):
+    """``logit p_end`` of one way of ending at interest ``x`` in [-1, 1] (arithmetic, numpy or JAX alike)."""
+    return (outcome_bias + o.intercept + o.per_interest * x + o.per_authority * (p.authority - 0.5)
+            + o.per_budget * (p.budget_fit - 0.5) + o.per_urgency * (p.urgency - 0.5))
+
+
 def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
                   params: DynamicsParams = DynamicsParams()) -> Tensors:
     """All transition tables for a batch of profiles.
@@ -204,19 +227,7 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
     x = (levels - 3.0) / 3.0  # interest in [-1, 1]
     a = np.zeros((n, C))
     b = np.zeros((LEVELS, R, 2, C))
-    cust_terms = {
-        "share_need": cr.share_need + cr.share_need_per_need * p.need,
-        "objection_price": (cr.price_objection + cr.price_objection_per_budget_gap * (1 - p.budget_fit)
-                            + cr.price_objection_per_price_sensitivity * p.price_sensitivity),
-        "objection_timing": cr.timing_objection + cr.timing_objection_per_urgency_gap * (1 - p.urgency),
-        "objection_authority": cr.authority_objection + cr.authority_objection_per_authority_gap * (1 - p.authority),
-        "objection_competitor": cr.competitor_objection + cr.competitor_objection_per_competition * p.competition,
-        "buying_signal": cr.buying_signal + cr.buying_signal_per_skill_centred * (p.rep_skill - 0.5),
-        "hesitate": cr.hesitate_per_skepticism * p.skepticism,
-        "disengage": (cr.disengage + cr.disengage_per_need_gap * (1 - p.need)
-                      + cr.disengage_per_skill_centred * (p.rep_skill - 0.5) + cr.disengage_per_pace * (pace - 1)),
-    }
-    for act, value in cust_terms.items():
+    for act, value in customer_terms(cr, p, pace).items():
         a[:, _c[act]] = value
     shared = {"ask_question": cr.ask_question, "small_talk": cr.small_talk,
               "agree": cr.agree + cr.decide_per_pace * (pace - 1), "decline": cr.decline + cr.decide_per_pace * (pace - 1)}
@@ -249,12 +260,9 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
 
     xe = np.broadcast_to(x[None, :], (n, LEVELS))  # [N, L]: every kind's logit is per customer
 
-    def end_logit(o: OutcomeLogits) -> np.ndarray:
-        return (outcome_bias + o.intercept + o.per_interest * xe + o.per_authority * (col(p.authority) - 0.5)
-                + o.per_budget * (col(p.budget_fit) - 0.5) + o.per_urgency * (col(p.urgency) - 0.5))
-
-    ends = params.outcomes
-    end = np.stack([end_logit(getattr(ends, kind)) for kind in END_KINDS], axis=-1)
+    columns = dataclasses.replace(p, authority=col(p.authority), budget_fit=col(p.budget_fit), urgency=col(p.urgency))
+    end = np.stack([outcome_logit(getattr(params.outcomes, kind), outcome_bias, xe, columns) for kind in END_KINDS],
+                   axis=-1)
     return Tensors(init=init, policy=policy, customer=customer, shift=shift, end=_sigmoid(end).astype(np.float32))
 
 

@@ -11,7 +11,9 @@ from salesrl_jax.cli import main
 from salesrl_jax.run.config import PPOConfig, PretrainConfig, TrainConfig, config_from_dict, load_config, with_overrides
 
 CONFIGS = Path(__file__).parents[2] / "configs"
-SHIPPED = sorted(p for p in CONFIGS.rglob("*.py") if p.name != "__init__.py" and p.parent.name != "studies")
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.py")
+                 if p.name != "__init__.py" and p.parent.name not in ("studies", "guidance"))
+GUIDANCE = sorted((CONFIGS / "guidance").glob("[!_]*.py"))
 STUDIES = sorted((CONFIGS / "studies").glob("[!_]*.py"))
 
 
@@ -22,6 +24,14 @@ def test_every_shipped_config_loads_and_round_trips(path):
     assert isinstance(config, TrainConfig)
     assert config_from_dict(json.loads(config.to_json())) == config
     assert sys.path == path_before and "configs" not in sys.modules  # imported as salesrl_jax.configs, no path edits
+
+
+@pytest.mark.parametrize("path", GUIDANCE, ids=lambda p: p.name)
+def test_every_shipped_guidance_config_loads_and_round_trips(path):
+    from salesrl_jax.guidance.config import GuidanceConfig, load_guidance_config
+
+    config = load_guidance_config(path)
+    assert isinstance(config, GuidanceConfig) and GuidanceConfig.from_json(config.to_json()) == config
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)

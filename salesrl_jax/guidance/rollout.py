@@ -1,0 +1,69 @@
+"""Whole conversations under a policy, with common random numbers.
+
+Conversation ``i`` of a run with key ``k`` draws everything from ``k_i = fold_in(k, i)``: its customer from
+``fold_in(k_i, 0)``, exchange ``e``'s customer answer, interest move and outcome from ``fold_in(k_i, 1 + e)``, the
+policy's own randomness from ``fold_in(k_i, 10_000 + e)``. Two policies run with the same key therefore meet the
+same customers and the same chance at every exchange: their difference is the policies', not the draw's.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from salesrl_jax.env.environment import EnvParams, observe, reset, step
+from salesrl_jax.guidance.policies import Policy
+
+
+class Episodes(NamedTuple):
+    """Finished conversations (numpy, ``[N]`` unless said)."""
+
+    sale: np.ndarray  # bool
+    sale_prob: np.ndarray  # p_end of the final state: the sale's expectation given how the call ended
+    exchanges: np.ndarray  # int
+    industry: np.ndarray  # int
+    end_kind: np.ndarray  # index into END_KINDS
+    rep_counts: np.ndarray  # [N, R]
+    customer_counts: np.ndarray  # [N, C]
+    ret: np.ndarray  # the reward summed: sale - time cost x exchanges
+
+
+def _episode(policy: Policy, key: jnp.ndarray, params: EnvParams):
+    _, state = reset(jax.random.fold_in(key, 0), params)
+    aux = policy.prepare(state, params)
+
+    def one(carry, e):
+        state, ret = carry
+        obs = observe(state, params)
+        action = policy.act(jax.random.fold_in(key, 10_000 + e), state, obs, aux, params)
+        _, state, reward, _, _ = step(jax.random.fold_in(key, 1 + e), state, action, params)
+        return (state, ret + reward), None
+
+    (state, ret), _ = jax.lax.scan(one, (state, jnp.zeros(())), jnp.arange(params.exchanges))
+    return state, ret
+
+
+def run_episodes(policy: Policy, key: jnp.ndarray, conversations: int, params: EnvParams,
+                 batch: int = 8192) -> Episodes:
+    """``conversations`` whole conversations under ``policy``, ``batch`` at a time (jitted, vmapped)."""
+    run = jax.jit(jax.vmap(lambda k: _episode(policy, k, params)))
+    parts = []
+    for start in range(0, conversations, batch):
+        index = jnp.arange(start, min(start + batch, conversations))
+        state, ret = run(jax.vmap(lambda i: jax.random.fold_in(key, i))(index))
+        if not bool(jnp.all(state.done)):
+            raise AssertionError("a conversation outlived the length cap")  # step ends every call at the cap
+        parts.append(Episodes(np.asarray(state.sale), np.asarray(state.sale_prob), np.asarray(state.exchange),
+                              np.asarray(state.industry), np.asarray(state.end_kind), np.asarray(state.rep_counts),
+                              np.asarray(state.customer_counts), np.asarray(ret)))
+    return Episodes(*(np.concatenate(cols) for cols in zip(*parts)))
+
+
+def turns(episodes: Episodes) -> np.ndarray:
+    """Conversation length in turns as the text renderer counts them: two per exchange (a rep's call-ending
+    without an exchange adds none)."""
+    return 2 * episodes.exchanges
+
