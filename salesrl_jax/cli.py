@@ -465,10 +465,11 @@ class Bench:
     """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
     streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
 
-    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh"], ...] = (
+    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance"], ...] = (
         "batch", "stream", "confidence", "loop", "train")
     """Which benchmarks to run. mesh (only when named): data-parallel training throughput on 1, 2, 4, 8 of the
-    devices JAX sees (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8 for 8 virtual devices)."""
+    devices JAX sees (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8 for 8 virtual devices).
+    guidance (only when named): the simulator environment's and PPO's env steps/s (docs/guidance.md)."""
     dims: tuple[int, ...] = (512, 3072)
     """Embedding dimensions (512: the offline default; 3072: text-embedding-3-large)."""
     batch_sizes: tuple[int, ...] = (1, 32, 1024, 16384)

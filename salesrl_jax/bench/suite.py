@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh"]
-PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")  # mesh: asked for by name
+BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance"]
+PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")  # mesh, guidance: by name
 
 
 def batch_table(rows: list[dict]) -> str:
@@ -65,6 +65,15 @@ def mesh_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def guidance_table(rows: list[dict]) -> str:
+    lines = ["guidance: the simulator environment (finished conversations replaced every step) and PPO in it",
+             "| what | conversations | env steps/s | first call s |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | "
+              f"{r['first_call_s']:.1f} |" if "first_call_s" in r else
+              f"| {r['what']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | - |" for r in rows]
+    return "\n".join(lines)
+
+
 def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 3072),
               batch_sizes: Sequence[int] = (1, 32, 1024, 16384), min_seconds: float = 1.0,
               out: str | os.PathLike[str] | None = None, emit: Callable[[str], object] = print,
@@ -110,6 +119,12 @@ def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 30
     if "mesh" in parts:
         results["mesh"] = training.mesh_throughput(max(dims), min_seconds=max(min_seconds, 2.0), rows=train_rows)
         emit("\n" + mesh_table(results["mesh"]))
+        save()
+    if "guidance" in parts:
+        from salesrl_jax.bench.guidance import guidance_throughput
+
+        results["guidance"] = guidance_throughput()
+        emit("\n" + guidance_table(results["guidance"]))
         save()
     if out is not None:
         save()

@@ -60,3 +60,15 @@ def test_suite_tables_format_every_part():
                         "pretrain_compile_s": 1.0, "ppo_env_steps_per_s": 10.0, "ppo_over_one_device": 1.0,
                         "ppo_compile_s": 2.0} for d in (1, 2)])
     assert "| 2 | replicated | 200 | 2.00x | 1.0 | 10 | 1.00x | 2.0 |" in mesh and "on cpu" in mesh
+
+
+def test_guidance_part_measures_the_environment_and_ppo():
+    from salesrl_jax.bench.guidance import guidance_throughput
+    from salesrl_jax.bench.suite import guidance_table
+
+    rows = guidance_throughput(num_envs=(64,), ppo_steps=8192, seed_groups=((0,),))
+    assert [r["what"] for r in rows] == ["environment, random actions", "environment, scripted actions",
+                                         "PPO end to end, 1 seed(s) vmapped"]
+    assert all(r["env_steps_per_s"] > 0 for r in rows) and rows[-1]["first_call_s"] > 0
+    table = guidance_table(rows)
+    assert "| environment, scripted actions | 64 |" in table and table.count("\n") == len(rows) + 2
