@@ -14,9 +14,8 @@ import time
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 
-from salesrl_jax.env.environment import NUM_ACTIONS, EnvParams, make_params, reset, step
+from salesrl_jax.env.environment import NUM_ACTIONS, EnvParams, make_params, replace_finished, reset, step
 from salesrl_jax.guidance.config import GuidanceConfig
 from salesrl_jax.guidance.policies import scripted
 from salesrl_jax.guidance.ppo import make_train, seed_inputs
@@ -41,8 +40,7 @@ def env_steps_per_s(params: EnvParams, num_envs: int, policy: str) -> float:
                 action = jax.random.randint(k_act, (num_envs,), 0, NUM_ACTIONS)
             _, state, reward, done, _ = step_all(jax.random.split(k_step, num_envs), state, action, params)
             _, fresh = reset_all(jax.random.split(k_reset, num_envs), params)
-            state = jax.tree.map(lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
-                                 fresh, state)
+            state = replace_finished(done, fresh, state)
             return (state, key), reward.sum()
 
         return jax.lax.scan(one, (state, key), None, STEPS)[1].sum()

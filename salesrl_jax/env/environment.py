@@ -22,8 +22,6 @@ the first exchange) and the exchange index (divided by the cap).
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,5 +180,7 @@ def step(key: jnp.ndarray, state: EnvState, action: jnp.ndarray, params: EnvPara
     return observe(new, params), new, reward, new.done, info
 
 
-def with_time_cost(params: EnvParams, time_cost: float) -> EnvParams:
-    return dataclasses.replace(params, time_cost=jnp.asarray(time_cost, jnp.float32))
+def replace_finished(done: jnp.ndarray, fresh: EnvState, state: EnvState) -> EnvState:
+    """A batch of states ``[N]`` with the finished ones (``done [N]``) replaced by ``fresh`` customers (gymnax's
+    auto-reset: ``fresh`` is drawn for every slot and selected where done)."""
+    return jax.tree.map(lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b), fresh, state)

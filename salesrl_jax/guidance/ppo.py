@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from salesrl_jax.env.environment import NUM_ACTIONS, OBS_DIM, EnvParams, EnvState, reset, step
+from salesrl_jax.env.environment import NUM_ACTIONS, OBS_DIM, EnvParams, EnvState, replace_finished, reset, step
 from salesrl_jax.guidance.config import GuidanceConfig
 from salesrl_jax.guidance.network import ActorCritic
 
@@ -112,9 +112,6 @@ def make_train(config: GuidanceConfig, params: EnvParams
     step_all = jax.vmap(step, in_axes=(0, 0, 0, None))
     reset_all = jax.vmap(reset, in_axes=(0, None))
 
-    def where_done(done, fresh, old):
-        return jax.tree.map(lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b), fresh, old)
-
     def env_step(rs: RunnerState, _) -> tuple[RunnerState, Transition]:
         key, k_act, k_step, k_reset = jax.random.split(rs.key, 4)
         logits, value = apply(rs.params, rs.obs)
@@ -128,7 +125,7 @@ def make_train(config: GuidanceConfig, params: EnvParams
         transition = Transition(rs.obs, action, reward, done, value, dist.log_prob(action),
                                 jnp.where(done, total, 0.0), jnp.where(done, state.sale_prob, 0.0),
                                 jnp.where(done, state.exchange, 0).astype(jnp.float32))
-        rs = RunnerState(rs.params, rs.opt_state, where_done(done, fresh, state), jnp.where(done[:, None], fresh_obs, obs),
+        rs = RunnerState(rs.params, rs.opt_state, replace_finished(done, fresh, state), jnp.where(done[:, None], fresh_obs, obs),
                          jnp.where(done, 0.0, total), key)
         return rs, transition
 

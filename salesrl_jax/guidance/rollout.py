@@ -48,22 +48,16 @@ def _episode(policy: Policy, key: jnp.ndarray, params: EnvParams):
 
 def run_episodes(policy: Policy, key: jnp.ndarray, conversations: int, params: EnvParams,
                  batch: int = 8192) -> Episodes:
-    """``conversations`` whole conversations under ``policy``, ``batch`` at a time (jitted, vmapped)."""
-    run = jax.jit(jax.vmap(lambda k: _episode(policy, k, params)))
+    """``conversations`` whole conversations under ``policy``, ``batch`` at a time (jitted, vmapped; the last batch
+    is padded to the others' size and cut, so that one compiled program serves them all)."""
+    size = min(batch, conversations)
+    run = jax.jit(jax.vmap(lambda i: _episode(policy, jax.random.fold_in(key, i), params)))
     parts = []
-    for start in range(0, conversations, batch):
-        index = jnp.arange(start, min(start + batch, conversations))
-        state, ret = run(jax.vmap(lambda i: jax.random.fold_in(key, i))(index))
-        if not bool(jnp.all(state.done)):
+    for start in range(0, conversations, size):
+        kept = min(size, conversations - start)
+        state, ret = jax.tree.map(lambda x: np.asarray(x)[:kept], run(jnp.arange(start, start + size)))
+        if not state.done.all():
             raise AssertionError("a conversation outlived the length cap")  # step ends every call at the cap
-        parts.append(Episodes(np.asarray(state.sale), np.asarray(state.sale_prob), np.asarray(state.exchange),
-                              np.asarray(state.industry), np.asarray(state.end_kind), np.asarray(state.rep_counts),
-                              np.asarray(state.customer_counts), np.asarray(ret)))
+        parts.append(Episodes(state.sale, state.sale_prob, state.exchange, state.industry, state.end_kind,
+                              state.rep_counts, state.customer_counts, ret))
     return Episodes(*(np.concatenate(cols) for cols in zip(*parts)))
-
-
-def turns(episodes: Episodes) -> np.ndarray:
-    """Conversation length in turns as the text renderer counts them: two per exchange (a rep's call-ending
-    without an exchange adds none)."""
-    return 2 * episodes.exchanges
-

@@ -4,7 +4,8 @@ rep, a rule table and the ceiling; and the policies an A/B test can name.
 ``WORKDIR`` holds ``config.json``, ``metrics.jsonl`` (one line per update and seed), ``policy/`` (the trained
 parameters of every seed, an orbax checkpoint, with their digest in ``result.json``), ``result.json`` and
 ``ab/`` (`salesrl_jax.guidance.ab`'s report). The training is one jitted program (PureJaxRL's shape), so a killed
-run starts again from the beginning; a finished one is a no-op that only reports.
+run starts again from the beginning; a trained one is not trained again, and a finished one (its A/B test
+written) only reports what it measured.
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ def train_guidance(config: GuidanceConfig, workdir: str | Path, *, progress: boo
         if saved.exists() and GuidanceConfig.from_json(saved.read_text()) != config:
             raise ValueError(f"{workdir} holds a guidance run with a different config; use a new workdir")
         write_text_atomic(saved, config.to_json())
-        params = env_params(config)
-        result_path = workdir / "result.json"
-        if result_path.exists():
+        result_path, ab_path = workdir / "result.json", workdir / "ab" / "ab.json"
+        if result_path.exists() and ab_path.exists():  # finished: report what it measured
             done = json.loads(result_path.read_text())
-            policy = load_learned(workdir)
+            return GuidanceResult(workdir, done["seconds"], done["env_steps_per_s"],
+                                  ABResult(**json.loads(ab_path.read_text())))
+        params = env_params(config)
+        if result_path.exists():  # trained, stopped before its A/B test
+            done = json.loads(result_path.read_text())
             seconds, rate = done["seconds"], done["env_steps_per_s"]
         else:
             train = jax.jit(jax.vmap(make_train(config, params)))
@@ -84,11 +88,17 @@ def train_guidance(config: GuidanceConfig, workdir: str | Path, *, progress: boo
             digest = _save_policy(workdir / "policy", runner.params)
             write_json_atomic(result_path, {"seconds": seconds, "env_steps_per_s": rate, "policy_sha256": digest,
                                             "final": _final(config, metrics)})
-            policy = load_learned(workdir)
-        ab = run_ab({"scripted": scripted(), "rule": rule_table(), policy.name: policy, "ceiling": ceiling()},
-                    params, config.eval_conversations, seed=10_000 + config.seeds[0])
+        ab = ab_of_run(workdir, config, params)
         write_report(ab, workdir / "ab")
         return GuidanceResult(workdir, seconds, rate, ab)
+
+
+def ab_of_run(workdir: Path, config: GuidanceConfig, params: EnvParams) -> ABResult:
+    """The run's A/B test: the scripted rep (control), the rule table, its first seed's greedy policy and the
+    ceiling, on ``config.eval_conversations`` conversations drawn from the seed ``10_000 + seeds[0]``."""
+    policy = load_learned(workdir)
+    return run_ab({"scripted": scripted(), "rule": rule_table(), policy.name: policy, "ceiling": ceiling()},
+                  params, config.eval_conversations, seed=10_000 + config.seeds[0])
 
 
 def _final(config: GuidanceConfig, metrics: UpdateMetrics) -> dict:
@@ -129,8 +139,8 @@ def load_learned(workdir: str | Path, seed_index: int = 0) -> Policy:
     config = GuidanceConfig.from_json((workdir / "config.json").read_text())
     if not 0 <= seed_index < len(config.seeds):
         raise ValueError(f"{workdir}: seed index {seed_index} out of range (seeds {list(config.seeds)})")
-    like = jax.vmap(lambda k: init_params(config, k))(jnp.stack([jax.random.PRNGKey(0)] * len(config.seeds)))
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, jax.tree.map(np.asarray, like))
+    one = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))  # shapes only: nothing initialised
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((len(config.seeds), *x.shape), x.dtype), one)
     stacked = ocp.StandardCheckpointer().restore((workdir / "policy" / "params").absolute(), abstract)
     check_tree(stacked, json.loads((workdir / "result.json").read_text())["policy_sha256"],
                f"guidance policy {workdir / 'policy'}")

@@ -32,6 +32,7 @@ import dataclasses
 import io
 import json
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -189,8 +190,6 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
             train_together([configs[key] for key in keys], [run_dirs[key] for key in keys], progress=False)
             trained += len(keys)
             bar.update(len(keys))
-    if trained < pending:  # max_runs stopped it
-        return StudyResult(workdir, {}, trained, reused)
 
     # --- each sweep's setting, chosen by validation loss; then every row evaluated on the test sets ---------
     sweeps = {sweep.name: choose_setting(sweep, study.seeds, run_dirs, workdir) for sweep in study.sweeps}
@@ -233,7 +232,9 @@ def _check_sweeps(study: Study, run_dirs: dict, study_file) -> None:
 
 def choose_setting(sweep, seeds: tuple[int, ...], run_dirs: dict, workdir: Path) -> dict:
     """The sweep's settings with their validation log loss (each seed's best checkpoint on the inner validation
-    split) and the chosen one: the lowest mean over seeds. Written to ``runs/SWEEP/choice.json``."""
+    split) and the chosen one: the lowest mean over seeds. Written to ``runs/SWEEP/choice.json``; when it differs
+    from the choice recorded there (settings were added), the old choice's evaluations are removed, so the row is
+    evaluated again from the new one's models."""
     settings = []
     for variant, setting in zip(sweep.variants(), sweep.expanded()):
         losses = [json.loads((run_dirs[variant.name, s] / "result.json").read_text())["best_valid"]["log_loss"]
@@ -245,7 +246,11 @@ def choose_setting(sweep, seeds: tuple[int, ...], run_dirs: dict, workdir: Path)
     choice = {"sweep": sweep.name, "chosen": best, "chosen_variant": settings[best]["variant"],
               "chosen_setting": settings[best]["setting"], "settings": settings,
               "rule": "lowest mean over seeds of the best checkpoint's validation log loss"}
-    write_json_atomic(workdir / "runs" / sweep.name / "choice.json", choice)
+    path = workdir / "runs" / sweep.name / "choice.json"
+    if path.exists() and json.loads(path.read_text())["chosen_variant"] != choice["chosen_variant"]:
+        for stale in (workdir / "runs" / sweep.name).glob("seed-*/eval-*"):
+            shutil.rmtree(stale)
+    write_json_atomic(path, choice)
     return choice
 
 

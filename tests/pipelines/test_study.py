@@ -134,3 +134,29 @@ def test_text_baselines_read_the_archives_and_a_missing_archive_is_said(smoke, t
     with pytest.warns(UserWarning, match="no archives"):
         rows = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "without")
     assert set(rows) == {"majority"}
+
+
+def test_a_changed_sweep_choice_drops_the_old_choices_evaluations(tmp_path):
+    from salesrl_jax.pipelines.study import choose_setting
+    from salesrl_jax.run.study import Sweep
+
+    def runs(losses):  # result.json of each setting x seed, with the given best validation log loss
+        dirs = {}
+        for k, per_seed in enumerate(losses):
+            for seed, loss in zip((0, 1), per_seed):
+                d = tmp_path / "runs" / "lr" / f"setting-{k}" / f"seed-{seed}"
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "result.json").write_text(json.dumps({"best_valid": {"log_loss": loss}}))
+                dirs[f"lr/setting-{k}", seed] = d
+        return dirs
+
+    two = Sweep("lr", grid={"pretrain.learning_rate": (1e-3, 2e-3)})
+    choice = choose_setting(two, (0, 1), runs([(0.60, 0.62), (0.64, 0.66)]), tmp_path)
+    assert choice["chosen"] == 0 and choice["settings"][0]["mean"] == pytest.approx(0.61)
+    evaluation = tmp_path / "runs" / "lr" / "seed-0" / "eval-test"
+    evaluation.mkdir(parents=True)
+    assert choose_setting(two, (0, 1), runs([(0.60, 0.62), (0.64, 0.66)]), tmp_path)["chosen"] == 0
+    assert evaluation.exists()  # the same choice: its evaluations are kept
+    three = Sweep("lr", grid={"pretrain.learning_rate": (1e-3, 2e-3, 4e-3)})
+    assert choose_setting(three, (0, 1), runs([(0.60, 0.62), (0.64, 0.66), (0.58, 0.59)]), tmp_path)["chosen"] == 2
+    assert not evaluation.exists()  # evaluated from the old choice's models: gone, so the row is evaluated again
