@@ -305,6 +305,10 @@ class Score:
     Ray or the cluster at --address; the same outputs (needs pip install 'salesrl-jax[ray]')."""
     address: str | None = None
     """Ray cluster to join (auto, or ray://HOST:10001); unset: start a local Ray of --workers CPUs."""
+    guidance: str | None = None
+    """A `salesrl guidance train` run on this model's encoder state (observation model; DIR or DIR@K for its K-th
+    seed): adds the rep's recommended next act per turn (sim_next_act, its probability, and sim_sale_if, the
+    estimated conversion if each act is played now), learned in simulation (docs/guidance.md)."""
 
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
@@ -313,8 +317,12 @@ class Score:
             result = score_archive(self.model, self.data, self.out, quantized=self.quantized,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
                                    cache_path=self.cache, strict=self.strict, progress=bar.update, wait=self.wait,
-                                   confidence=self.confidence, engine=self.engine, address=self.address)
+                                   confidence=self.confidence, engine=self.engine, address=self.address,
+                                   guidance=self.guidance)
         print(result.summary())
+        if self.guidance is not None:
+            print(f"guidance          sim_* columns: the next act a policy learned in simulation recommends "
+                  f"({self.guidance}); not validated on real calls")
 
 
 @dataclasses.dataclass

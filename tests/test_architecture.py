@@ -23,11 +23,12 @@ LAYERS = {
     "arrays": 3, "env": 3,  # cached per-turn arrays, batching, the validation split; the simulator as a JAX env
     "models": 4,  # Flax modules and predictions over arrays
     "run": 5,  # a run's config and the trained-model artefact (below train and infer alike)
-    "guidance": 5,  # policies trained in the environment (below the configs that name them)
-    "train": 6, "eval": 6, "infer": 6, "baselines": 6, "configs": 6,  # train never imports eval or infer, nor they train
-    "bench": 7, "pipelines": 7,
-    "cli": 8,
-    "__init__": 9,  # the package's lazy public API
+    "train": 6, "eval": 6, "baselines": 6,  # train never imports eval or infer, nor they train
+    "guidance": 6,  # policies trained in the environment, reading a trained model's state (view "model")
+    "infer": 7, "configs": 7,  # the Scorer serves a guidance policy beside the model; configs name guidance's
+    "bench": 8, "pipelines": 8,
+    "cli": 9,
+    "__init__": 10,  # the package's lazy public API
 }
 
 

@@ -70,7 +70,11 @@ def guidance_table(rows: list[dict]) -> str:
              "| what | conversations | env steps/s | first call s |", "|---|---:|---:|---:|"]
     lines += [f"| {r['what']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | "
               f"{r['first_call_s']:.1f} |" if "first_call_s" in r else
-              f"| {r['what']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | - |" for r in rows]
+              f"| {r['what']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | - |" for r in rows
+              if "p50_ms_with" not in r]
+    lines += [f"streaming Scorer with a guidance policy (512-d, embedding cached): p50 {r['p50_ms_with']:.3f} ms "
+              f"against {r['p50_ms_without']:.3f} ms without ({r['with_over_without']:.2f}x, same run)"
+              for r in rows if "p50_ms_with" in r]
     return "\n".join(lines)
 
 

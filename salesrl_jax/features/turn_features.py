@@ -90,16 +90,31 @@ def _log_scale(x: float, top: float) -> float:
     return math.log1p(max(x, 0.0)) / math.log1p(top)
 
 
+@dataclasses.dataclass(frozen=True)
+class TextStats:
+    """What the features read of a turn's text alone (the rest is its speaker, its timing and the turns before)."""
+
+    words: int
+    questions: int
+    sentences: int  # at least 1
+    sentiment: float
+    objection: bool
+    buying: bool
+
+
+def text_stats(text: str) -> TextStats:
+    return TextStats(words=len(text.split()), questions=text.count("?"),
+                     sentences=max(len([s for s in _SENTENCE.split(text) if s.strip()]), 1),
+                     sentiment=_sentiment(text), objection=bool(OBJECTION_PATTERN.search(text)),
+                     buying=bool(BUYING_PATTERN.search(text)))
+
+
 def step(state: FeatureState, turn: Turn) -> tuple[FeatureState, np.ndarray]:
     """Features of one new turn given the carried state; returns ``(new_state, [F] float32)``."""
-    text = turn.text
+    stats = text_stats(turn.text)
     customer = turn.speaker == "customer"
-    words = len(text.split())
-    questions = text.count("?")
-    sentences = max(len([s for s in _SENTENCE.split(text) if s.strip()]), 1)
-    sentiment = _sentiment(text)
-    objection = bool(OBJECTION_PATTERN.search(text))
-    buying = bool(BUYING_PATTERN.search(text))
+    words, questions, sentences = stats.words, stats.questions, stats.sentences
+    sentiment, objection, buying = stats.sentiment, stats.objection, stats.buying
     has_timing = turn.start_time is not None and turn.duration is not None
     gap = turn.start_time - state.last_end if turn.start_time is not None and state.last_end is not None else None
     new = dataclasses.replace(

@@ -25,6 +25,14 @@ class GuidanceConfig:
     """Seeds trained together in one program (vmapped); the first is the one saved as the policy."""
     simulator: SimulatorConfig = SimulatorConfig()
     """The customers: industries, length cap, pace (the environment draws them as the simulator does)."""
+    observation: Literal["acts", "model"] = "acts"
+    """What the policy reads (`salesrl_jax.guidance.views`). acts: the dialogue acts so far and the position.
+    model: the encoder state of the conversion model at ``model``, computed from rendered, embedded utterances:
+    exactly what a `Scorer` session holds, so the policy can guide live conversations (`salesrl score --guidance`)."""
+    model: str | None = None
+    """Run directory of `salesrl train` whose encoder state the policy reads (observation model)."""
+    bank_variants: int = 8
+    """Rendered utterances per act (per industry, and per interest level for the customer's) in the view's bank."""
     time_cost: float = 0.0
     """Reward subtracted per exchange played: > 0 asks for shorter calls (the sale is worth 1)."""
     reward: Literal["expected", "sale"] = "expected"
@@ -57,12 +65,14 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         problems = []
         for name in ("num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches", "hidden",
-                     "eval_conversations"):
+                     "eval_conversations", "bank_variants"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_envs * self.num_steps % self.num_minibatches:
             problems.append(f"num_envs x num_steps ({self.num_envs * self.num_steps}) must be a multiple of "
                             f"num_minibatches ({self.num_minibatches})")
+        if self.observation == "model" and not self.model:
+            problems.append("observation model needs model: the run directory of a trained conversion model")
         if self.time_cost < 0:
             problems.append(f"time_cost must be >= 0, got {self.time_cost}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

@@ -6,7 +6,9 @@
   after ``RULE_CLOSE_AFTER`` exchanges the rep tries to close.
 * ``ceiling``: the exact optimal rep given the latent interest (`salesrl_jax.env.values`, ``optimal``): an upper
   bound for any policy that sees only what is said. ``ceiling_acts``: the same without ending the call itself.
-* ``learned``: a trained actor-critic (`salesrl_jax.guidance.ppo`) reading the observation only; greedy.
+* ``learned``: a trained actor-critic (`salesrl_jax.guidance.ppo`) reading its view's observation only; greedy.
+
+A policy that reads a view other than the dialogue acts carries it (``view``, `salesrl_jax.guidance.views`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Policy(NamedTuple):
     name: str
     prepare: Callable[[EnvState, EnvParams], Any]
     act: Callable[[jnp.ndarray, EnvState, jnp.ndarray, Any, EnvParams], jnp.ndarray]
+    view: Any = None  # what ``obs`` is: None for the dialogue-act view (`ActsView`)
 
 
 def _none(state: EnvState, params: EnvParams) -> jnp.ndarray:
@@ -72,9 +75,9 @@ def ceiling(allow_end: bool = True) -> Policy:
     return Policy("ceiling" if allow_end else "ceiling_acts", prepare, act)
 
 
-def learned(apply: Callable[[jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]], name: str = "learned") -> Policy:
-    """``apply(obs) -> (logits, value)``; the most probable action."""
+def learned(apply: Callable[[jnp.ndarray], Any], name: str = "learned", view: Any = None) -> Policy:
+    """``apply(obs) -> PolicyOutput``; the most probable action; ``obs`` from ``view``."""
     def act(key, state, obs, aux, params):
-        return jnp.argmax(apply(obs)[0]).astype(jnp.int32)
+        return jnp.argmax(apply(obs).logits).astype(jnp.int32)
 
-    return Policy(name, _none, act)
+    return Policy(name, _none, act, view)

@@ -7,10 +7,16 @@ Per transition, with ``rho = pi(a|s) / pi_old(a|s)`` and advantages ``A`` by GAE
 cutting the bootstrap:
 
     L = -mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A)) + c_v mean(max((V - R)^2, (V_clip - R)^2)) / 2
-        - c_H mean(H[pi])
+        + c_v mean((Q(s, a) - R)^2) / 2 - c_H mean(H[pi])
+
+where ``R`` is the lambda-return: the critic's action values ``Q`` learn the return of the act taken, so that
+guidance can show an estimate for every candidate act (`salesrl_jax.guidance.network`).
+
+What the policy observes is a view (`salesrl_jax.guidance.views`): the dialogue acts, or the conversion model's
+encoder state; the view's state is carried beside the environment's and replaced with it.
 
 The network crosses the jit boundary functionally (``nnx.split`` outside, ``nnx.merge`` inside). Seed ``s`` starts
-from ``init_params(config, fold_in(key_s, 0))`` and trains with ``fold_in(key_s, 1)`` (`seed_inputs`).
+from ``init_params(config, obs_dim, fold_in(key_s, 0))`` and trains with ``fold_in(key_s, 1)`` (`seed_inputs`).
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from salesrl_jax.env.environment import NUM_ACTIONS, OBS_DIM, EnvParams, EnvState, replace_finished, reset, step
+from salesrl_jax.env.environment import NUM_ACTIONS, EnvParams, EnvState, replace_finished, reset, step
 from salesrl_jax.guidance.config import GuidanceConfig
-from salesrl_jax.guidance.network import ActorCritic
+from salesrl_jax.guidance.network import ActorCritic, PolicyOutput
+from salesrl_jax.guidance.views import ActsView
 
 
 class Transition(NamedTuple):
-    obs: jnp.ndarray  # [N, OBS_DIM]
+    obs: jnp.ndarray  # [N, obs_dim]
     action: jnp.ndarray  # [N]
     reward: jnp.ndarray  # [N]
     done: jnp.ndarray  # [N]
@@ -44,7 +51,8 @@ class RunnerState(NamedTuple):
     params: nnx.State
     opt_state: optax.OptState
     env_state: EnvState  # [N] conversations in flight
-    obs: jnp.ndarray  # [N, OBS_DIM]
+    view_state: object  # [N] the view's state of each (`salesrl_jax.guidance.views`)
+    obs: jnp.ndarray  # [N, obs_dim]
     running_return: jnp.ndarray  # [N] return so far of each conversation in flight
     key: jnp.ndarray
 
@@ -56,27 +64,32 @@ class UpdateMetrics(NamedTuple):
     exchanges: jnp.ndarray  # their mean length in exchanges
     policy_loss: jnp.ndarray
     value_loss: jnp.ndarray
+    q_loss: jnp.ndarray
     entropy: jnp.ndarray
     approx_kl: jnp.ndarray
 
 
-def network(config: GuidanceConfig) -> nnx.GraphDef:
-    return nnx.graphdef(nnx.eval_shape(lambda: ActorCritic(OBS_DIM, NUM_ACTIONS, config.hidden, rngs=nnx.Rngs(0))))
+def _actor_critic(config: GuidanceConfig, obs_dim: int, rngs: nnx.Rngs) -> ActorCritic:
+    return ActorCritic(obs_dim, NUM_ACTIONS, config.hidden, rngs=rngs, normalize=config.observation == "model")
 
 
-def init_params(config: GuidanceConfig, key: jnp.ndarray) -> nnx.State:
-    return nnx.split(ActorCritic(OBS_DIM, NUM_ACTIONS, config.hidden, rngs=nnx.Rngs(key)))[1]
+def network(config: GuidanceConfig, obs_dim: int) -> nnx.GraphDef:
+    return nnx.graphdef(nnx.eval_shape(lambda: _actor_critic(config, obs_dim, nnx.Rngs(0))))
 
 
-def seed_inputs(config: GuidanceConfig, seeds) -> tuple[jnp.ndarray, nnx.State]:
+def init_params(config: GuidanceConfig, obs_dim: int, key: jnp.ndarray) -> nnx.State:
+    return nnx.split(_actor_critic(config, obs_dim, nnx.Rngs(key)))[1]
+
+
+def seed_inputs(config: GuidanceConfig, seeds, obs_dim: int) -> tuple[jnp.ndarray, nnx.State]:
     """``(keys [S], initial parameters [S, ...])`` of ``seeds``, to vmap `make_train`'s ``train`` over."""
     keys = [jax.random.PRNGKey(s) for s in seeds]
-    initial = [jax.jit(lambda k: init_params(config, k))(jax.random.fold_in(k, 0)) for k in keys]
+    initial = [jax.jit(lambda k: init_params(config, obs_dim, k))(jax.random.fold_in(k, 0)) for k in keys]
     return (jnp.stack([jax.random.fold_in(k, 1) for k in keys]),
             jax.tree.map(lambda *xs: jnp.stack(xs), *initial))
 
 
-def make_apply(graphdef: nnx.GraphDef) -> Callable[[nnx.State, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]:
+def make_apply(graphdef: nnx.GraphDef) -> Callable[[nnx.State, jnp.ndarray], PolicyOutput]:
     return lambda params, obs: nnx.merge(graphdef, params)(obs)
 
 
@@ -94,14 +107,16 @@ def gae(traj: Transition, last_value: jnp.ndarray, gamma: float, lam: float) -> 
     return advantages, advantages + traj.value
 
 
-def make_train(config: GuidanceConfig, params: EnvParams
+def make_train(config: GuidanceConfig, params: EnvParams, view=None
                ) -> Callable[[jnp.ndarray, nnx.State], tuple[RunnerState, UpdateMetrics]]:
     """``train(key, initial) -> (final runner state, metrics [num_updates])`` from the network parameters
-    ``initial`` (`init_params`): pure, jittable, vmappable over keys and initial parameters. The initialisation
+    ``initial`` (`init_params` with ``view.dim``): pure, jittable, vmappable over keys and initial parameters.
+    ``view``: what the policy observes (default `ActsView`). The initialisation
     stays outside the vmapped program: with it inside (orthogonal initialisers, QR decompositions), the vmapped
     program deadlocked on XLA:CPU (jax 0.10.2: it never returned, at 0% CPU); each initialiser vmapped alone does
     not, and nothing else needed moving."""
-    graphdef = network(config)
+    view = ActsView(params) if view is None else view
+    graphdef = network(config, view.dim)
     apply = make_apply(graphdef)
     n, steps, updates = config.num_envs, config.num_steps, config.num_updates
     batch = n * steps
@@ -111,26 +126,31 @@ def make_train(config: GuidanceConfig, params: EnvParams
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
     step_all = jax.vmap(step, in_axes=(0, 0, 0, None))
     reset_all = jax.vmap(reset, in_axes=(0, None))
+    view_reset = jax.vmap(view.reset)
+    view_step = jax.vmap(view.step)
 
     def env_step(rs: RunnerState, _) -> tuple[RunnerState, Transition]:
-        key, k_act, k_step, k_reset = jax.random.split(rs.key, 4)
-        logits, value = apply(rs.params, rs.obs)
+        key, k_act, k_step, k_reset, k_view, k_view_reset = jax.random.split(rs.key, 6)
+        logits, value, _ = apply(rs.params, rs.obs)
         dist = distrax.Categorical(logits=logits)
         action = dist.sample(seed=k_act)
-        obs, state, reward, done, info = step_all(jax.random.split(k_step, n), rs.env_state, action, params)
+        _, state, reward, done, info = step_all(jax.random.split(k_step, n), rs.env_state, action, params)
+        obs, view_state = view_step(jax.random.split(k_view, n), rs.view_state, rs.env_state, state, action, info)
         if config.reward == "expected":  # the sale's probability instead of the draw: same mean, less variance
             reward = info["sale_prob"] - params.time_cost * info["played"]
         total = rs.running_return + reward
-        fresh_obs, fresh = reset_all(jax.random.split(k_reset, n), params)
+        _, fresh = reset_all(jax.random.split(k_reset, n), params)
+        fresh_obs, fresh_view = view_reset(jax.random.split(k_view_reset, n), fresh)
         transition = Transition(rs.obs, action, reward, done, value, dist.log_prob(action),
                                 jnp.where(done, total, 0.0), jnp.where(done, state.sale_prob, 0.0),
                                 jnp.where(done, state.exchange, 0).astype(jnp.float32))
-        rs = RunnerState(rs.params, rs.opt_state, replace_finished(done, fresh, state), jnp.where(done[:, None], fresh_obs, obs),
+        rs = RunnerState(rs.params, rs.opt_state, replace_finished(done, fresh, state),
+                         replace_finished(done, fresh_view, view_state), jnp.where(done[:, None], fresh_obs, obs),
                          jnp.where(done, 0.0, total), key)
         return rs, transition
 
     def loss_fn(p, mb: Transition, advantages, targets):
-        logits, value = apply(p, mb.obs)
+        logits, value, q = apply(p, mb.obs)
         dist = distrax.Categorical(logits=logits)
         log_prob = dist.log_prob(mb.action)
         ratio = jnp.exp(log_prob - mb.log_prob)
@@ -138,15 +158,17 @@ def make_train(config: GuidanceConfig, params: EnvParams
         policy_loss = -jnp.mean(jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * adv))
         clipped = mb.value + jnp.clip(value - mb.value, -config.clip_eps, config.clip_eps)
         value_loss = 0.5 * jnp.mean(jnp.maximum((value - targets) ** 2, (clipped - targets) ** 2))
+        q_taken = jnp.take_along_axis(q, mb.action[:, None], axis=-1)[:, 0]
+        q_loss = 0.5 * jnp.mean((q_taken - targets) ** 2)
         entropy = jnp.mean(dist.entropy())
-        loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
-        return loss, (policy_loss, value_loss, entropy, jnp.mean(mb.log_prob - log_prob))
+        loss = policy_loss + config.value_coef * (value_loss + q_loss) - config.entropy_coef * entropy
+        return loss, (policy_loss, value_loss, q_loss, entropy, jnp.mean(mb.log_prob - log_prob))
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def update(rs: RunnerState, _) -> tuple[RunnerState, UpdateMetrics]:
         rs, traj = jax.lax.scan(env_step, rs, None, steps)
-        _, last_value = apply(rs.params, rs.obs)
+        last_value = apply(rs.params, rs.obs).value
         advantages, targets = gae(traj, last_value, config.gamma, config.gae_lambda)
         flat = jax.tree.map(lambda x: x.reshape((batch,) + x.shape[2:]), (traj, advantages, targets))
 
@@ -176,8 +198,9 @@ def make_train(config: GuidanceConfig, params: EnvParams
 
     def train(key: jnp.ndarray, initial: nnx.State) -> tuple[RunnerState, UpdateMetrics]:
         k_env, k_run = jax.random.split(key)
-        obs, state = reset_all(jax.random.split(k_env, n), params)
-        rs = RunnerState(initial, optimizer.init(initial), state, obs, jnp.zeros(n), k_run)
+        _, state = reset_all(jax.random.split(k_env, n), params)
+        obs, view_state = view_reset(jax.random.split(jax.random.fold_in(k_env, 1), n), state)
+        rs = RunnerState(initial, optimizer.init(initial), state, view_state, obs, jnp.zeros(n), k_run)
         return jax.lax.scan(update, rs, None, updates)
 
     return train

@@ -2,7 +2,8 @@
 
 Conversation ``i`` of a run with key ``k`` draws everything from ``k_i = fold_in(k, i)``: its customer from
 ``fold_in(k_i, 0)``, exchange ``e``'s customer answer, interest move and outcome from ``fold_in(k_i, 1 + e)``, the
-policy's own randomness from ``fold_in(k_i, 10_000 + e)``. Two policies run with the same key therefore meet the
+policy's own randomness from ``fold_in(k_i, 10_000 + e)``, and a policy's view (its text and timing) from
+``fold_in(k_i, 20_000 + e)`` (``fold_in(k_i, 30_000)`` before the first exchange). Two policies run with the same key therefore meet the
 same customers and the same chance at every exchange: their difference is the policies', not the draw's.
 """
 
@@ -14,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from salesrl_jax.env.environment import EnvParams, observe, reset, step
+from salesrl_jax.env.environment import EnvParams, reset, step
 from salesrl_jax.guidance.policies import Policy
+from salesrl_jax.guidance.views import ActsView
 
 
 class Episodes(NamedTuple):
@@ -32,17 +34,19 @@ class Episodes(NamedTuple):
 
 
 def _episode(policy: Policy, key: jnp.ndarray, params: EnvParams):
+    view = ActsView(params) if policy.view is None else policy.view
     _, state = reset(jax.random.fold_in(key, 0), params)
+    obs, view_state = view.reset(jax.random.fold_in(key, 30_000), state)
     aux = policy.prepare(state, params)
 
     def one(carry, e):
-        state, ret = carry
-        obs = observe(state, params)
+        state, view_state, obs, ret = carry
         action = policy.act(jax.random.fold_in(key, 10_000 + e), state, obs, aux, params)
-        _, state, reward, _, _ = step(jax.random.fold_in(key, 1 + e), state, action, params)
-        return (state, ret + reward), None
+        _, after, reward, _, info = step(jax.random.fold_in(key, 1 + e), state, action, params)
+        obs, view_state = view.step(jax.random.fold_in(key, 20_000 + e), view_state, state, after, action, info)
+        return (after, view_state, obs, ret + reward), None
 
-    (state, ret), _ = jax.lax.scan(one, (state, jnp.zeros(())), jnp.arange(params.exchanges))
+    (state, _, _, ret), _ = jax.lax.scan(one, (state, view_state, obs, jnp.zeros(())), jnp.arange(params.exchanges))
     return state, ret
 
 

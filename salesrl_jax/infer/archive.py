@@ -12,7 +12,11 @@ Outputs (the format follows OUTPUT's extension, ``.jsonl`` or ``.parquet``):
 
 * ``OUTPUT``: one row per turn: conversation_id, turn_index, speaker, probability, uncertainty, and with a model
   that has a confidence fit (`salesrl confidence`): confidence, expected_error, familiarity, p_low, p_high and
-  low_confidence (confidence below the fit's threshold, 0.55 by default; `salesrl_jax.models.confidence`);
+  low_confidence (confidence below the fit's threshold, 0.55 by default; `salesrl_jax.models.confidence`); with
+  ``--guidance RUN`` (a guidance run on this model's encoder state, `salesrl_jax.guidance.inference`), the rep's
+  next act as the policy learned in simulation recommends it: sim_next_act, sim_next_act_probability and
+  sim_sale_if (per candidate act, the estimated conversion probability if played now), the same as a live
+  `Scorer` session's (read them after a customer turn);
 * ``OUTPUT`` with ``.conversations`` before the extension: one row per conversation: turns,
   final probability and uncertainty, peak probability and its turn, the whole trajectory, and
   the outcome when the archive has one;
@@ -59,8 +63,9 @@ def output_paths(output: Path) -> dict[str, Path]:
 
 
 def score_records(part: Part, speakers: list[str], prediction: np.ndarray, uncertainty: np.ndarray,
-                  confidence=None) -> tuple[list[dict], list[dict]]:
-    """Per-turn and per-conversation rows of one scored part (``confidence``: a `ConfidenceOutput` of its turns)."""
+                  confidence=None, guidance: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
+    """Per-turn and per-conversation rows of one scored part (``confidence``: a `ConfidenceOutput` of its turns;
+    ``guidance``: their `salesrl_jax.guidance.inference.guidance_arrays` rows)."""
     from salesrl_jax.models.confidence import VALUE_FIELDS  # here: worker processes import this module without JAX
 
     turns, conversations = [], []
@@ -77,6 +82,8 @@ def score_records(part: Part, speakers: list[str], prediction: np.ndarray, uncer
                    "probability": probs[t], "uncertainty": uncs[t]}
             if extra:
                 row.update({name: values[lo + t] for name, values in extra.items()}, low_confidence=low[lo + t])
+            if guidance is not None:
+                row.update(_guidance_columns(guidance[lo + t]))
             turns.append(row)
         peak = int(np.argmax(probs))
         outcome = int(part.outcome[c])
@@ -86,8 +93,17 @@ def score_records(part: Part, speakers: list[str], prediction: np.ndarray, uncer
         if extra:
             summary.update(final_confidence=extra["confidence"][hi - 1], final_p_low=extra["p_low"][hi - 1],
                            final_p_high=extra["p_high"][hi - 1])
+        if guidance is not None:
+            summary.update(final_sim_next_act=_guidance_columns(guidance[hi - 1])["sim_next_act"])
         conversations.append(summary)
     return turns, conversations
+
+
+def _guidance_columns(row: np.ndarray) -> dict:
+    from salesrl_jax.guidance.inference import as_guidance  # here: worker processes import this module without JAX
+
+    g = as_guidance(row)
+    return {"sim_next_act": g.next_act, "sim_next_act_probability": g.act_probability, "sim_sale_if": g.sale_if}
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -171,13 +187,14 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
                   workers: int | None = None, cache_path: str | os.PathLike[str] | None = None,
                   strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None,
                   wait: bool = False, confidence: bool = True, engine: str = "local",
-                  address: str | None = None) -> ScoreResult:
+                  address: str | None = None, guidance: str | os.PathLike[str] | None = None) -> ScoreResult:
     """Score every turn of an archive with a trained model (see the module docstring). The output is claimed
     for the run (`salesrl_jax.io.lock`): another run on it makes this fail at once, or wait with ``wait``.
     ``confidence=False`` leaves out the confidence columns of a model that has a fit (about 1.5x faster).
     ``engine="ray"``: the chunks are embedded and scored by a pool of Ray actors (`salesrl_jax.io.ray_map`;
     ``address`` of a running cluster, or None to start a local one); the outputs are the local engine's, byte for
-    byte."""
+    byte. ``guidance``: a guidance run on this model's encoder state (``DIR`` or ``DIR@K``): adds the recommended
+    next act per turn (see the module docstring)."""
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be local or ray, got {engine!r}")
     paths = output_paths(Path(output))
@@ -185,22 +202,24 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
         return _score_claimed(paths, model_path, input_path, quantized=quantized,
                               chunk_conversations=chunk_conversations, workers=workers, cache_path=cache_path,
                               strict=strict, rows=rows, progress=progress, with_confidence=confidence,
-                              engine=engine, address=address)
+                              engine=engine, address=address, guidance=None if guidance is None else str(guidance))
 
 
 @dataclasses.dataclass
 class ChunkScorer:
     """What scoring a chunk needs, loaded once per process (this one, or each Ray actor): the model (int8 when
-    quantized), its jitted packed-batch predict, and its confidence fit."""
+    quantized), its jitted packed-batch predict, its confidence fit and its guidance policy."""
 
     model: object  # TrainedModel
     params: object
     predict: Callable
     confidence: object | None
     rows: int
+    guidance: object | None = None  # `salesrl_jax.guidance.train.TrainedPolicy`
 
     @classmethod
-    def load(cls, model_path, quantized: bool, with_confidence: bool, rows: int) -> "ChunkScorer":
+    def load(cls, model_path, quantized: bool, with_confidence: bool, rows: int, guidance: str | None = None
+             ) -> "ChunkScorer":
         from salesrl_jax.infer.quantize import int8_model
         from salesrl_jax.models.confidence import signals_of
         from salesrl_jax.models.predict import make_predict
@@ -213,14 +232,30 @@ class ChunkScorer:
         if quantized:
             graphdef, params, _ = int8_model(model)
         confidence = model.confidence if with_confidence else None
-        predict = make_predict(graphdef, extra=None if confidence is None else signals_of)
-        return cls(model, params, predict, confidence, rows)
+        policy = None
+        if guidance is not None:
+            from salesrl_jax.guidance.inference import check_guidance_for, guidance_arrays
+            from salesrl_jax.guidance.train import load_policy
+
+            path, _, index = guidance.partition("@")
+            policy = load_policy(path, int(index) if index else 0)
+            check_guidance_for(policy, model)
+        if confidence is None and policy is None:
+            return cls(model, params, make_predict(graphdef), None, rows)
+
+        def extra(out, inputs, args):
+            conf, policy_params = args
+            return (None if conf is None else signals_of(out, inputs, conf),
+                    None if policy_params is None else guidance_arrays(policy.graphdef, policy_params, out.state))
+
+        return cls(model, params, make_predict(graphdef, extra=extra), confidence, rows, policy)
 
     def run_record(self, input_path, quantized: bool, chunk_conversations: int, strict: bool) -> dict:
         """What identifies a scoring run (a resumed run must not mix models, inputs or chunkings)."""
         return {"input_sha256": archive_hash(input_path), "model": str(self.model.directory),
                 "model_params_sha256": tree_digest(self.params),
                 "confidence_sha256": None if self.confidence is None else tree_digest(self.confidence),
+                "guidance_sha256": None if self.guidance is None else tree_digest(self.guidance.params),
                 "quantized": quantized, "chunk_conversations": chunk_conversations, "strict": strict}
 
     def write(self, part: Part, speakers: list[str], turn_path: Path, conv_path: Path) -> None:
@@ -229,13 +264,16 @@ class ChunkScorer:
         from salesrl_jax.models.confidence import confidence_outputs
         from salesrl_jax.models.predict import predict_part
 
-        prediction, uncertainty, *signals = predict_part(self.predict, self.params, part,
-                                                         np.arange(part.num_conversations), self.rows,
-                                                         args=self.confidence)
+        args = None
+        if self.confidence is not None or self.guidance is not None:
+            args = (self.confidence, None if self.guidance is None else self.guidance.params)
+        prediction, uncertainty, *extra = predict_part(self.predict, self.params, part,
+                                                       np.arange(part.num_conversations), self.rows, args=args)
         _require_finite(part, prediction, uncertainty, self.model.directory)
-        scored = (confidence_outputs(self.confidence, prediction, uncertainty, signals[0],
-                                     np.asarray(part.turn_index)) if signals else None)
-        turns, conversations = score_records(part, speakers, prediction, uncertainty, scored)
+        signals, guidance = extra[0] if extra else (None, None)
+        scored = (confidence_outputs(self.confidence, prediction, uncertainty, signals,
+                                     np.asarray(part.turn_index)) if signals is not None else None)
+        turns, conversations = score_records(part, speakers, prediction, uncertainty, scored, guidance)
         _write_rows(conv_path, conversations)
         _write_rows(turn_path, turns)
 
@@ -250,8 +288,8 @@ class ScoreActor:
     scores one chunk, writing its part files (`ChunkScorer.write`)."""
 
     def __init__(self, *, model_path: str, quantized: bool, with_confidence: bool, rows: int, embedder, cache,
-                 parts_dir: str, ext: str):
-        self.scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows)
+                 parts_dir: str, ext: str, guidance: str | None = None):
+        self.scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows, guidance)
         self.worker = EmbedWorker(embedder, cache)
         self.parts_dir, self.ext = Path(parts_dir), ext
 
@@ -263,8 +301,8 @@ class ScoreActor:
 
 def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized: bool, chunk_conversations: int,
                    workers: int | None, cache_path, strict: bool, rows: int, progress, with_confidence: bool,
-                   engine: str = "local", address: str | None = None) -> ScoreResult:
-    scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows)
+                   engine: str = "local", address: str | None = None, guidance: str | None = None) -> ScoreResult:
+    scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows, guidance)
     embedder_config = scorer.model.config.embedder
     run = scorer.run_record(input_path, quantized, chunk_conversations, strict)
     parts_dir = paths["parts"]
@@ -322,7 +360,7 @@ def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized:
 
             mapped = map_on_ray(jobs(reader), is_done, reused, scored, actor=ScoreActor, actor_kwargs=dict(
                 model_path=str(scorer.model.directory), quantized=quantized, with_confidence=with_confidence,
-                rows=rows, embedder=embedder_config, cache=cache, parts_dir=str(parts_dir), ext=ext),
+                rows=rows, embedder=embedder_config, cache=cache, parts_dir=str(parts_dir), ext=ext, guidance=guidance),
                 workers=workers, address=address)
         else:
             mapped = resumable_map(jobs(reader), _encode_chunk, finish, is_done=is_done, skip=reused,

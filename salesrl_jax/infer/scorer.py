@@ -6,10 +6,13 @@
     score.probability, score.uncertainty, score.turn_index
     score.confidence, score.p_low, score.p_high, score.low_confidence   # when the model has a confidence fit
 
+    scorer = Scorer.load("runs/demo/model", guidance="runs/guidance-model")  # a guidance run on this model's state
+    score.guidance.next_act, score.guidance.sale_if                     # learned in simulation (docs/guidance.md)
+
 A session carries the feature state and the encoder's pooled history (`EncoderCarry`) and updates
 both incrementally: the history is never re-encoded, and a turn reads turns 1..t only. Its
 outputs, confidence included (its running text novelty is carried too), equal batch scoring of the same
-conversation to float tolerance (tested). Sessions are
+conversation to float tolerance (tested), and so does the guidance (`salesrl_jax.guidance.inference`). Sessions are
 independent objects, so one process serves many conversations at once.
 """
 
@@ -27,6 +30,7 @@ from salesrl_jax.data.records import Turn, normalize_speaker
 from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features import turn_features
+from salesrl_jax.guidance.inference import Guidance, as_guidance, check_guidance_for, guidance_arrays
 from salesrl_jax.infer.quantize import dequantize_params, quantize_params, saved_int8
 from salesrl_jax.infer.streaming_confidence import TurnConfidence, blas_one_thread
 from salesrl_jax.models.confidence import VALUE_FIELDS, StreamingNovelty, state_distance, text_novelty
@@ -47,14 +51,20 @@ class TurnScore:
     p_low: float | None = None  # the calibrated interval around the probability
     p_high: float | None = None
     low_confidence: bool | None = None  # confidence below the fit's low_threshold (default 0.55)
+    # The rep's next act as a policy learned in simulation recommends it; None without a guidance run.
+    guidance: Guidance | None = None
 
 
 class Scorer:
     """A trained model plus the embedder it was trained with, ready to score turns one at a time."""
 
     def __init__(self, model: TrainedModel, embedder: Embedder, *, quantized: bool = False,
-                 confidence: bool = True):
+                 confidence: bool = True, guidance=None):
+        """``guidance``: a `salesrl_jax.guidance.train.TrainedPolicy` trained on this model's encoder state."""
         model.require_compatible(embedder.identity, turn_features.FEATURE_NAMES, "the embedder in use")
+        if guidance is not None:
+            check_guidance_for(guidance, model)
+        self.guidance = guidance
         self.model = model
         self.embedder = embedder
         self.quantized = quantized
@@ -76,14 +86,22 @@ class Scorer:
         # The step takes the parameters as a flat list of arrays: flattening nnx's state on every call cost about
         # 35 us of a 0.2 ms turn; a list of arrays flattens in C++.
         self._param_leaves, treedef = jax.tree.flatten(params)
+        self.state_dim = model.config.model.state_dim
+        if guidance is not None:
+            self._param_leaves = self._param_leaves + jax.tree.leaves(guidance.params)
+        n_model = len(jax.tree.leaves(params))
 
         @jax.jit
         def step(leaves, carry: EncoderCarry, embedding, features, prev):
-            """One turn: the new carry, and the probability, the uncertainty and the encoder state in one array
-            (one device-to-host copy per turn)."""
-            agent = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+            """One turn: the new carry, and the probability, the uncertainty, the encoder state and the guidance
+            (if any) in one array (one device-to-host copy per turn)."""
+            agent = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves[:n_model]))
             carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
-            return carry, jnp.concatenate([jnp.stack([out.prediction, out.uncertainty]), out.state])
+            parts = [jnp.stack([out.prediction, out.uncertainty]), out.state]
+            if guidance is not None:
+                policy = jax.tree.unflatten(jax.tree.structure(guidance.params), leaves[n_model:])
+                parts.append(guidance_arrays(guidance.graphdef, policy, out.state))
+            return carry, jnp.concatenate(parts)
 
         self._step = step
         # Committed to the device, as the carries the step returns are (a restored model's parameters are
@@ -92,20 +110,36 @@ class Scorer:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike[str], *, quantized: bool = False, embedder: Embedder | None = None,
-             cache: str | os.PathLike[str] | None = None, confidence: bool = True) -> "Scorer":
+             cache: str | os.PathLike[str] | None = None, confidence: bool = True,
+             guidance: str | os.PathLike[str] | None = None) -> "Scorer":
         """Load a run directory or checkpoint; the embedder defaults to the one in the model's config,
-        behind a SQLite embedding cache if ``cache`` is given."""
+        behind a SQLite embedding cache if ``cache`` is given. ``guidance``: a `salesrl guidance train` run
+        (observation model) on this model, whose policy recommends the rep's next act after every turn (``DIR`` or
+        ``DIR@K`` for its K-th seed)."""
         model = TrainedModel.load(checkpoint)
+        policy = None
+        if guidance is not None:
+            from salesrl_jax.guidance.train import load_policy
+
+            path, _, index = str(guidance).partition("@")
+            policy = load_policy(path, int(index) if index else 0)
         if embedder is None:
             embedder = model.config.embedder.build()
         if cache is not None and not isinstance(embedder, NgramHasher):  # hashing grams needs no cache
             from salesrl_jax.embed.cache import CachedEmbedder, EmbeddingCache
 
             embedder = CachedEmbedder(embedder, EmbeddingCache(cache))
-        return cls(model, embedder, quantized=quantized, confidence=confidence)
+        return cls(model, embedder, quantized=quantized, confidence=confidence, guidance=policy)
 
     def session(self) -> "ScoringSession":
         return ScoringSession(self)
+
+    def opening_guidance(self) -> Guidance | None:
+        """The recommendation before any turn (the policy's first observation: a zero state, as in training)."""
+        if self.guidance is None:
+            return None
+        zeros = jnp.zeros((self.state_dim,), jnp.float32)
+        return as_guidance(np.asarray(guidance_arrays(self.guidance.graphdef, self.guidance.params, zeros)))
 
     def embed_turn(self, text: str) -> np.ndarray | GramBags:
         """A turn's text as the model reads it: its embedding, or its n-gram bag for a sparse-text model."""
@@ -123,9 +157,9 @@ class Scorer:
         if conf is None:
             values = np.asarray(values)
             prob, unc = float(values[0]), float(values[1])
-            session.carry, session.prev_prediction = carry, prob
+            session.carry, session.prev_prediction, session.state = carry, prob, values[2:2 + self.state_dim]
             session.turn_index += 1
-            return TurnScore(session.turn_index - 1, prob, unc)
+            return TurnScore(session.turn_index - 1, prob, unc, guidance=self._guidance(values))
         # The confidence module on the host: the signals in numpy, through the same functions as the batch form's
         # jitted pass (XLA:CPU spends several times longer on one turn's small products), on one BLAS thread (a
         # second one spins on the core XLA's step runs on: 0.27 ms a turn instead of 0.21), then the combination
@@ -134,14 +168,17 @@ class Scorer:
             text = jax.tree.map(lambda x: np.asarray(x)[None], embedding)  # one turn as a batch of one
             novelty = text_novelty(conf, text, rows=1, xp=np)[0]
             values = np.asarray(values)
-            distance = state_distance(conf.bank, conf.bank_norms, values[None, 2:], xp=np)[0]
+            distance = state_distance(conf.bank, conf.bank_norms, values[None, 2:2 + self.state_dim], xp=np)[0]
         prob, unc = float(values[0]), float(values[1])
-        session.carry, session.prev_prediction = carry, prob
+        session.carry, session.prev_prediction, session.state = carry, prob, values[2:2 + self.state_dim]
         session.turn_index += 1
         session.novelty, so_far = session.novelty.add(novelty)
         scored = self._turn_confidence.combine(prob, unc, distance, so_far, session.turn_index - 1)
         return TurnScore(session.turn_index - 1, prob, unc, low_confidence=bool(scored.low_confidence),
-                         **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
+                         guidance=self._guidance(values), **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
+
+    def _guidance(self, values: np.ndarray) -> Guidance | None:
+        return None if self.guidance is None else as_guidance(values[2 + self.state_dim:])
 
 
 class ScoringSession:
@@ -152,6 +189,7 @@ class ScoringSession:
         self.features = turn_features.FeatureState()
         self.carry: EncoderCarry = scorer._initial_carry
         self.prev_prediction = 0.5
+        self.state: np.ndarray | None = None  # [S] the encoder state after the last turn (None before any)
         self.novelty = StreamingNovelty()
         self.turn_index = 0
 

@@ -104,6 +104,13 @@ class StateEncoder(nnx.Module):
 
     def _turn_terms(self, embeddings: jnp.ndarray, features: jnp.ndarray, embedding_scale: jnp.ndarray | None = None):
         """Per-turn ``u`` [..., H] and pool increments ``b`` [..., K, G, H + 1]."""
+        u = self.project_turn(embeddings, features, embedding_scale)
+        return u, self.pool_increment(u, features)
+
+    def project_turn(self, embeddings, features: jnp.ndarray, embedding_scale: jnp.ndarray | None = None
+                     ) -> jnp.ndarray:
+        """The projected turn ``u [..., H]`` (read from the text alone, or from the features of a features-only
+        model)."""
         if self.config.use_text and isinstance(embeddings, GramBags) != self.sparse_text:
             raise ValueError("this model reads " + ("sparse n-gram bags" if self.sparse_text else "dense embeddings")
                              + f", got {type(embeddings).__name__}")
@@ -115,8 +122,12 @@ class StateEncoder(nnx.Module):
             if embeddings.dtype != jnp.int8:
                 embeddings = embeddings.astype(jnp.float32)
             u = jax.nn.gelu(self.project_norm(self.project(embeddings, embedding_scale)))
+        return u
+
+    def pool_increment(self, u: jnp.ndarray, features: jnp.ndarray) -> jnp.ndarray | None:
+        """The turn's increments ``b [..., K, G, H + 1]`` of the history pools (None without history)."""
         if self.num_decays == 0:
-            return u, None
+            return None
         weight = jnp.ones(u.shape[:-1], jnp.float32)
         if hasattr(self, "importance"):
             score = self.importance(jnp.concatenate([u, features], axis=-1))[..., 0]
@@ -126,9 +137,8 @@ class StateEncoder(nnx.Module):
             groups.append(features[..., _CUSTOMER])
         mask = jnp.stack(groups, axis=-1) * weight[..., None]  # [..., G]
         increment = jnp.concatenate([u[..., None, :] * mask[..., None], mask[..., None]], axis=-1)  # [..., G, H+1]
-        increment = jnp.broadcast_to(increment[..., None, :, :],
-                                     increment.shape[:-2] + (self.num_decays,) + increment.shape[-2:])
-        return u, increment
+        return jnp.broadcast_to(increment[..., None, :, :],
+                                increment.shape[:-2] + (self.num_decays,) + increment.shape[-2:])
 
     def _decay(self) -> jnp.ndarray:
         """Recency factors ``r_k``, [K]."""
@@ -211,7 +221,13 @@ class StateEncoder(nnx.Module):
         """One new turn per conversation (``embeddings [..., D]`` or `GramBags` ``[..., K]``, ``features [..., F]``)
         -> ``(carry, context)``."""
         features = features.astype(jnp.float32)
-        u, increment = self._turn_terms(embeddings, features)
+        return self.step_projected(carry, self.project_turn(embeddings, features), features)
+
+    def step_projected(self, carry: EncoderCarry, u: jnp.ndarray, features: jnp.ndarray):
+        """`step_context` of a turn already projected (``u = project_turn(...)``: the guidance environment projects
+        its bank of utterances once) -> ``(carry, context)``."""
+        features = features.astype(jnp.float32)
+        increment = self.pool_increment(u, features)
         if increment is None:
             return carry, self._context(u, None, features)
         pools = self._decay()[:, None, None] * carry.pools + increment

@@ -66,9 +66,13 @@ def test_guidance_part_measures_the_environment_and_ppo():
     from salesrl_jax.bench.guidance import guidance_throughput
     from salesrl_jax.bench.suite import guidance_table
 
-    rows = guidance_throughput(num_envs=(64,), ppo_steps=8192, seed_groups=((0,),))
+    rows = guidance_throughput(num_envs=(64,), ppo_steps=8192, seed_groups=((0,),), stream_turns=40)
     assert [r["what"] for r in rows] == ["environment, random actions", "environment, scripted actions",
-                                         "PPO end to end, 1 seed(s) vmapped"]
-    assert all(r["env_steps_per_s"] > 0 for r in rows) and rows[-1]["first_call_s"] > 0
+                                         "PPO end to end, 1 seed(s) vmapped",
+                                         "PPO end to end, 1 seed, view model (128-d encoder state)",
+                                         "streaming Scorer, 512-d cached, p50 ms without / with guidance"]
+    assert all(r["env_steps_per_s"] > 0 for r in rows[:-1]) and rows[-2]["first_call_s"] > 0
+    assert rows[-1]["p50_ms_with"] > 0 and rows[-1]["p50_ms_without"] > 0
     table = guidance_table(rows)
     assert "| environment, scripted actions | 64 |" in table and table.count("\n") == len(rows) + 2
+    assert "with a guidance policy" in table

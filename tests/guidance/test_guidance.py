@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from salesrl_jax.cli import main
-from salesrl_jax.env.environment import make_params
+from salesrl_jax.env.environment import OBS_DIM, make_params
 from salesrl_jax.guidance.ab import compare, mean_ci, rate_ci
 from salesrl_jax.guidance.config import GuidanceConfig
 from salesrl_jax.guidance.policies import scripted
@@ -77,7 +77,7 @@ def test_seeds_vmapped_equal_each_seed_alone():
                             simulator=SimulatorConfig(industries=("saas",)))
     params = make_params(config.simulator)
     train = make_train(config, params)
-    keys, initial = seed_inputs(config, config.seeds)
+    keys, initial = seed_inputs(config, config.seeds, OBS_DIM)
     together = jax.jit(jax.vmap(train))(keys, initial)[1]
     for i in range(2):
         alone = jax.jit(train)(keys[i], jax.tree.map(lambda x: x[i], initial))[1]
