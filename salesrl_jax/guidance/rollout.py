@@ -54,6 +54,11 @@ def run_episodes(policy: Policy, key: jnp.ndarray, conversations: int, params: E
                  batch: int = 8192) -> Episodes:
     """``conversations`` whole conversations under ``policy``, ``batch`` at a time (jitted, vmapped; the last batch
     is padded to the others' size and cut, so that one compiled program serves them all)."""
+    industries = getattr(policy.view, "industries", params.industries)
+    if industries != params.industries:
+        raise ValueError(f"policy {policy.name!r} reads utterances rendered for the industries {industries}, not for "
+                         f"this environment's {params.industries}: run it with the simulator settings it was trained "
+                         "with")
     size = min(batch, conversations)
     run = jax.jit(jax.vmap(lambda i: _episode(policy, jax.random.fold_in(key, i), params)))
     parts = []

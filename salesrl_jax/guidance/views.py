@@ -147,6 +147,7 @@ class ModelView:
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     dim: int = struct.field(pytree_node=False)
     use_text: bool = struct.field(pytree_node=False)
+    industries: tuple[str, ...] = struct.field(pytree_node=False)  # the bank's, in the environment's order
 
     def encoder(self):
         return nnx.merge(self.graphdef, self.params).encoder
@@ -225,4 +226,4 @@ def model_view(model, bank: UtteranceBank, params: EnvParams) -> ModelView:
         u = np.asarray(project(jnp.asarray(bank.embeddings)))
     return ModelView(weights, jnp.asarray(u), jnp.asarray(bank.stats), jnp.asarray(bank.rep_rows),
                      jnp.asarray(bank.customer_rows), graphdef=graphdef, dim=config.state_dim,
-                     use_text=config.use_text)
+                     use_text=config.use_text, industries=bank.industries)

@@ -146,6 +146,16 @@ def test_scorer_guidance_equals_the_batch_path(guided, tiny_trained, tiny_archiv
     assert all(s["final_sim_next_act"] in ACTIONS for s in summary)
 
 
+def test_an_ab_test_on_other_industries_than_the_views_is_refused(guided):
+    from salesrl_jax.guidance.rollout import run_episodes
+    from salesrl_jax.guidance.train import load_learned
+
+    policy = load_learned(guided)
+    assert run_episodes(policy, jax.random.PRNGKey(0), 64, make_params(SIM)).sale.shape == (64,)
+    with pytest.raises(ValueError, match="rendered for the industries"):
+        run_episodes(policy, jax.random.PRNGKey(0), 64, make_params(SimulatorConfig(industries=("saas",))))
+
+
 def test_guidance_from_another_model_or_from_the_acts_view_is_refused(guided, tiny_trained):
     policy = load_policy(guided)
     model = TrainedModel.load(tiny_trained)
