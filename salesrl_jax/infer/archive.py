@@ -304,7 +304,9 @@ def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized:
                    engine: str = "local", address: str | None = None, guidance: str | None = None) -> ScoreResult:
     scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows, guidance)
     embedder_config = scorer.model.config.embedder
-    run = scorer.run_record(input_path, quantized, chunk_conversations, strict)
+    # The format is part of the run: `x.jsonl` and `x.parquet` share their sidecar files (`x.done.json`), and a
+    # finished JSONL run once made the Parquet one report "already scored" and write nothing.
+    run = {**scorer.run_record(input_path, quantized, chunk_conversations, strict), "format": str(paths["ext"])}
     parts_dir = paths["parts"]
     outputs = tuple(paths[k].name for k in ("turns", "conversations", "done"))
     if paths["done"].exists() and json.loads(paths["done"].read_text()).get("run") == run:

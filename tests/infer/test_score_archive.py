@@ -40,6 +40,14 @@ def test_outputs_per_turn_and_per_conversation(tiny_trained, calls, tmp_path):
     assert again.up_to_date and not result.outputs["parts"].exists()
 
 
+def test_the_same_stem_in_another_format_is_scored_not_skipped(tiny_trained, calls, tmp_path):
+    first = score_archive(tiny_trained, calls, tmp_path / "scores.jsonl", chunk_conversations=50, workers=1)
+    other = score_archive(tiny_trained, calls, tmp_path / "scores.parquet", chunk_conversations=50, workers=1)
+    assert not other.up_to_date
+    as_jsonl = [json.loads(line) for line in first.outputs["turns"].read_text().splitlines()]
+    assert pq.read_table(other.outputs["turns"]).to_pylist() == as_jsonl
+
+
 BAD_RECORDS = {
     "text is not a string": lambda c: c["turns"][0].update(text=12),
     "unknown speaker": lambda c: c["turns"][1].update(speaker="narrator"),
