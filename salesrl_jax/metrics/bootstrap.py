@@ -48,3 +48,21 @@ def paired_difference(metric: Metric, probs_a: np.ndarray, probs_b: np.ndarray, 
     tail = (1 - level) / 2 * 100
     lo, hi = np.nanpercentile(values, [tail, 100 - tail]) if np.isfinite(values).any() else (np.nan, np.nan)
     return diff, float(lo), float(hi)
+
+
+def calibrated_null(metric: Metric, probs: np.ndarray, *, rounds: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """What ``metric`` reads for a perfectly calibrated predictor with these predictions: outcomes drawn as
+    ``y ~ Bernoulli(p)`` ``rounds`` times; returns the median and the ``level`` quantile.
+
+    For ECE this is the sampling floor: with a few hundred conversations a calibrated model's ECE is not 0 (binned
+    frequencies are noisy), so a measured ECE below the ``level`` quantile cannot be told from perfect calibration
+    at this n, and a bar below the median cannot be met even by the truth."""
+    probs = np.clip(np.asarray(probs, np.float64), 0.0, 1.0)
+    if len(probs) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([_safe(metric, probs, (rng.random(len(probs)) < probs).astype(np.float64))
+                       for _ in range(rounds)])
+    median, high = np.nanpercentile(values, [50, level * 100])
+    return float(median), float(high)

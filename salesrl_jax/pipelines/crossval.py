@@ -21,9 +21,13 @@ one folder per fold (its arrays, models and predictions). A killed run rerun wit
 keeps its finished folds.
 
 ``metrics.json``: ``{"methods": {name: {"by_turn": {k: {auc, auc_lo, auc_hi, brier, brier_lo, brier_hi,
-log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, n}}, "last": {...}, "by_fraction": {f: {...}}}},
+log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, n}}, "last": {...},
+"by_fraction": {f: {...}}}},
 "paired": {point: {"reference", "diff", "lo", "hi"}}, "mean_auc_turns_4_12": {name: value},
 "conversations", "folds", "seeds", "data", "embedder"}``; a point is a turn index ("1", "2", ...) or "last".
+``ece_null`` and ``ece_null_hi``: the median and 95th percentile of the ECE a perfectly calibrated predictor with
+the same predictions would read at this n (`salesrl_jax.metrics.bootstrap.calibrated_null`): the sampling floor
+an ECE bar must be read against.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from salesrl_jax.data.validation import Limits
 from salesrl_jax.eval.calibration import recalibrate_model
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
-from salesrl_jax.metrics.bootstrap import bootstrap_interval, paired_difference
+from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.config import TrainConfig, with_overrides
@@ -130,6 +134,8 @@ def _point_metrics(probs: np.ndarray, labels: np.ndarray, rounds: int, seed: int
     for name, fn in METRICS.items():
         out[name] = float(fn(probs, labels)) if len(labels) else float("nan")
         out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_interval(fn, probs, labels, rounds=rounds, seed=seed)
+    out["ece_null"], out["ece_null_hi"] = calibrated_null(metrics.expected_calibration_error, probs, rounds=rounds,
+                                                          seed=seed)
     return out
 
 
@@ -209,10 +215,16 @@ def write_crossval_report(result: dict, out: Path) -> Path:
              f"The model's text: `{result.get('embedder', 'unrecorded')}` (`embedder.kind auto` reads a small archive of "
              "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
              "## Last turn (95% bootstrap intervals over conversations)", "",
-             "| method | AUC | Brier | log loss | ECE |", "|---|---|---|---|---|"]
+             "| method | AUC | Brier | log loss | ECE | ECE if calibrated (median, 95th pct) |",
+             "|---|---|---|---|---|---|"]
     for m in methods:
         last = result["methods"][m]["last"]
-        lines.append(f"| {m} | " + " | ".join(_cell(last, k) for k in METRICS) + " |")
+        floor = (f"{last['ece_null']:.3f}, {last['ece_null_hi']:.3f}" if np.isfinite(last.get("ece_null", np.nan))
+                 else "-")
+        lines.append(f"| {m} | " + " | ".join(_cell(last, k) for k in METRICS) + f" | {floor} |")
+    lines += ["", "ECE if calibrated: the ECE a perfectly calibrated predictor with the same predictions reads at this "
+              "number of conversations (outcomes drawn from the predictions). A measured ECE below its 95th "
+              "percentile cannot be told from perfect calibration here."]
     lines += ["", "## By turn index, every metric", ""]
     for m in methods:
         lines += [f"**{m}**", "", "| turn | n | AUC | Brier | log loss | ECE |", "|---:|---:|---|---|---|---|"]

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from salesrl_jax.metrics import brier, roc_auc
-from salesrl_jax.metrics.bootstrap import bootstrap_interval, paired_difference
+from salesrl_jax.metrics import brier, expected_calibration_error, roc_auc
+from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
 
 
 def _data(n, seed=0):
@@ -30,3 +30,16 @@ def test_paired_difference_is_tighter_than_separate_intervals_and_zero_for_ident
     a_lo, a_hi = bootstrap_interval(roc_auc, p, y, rounds=300)
     assert hi - lo < (a_hi - a_lo) / 2  # the methods err alike, so their difference is sure
     assert paired_difference(roc_auc, p, p, y, rounds=50) == (0.0, 0.0, 0.0)
+
+
+def test_the_calibrated_null_is_the_ece_floor_of_a_calibrated_predictor_and_shrinks_with_n():
+    p, y = _data(1000, seed=3)  # outcomes drawn from p: p is calibrated
+    median, high = calibrated_null(expected_calibration_error, p, rounds=300)
+    assert 0 < median < high < 0.06
+    # The calibrated predictor's own ECE is one draw of that null: below its 99.9th percentile.
+    assert expected_calibration_error(p, y) < calibrated_null(expected_calibration_error, p, rounds=300,
+                                                              level=0.999)[1]
+    # A miscalibrated predictor reads far above the floor; four times the data halves the floor.
+    assert expected_calibration_error(np.clip(p + 0.15, 0, 1), y) > 2 * high
+    median4, _ = calibrated_null(expected_calibration_error, np.tile(p, 4), rounds=100)
+    assert median4 < 0.6 * median
