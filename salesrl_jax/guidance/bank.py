@@ -7,8 +7,8 @@ embedder (dense vectors, or n-gram bags for a sparse-text model) and summarised 
 features read (`salesrl_jax.features.turn_features.text_stats`). The environment then draws one of the
 ``variants`` utterances of the act played, as the simulator draws one rendering.
 
-Built deterministically from ``seed``; an API embedder is put behind an embedding cache (``cache``), so the bank
-is embedded once.
+Built deterministically from ``seed``; `model_embedder` puts an API embedder behind an embedding cache, so the
+bank is embedded once.
 """
 
 from __future__ import annotations
@@ -42,10 +42,6 @@ class UtteranceBank:
     rep_rows: np.ndarray  # [industries, R, V] int32 row of each rep act's variant
     customer_rows: np.ndarray  # [industries, C, LEVELS, V] int32 row of each customer act's variant per interest
     industries: tuple[str, ...]
-
-    @property
-    def variants(self) -> int:
-        return self.rep_rows.shape[-1]
 
 
 def build_bank(simulator: SimulatorConfig, embedder: Embedder, variants: int = 8, seed: int = 0) -> UtteranceBank:

@@ -3,8 +3,9 @@
 Conversation ``i`` of a run with key ``k`` draws everything from ``k_i = fold_in(k, i)``: its customer from
 ``fold_in(k_i, 0)``, exchange ``e``'s customer answer, interest move and outcome from ``fold_in(k_i, 1 + e)``, the
 policy's own randomness from ``fold_in(k_i, 10_000 + e)``, and a policy's view (its text and timing) from
-``fold_in(k_i, 20_000 + e)`` (``fold_in(k_i, 30_000)`` before the first exchange). Two policies run with the same key therefore meet the
-same customers and the same chance at every exchange: their difference is the policies', not the draw's.
+``fold_in(k_i, 20_000 + e)`` (``fold_in(k_i, 30_000)`` before the first exchange). Two policies run with the same
+key therefore meet the same customers and the same chance at every exchange: their difference is the policies', not
+the draw's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _episode(policy: Policy, key: jnp.ndarray, params: EnvParams):
         obs, view_state = view.step(jax.random.fold_in(key, 20_000 + e), view_state, state, after, action, info)
         return (after, view_state, obs, ret + reward), None
 
-    (state, _, _, ret), _ = jax.lax.scan(one, (state, view_state, obs, jnp.zeros(())), jnp.arange(params.exchanges))
+    (state, _, _, ret), _ = jax.lax.scan(one, (state, view_state, obs, jnp.zeros(())),
+                                         jnp.arange(params.exchanges))
     return state, ret
 
 

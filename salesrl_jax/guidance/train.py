@@ -4,7 +4,8 @@ rep, a rule table and the ceiling; and the policies an A/B test can name.
 ``WORKDIR`` holds ``config.json``, ``metrics.jsonl`` (one line per update and seed), ``policy/`` (the trained
 parameters of every seed, an orbax checkpoint, with their digest in ``result.json``), ``result.json`` (with the
 observation's size and, for the view "model", the conversion model's parameter digest, which a `Scorer` checks)
-and ``ab/`` (`salesrl_jax.guidance.ab`'s report); for an API embedder, the bank's embedding cache. The training is one jitted program (PureJaxRL's shape), so a killed
+and ``ab/`` (`salesrl_jax.guidance.ab`'s report); for an API embedder, the bank's embedding cache. The training
+is one jitted program (PureJaxRL's shape), so a killed
 run starts again from the beginning; a trained one is not trained again, and a finished one (its A/B test
 written) only reports what it measured.
 """
@@ -163,9 +164,6 @@ class TrainedPolicy:
     obs_dim: int
     model_params_sha256: str | None  # the conversion model the view "model" read while training
 
-    def apply(self, obs):
-        return make_apply(self.graphdef)(self.params, obs)
-
 
 def load_policy(workdir: str | Path, seed_index: int = 0) -> TrainedPolicy:
     """The trained parameters of seed ``seed_index`` (its position in the config's seeds) of a guidance run."""
@@ -193,6 +191,19 @@ def load_policy(workdir: str | Path, seed_index: int = 0) -> TrainedPolicy:
                          result.get("model_params_sha256"))
 
 
+def split_run_spec(spec: str | Path) -> tuple[str, int]:
+    """``DIR`` or ``DIR@K`` (the K-th seed of a guidance run) -> ``(DIR, K)``; a K that is not a number is refused."""
+    path, at, index = str(spec).partition("@")
+    if at and not index.isdigit():
+        raise ValueError(f"guidance run {spec!r}: after @ comes a seed index (DIR@K, K = 0, 1, ...), got {index!r}")
+    return path, int(index) if at else 0
+
+
+def load_policy_spec(spec: str | Path) -> TrainedPolicy:
+    """`load_policy` of ``DIR`` or ``DIR@K``."""
+    return load_policy(*split_run_spec(spec))
+
+
 def load_learned(workdir: str | Path, seed_index: int = 0, view=None) -> Policy:
     """The greedy policy of seed ``seed_index`` of a guidance run, with its observation view (built from the run's
     config unless given: for the view "model", the conversion model must still be where it was, unchanged)."""
@@ -214,10 +225,10 @@ def resolve_policy(spec: str) -> Policy:
     the K-th seed)."""
     if spec in BUILT_IN:
         return BUILT_IN[spec]()
-    path, _, index = spec.partition("@")
+    path, index = split_run_spec(spec)
     if not Path(path).is_dir():
         raise ValueError(f"unknown policy {spec!r}: one of {', '.join(BUILT_IN)}, or a guidance run directory")
-    return load_learned(path, int(index) if index else 0)
+    return load_learned(path, index)
 
 
 def run_ab(policies: dict[str, Policy], params: EnvParams, conversations: int, seed: int = 0) -> ABResult:

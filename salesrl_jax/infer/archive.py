@@ -235,10 +235,9 @@ class ChunkScorer:
         policy = None
         if guidance is not None:
             from salesrl_jax.guidance.inference import check_guidance_for, guidance_arrays
-            from salesrl_jax.guidance.train import load_policy
+            from salesrl_jax.guidance.train import load_policy_spec
 
-            path, _, index = guidance.partition("@")
-            policy = load_policy(path, int(index) if index else 0)
+            policy = load_policy_spec(guidance)
             check_guidance_for(policy, model)
         if confidence is None and policy is None:
             return cls(model, params, make_predict(graphdef), None, rows)

@@ -119,10 +119,9 @@ class Scorer:
         model = TrainedModel.load(checkpoint)
         policy = None
         if guidance is not None:
-            from salesrl_jax.guidance.train import load_policy
+            from salesrl_jax.guidance.train import load_policy_spec
 
-            path, _, index = str(guidance).partition("@")
-            policy = load_policy(path, int(index) if index else 0)
+            policy = load_policy_spec(guidance)
         if embedder is None:
             embedder = model.config.embedder.build()
         if cache is not None and not isinstance(embedder, NgramHasher):  # hashing grams needs no cache
@@ -175,7 +174,8 @@ class Scorer:
         session.novelty, so_far = session.novelty.add(novelty)
         scored = self._turn_confidence.combine(prob, unc, distance, so_far, session.turn_index - 1)
         return TurnScore(session.turn_index - 1, prob, unc, low_confidence=bool(scored.low_confidence),
-                         guidance=self._guidance(values), **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
+                         guidance=self._guidance(values),
+                         **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
 
     def _guidance(self, values: np.ndarray) -> Guidance | None:
         return None if self.guidance is None else as_guidance(values[2 + self.state_dim:])

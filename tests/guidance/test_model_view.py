@@ -18,8 +18,8 @@ from salesrl_jax.guidance.bank import STAT_FIELDS, build_bank
 from salesrl_jax.guidance.config import GuidanceConfig
 from salesrl_jax.guidance.inference import check_guidance_for
 from salesrl_jax.guidance.policies import scripted
-from salesrl_jax.guidance.train import build_view, load_policy, train_guidance
-from salesrl_jax.guidance.views import FeatureCarry
+from salesrl_jax.guidance.train import build_view, load_policy, split_run_spec, train_guidance
+from salesrl_jax.guidance.views import FeatureCarry, model_view
 from salesrl_jax.guidance.views import turn_features as jnp_turn_features
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.run.trained_model import TrainedModel
@@ -154,6 +154,26 @@ def test_an_ab_test_on_other_industries_than_the_views_is_refused(guided):
     assert run_episodes(policy, jax.random.PRNGKey(0), 64, make_params(SIM)).sale.shape == (64,)
     with pytest.raises(ValueError, match="rendered for the industries"):
         run_episodes(policy, jax.random.PRNGKey(0), 64, make_params(SimulatorConfig(industries=("saas",))))
+
+
+def test_a_view_on_a_model_or_bank_it_cannot_read_is_refused(tiny_trained):
+    model = TrainedModel.load(tiny_trained)
+    bank = build_bank(SIM, model.config.embedder.build(), variants=1)
+    with pytest.raises(ValueError, match="industries"):
+        model_view(model, bank, make_params(SimulatorConfig(industries=("saas", "insurance"))))
+    model.config = dataclasses.replace(model.config, model=dataclasses.replace(model.config.model,
+                                                                               feed_prediction=True))
+    with pytest.raises(ValueError, match="feed_prediction"):
+        model_view(model, bank, make_params(SIM))
+
+
+def test_a_run_and_its_seed_are_named_dir_at_k(guided, tiny_trained):
+    assert split_run_spec("runs/g") == ("runs/g", 0) and split_run_spec("runs/g@2") == ("runs/g", 2)
+    with pytest.raises(ValueError, match="seed index"):
+        split_run_spec("runs/g@last")
+    assert Scorer.load(tiny_trained, guidance=f"{guided}@0").guidance.obs_dim == 16
+    with pytest.raises(ValueError, match="out of range"):
+        Scorer.load(tiny_trained, guidance=f"{guided}@1")
 
 
 def test_guidance_from_another_model_or_from_the_acts_view_is_refused(guided, tiny_trained):
