@@ -181,6 +181,26 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     unfinished = [[key for key in program if not (run_dirs[key] / "result.json").exists()] for program in programs]
     pending = sum(len(keys) for keys in unfinished)
     reused, trained = len(owned) - pending, 0
+    def evaluate(rows: list, bar=None) -> None:
+        """Evaluate every (row, seed) whose model is trained and whose evaluation is missing."""
+        for name, quantized, dirs in rows:
+            for seed in study.seeds:
+                if not (dirs[seed] / "result.json").exists():
+                    continue
+                model = None
+                for test, (arrays, _) in tests.items():
+                    out = workdir / "runs" / name / f"seed-{seed}" / f"eval-{test}"
+                    if (out / "metrics.json").exists():
+                        continue
+                    model = model or TrainedModel.load(dirs[seed])
+                    evaluate_model(model, arrays, out, weights=_int8(model) if quantized else None,
+                                   label="int8" if quantized else "")
+                if bar is not None:
+                    bar.update(1)
+
+    # Each variant's rows are evaluated as soon as its runs are trained: a study stopped part way already holds
+    # the evaluations of what it finished.
+    rows = [(v.name, v.quantized, {seed: run_dirs[v.name, seed] for seed in study.seeds}) for v in study.variants]
     with tqdm(total=pending, unit="run", desc="study: train", disable=not progress) as bar:
         for keys in unfinished:
             if not keys:
@@ -190,24 +210,14 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
             train_together([configs[key] for key in keys], [run_dirs[key] for key in keys], progress=False)
             trained += len(keys)
             bar.update(len(keys))
+            evaluate(rows)
 
     # --- each sweep's setting, chosen by validation loss; then every row evaluated on the test sets ---------
     sweeps = {sweep.name: choose_setting(sweep, study.seeds, run_dirs, workdir) for sweep in study.sweeps}
-    rows = [(v.name, v.quantized, {seed: run_dirs[v.name, seed] for seed in study.seeds}) for v in study.variants]
     rows += [(name, False, {seed: run_dirs[choice["chosen_variant"], seed] for seed in study.seeds})
              for name, choice in sweeps.items()]
-    evaluations = [(row, seed) for row in rows for seed in study.seeds]
-    with tqdm(total=len(evaluations), unit="run", desc="study: evaluate", disable=not progress) as bar:
-        for (name, quantized, dirs), seed in evaluations:
-            model = None
-            for test, (arrays, _) in tests.items():
-                out = workdir / "runs" / name / f"seed-{seed}" / f"eval-{test}"
-                if (out / "metrics.json").exists():
-                    continue
-                model = model or TrainedModel.load(dirs[seed])
-                evaluate_model(model, arrays, out, weights=_int8(model) if quantized else None,
-                               label="int8" if quantized else "")
-            bar.update(1)
+    with tqdm(total=len(rows) * len(study.seeds), unit="run", desc="study: evaluate", disable=not progress) as bar:
+        evaluate(rows, bar)
     baselines = {name: fit_study_baselines(study, train_arrays, train_archive, arrays, archive,
                                            workdir / "baselines" / name)
                  for name, (arrays, archive) in tests.items()}

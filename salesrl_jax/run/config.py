@@ -73,6 +73,10 @@ class PretrainConfig:
     """Share of turn-embedding entries zeroed (the rest scaled up) in each training step: dropout on the
     input, which for hashed bag-of-words embeddings acts as an adaptive L2 penalty (Wager et al., 2013)."""
 
+    patience: int = 3
+    """Stop pretraining after this many epochs in a row whose validation found no new best checkpoint (early
+    stopping by validation log loss; the best checkpoint is kept either way). 0: train every planned epoch."""
+
     last_turn_share: float = 0.0
     """Share of the loss on each conversation's last turn: loss = (1 - s) mean BCE over all turns + s mean BCE over
     last turns. 0 weighs every prefix alike; larger values pull training toward whole conversations, as a
@@ -83,6 +87,8 @@ class PretrainConfig:
             raise ValueError(f"pretrain.last_turn_share must be in [0, 1), got {self.last_turn_share}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise ValueError(f"pretrain.input_dropout must be in [0, 1), got {self.input_dropout}")
+        if self.patience < 0:
+            raise ValueError(f"pretrain.patience must be >= 0 (0: never stop early), got {self.patience}")
         _positive(self, "pretrain", ("epochs", "rows_per_minibatch", "chunk_minibatches", "learning_rate"))
 
 
@@ -117,11 +123,17 @@ class PPOConfig:
     """GAE lambda."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
+    patience: int = 3
+    """Stop PPO after this many validations in a row (one every checkpoint_every updates) without a new best
+    checkpoint. Measured on 20k synthetic conversations: fine-tuning never beat the pretrained checkpoint, and PPO
+    from scratch peaked at update 64 of 400 and then only worsened (docs/benchmarks.md). 0: run every update."""
     ensemble_weight: float = 1.0
     """The ensemble heads keep learning by cross-entropy on a stop-gradient state (they never train the encoder here)."""
 
     def __post_init__(self) -> None:
         _positive(self, "ppo", ("updates", "rows_per_minibatch", "epochs", "minibatches", "learning_rate"))
+        if self.patience < 0:
+            raise ValueError(f"ppo.patience must be >= 0 (0: never stop early), got {self.patience}")
 
 
 @dataclasses.dataclass(frozen=True)

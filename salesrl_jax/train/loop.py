@@ -163,7 +163,7 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
     phase = saved["position"]["phase"]
     like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed))
     state, meta = checkpoints.restore_latest(like)  # onto the mesh: the arrays' shardings come from ``like``
-    return state, RunPosition.from_dict(meta["position"]), dict(meta["position"])
+    return state, RunPosition.from_dict(meta["position"]), {**meta["position"], "stalled": meta.get("stalled", 0)}
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bool = True,
@@ -307,7 +307,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     for c, workdir, params, ckpt, opt in zip(configs, workdirs, initial, checkpoints, optimizers):
         fresh = placement.put_state(init_state(params, opt.for_phase("pretrain" if pre.enabled else "ppo"), c.seed))
         starts.append(_resume(c, workdir, ckpt, fresh, opt, placement))
-    position, resumed_from = starts[0][1], starts[0][2]
+    position = starts[0][1]
+    resumed_from = {k: v for k, v in starts[0][2].items() if k != "stalled"} if starts[0][2] else None
     if any(start[1] != position for start in starts):
         raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
                          f"({[s[1].to_dict() for s in starts]}); finish them one at a time (salesrl train)")
@@ -319,8 +320,9 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
         validate=validate,
         meta={"config": json.loads(c.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
-        checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks)
-        for c, workdir, ckpt in zip(configs, workdirs, checkpoints)]
+        checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks,
+        stalled=start[2]["stalled"] if start[2] else 0)
+        for c, workdir, ckpt, start in zip(configs, workdirs, checkpoints, starts)]
     members = Members(contexts, seeds, [f"seed {c.seed}, {w}" for c, w in zip(configs, workdirs)])
     state = members.stack([start[0] for start in starts])
     throughput: dict[str, float] = {}
@@ -344,7 +346,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                                        first, seed) for first, seed in zip(first_epochs, seeds)]
             phase = Pretraining(arrays, train_chunk, members.stack([Hyperparams.pretrain(c) for c in configs]),
                                 pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs, plans=plans,
-                                heads=heads, placement=placement)
+                                heads=heads, placement=placement, patience=pre.patience)
             done = phase.run(members, state, position)
             throughput.update(done.throughput)
             if done.stopped:
@@ -355,6 +357,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                                                                       optimizers[m].ppo, seed + 1))
                                        for m, seed in enumerate(seeds)])
             position = dataclasses.replace(position, phase="ppo" if ppo.enabled else "done", update=0)
+            for ctx in contexts:  # each phase has its own patience
+                ctx.stalled = 0
             save_all(state, position)
 
         # --- PPO fine-tuning -------------------------------------------------------------------
@@ -367,7 +371,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             phase = PPOFinetuning(arrays, update, members.stack([Hyperparams.ppo(c) for c in configs]),
                                   ppo.rows_per_minibatch, ppo.minibatches,
                                   schedules, validate_every=config.checkpoint_every, heads=heads,
-                                  placement=placement)
+                                  placement=placement, patience=ppo.patience)
             done = phase.run(members, state, position)
             throughput.update(done.throughput)
             if done.stopped:

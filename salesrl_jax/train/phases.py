@@ -74,14 +74,16 @@ class RunContext:
     checkpoint_every: int
     progress: bool = True
     budget: int | None = None  # units of work left before stopping early (tests simulate a kill with it)
+    stalled: int = 0  # validations in a row, in the current phase, that found no new best (saved with the latest)
 
     def save_latest(self, state: TrainState, position: RunPosition) -> None:
-        self.checkpoints.save_latest(state, {**self.meta, "position": position.to_dict()})
+        self.checkpoints.save_latest(state, {**self.meta, "position": position.to_dict(), "stalled": self.stalled})
 
     def validate_and_keep_best(self, state: TrainState, position: RunPosition, tag: str) -> dict[str, float]:
         valid = self.validate(state.params)
         improved = self.checkpoints.save_best(state, {**self.meta, "position": position.to_dict(), "valid": valid},
                                               valid["log_loss"])
+        self.stalled = 0 if improved else self.stalled + 1
         self.log.write({"seq": position.seq, "event": "validation", "at": tag, **valid, "best": improved})
         return valid
 
@@ -118,6 +120,11 @@ class Members:
     def stack(self, trees: list) -> Any:
         return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if self.stacked else trees[0]
 
+    def keep(self, new: Any, old: Any, active: list[bool]) -> Any:
+        """The stacked ``new`` for the active members and ``old`` for the others."""
+        mask = jnp.asarray(active)
+        return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
     def label(self, m: int) -> str:
         return f" ({self.labels[m] if self.labels else f'seed {self.seeds[m]}'})" if self.stacked else ""
 
@@ -138,10 +145,12 @@ class Phase:
     rate_unit: str  # what the meter counts
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
-                 periods: int, validate_every: int | None, heads: int = 0, placement: Placement | None = None):
+                 periods: int, validate_every: int | None, heads: int = 0, placement: Placement | None = None,
+                 patience: int = 0):
         self.arrays, self.step, self.hp = arrays, step, hp
         self.rows, self.minibatches = rows, minibatches
         self.periods, self.validate_every = periods, validate_every
+        self.patience = patience  # validations in a row without a new best after which a member stops (0: never)
         self.heads = heads  # ensemble heads: their fixed bootstrap weights, per member's seed
         self.placement = placement  # the mesh (None: one device, each minibatch one slice)
 
@@ -167,9 +176,17 @@ class Phase:
     def validation_tag(self, period: int, done: int) -> str: ...
 
     # --- the shared loop ---------------------------------------------------------------------
+    def halted(self, ctx: RunContext) -> bool:
+        """Whether a member has stopped early: ``patience`` validations in a row without a new best."""
+        return self.patience > 0 and ctx.stalled >= self.patience
+
     def run(self, members: Members, state: TrainState, position: RunPosition) -> PhaseResult:
-        """Train ``members`` (their ``state``, stacked when several) from ``position`` to the phase's end, or until
-        the first member's work budget runs out."""
+        """Train ``members`` (their ``state``, stacked when several) from ``position`` to the phase's end, until
+        every member has stopped early (`halted`), or until the first member's work budget runs out.
+
+        A member that stops early while others train on keeps its state (each step's result is discarded for
+        it), is neither validated nor logged again, and its latest checkpoint follows the others' position: it
+        ends as it would alone."""
         meter = Meter()
         parts = [batch_lib.PartCache(self.arrays) for _ in range(len(members))]
         first_period, first_unit = self.cursor(position)
@@ -181,31 +198,44 @@ class Phase:
             bar = tqdm(total=length, initial=start, unit=self.unit, desc=self.bar_label(period),
                        disable=None if budget.progress else True, dynamic_ncols=True)
             for unit in range(start, length):
+                active = [not self.halted(ctx) for ctx in members.contexts]
+                if not any(active):
+                    bar.close()
+                    return PhaseResult(state, position, False, meter.report(self.name, self.rate_unit))
                 batches = []
                 for m, plan in enumerate(plans):
                     chunk = plan[unit] if unit < len(plan) else batch_lib.ChunkPlan(plan[-1].part, [])
                     batches.append(self.to_batch(self.gather(parts[m], chunk), chunk.part, members.seeds[m]))
                 (new_state, metrics), seconds = meter.timed(self.step, state, members.stack(batches), self.hp)
-                meter.add(sum(self.items(members.pick(metrics, m)) for m in range(len(members))), seconds)
+                meter.add(sum(self.items(members.pick(metrics, m)) for m in range(len(members)) if active[m]),
+                          seconds)
                 for m in range(len(members)):
-                    require_finite(self.finite(members.pick(metrics, m)),
-                                   self.where(period, unit, members.pick(state, m)) + members.label(m))
-                state, done = new_state, unit + 1
+                    if active[m]:
+                        require_finite(self.finite(members.pick(metrics, m)),
+                                       self.where(period, unit, members.pick(state, m)) + members.label(m))
+                state, done = (members.keep(new_state, state, active) if not all(active) else new_state), unit + 1
                 position = self.after_unit(position, period, done)
                 for m, ctx in enumerate(members.contexts):
-                    ctx.log.write({"seq": position.seq, "event": self.name,
-                                   **self.record(members.pick(metrics, m), period, unit, members.pick(state, m)),
-                                   "seconds": seconds})
-                bar.set_postfix(**self.postfix(members.pick(metrics, 0), meter.rate))
+                    if active[m]:
+                        ctx.log.write({"seq": position.seq, "event": self.name,
+                                       **self.record(members.pick(metrics, m), period, unit, members.pick(state, m)),
+                                       "seconds": seconds})
+                bar.set_postfix(**self.postfix(members.pick(metrics, active.index(True)), meter.rate))
                 bar.update(1)
                 period_ends = done == length
                 if period_ends:
                     position = self.after_period(position, period)
                 saved = True
                 if period_ends or (self.validate_every and done % self.validate_every == 0):
+                    tag = self.validation_tag(period, done)
                     for m, ctx in enumerate(members.contexts):
-                        ctx.validate_and_keep_best(members.pick(state, m), position,
-                                                   self.validation_tag(period, done))
+                        if active[m]:
+                            ctx.validate_and_keep_best(members.pick(state, m), position, tag)
+                            if self.halted(ctx):
+                                ctx.log.write({"seq": position.seq, "event": "early_stop", "phase": self.name,
+                                               "at": tag, "patience": self.patience})
+                                bar.write(f"{self.name}{members.label(m)}: no new best in {self.patience} "
+                                          f"validations; stopped early at {tag}")
                         ctx.save_latest(members.pick(state, m), position)
                 elif done % budget.checkpoint_every == 0:
                     for m, ctx in enumerate(members.contexts):
@@ -229,9 +259,9 @@ class Pretraining(Phase):
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
                  epochs: int, plans: list[Callable[[int], list[batch_lib.ChunkPlan]]], heads: int = 0,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, patience: int = 0):
         super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, heads=heads,
-                         placement=placement)
+                         placement=placement, patience=patience)
         self._plans = plans  # per member: epoch -> its chunks
 
     def plan(self, period, member):
@@ -282,9 +312,9 @@ class PPOFinetuning(Phase):
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
                  schedules: list[list[batch_lib.ChunkPlan]], validate_every: int, heads: int = 0,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, patience: int = 0):
         super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every,
-                         heads=heads, placement=placement)
+                         heads=heads, placement=placement, patience=patience)
         self.schedules = schedules  # per member
 
     def plan(self, period, member):

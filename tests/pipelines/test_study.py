@@ -83,6 +83,9 @@ def test_a_killed_study_resumes_to_the_same_table(smoke, tmp_path):
     # The first program (the full model, lr_1e-2 and the sweep's new setting: six runs) trains, then it stops.
     partial = run_study(SMOKE, work, progress=False, max_runs=2)
     assert partial.runs_trained == 6 and not (work / "table.md").exists()
+    # What finished is evaluated already (a study stopped by a time limit keeps its finished rows' numbers).
+    assert (work / "runs" / "full" / "seed-0" / "eval-synthetic" / "metrics.json").exists()
+    assert not (work / "runs" / "no_history" / "seed-0" / "eval-synthetic").exists()
     resumed = run_study(SMOKE, work, progress=False)
     assert resumed.runs_trained == 2 and resumed.runs_reused == 6  # no_history's two seeds, then the table
     assert (work / "table.json").read_text() == (smoke / "table.json").read_text()

@@ -105,3 +105,37 @@ def test_only_numeric_differences_train_together(tiny_arrays, tmp_path):
     with pytest.raises(ValueError, match="its own workdir"):
         train_together([config, config], [tmp_path / "a", tmp_path / "a"])
     assert not (tmp_path / "a").exists()  # refused before anything is made
+
+
+def test_a_member_that_stops_early_ends_as_it_would_alone(tiny_arrays, tmp_path):
+    """In a group, a member whose validations stall (a PPO learning rate too small to move float32 parameters)
+    stops after ``ppo.patience`` of them while the other trains on; it keeps its state, is not logged again, and
+    ends as it ends alone. The group then resumes from a kill after the stop to the same parameters."""
+    base = tiny_config(tiny_arrays, checkpoint_every=2)
+    config = dataclasses.replace(base, pretrain=dataclasses.replace(base.pretrain, epochs=2),
+                                 ppo=dataclasses.replace(base.ppo, updates=8, patience=2))
+    configs = [with_overrides(config, {"ppo.learning_rate": 1e-12, "name": "frozen"}),
+               with_overrides(config, {"ppo.learning_rate": 1e-3, "ppo.patience": 2, "name": "moving"})]
+    dirs = [tmp_path / "g0", tmp_path / "g1"]
+    train_together(configs, dirs, progress=False)
+    logs = {}
+    for k, c in enumerate(configs):
+        train_and_evaluate(c, tmp_path / f"a{k}", progress=False)
+        for where in (dirs[k], tmp_path / f"a{k}"):
+            log = [json.loads(line) for line in (where / "metrics.jsonl").read_text().splitlines()]
+            logs[where] = ([r["update"] for r in log if r["event"] == "ppo"],
+                           [r["at"] for r in log if r["event"] == "early_stop"])
+        assert logs[dirs[k]] == logs[tmp_path / f"a{k}"]
+        mean, largest = _close(_latest(dirs[k], config), _latest(tmp_path / f"a{k}", config))
+        assert mean < 1e-4 and largest < 0.05, (k, mean, largest)
+    assert logs[dirs[0]] == ([0, 1, 2, 3], ["ppo update 4"])  # stopped while the other trained on
+    assert len(logs[dirs[1]][0]) > 4
+
+    # Killed after the frozen member stopped, resumed: the same end.
+    resumed = [tmp_path / "r0", tmp_path / "r1"]
+    pretrain_units = len([line for line in (dirs[0] / "metrics.jsonl").read_text().splitlines()
+                          if json.loads(line)["event"] == "pretrain"])
+    train_together(configs, resumed, progress=False, stop_after_chunks=pretrain_units + 5)
+    train_together(configs, resumed, progress=False)
+    for k in range(2):
+        assert _close(_latest(resumed[k], config), _latest(dirs[k], config))[1] == 0.0

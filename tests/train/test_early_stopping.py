@@ -1,0 +1,75 @@
+"""Early stopping (``pretrain.patience``, ``ppo.patience``): a phase stops after that many validations in a row
+without a new best checkpoint, each phase with its own count, and a run killed after a stalled validation resumes
+to the uninterrupted result."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+
+from salesrl_jax.run.checkpoints import read_meta
+from salesrl_jax.run.trained_model import TrainedModel
+from salesrl_jax.train.loop import train_and_evaluate
+from tests.conftest import tiny_config
+
+# A learning rate far below float32's resolution of the parameters: steps leave them unchanged, so every validation
+# after the first finds the same log loss, which is not a new best. The count of stalled validations is then known.
+FROZEN = 1e-12
+
+
+def _stalling_config(arrays, **ppo):
+    base = tiny_config(arrays, checkpoint_every=2)
+    return dataclasses.replace(
+        base, pretrain=dataclasses.replace(base.pretrain, epochs=6, learning_rate=FROZEN, patience=2),
+        ppo=dataclasses.replace(base.ppo, updates=10, learning_rate=FROZEN, patience=2, **ppo))
+
+
+def _log(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_each_phase_stops_after_patience_validations_without_a_new_best(tiny_arrays, tmp_path):
+    config = _stalling_config(tiny_arrays)
+    result = train_and_evaluate(config, tmp_path / "run", progress=False)
+    log = _log(tmp_path / "run")
+    validations = [(r["at"], r["best"]) for r in log if r["event"] == "validation"]
+    # Epoch 1 is the first best; epochs 2 and 3 find nothing better: pretraining stops there, 3 of 6 epochs. PPO
+    # starts its own count: updates 2 and 4 find nothing better, so it stops after 4 of 10 updates.
+    assert validations == [("pretrain epoch 1", True), ("pretrain epoch 2", False), ("pretrain epoch 3", False),
+                           ("ppo update 2", False), ("ppo update 4", False)]
+    stops = [(r["phase"], r["at"]) for r in log if r["event"] == "early_stop"]
+    assert stops == [("pretrain", "pretrain epoch 3"), ("ppo", "ppo update 4")]
+    assert {r["epoch"] for r in log if r["event"] == "pretrain"} == {0, 1, 2}
+    assert [r["update"] for r in log if r["event"] == "ppo"] == [0, 1, 2, 3]
+    assert log[-1]["event"] == "done" and result.valid and result.best_valid
+    assert read_meta(tmp_path / "run" / "checkpoints" / "latest")["position"]["phase"] == "done"
+
+    # With patience 0 every planned unit runs.
+    full = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, patience=0),
+                               ppo=dataclasses.replace(config.ppo, patience=0))
+    train_and_evaluate(full, tmp_path / "all", progress=False)
+    log = _log(tmp_path / "all")
+    assert {r["epoch"] for r in log if r["event"] == "pretrain"} == set(range(6))
+    assert len([r for r in log if r["event"] == "ppo"]) == 10
+    assert not [r for r in log if r["event"] == "early_stop"]
+
+
+def test_a_run_killed_after_a_stalled_validation_resumes_to_the_same_stop(tiny_arrays, tmp_path):
+    config = _stalling_config(tiny_arrays)
+    train_and_evaluate(config, tmp_path / "straight", progress=False)
+    straight = _log(tmp_path / "straight")
+    pretrain_units = len([r for r in straight if r["event"] == "pretrain"])
+    # Killed after PPO update 3: its validation at update 2 stalled once; one more stall must still stop it at 4.
+    partial = train_and_evaluate(config, tmp_path / "resumed", progress=False, stop_after_chunks=pretrain_units + 3)
+    assert partial.valid == {}
+    assert read_meta(tmp_path / "resumed" / "checkpoints" / "latest")["stalled"] == 1
+    resumed = train_and_evaluate(config, tmp_path / "resumed", progress=False)
+    assert resumed.resumed_from is not None
+    log = _log(tmp_path / "resumed")
+    assert [r["update"] for r in log if r["event"] == "ppo"] == [0, 1, 2, 3]
+    assert [(r["phase"], r["at"]) for r in log if r["event"] == "early_stop"] == \
+        [("pretrain", "pretrain epoch 3"), ("ppo", "ppo update 4")]
+    a, b = TrainedModel.load(tmp_path / "straight"), TrainedModel.load(tmp_path / "resumed")
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a.params, b.params))
+    assert resumed.valid == json.loads((tmp_path / "straight" / "result.json").read_text())["valid"]
