@@ -14,6 +14,7 @@ from salesrl_jax.infer.quantize import (
     dequantize_params,
     int8_model,
     load_quantized,
+    quantize_checked,
     quantize_kernel,
     quantize_params,
     save_quantized,
@@ -180,6 +181,24 @@ def test_int8_model_prefers_saved_parameters_then_calibrates_on_the_training_arr
     assert how.startswith("saved int8 parameters") and "input_scale" not in nnx_pure(params)["encoder"]["hidden"]
 
 
+def test_calibrated_scales_are_kept_only_while_the_predictions_agree_with_float32(tiny_trained, tiny_arrays):
+    """`quantize_checked` measures how far each kind of activation scale moves the predictions on the calibration
+    turns: calibrated within the tolerance; beyond it, per-row scales when they move them less."""
+    model = TrainedModel.load(tiny_trained)
+    arrays = TurnArrays.open(tiny_arrays)
+    _, params, how = quantize_checked(model, arrays, turns=2048, tolerance=1.0)
+    assert "calibrated" in how and "input_scale" in nnx_pure(params)["encoder"]["hidden"]
+    calibrated_gap = float(how.rsplit("p_float| ", 1)[1].rstrip(")"))
+    assert 0.0 < calibrated_gap < 0.02
+    _, params, how = quantize_checked(model, arrays, turns=2048, tolerance=0.0)
+    if "per-row activation scales" in how:
+        assert "input_scale" not in nnx_pure(params)["encoder"]["hidden"]
+        moved = [float(x) for x in how.replace(",", " ").split() if x.replace(".", "").isdigit() and "." in x]
+        assert moved[-1] < moved[-2]  # per-row scales moved the predictions less than calibrated ones
+    else:  # calibrated was the closer of the two: kept, and the per-row figure is given
+        assert "per-row:" in how and "input_scale" in nnx_pure(params)["encoder"]["hidden"]
+
+
 def nnx_pure(state):
     from flax import nnx
 
@@ -219,7 +238,7 @@ def test_quantize_command_calibrates_saves_and_refuses_missing_calibration_data(
     shutil.copytree(tiny_trained, run)
     main(["quantize", "--model", str(run), "--calibration", str(tiny_arrays), "--calibration-turns", "500"])
     out = capsys.readouterr().out
-    assert "calibrated on the first 500 turns" in out and "x)" in out
+    assert "calibrated on 500 turns" in out and "mean |p - p_float|" in out and "x)" in out
     _, params, how = int8_model(TrainedModel.load(run))
     assert how.startswith("saved int8 parameters") and "input_scale" in nnx_pure(params)["encoder"]["hidden"]
     with pytest.raises(SystemExit, match="no cached arrays here"):
