@@ -279,8 +279,9 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
     training base rate, per turn); the text baselines when both archives are known and scikit-learn is
     installed (`salesrl_jax.baselines`), fitted on every training conversation."""
     cached = out / "metrics.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    if cached.exists():  # NaN (no oracle on real data) is saved as null: read it back as NaN
+        return {method: {k: math.nan if v is None else v for k, v in row.items()}
+                for method, row in json.loads(cached.read_text()).items()}
     from salesrl_jax.arrays.store import TurnArrays
     from salesrl_jax.eval.report import evaluation_tables
 

@@ -137,6 +137,13 @@ def test_text_baselines_read_the_archives_and_a_missing_archive_is_said(smoke, t
     with pytest.warns(UserWarning, match="no archives"):
         rows = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "without")
     assert set(rows) == {"majority"}
+    # Real data has no oracle: its NaN is saved as null, and the cached rows read it back as NaN (a finished
+    # study on real data then rebuilds its table instead of failing on None).
+    cached = tmp_path / "real" / "metrics.json"
+    cached.parent.mkdir()
+    cached.write_text(json.dumps({"majority": {**rows["majority"], "oracle_gap": None}}))
+    again = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "real")
+    assert math.isnan(again["majority"]["oracle_gap"]) and again["majority"]["last_auc"] == rows["majority"]["last_auc"]
 
 
 def test_a_changed_sweep_choice_drops_the_old_choices_evaluations(tmp_path):
