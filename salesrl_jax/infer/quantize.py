@@ -309,16 +309,17 @@ def saved_int8(model, dot: Int8Dot | None = None) -> tuple[nnx.GraphDef, nnx.Sta
     return graphdef, params, f"saved int8 parameters at {saved}"
 
 
-def prediction_gap(graphdef_a: nnx.GraphDef, params_a: nnx.State, graphdef_b: nnx.GraphDef, params_b: nnx.State,
-                   batches: list[TurnInputs]) -> float:
-    """Mean ``|p_a - p_b|`` of two models' predictions over the valid rows of ``batches``."""
-    @functools.partial(jax.jit, static_argnums=0)
-    def predict(graphdef, params, inputs):
-        return nnx.merge(graphdef, params).predict(inputs).prediction
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(graphdef: nnx.GraphDef, params: nnx.State, inputs: TurnInputs) -> jnp.ndarray:
+    return nnx.merge(graphdef, params).predict(inputs).prediction
 
+
+def prediction_gap(reference: list[jnp.ndarray], graphdef: nnx.GraphDef, params: nnx.State,
+                   batches: list[TurnInputs]) -> float:
+    """Mean ``|p - p_ref|`` over the valid rows of ``batches``, against ``reference`` predictions of each batch."""
     total, count = 0.0, 0
-    for inputs in batches:
-        gap = jnp.abs(predict(graphdef_a, params_a, inputs) - predict(graphdef_b, params_b, inputs))
+    for ref, inputs in zip(reference, batches):
+        gap = jnp.abs(_predict(graphdef, params, inputs) - ref)
         total += float(jnp.sum(jnp.where(inputs.valid, gap, 0.0)))
         count += int(jnp.sum(inputs.valid))
     return total / max(count, 1)
@@ -337,13 +338,14 @@ def quantize_checked(model, arrays, turns: int = CALIBRATION_TURNS, dot: Int8Dot
     batches = list(calibration_batches(arrays, turns))
     ranges = activation_ranges(model.graphdef, model.params, batches)
     dim = model.identity.dim
+    reference = [_predict(model.graphdef, model.params, inputs) for inputs in batches]  # float32, once
     graphdef, params = quantize_params(model.params, model.config.model, dim, ranges, dot)
-    gap = prediction_gap(model.graphdef, model.params, graphdef, params, batches)
+    gap = prediction_gap(reference, graphdef, params, batches)
     where = f"on {min(turns, arrays.num_turns):,} turns of {arrays.path}"
     if gap <= tolerance:
         return graphdef, params, f"quantized now, calibrated {where} (mean |p - p_float| {gap:.4f})"
     row_graphdef, row_params = quantize_params(model.params, model.config.model, dim, dot=dot)
-    row_gap = prediction_gap(model.graphdef, model.params, row_graphdef, row_params, batches)
+    row_gap = prediction_gap(reference, row_graphdef, row_params, batches)
     if row_gap < gap:
         return row_graphdef, row_params, (f"quantized now, per-row activation scales: calibrated scales moved the "
                                           f"predictions {where} by {gap:.4f} on average (tolerance {tolerance}), "

@@ -152,10 +152,11 @@ def _optimizers(config: TrainConfig, pretrain_steps: int, params) -> Optimizers:
 
 
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
-            optimizers: Optimizers, placement: Placement) -> tuple[TrainState, RunPosition, dict | None]:
-    """The latest checkpoint's state and position if the run was started before, else a fresh start."""
+            optimizers: Optimizers, placement: Placement) -> tuple[TrainState, RunPosition, dict | None, int]:
+    """The latest checkpoint's state, position, position as saved, and count of stalled validations (early
+    stopping) if the run was started before, else a fresh start."""
     if checkpoints.latest.latest_step() is None:
-        return fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None
+        return fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None, 0
     saved = read_meta(checkpoints.root / "latest")
     if saved["config"] != json.loads(config.to_json()):
         raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
@@ -163,7 +164,7 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
     phase = saved["position"]["phase"]
     like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed))
     state, meta = checkpoints.restore_latest(like)  # onto the mesh: the arrays' shardings come from ``like``
-    return state, RunPosition.from_dict(meta["position"]), {**meta["position"], "stalled": meta.get("stalled", 0)}
+    return state, RunPosition.from_dict(meta["position"]), dict(meta["position"]), meta.get("stalled", 0)
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bool = True,
@@ -307,8 +308,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     for c, workdir, params, ckpt, opt in zip(configs, workdirs, initial, checkpoints, optimizers):
         fresh = placement.put_state(init_state(params, opt.for_phase("pretrain" if pre.enabled else "ppo"), c.seed))
         starts.append(_resume(c, workdir, ckpt, fresh, opt, placement))
-    position = starts[0][1]
-    resumed_from = {k: v for k, v in starts[0][2].items() if k != "stalled"} if starts[0][2] else None
+    position, resumed_from = starts[0][1], starts[0][2]
     if any(start[1] != position for start in starts):
         raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
                          f"({[s[1].to_dict() for s in starts]}); finish them one at a time (salesrl train)")
@@ -321,7 +321,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
         meta={"config": json.loads(c.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim},
         checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks,
-        stalled=start[2]["stalled"] if start[2] else 0)
+        stalled=start[3])
         for c, workdir, ckpt, start in zip(configs, workdirs, checkpoints, starts)]
     members = Members(contexts, seeds, [f"seed {c.seed}, {w}" for c, w in zip(configs, workdirs)])
     state = members.stack([start[0] for start in starts])
