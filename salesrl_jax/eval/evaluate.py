@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -42,6 +43,13 @@ class Evaluation:
         return f"{format_tables(self.tables)}\n\nreport: {self.report}"
 
 
+@functools.lru_cache(maxsize=16)
+def _predictor(graphdef, with_confidence: bool):
+    """One jitted predictor per model structure: models that differ only in their parameters (a study's seeds,
+    a crossval's folds) share its compiled programs (about 1 s of compiling per evaluation otherwise)."""
+    return make_predict(graphdef, extra=signals_of if with_confidence else None)
+
+
 def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
              ) -> tuple[TurnPredictions, TurnArrays]:
     """Every turn's prediction on ``data`` (and its arrays), with the confidence module's outputs when the model
@@ -49,7 +57,7 @@ def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conv
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
     confidence = model.confidence
-    pred = predict_arrays(make_predict(graphdef, extra=None if confidence is None else signals_of), params, arrays,
+    pred = predict_arrays(_predictor(graphdef, confidence is not None), params, arrays,
                           split=split, valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch,
                           max_conversations=max_conversations, args=confidence)
@@ -63,13 +71,14 @@ def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conv
 def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
                    split: Split = "all", max_conversations: int | None = None,
                    weights: tuple[nnx.GraphDef, nnx.State] | None = None, label: str = "",
-                   ood_data: str | os.PathLike[str] | None = None) -> Evaluation:
+                   ood_data: str | os.PathLike[str] | None = None, plots: bool = True) -> Evaluation:
     """Predict every turn of the labelled conversations of ``data`` (or of the model's validation split of it,
     ``split="valid"``) and write ``report.md``, ``metrics.json`` and plots to ``out``.
 
     ``weights`` replaces the model's own graph and parameters (the int8 form, say); ``label`` names them. A model
     with a confidence fit is evaluated for it too (`salesrl_jax.eval.confidence_report`); ``ood_data``: arrays of
-    out-of-distribution conversations (other industries, another corpus) the confidence should tell apart.
+    out-of-distribution conversations (other industries, another corpus) the confidence should tell apart;
+    ``plots=False`` leaves the report's figures out (a study reads only the numbers).
     """
     if ood_data is not None and model.confidence is None:  # said before any work
         raise ValueError(f"--ood-data: the model at {model.directory} has no confidence fit; fit it with "
@@ -85,5 +94,5 @@ def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str |
         outside, _ = _predict(model, graphdef, params, ood_data, "all", max_conversations)
         tables["ood"] = ood_tables(pred, outside)
         header += f"; out-of-distribution data `{ood_data}`"
-    report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables)
+    report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables, plots=plots)
     return Evaluation(pred, tables, report)

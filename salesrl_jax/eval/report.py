@@ -153,19 +153,29 @@ def write_predictions(pred: TurnPredictions, path: Path) -> Path:
 
 
 def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str = "", trajectories: int = 6,
-                 tables: dict | None = None) -> Path:
-    """``report.md`` + ``metrics.json`` + ``predictions.parquet`` + PNG plots in ``out_dir``; returns the report's
+                 tables: dict | None = None, plots: bool = True) -> Path:
+    """``report.md`` + ``metrics.json`` + ``predictions.parquet`` + PNG plots in ``out_dir`` (``plots=False``: the
+    report without them, for callers that read only the numbers: a study's 30 evaluations); returns the report's
     path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = tables if tables is not None else evaluation_tables(pred)
+    write_json_atomic(out_dir / "metrics.json", tables)
+    write_predictions(pred, out_dir / "predictions.parquet")
+    text = [f"# {title}", "", header, "", format_tables(tables), ""]
+    if plots:
+        text += _plots(pred, tables, out_dir, trajectories)
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
 
+
+def _plots(pred: TurnPredictions, tables: dict, out_dir: Path, trajectories: int) -> list[str]:
+    """The report's figures, written to ``out_dir``; returns their markdown lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tables = tables if tables is not None else evaluation_tables(pred)
-    write_json_atomic(out_dir / "metrics.json", tables)
-    write_predictions(pred, out_dir / "predictions.parquet")
     has_oracle = bool(np.isfinite(pred.oracle).all())
 
     # Reliability diagram at the last turn and over all turns.
@@ -217,15 +227,12 @@ def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str =
     fig.savefig(out_dir / "trajectories.png", dpi=110)
     plt.close(fig)
 
-    text = [f"# {title}", "", header, "", format_tables(tables), "",
-            "![reliability](reliability.png)", "", "![auc](auc_by_fraction.png)", "",
+    text = ["![reliability](reliability.png)", "", "![auc](auc_by_fraction.png)", "",
             "![trajectories](trajectories.png)", ""]
     if pred.confidence is not None:
         _confidence_plot(pred, out_dir / "confidence.png", has_oracle)
         text += ["![confidence](confidence.png)", ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(text))
-    return path
+    return text
 
 
 def _confidence_plot(pred: TurnPredictions, path: Path, has_oracle: bool) -> None:

@@ -193,8 +193,9 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
                     if (out / "metrics.json").exists():
                         continue
                     model = model or TrainedModel.load(dirs[seed])
+                    # No figures: the table reads the numbers (`salesrl evaluate` draws them for one run).
                     evaluate_model(model, arrays, out, weights=_int8(model) if quantized else None,
-                                   label="int8" if quantized else "")
+                                   label="int8" if quantized else "", plots=False)
                 if bar is not None:
                     bar.update(1)
 
@@ -286,6 +287,7 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
     from salesrl_jax.eval.report import evaluation_tables
 
     rows: dict[str, dict[str, float]] = {}
+    fit_note = None
     test = _truth(TurnArrays.open(test_arrays))
     if "majority" in study.baselines:
         train = _truth(TurnArrays.open(train_arrays))
@@ -302,8 +304,12 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
         from salesrl_jax.baselines.prefixes import build_prefixes, concat_tables
         from salesrl_jax.data.readers import read_conversations
 
-        train_table = build_prefixes(read_conversations(train_archive), TurnArrays.open(train_arrays), train_archive)
+        train_table = build_prefixes(read_conversations(train_archive), TurnArrays.open(train_arrays), train_archive,
+                                     max_rows=study.baseline_max_prefixes)
         test_table = build_prefixes(read_conversations(test_archive), TurnArrays.open(test_arrays), test_archive)
+        kept = len(train_table.turn_index)
+        fit_note = {"training_prefixes": kept, "of": train_table.prefixes,
+                    "baseline_max_prefixes": study.baseline_max_prefixes}
         if test_table.ids != test["ids"]:
             raise AssertionError("prefix table and arrays disagree on the test conversations")  # both cache order
         n_train = len(train_table.ids)
@@ -312,6 +318,8 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
         for method, probs in fitted.probs.items():  # held-out rows in cache order: the rows of `test`
             rows[method] = run_metrics(evaluation_tables(_predictions(test, probs)))
     out.mkdir(parents=True, exist_ok=True)
+    if fit_note is not None:  # read by the table (`tabulate`), which says how the baselines were fitted
+        write_json_atomic(out / "fit.json", fit_note)
     write_json_atomic(cached, rows)
     return rows
 
@@ -369,6 +377,9 @@ def tabulate(study: Study, workdir: Path, baselines: dict[str, dict]) -> dict:
             base = [per_seed[study.base_variant][s]["last_auc"] for s in study.seeds]
             variants[row]["vs_base"] = paired_test([per_seed[row][s]["last_auc"] for s in study.seeds], base)
         table[test] = {"variants": variants, "baselines": baselines.get(test, {})}
+        fit = workdir / "baselines" / test / "fit.json"
+        if fit.exists():
+            table[test]["baseline_fit"] = json.loads(fit.read_text())
     return table
 
 
@@ -395,6 +406,12 @@ def markdown(study: Study, table: dict, sweeps: dict | None = None) -> str:
         for name, row in entry["baselines"].items():
             cells = ["-" if not math.isfinite(row[c]) else f"{row[c]:.3f}" for c in COLUMNS]
             lines.append(f"| baseline: {name} | " + " | ".join(cells) + " | - | - |")
+        fit = entry.get("baseline_fit")
+        if fit and fit["training_prefixes"] < fit["of"]:
+            lines += ["", f"The baselines fitted on prefixes saw {fit['training_prefixes']:,} of the "
+                      f"{fit['of']:,} training prefixes: a random subset of each conversation's "
+                      f"(`baseline_max_prefixes` {fit['baseline_max_prefixes']:,}); the whole-dialogue ones saw "
+                      "every conversation."]
         lines.append("")
     for name, choice in (sweeps or {}).items():
         fields = list(choice["settings"][0]["setting"])

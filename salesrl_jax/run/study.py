@@ -135,6 +135,11 @@ class Study:
     """Dotted fields set in every variant (before the variant's own), e.g. a short training for a smoke study."""
     baselines: tuple[str, ...] = BASELINES
     """Baseline rows fitted on the same training data and test sets (text baselines need archives)."""
+    baseline_max_prefixes: int | None = 300_000
+    """At most about this many training prefixes for the baselines fitted on prefixes: past it each training
+    conversation contributes a random subset of its prefixes (`salesrl_jax.baselines.prefixes.build_prefixes`).
+    The baselines' memory: 100k synthetic conversations hold 900k prefixes, whose tables and fits took more than
+    24 GB. None: every prefix. The 20k studies are under it (every prefix)."""
     embedder: EmbedderConfig = EmbedderConfig()
     """How the study embeds its synthetic data sets."""
     seeds_together: bool = True
@@ -152,6 +157,8 @@ class Study:
         names = self.rows
         if not self.variants or len(set(names)) != len(names) or any("/" in n for n in names):
             raise ValueError(f"a study needs variants (and sweeps) with distinct names without '/', got {names}")
+        if self.baseline_max_prefixes is not None and self.baseline_max_prefixes < 1:
+            raise ValueError(f"baseline_max_prefixes must be >= 1 or None, got {self.baseline_max_prefixes}")
         if self.max_together < 1:
             raise ValueError(f"max_together must be >= 1, got {self.max_together}")
         if self.base is not None and self.base not in names:

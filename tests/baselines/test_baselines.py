@@ -76,3 +76,28 @@ def test_a_missing_conversation_is_named(tiny_archive, tiny_arrays):
     short = dataclasses.replace(conversations[0], turns=conversations[0].turns[:-1] or (Turn("rep", "x"),))
     with pytest.raises(ValueError, match="turns long"):
         build_prefixes([short, *conversations[1:]], TurnArrays.open(tiny_arrays), "the archive")
+
+
+def test_max_rows_keeps_a_seeded_subset_of_each_conversations_prefixes_and_every_conversation(table, tiny_archive,
+                                                                                              tiny_arrays):
+    full_rows = len(table.turn_index)
+    sampled = build_prefixes(read_conversations(tiny_archive), TurnArrays.open(tiny_arrays), tiny_archive,
+                             max_rows=full_rows // 4, seed=3)
+    assert sampled.prefixes == table.prefixes == full_rows
+    assert abs(len(sampled.turn_index) - full_rows // 4) < 0.1 * full_rows  # about max_rows
+    assert sampled.ids == table.ids and set(sampled.conversation) == set(range(len(table.ids)))  # none dropped
+    assert sampled.texts == table.texts  # whole conversations: the whole-dialogue baselines read them all
+    # Each kept row is the full table's row for the same prefix (turns 1..t of that conversation, not a neighbour's).
+    full_row = {(c, t): r for r, (c, t) in enumerate(zip(table.conversation, table.turn_index))}
+    rows = np.array([full_row[c, t] for c, t in zip(sampled.conversation, sampled.turn_index)])
+    np.testing.assert_array_equal(sampled.embedding_means, table.embedding_means[rows])
+    np.testing.assert_array_equal(sampled.feature_summary, table.feature_summary[rows])
+    np.testing.assert_array_equal(sampled.length, table.length[rows])
+    again = build_prefixes(read_conversations(tiny_archive), TurnArrays.open(tiny_arrays), tiny_archive,
+                           max_rows=full_rows // 4, seed=3)
+    np.testing.assert_array_equal(again.turn_index, sampled.turn_index)  # the same subset for the same seed
+    unbounded = build_prefixes(read_conversations(tiny_archive), TurnArrays.open(tiny_arrays), tiny_archive,
+                               max_rows=full_rows)
+    np.testing.assert_array_equal(unbounded.turn_index, table.turn_index)  # at or under the bound: every prefix
+    fitted = fit_baselines(sampled, np.arange(150, len(sampled.ids)), np.arange(150))  # every method still fits
+    assert set(fitted.probs) == set(METHODS)

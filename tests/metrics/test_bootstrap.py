@@ -1,9 +1,10 @@
 """Bootstrap intervals: they cover the truth, shrink with n, and pair the resamples."""
 
 import numpy as np
+import pytest
 
 from salesrl_jax.metrics import brier, expected_calibration_error, roc_auc
-from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
+from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference, resampled_auc
 
 
 def _data(n, seed=0):
@@ -43,3 +44,18 @@ def test_the_calibrated_null_is_the_ece_floor_of_a_calibrated_predictor_and_shri
     assert expected_calibration_error(np.clip(p + 0.15, 0, 1), y) > 2 * high
     median4, _ = calibrated_null(expected_calibration_error, np.tile(p, 4), rounds=100)
     assert median4 < 0.6 * median
+
+
+def test_resampled_auc_is_the_auc_of_each_resample_ties_and_one_class_resamples_included():
+    rng = np.random.default_rng(4)
+    for n, decimals in ((300, 1), (300, 6), (4, 2)):  # coarse scores (many ties), fine scores, tiny n (one class)
+        p, y = _data(n, seed=n + decimals)
+        p = np.round(p, decimals)
+        resamples = rng.integers(0, n, size=(250, n))
+        expected = np.array([roc_auc(p[i], y[i]) for i in resamples])
+        got = resampled_auc(p, y, resamples, block=64)  # several blocks, the last one partial
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=0, atol=1e-12)
+    assert np.isnan(resampled_auc(p, y, resamples)).any()  # n = 4 draws one-class resamples
+    with pytest.raises(ValueError, match="within"):
+        resampled_auc(np.array([0.2, 1.5]), np.array([0.0, 1.0]), np.zeros((2, 2), int))

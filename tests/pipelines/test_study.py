@@ -42,6 +42,9 @@ def test_the_smoke_study_writes_every_output(smoke):
     # The int8 row is the full model's runs evaluated quantized: no training of its own.
     assert not (smoke / "runs" / "int8" / "seed-0" / "result.json").exists()
     assert (smoke / "runs" / "int8" / "seed-0" / "eval-synthetic" / "metrics.json").exists()
+    # A study's evaluations are numbers only: the report without figures (they cost a tenth of a 20k study).
+    evaluation = smoke / "runs" / "full" / "seed-0" / "eval-synthetic"
+    assert "AUC 95% CI" in (evaluation / "report.md").read_text() and not list(evaluation.glob("*.png"))
     int8, full_auc = table["variants"]["int8"]["last_auc"], table["variants"]["full"]["last_auc"]
     assert abs(int8["mean"] - full_auc["mean"]) < 0.02
     full = table["variants"]["full"]["last_auc"]
@@ -134,6 +137,25 @@ def test_text_baselines_read_the_archives_and_a_missing_archive_is_said(smoke, t
     assert set(rows) == {"majority", "tfidf_plain_whole"}
     assert rows["tfidf_plain_whole"]["last_auc"] > 0.6  # the simulator's text carries the outcome
     assert math.isfinite(rows["tfidf_plain_whole"]["oracle_gap"])  # scored on the same turns, oracle beside
+    note = json.loads((tmp_path / "with-text" / "fit.json").read_text())
+    assert note["training_prefixes"] == note["of"]  # under the bound: every prefix
+    # Over the bound, the prefix-fitted baselines see a subset of each conversation's prefixes, and the table says so.
+    bounded = dataclasses.replace(study, baselines=("tfidf_tagged_prefix",), baseline_max_prefixes=500)
+    work = tmp_path / "bounded"
+    fit_study_baselines(bounded, train / "arrays", train / "archive", test / "arrays", test / "archive",
+                        work / "baselines" / "synthetic")
+    note = json.loads((work / "baselines" / "synthetic" / "fit.json").read_text())
+    assert abs(note["training_prefixes"] - 500) < 100 and note["of"] > 2 * 500
+    for run in ("full", "no_history", "lr_1e-2", "int8", "lr_sweep"):  # the smoke study's evaluations, to tabulate
+        for seed in (0, 1):
+            target = work / "runs" / run / f"seed-{seed}" / "eval-synthetic"
+            target.mkdir(parents=True)
+            (target / "metrics.json").write_text(
+                (smoke / "runs" / run / f"seed-{seed}" / "eval-synthetic" / "metrics.json").read_text())
+    from salesrl_jax.pipelines.study import markdown, tabulate
+
+    text = markdown(bounded, tabulate(bounded, work, {"synthetic": {}}))
+    assert f"saw {note['training_prefixes']:,} of the {note['of']:,} training prefixes" in text
     with pytest.warns(UserWarning, match="no archives"):
         rows = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "without")
     assert set(rows) == {"majority"}
