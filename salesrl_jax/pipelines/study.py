@@ -43,7 +43,8 @@ from salesrl_jax.run.config import SMALL_DATA_OVERRIDES, program_fields, resolve
 from salesrl_jax.run.study import Data, Study, load_study, variant_config
 
 POINTS = (2, 4, 8)  # turn indices tabulated beside the last turn
-COLUMNS = ("last_auc", "last_ece", "last_brier", *(f"auc_t{k}" for k in POINTS), "oracle_gap")
+# Last-turn accuracy (at 0.5) because the paper's Table III reports accuracies; AUC is the column to compare rows by.
+COLUMNS = ("last_auc", "last_accuracy", "last_ece", "last_brier", *(f"auc_t{k}" for k in POINTS), "oracle_gap")
 
 
 # --- numbers ------------------------------------------------------------------------------------
@@ -81,7 +82,8 @@ def run_metrics(metrics_json: dict) -> dict[str, float]:
     """The study's columns from one evaluation's ``metrics.json``."""
     last = metrics_json["last_turn"]
     model = last["model"]
-    row = {"last_auc": model.get("auc"), "last_ece": model.get("ece"), "last_brier": model.get("brier")}
+    row = {"last_auc": model.get("auc"), "last_accuracy": model.get("accuracy"), "last_ece": model.get("ece"),
+           "last_brier": model.get("brier")}
     by_turn = {r["turn"]: r["model"].get("auc") for r in metrics_json["by_turn"]}
     row.update({f"auc_t{k}": by_turn.get(k) for k in POINTS})
     oracle = last.get("oracle", {}).get("auc")
@@ -281,8 +283,10 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
     installed (`salesrl_jax.baselines`), fitted on every training conversation."""
     cached = out / "metrics.json"
     if cached.exists():  # NaN (no oracle on real data) is saved as null: read it back as NaN
-        return {method: {k: math.nan if v is None else v for k, v in row.items()}
+        rows = {method: {k: math.nan if v is None else v for k, v in row.items()}
                 for method, row in json.loads(cached.read_text()).items()}
+        if all(set(COLUMNS) <= set(row) for row in rows.values()):  # else written before a column was added: refit
+            return rows
     from salesrl_jax.arrays.store import TurnArrays
     from salesrl_jax.eval.report import evaluation_tables
 
@@ -391,7 +395,8 @@ def _fmt(entry: dict) -> str:
 
 
 def markdown(study: Study, table: dict, sweeps: dict | None = None) -> str:
-    head = ["variant", "last AUC", "last ECE", "last Brier", *(f"AUC t={k}" for k in POINTS), "oracle gap",
+    head = ["variant", "last AUC", "last accuracy", "last ECE", "last Brier", *(f"AUC t={k}" for k in POINTS),
+            "oracle gap",
             f"last AUC - {study.base_variant} (paired)", "p"]
     lines = [f"# Study `{study.name}`: {len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}), mean "
              "[95% t interval over seeds]", ""]
