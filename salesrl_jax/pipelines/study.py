@@ -278,20 +278,25 @@ def _int8(model):
 
 def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | None, test_arrays: Path,
                         test_archive: Path | None, out: Path) -> dict[str, dict[str, float]]:
-    """The baseline rows on one test set (cached in ``out/metrics.json``): the majority class always (the
+    """The baseline rows on one test set (cached in ``out/metrics.json``, with the settings they were fitted with
+    in ``out/fit.json``: changed settings refit them): the majority class always (the
     training base rate, per turn); the text baselines when both archives are known and scikit-learn is
     installed (`salesrl_jax.baselines`), fitted on every training conversation."""
-    cached = out / "metrics.json"
-    if cached.exists():  # NaN (no oracle on real data) is saved as null: read it back as NaN
+    cached, fit_path = out / "metrics.json", out / "fit.json"
+    settings = {"baselines": list(study.baselines), "baseline_max_prefixes": study.baseline_max_prefixes}
+    if cached.exists() and fit_path.exists():  # NaN (no oracle on real data) is saved as null: read back as NaN
         rows = {method: {k: math.nan if v is None else v for k, v in row.items()}
                 for method, row in json.loads(cached.read_text()).items()}
-        if all(set(COLUMNS) <= set(row) for row in rows.values()):  # else written before a column was added: refit
+        fitted_with = json.loads(fit_path.read_text())
+        # Refitted when the study's baseline settings changed, or the rows predate a column.
+        if all(fitted_with.get(k) == v for k, v in settings.items()) and all(set(COLUMNS) <= set(r)
+                                                                                for r in rows.values()):
             return rows
     from salesrl_jax.arrays.store import TurnArrays
     from salesrl_jax.eval.report import evaluation_tables
 
     rows: dict[str, dict[str, float]] = {}
-    fit_note = None
+    fit_note = {**settings, "training_prefixes": None, "of": None}  # prefixes: when text baselines were fitted
     test = _truth(TurnArrays.open(test_arrays))
     if "majority" in study.baselines:
         train = _truth(TurnArrays.open(train_arrays))
@@ -311,9 +316,7 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
         train_table = build_prefixes(read_conversations(train_archive), TurnArrays.open(train_arrays), train_archive,
                                      max_rows=study.baseline_max_prefixes)
         test_table = build_prefixes(read_conversations(test_archive), TurnArrays.open(test_arrays), test_archive)
-        kept = len(train_table.turn_index)
-        fit_note = {"training_prefixes": kept, "of": train_table.prefixes,
-                    "baseline_max_prefixes": study.baseline_max_prefixes}
+        fit_note.update(training_prefixes=len(train_table.turn_index), of=train_table.prefixes)
         if test_table.ids != test["ids"]:
             raise AssertionError("prefix table and arrays disagree on the test conversations")  # both cache order
         n_train = len(train_table.ids)
@@ -322,9 +325,8 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
         for method, probs in fitted.probs.items():  # held-out rows in cache order: the rows of `test`
             rows[method] = run_metrics(evaluation_tables(_predictions(test, probs)))
     out.mkdir(parents=True, exist_ok=True)
-    if fit_note is not None:  # read by the table (`tabulate`), which says how the baselines were fitted
-        write_json_atomic(out / "fit.json", fit_note)
     write_json_atomic(cached, rows)
+    write_json_atomic(fit_path, fit_note)  # last: the cache is whole once it exists; the table reads it too
     return rows
 
 
@@ -412,7 +414,7 @@ def markdown(study: Study, table: dict, sweeps: dict | None = None) -> str:
             cells = ["-" if not math.isfinite(row[c]) else f"{row[c]:.3f}" for c in COLUMNS]
             lines.append(f"| baseline: {name} | " + " | ".join(cells) + " | - | - |")
         fit = entry.get("baseline_fit")
-        if fit and fit["training_prefixes"] < fit["of"]:
+        if fit and fit.get("training_prefixes") is not None and fit["training_prefixes"] < fit["of"]:
             lines += ["", f"The baselines fitted on prefixes saw {fit['training_prefixes']:,} of the "
                       f"{fit['of']:,} training prefixes: a random subset of each conversation's "
                       f"(`baseline_max_prefixes` {fit['baseline_max_prefixes']:,}); the whole-dialogue ones saw "

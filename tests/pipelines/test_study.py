@@ -164,13 +164,17 @@ def test_text_baselines_read_the_archives_and_a_missing_archive_is_said(smoke, t
     cached = tmp_path / "real" / "metrics.json"
     cached.parent.mkdir()
     cached.write_text(json.dumps({"majority": {**rows["majority"], "oracle_gap": None}}))
+    (tmp_path / "real" / "fit.json").write_text((tmp_path / "without" / "fit.json").read_text())
     again = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "real")
     assert math.isnan(again["majority"]["oracle_gap"]) and again["majority"]["last_auc"] == rows["majority"]["last_auc"]
-    # A cache written before a column existed is refitted, not read with the column missing.
-    cached.write_text(json.dumps({"majority": {k: v for k, v in rows["majority"].items() if k != "last_accuracy"}}))
-    refitted = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "real")
-    assert refitted["majority"]["last_accuracy"] == rows["majority"]["last_accuracy"]
-    assert "last_accuracy" in json.loads(cached.read_text())["majority"]
+    # A cache is refitted, not read, when it was written before a column existed or with other baseline settings.
+    for stale_rows, stale_study in (
+            ({k: v for k, v in rows["majority"].items() if k != "last_accuracy"}, study),
+            ({**rows["majority"], "last_auc": 0.123}, dataclasses.replace(study, baseline_max_prefixes=7))):
+        cached.write_text(json.dumps({"majority": stale_rows}))
+        fit_study_baselines(stale_study, train / "arrays", None, test / "arrays", None, tmp_path / "real")
+        refitted = fit_study_baselines(study, train / "arrays", None, test / "arrays", None, tmp_path / "real")
+        assert refitted["majority"] == rows["majority"]
 
 
 def test_a_changed_sweep_choice_drops_the_old_choices_evaluations(tmp_path):
