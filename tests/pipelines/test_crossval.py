@@ -67,6 +67,20 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
     assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
+    # Each fold's inner split (early stopping, recalibration) is its own: one seed would hold out the same
+    # conversations in every fold and bias them all alike.
+    from salesrl_jax.arrays.split import validation_mask
+
+    trained, inner = [], []
+    for k in range(2):
+        run = json.loads((out / f"fold-{k}" / "seed-0" / "model" / "config.json").read_text())
+        assert run["data"]["split_seed"] == config.data.split_seed + k
+        ids = [i for part in TurnArrays.open(out / f"fold-{k}" / "train-arrays").iter_parts() for i in part.ids]
+        mask = validation_mask(ids, run["data"]["valid_fraction"], run["data"]["split_seed"])
+        trained.append(set(ids))
+        inner.append({i for i, v in zip(ids, mask) if v})
+    both = trained[0] & trained[1]  # fold 2's conversations: in both folds' training data
+    assert inner[0] & both and len(inner[0] & inner[1] & both) < 0.5 * len(inner[0] & both)
 
     # A kill: one fold's predictions and the pooled outputs lost. The rerun redoes only what is missing.
     kept = (out / "fold-0" / "model.parquet").stat().st_mtime_ns
