@@ -360,11 +360,15 @@ class Calibrate:
     all: every labelled conversation of DATA (arrays the model never trained on)."""
     turns: Literal["all", "last"] = "all"
     """Fit on every turn of those conversations, or on each one's last turn only."""
+    form: Literal["platt", "temperature"] = "platt"
+    """platt: sigmoid(a z + b); temperature: sigmoid(a z), the model's base rate kept (what `salesrl crossval` fits
+    on its small inner splits, where a fitted intercept did not carry over to the held-out fold)."""
 
     def run(self) -> None:
         from salesrl_jax.eval.calibration import recalibrate_model
 
-        print(recalibrate_model(self.model, self.out, data=self.data, split=self.split, turns=self.turns).summary())
+        print(recalibrate_model(self.model, self.out, data=self.data, split=self.split, turns=self.turns,
+                                form=self.form).summary())
 
 
 @dataclasses.dataclass

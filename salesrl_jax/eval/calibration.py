@@ -54,13 +54,16 @@ def logits_of(probs: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def fit_platt(logits: np.ndarray, outcomes: np.ndarray, iterations: int = 100) -> PlattScaling:
+def fit_platt(logits: np.ndarray, outcomes: np.ndarray, iterations: int = 100, intercept: bool = True
+              ) -> PlattScaling:
     """Maximum-likelihood ``(a, b)`` by Newton's method on the mean negative log-likelihood
 
         L(a, b) = -mean[y log s + (1 - y) log(1 - s)],   s = sigmoid(a z + b),
 
     whose gradient is ``mean[(s - y) (z, 1)]`` and Hessian ``mean[s (1 - s) (z, 1)(z, 1)^T]`` (convex;
     a 1e-9 ridge keeps it invertible when ``z`` is constant). Starts at the identity ``(1, 0)``.
+    ``intercept=False`` fixes ``b = 0``: temperature scaling, ``a = 1 / T`` alone (the model's own base rate
+    kept; one parameter, so less to get wrong from a small held-out split).
     """
     z = np.asarray(logits, np.float64)
     y = np.asarray(outcomes, np.float64)
@@ -74,7 +77,7 @@ def fit_platt(logits: np.ndarray, outcomes: np.ndarray, iterations: int = 100) -
         s = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50.0, 50.0)))  # no overflow if the data are separable
         gradient = x.T @ (s - y) / len(z)
         hessian = (x * (s * (1 - s))[:, None]).T @ x / len(z) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hessian, gradient)
+        step = np.linalg.solve(hessian, gradient) if intercept else np.array([gradient[0] / hessian[0, 0], 0.0])
         theta = theta - step
         if np.abs(step).max() < 1e-10:
             break
@@ -114,7 +117,8 @@ class Recalibration:
 
     def summary(self) -> str:
         fit = self.fit
-        lines = [f"Platt scaling p' = sigmoid({self.scaling.slope:.4f} z + {self.scaling.intercept:.4f}), fitted on "
+        name = "Temperature" if fit.get("form") == "temperature" else "Platt"
+        lines = [f"{name} scaling p' = sigmoid({self.scaling.slope:.4f} z + {self.scaling.intercept:.4f}), fitted on "
                  f"{fit['turns']:,} turns of {fit['conversations']:,} conversations ({fit['data']}, split {fit['split']}"
                  f"{', last turns only' if fit.get('fitted_on') == 'last' else ''})",
                  "on those turns (in-sample)   log loss   Brier     ECE"]
@@ -134,12 +138,14 @@ FEW_CONVERSATIONS = 100  # a fit on fewer is noisy: said, not silent
 
 def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                       data: str | os.PathLike[str] | None = None, split: Split = "valid",
-                      turns: Literal["all", "last"] = "all") -> Recalibration:
+                      turns: Literal["all", "last"] = "all", form: Literal["platt", "temperature"] = "platt"
+                      ) -> Recalibration:
     """Fit Platt scaling of a trained model on held-out turns and export the recalibrated model to ``out``.
 
     ``data`` defaults to the run's training arrays with ``split="valid"`` (the split the model held out);
     ``split="all"`` fits on every labelled conversation of arrays the model never trained on. ``turns="last"``
     fits on each conversation's last turn only (where the outcome is nearest); the default fits on every turn.
+    ``form="temperature"`` fits the slope alone (`fit_platt` with ``intercept=False``).
     """
     model = TrainedModel.load(model_path)
     check_recalibratable(model.config.model)
@@ -156,10 +162,10 @@ def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike
         warnings.warn(f"Platt scaling fitted on {len(pred.ids)} conversations only ({data}, split {split}): the map "
                       "is noisy; fit on more held-out conversations (--data ARRAYS --split all)", stacklevel=2)
     rows = pred.last if turns == "last" else np.ones(len(pred.prediction), bool)
-    scaling = fit_platt(logits_of(pred.prediction[rows]), pred.outcome[rows])
+    scaling = fit_platt(logits_of(pred.prediction[rows]), pred.outcome[rows], intercept=form == "platt")
     before, after = pred.prediction[rows], scaling(logits_of(pred.prediction[rows]))
     fit = {"slope": scaling.slope, "intercept": scaling.intercept, "data": str(data), "split": split,
-           "conversations": len(pred.ids), "turns": int(len(before)), "fitted_on": turns,
+           "conversations": len(pred.ids), "turns": int(len(before)), "fitted_on": turns, "form": form,
            "from": str(model.directory)}
     path = export_model(out, recalibrated_params(model.params, model.config.model, scaling),
                         {**model.meta, "recalibration": fit})

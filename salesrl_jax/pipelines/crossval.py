@@ -5,7 +5,9 @@ Per fold (folds stratified by outcome, a conversation never split):
 * **the model**: the training folds' cached arrays (embedded once for the whole archive, through the
   cache) train the config with early stopping on an inner validation split of the training folds only
   (the best checkpoint by its log loss; each fold its own split, ``data.split_seed + fold``), are
-  recalibrated on that same inner split (Platt scaling), and predict every turn of the held-out fold;
+  recalibrated on that same inner split (temperature scaling: the slope of the logit alone; a Platt
+  intercept fitted on 150-180 conversations did not carry over to the held-out fold, docs/benchmarks.md),
+  and predict every turn of the held-out fold;
   with ``seeds > 1`` the held-out predictions are the mean over independently seeded models;
 * **the baselines** (`salesrl_jax.baselines`): fitted on the same training conversations, predicting
   the same prefixes.
@@ -111,7 +113,7 @@ def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_
         served = seed_dir / "model"
         if not run_config.model.feed_prediction:  # a feed_prediction model cannot be recalibrated by its head
             if not (seed_dir / "calibrated" / "checkpoints" / "best").is_dir():
-                recalibrate_model(seed_dir / "model", seed_dir / "calibrated", split="valid")
+                recalibrate_model(seed_dir / "model", seed_dir / "calibrated", split="valid", form="temperature")
             served = seed_dir / "calibrated"
         for directory, sink in ((served, calibrated), (seed_dir / "model", raw)):
             model = TrainedModel.load(directory)
@@ -306,6 +308,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     check_run_record(out / "crossval.json", {"data_sha256": archive_hash(data), "folds": folds, "seeds": seeds,
                                              "fold_seed": fold_seed, "baselines": baselines, "config": run_config,
                                              "inner_split_seed": "data.split_seed + fold",
+                                             "recalibration": "temperature",
                                              **({"label_key": label_key} if label_key else {})},
                      "a cross-validation")
     cache = out / "embeddings.sqlite" if config.embedder.is_remote else None

@@ -26,6 +26,13 @@ def test_fit_platt_recovers_a_known_map():
     # Already calibrated logits stay (nearly) where they are.
     calibrated = fit_platt(z, (rng.uniform(size=z.shape) < PlattScaling(1.0, 0.0)(z)).astype(np.float64))
     assert abs(calibrated.slope - 1) < 0.05 and abs(calibrated.intercept) < 0.05
+    # Temperature scaling: the slope alone, the intercept held at 0 (the maximum likelihood along b = 0).
+    tempered = (rng.uniform(size=z.shape) < PlattScaling(0.4, 0.0)(z)).astype(np.float64)
+    temperature = fit_platt(z, tempered, intercept=False)
+    assert temperature.intercept == 0.0 and abs(temperature.slope - 0.4) < 0.03
+    nll = [metrics.log_loss(PlattScaling(a, 0.0)(z), tempered) for a in (temperature.slope - 0.01, temperature.slope,
+                                                                         temperature.slope + 0.01)]
+    assert nll[1] < min(nll[0], nll[2])
     with pytest.raises(ValueError, match="outcomes in"):
         fit_platt(z[:3], np.array([0.0, 2.0, 1.0]))
     with pytest.raises(ValueError, match="one shape"):
@@ -102,6 +109,11 @@ def test_calibrate_on_last_turns_and_warn_on_few_conversations(tiny_trained, tin
     from salesrl_jax.arrays.subset import write_subset
     from salesrl_jax.eval.calibration import recalibrate_model
 
+    tempered = recalibrate_model(tiny_trained, tmp_path / "temperature", data=tiny_arrays, split="all",
+                                 form="temperature")
+    assert tempered.scaling.intercept == 0.0 and tempered.fit["form"] == "temperature"
+    assert "Temperature scaling" in tempered.summary()
+    assert TrainedModel.load(tmp_path / "temperature").meta["recalibration"]["form"] == "temperature"
     result = recalibrate_model(tiny_trained, tmp_path / "last", data=tiny_arrays, split="all", turns="last")
     arrays = TurnArrays.open(tiny_arrays)
     assert result.fit["fitted_on"] == "last" and result.fit["turns"] == arrays.num_conversations

@@ -81,6 +81,11 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
         inner.append({i for i, v in zip(ids, mask) if v})
     both = trained[0] & trained[1]  # fold 2's conversations: in both folds' training data
     assert inner[0] & both and len(inner[0] & inner[1] & both) < 0.5 * len(inner[0] & both)
+    # Recalibrated by temperature (the slope alone): an intercept fitted on a small inner split did not carry over.
+    from salesrl_jax.run.trained_model import TrainedModel
+
+    fit = TrainedModel.load(out / "fold-0" / "seed-0" / "calibrated").meta["recalibration"]
+    assert fit["form"] == "temperature" and fit["intercept"] == 0.0 and fit["split"] == "valid"
 
     # A kill: one fold's predictions and the pooled outputs lost. The rerun redoes only what is missing.
     kept = (out / "fold-0" / "model.parquet").stat().st_mtime_ns
