@@ -84,8 +84,7 @@ def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
             n = end - start
             kept = np.arange(n)
             if share < 1.0:  # stochastic rounding keeps about share * n of them; at least one
-                count = max(1, min(n, int(share * n + rng.random())))
-                kept = np.sort(rng.choice(n, size=count, replace=False))
+                kept = np.sort(rng.choice(n, size=max(1, min(n, int(share * n + rng.random()))), replace=False))
             embeddings = np.asarray(part.embeddings[start:end], np.float32)
             customer = np.asarray(part.is_customer[start:end], bool)[:, None]
             count = np.arange(1, n + 1)[:, None]
@@ -109,8 +108,7 @@ def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
     cat = {k: np.concatenate(v) for k, v in columns.items()}
     return PrefixTable(ids, turn_texts, speakers, cat["conversation"].astype(np.int32),
                        cat["turn_index"].astype(np.int32), cat["length"].astype(np.int32),
-                       cat["outcome"].astype(np.int8), cat["means"].astype(np.float32), cat["feat"].astype(np.float32),
-                       total)
+                       cat["outcome"].astype(np.int8), cat["means"], cat["feat"], total)  # both float32 already
 
 
 def concat_tables(first: PrefixTable, second: PrefixTable) -> PrefixTable:

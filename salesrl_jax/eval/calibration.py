@@ -31,7 +31,7 @@ from salesrl_jax import metrics
 from salesrl_jax.arrays.split import Split
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.config import ModelConfig
-from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.models.predict import predict_arrays, shared_predict
 from salesrl_jax.run.checkpoints import export_model
 from salesrl_jax.run.trained_model import TrainedModel
 
@@ -155,11 +155,11 @@ def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike
                          "pass --data ARRAYS of conversations it never trained on, with --split all")
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
-    pred = predict_arrays(make_predict(model.graphdef), model.params, arrays, split=split,
+    pred = predict_arrays(shared_predict(model.graphdef), model.params, arrays, split=split,
                           valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
     if len(pred.ids) < FEW_CONVERSATIONS:
-        warnings.warn(f"Platt scaling fitted on {len(pred.ids)} conversations only ({data}, split {split}): the map "
+        warnings.warn(f"{form.capitalize()} scaling fitted on {len(pred.ids)} conversations only ({data}, split {split}): the map "
                       "is noisy; fit on more held-out conversations (--data ARRAYS --split all)", stacklevel=2)
     rows = pred.last if turns == "last" else np.ones(len(pred.prediction), bool)
     scaling = fit_platt(logits_of(pred.prediction[rows]), pred.outcome[rows], intercept=form == "platt")

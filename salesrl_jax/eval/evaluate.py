@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.eval.confidence_report import confidence_tables, ood_tables
 from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
 from salesrl_jax.models.confidence import confidence_outputs, signals_of
-from salesrl_jax.models.predict import TurnPredictions, make_predict, predict_arrays
+from salesrl_jax.models.predict import TurnPredictions, predict_arrays, shared_predict
 from salesrl_jax.run.trained_model import TrainedModel
 
 
@@ -43,13 +42,6 @@ class Evaluation:
         return f"{format_tables(self.tables)}\n\nreport: {self.report}"
 
 
-@functools.lru_cache(maxsize=16)
-def _predictor(graphdef, with_confidence: bool):
-    """One jitted predictor per model structure: models that differ only in their parameters (a study's seeds,
-    a crossval's folds) share its compiled programs (about 1 s of compiling per evaluation otherwise)."""
-    return make_predict(graphdef, extra=signals_of if with_confidence else None)
-
-
 def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
              ) -> tuple[TurnPredictions, TurnArrays]:
     """Every turn's prediction on ``data`` (and its arrays), with the confidence module's outputs when the model
@@ -57,7 +49,7 @@ def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conv
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
     confidence = model.confidence
-    pred = predict_arrays(_predictor(graphdef, confidence is not None), params, arrays,
+    pred = predict_arrays(shared_predict(graphdef, None if confidence is None else signals_of), params, arrays,
                           split=split, valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch,
                           max_conversations=max_conversations, args=confidence)

@@ -55,7 +55,7 @@ from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_ato
 from salesrl_jax.io.resumable_map import check_run_record
 from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
-from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.models.predict import predict_arrays, shared_predict
 from salesrl_jax.run.config import TrainConfig, with_overrides
 from salesrl_jax.run.trained_model import TrainedModel
 from salesrl_jax.train.loop import train_and_evaluate
@@ -94,7 +94,7 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
 
 
 def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_arrays: TurnArrays,
-                fold_dir: Path, predictors: dict[str, Callable], fold: int) -> dict[str, np.ndarray | list]:
+                fold_dir: Path, fold: int) -> dict[str, np.ndarray | list]:
     """Train (early stopping on the inner split), recalibrate on the inner split, predict the held-out fold.
 
     Each fold draws its own inner split (``data.split_seed + fold``): the split is a seeded hash of the id, so
@@ -102,8 +102,8 @@ def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_
     stopping and recalibration alike (PersuasionForGood: 0.568 against 0.527 for the rest; every fold's Platt
     intercept came out positive and the pooled last-turn predictions averaged 0.592 against a rate of 0.536).
 
-    ``predictors`` caches one jitted predict function per model structure, so folds and seeds (and the
-    recalibrated model, whose graph is its source's) share one compilation."""
+    Folds and seeds (and the recalibrated model, whose graph is its source's) share one compiled predictor
+    (`shared_predict`)."""
     calibrated, raw = [], []
     for s in range(seeds):
         seed_dir = fold_dir / f"seed-{s}"
@@ -117,9 +117,8 @@ def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_
             served = seed_dir / "calibrated"
         for directory, sink in ((served, calibrated), (seed_dir / "model", raw)):
             model = TrainedModel.load(directory)
-            key = json.dumps([dataclasses.asdict(model.config.model), model.identity.dim])
-            predict = predictors.setdefault(key, make_predict(model.graphdef))
-            sink.append(predict_arrays(predict, model.params, test_arrays, rows=model.config.eval_rows_per_minibatch))
+            sink.append(predict_arrays(shared_predict(model.graphdef), model.params, test_arrays,
+                                       rows=model.config.eval_rows_per_minibatch))
     first = calibrated[0]
     return {"conversation_id": [first.ids[c] for c in first.conversation], "turn_index": first.turn_index,
             "length": first.length, "outcome": first.outcome,
@@ -330,7 +329,6 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     bar = tqdm(total=folds * (1 + baselines), unit="step", desc="crossval", disable=None if progress else True,
                dynamic_ncols=True)
     pooled_parts = []
-    predictors: dict[str, Callable] = {}
     for k in range(folds):
         fold_dir = out / f"fold-{k}"
         model_file, base_file = fold_dir / "model.parquet", fold_dir / "baselines.parquet"
@@ -338,7 +336,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
             bar.set_postfix(fold=k, step="model")
             train_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=False), fold_dir / "train-arrays")
             test_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=True), fold_dir / "test-arrays")
-            _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, predictors, k))
+            _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, k))
         bar.update(1)
         if baselines and not base_file.exists():
             bar.set_postfix(fold=k, step="baselines")

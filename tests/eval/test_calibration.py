@@ -93,6 +93,10 @@ def test_calibrate_on_other_arrays_uses_all_their_conversations(tiny_trained, ti
     fit = TrainedModel.load(tmp_path / "out").meta["recalibration"]
     arrays = TurnArrays.open(tiny_arrays)
     assert fit["split"] == "all" and fit["turns"] == arrays.num_turns and fit["conversations"] == arrays.num_conversations
+    main(["calibrate", "--model", str(tiny_trained), "--out", str(tmp_path / "tempered"), "--data", str(tiny_arrays),
+          "--split", "all", "--form", "temperature"])
+    tempered = TrainedModel.load(tmp_path / "tempered").meta["recalibration"]
+    assert tempered["form"] == "temperature" and tempered["intercept"] == 0.0
 
 
 def test_fit_platt_stays_finite_on_separable_data():

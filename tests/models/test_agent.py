@@ -156,3 +156,19 @@ def test_make_predict_runs_large_batches_block_by_block(name):
     if CONFIGS[name].feed_prediction:
         with pytest.raises(ValueError, match="feed_prediction"):
             nnx.merge(graphdef, params).predict_block(inputs, nnx.merge(graphdef, params).encoder.init_carry())
+
+
+def test_models_of_one_structure_share_one_compiled_predictor():
+    """`shared_predict`: two models that differ only in their parameters (two seeds) get the same predictor and run
+    through one compiled program, with their own parameters' predictions; another structure gets its own."""
+    from salesrl_jax.models.predict import make_predict, shared_predict
+
+    (g0, p0), (g1, p1) = (nnx.split(SalesAgent(CONFIGS["weighted"], D, rngs=nnx.Rngs(s))) for s in (1, 2))
+    inputs = flat_batch([5, 3, 4])
+    predict = shared_predict(g0)
+    assert shared_predict(g1) is predict and shared_predict(nnx.split(
+        SalesAgent(CONFIGS["none"], D, rngs=nnx.Rngs(1)))[0]) is not predict
+    for params in (p0, p1):
+        np.testing.assert_allclose(predict(params, inputs)[0], make_predict(g0)(params, inputs)[0], rtol=1e-6)
+    assert predict.programs["whole"]._cache_size() == 1
+    assert not np.allclose(predict(p0, inputs)[0], predict(p1, inputs)[0])  # each its own parameters
