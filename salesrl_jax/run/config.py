@@ -234,6 +234,11 @@ class TrainConfig:
     tensorboard: bool = False
     """Also write the run's scalars to WORKDIR/tensorboard (TensorBoard event files; needs the tensorboard
     extra: pip install 'salesrl-jax[tensorboard]')."""
+    init_from: Path | None = None
+    """A trained run (directory from `salesrl train`, or one of its checkpoint directories) whose parameters start
+    this one instead of a random initialisation: for example training on simulator conversations, then fine-tuning
+    on a small real set. Its model settings, embedding space and turn features must be this run's; fitted
+    statistics (the n-gram idf) are fitted on this run's training split."""
     regime: Literal["auto", "small", "large"] = "auto"
     """How the recipe adapts to the amount of data (`resolve_regime`): auto is small below
     SMALL_DATA_CONVERSATIONS labelled training conversations, else large; small sets the fields of

@@ -38,6 +38,7 @@ from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, fre
 from salesrl_jax.train.statistics import fit_statistics
 from salesrl_jax.train.supervised import make_train_chunk
 from salesrl_jax.train.validation import Validator, make_validator
+from salesrl_jax.train.warm_start import warm_start_params
 
 __all__ = ["RunResult", "TrainingDiverged", "check_embedding_space", "train_and_evaluate", "train_seeds_and_evaluate",
            "train_together"]
@@ -297,6 +298,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     graphdef, _ = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse, abstract=True)
     initial = [fit_statistics(graphdef, create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1],
                               arrays, data.valid_fraction, data.split_seed) for seed in seeds]  # training split only
+    if config.init_from is not None:  # every member starts from the same trained run (its seed still sets the order)
+        initial = [warm_start_params(params, config.init_from, arrays, config.model) for params in initial]
     # The schedule's length counts the minibatches of the training split packed in its stored order: the same for
     # every seed, so that seeds share one optimizer (and one compiled program).
     per_step = placement.segments

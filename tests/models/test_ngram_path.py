@@ -287,3 +287,41 @@ def test_confidence_on_the_n_gram_path_streams_as_it_scores_archives(ngram_train
         for name in ("confidence", "familiarity", "p_low", "p_high"):
             np.testing.assert_allclose([getattr(s, name) for s in streamed], [r[name] for r in archive], atol=2e-5,
                                        err_msg=name)
+
+
+def test_a_warm_started_run_takes_the_source_parameters_and_fits_its_own_idf(ngram_trained, ngram_arrays,
+                                                                             tiny_arrays, tmp_path):
+    """``init_from``: every trainable parameter starts at the source run's best checkpoint, the idf is fitted on the
+    new run's training split; another model structure or embedding space is refused, naming what differs."""
+    from salesrl_jax.train.loop import train_and_evaluate
+    from salesrl_jax.train.statistics import training_idf
+
+    # The new run trains on other conversations (odd ones), so its idf differs from the source's.
+    other = write_subset(TurnArrays.open(ngram_arrays), lambda p: np.arange(p.num_conversations) % 2 == 1,
+                         tmp_path / "odd")
+    source = TrainedModel.load(ngram_trained)
+    config = dataclasses.replace(source.config, data=dataclasses.replace(source.config.data, train=other.path),
+                                 init_from=ngram_trained, ppo=dataclasses.replace(source.config.ppo, enabled=False))
+    # A step far below float32's resolution of the parameters: the run ends where it started.
+    config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, epochs=1, learning_rate=1e-12,
+                                                                      input_dropout=0.0))
+    train_and_evaluate(config, tmp_path / "warm", progress=False)
+    warm = TrainedModel.load(tmp_path / "warm")
+    fresh_idf = training_idf(other, config.data.valid_fraction, config.data.split_seed)
+    np.testing.assert_allclose(np.asarray(warm.params["encoder"]["project"]["idf"].value), fresh_idf, rtol=1e-6)
+    assert not np.allclose(np.asarray(source.params["encoder"]["project"]["idf"].value), fresh_idf)
+    source_leaves = dict(jax.tree_util.tree_leaves_with_path(source.params))
+    compared = 0
+    for path, value in jax.tree_util.tree_leaves_with_path(warm.params):
+        if "idf" not in jax.tree_util.keystr(path):
+            np.testing.assert_allclose(np.asarray(value), np.asarray(source_leaves[path]), atol=1e-6,
+                                       err_msg=jax.tree_util.keystr(path))
+            compared += 1
+    assert compared > 10  # the bag's kernel, the encoder, every head
+
+    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, hidden_dim=64))
+    with pytest.raises(ValueError, match="model.hidden_dim"):
+        train_and_evaluate(wider, tmp_path / "wider", progress=False)
+    dense = dataclasses.replace(tiny_config(tiny_arrays), init_from=ngram_trained)
+    with pytest.raises(ValueError, match="embeddings"):
+        train_and_evaluate(dense, tmp_path / "dense", progress=False)

@@ -1,0 +1,47 @@
+"""Warm start: a run whose parameters start from another trained run's, for example supervised training on
+simulator conversations before fine-tuning on a small set of real ones (`TrainConfig.init_from`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+from flax import nnx
+
+from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.models.bag import Statistic
+from salesrl_jax.models.config import ModelConfig
+
+
+def model_difference(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """The model fields in which ``a`` and ``b`` differ (empty: one parameter structure)."""
+    return [f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+
+
+def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, model: ModelConfig) -> nnx.State:
+    """``fresh`` (a new run's initial parameters, its statistics already fitted) with every trainable parameter
+    taken from the best checkpoint of the trained run at ``source``.
+
+    Fitted statistics (`salesrl_jax.models.bag.Statistic`, the n-gram idf) keep this run's values: they describe
+    this run's training split, not the source's. The source must have this run's model structure, embedding space
+    and turn features; anything else is refused with the difference named (a parameter from another space would
+    be silently meaningless)."""
+    from salesrl_jax.run.trained_model import TrainedModel  # the trained-model artefact (run/, below training)
+
+    trained = TrainedModel.load(source)
+    trained.require_compatible(arrays.identity, arrays.feature_names, what=f"{arrays.path} (training data)")
+    differ = model_difference(trained.config.model, model)
+    if differ:
+        raise ValueError(f"init_from {source}: its model differs from this run's in {', '.join('model.' + d for d in differ)}"
+                         " (a warm start needs one parameter structure): use the source run's model settings")
+
+    def take(new: nnx.Variable, old: nnx.Variable) -> nnx.Variable:
+        if isinstance(new, Statistic):
+            return new
+        if new.value.shape != old.value.shape:  # the model config matched, so this would be a library bug
+            raise ValueError(f"init_from {source}: a parameter of shape {old.value.shape} where this run has "
+                             f"{new.value.shape}")
+        return new.replace(jax.numpy.asarray(old.value, new.value.dtype))
+
+    return jax.tree.map(take, fresh, trained.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
