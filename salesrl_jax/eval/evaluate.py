@@ -42,7 +42,7 @@ class Evaluation:
         return f"{format_tables(self.tables)}\n\nreport: {self.report}"
 
 
-def _predict(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
+def predict_with_confidence(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
              ) -> tuple[TurnPredictions, TurnArrays]:
     """Every turn's prediction on ``data`` (and its arrays), with the confidence module's outputs when the model
     has a fit."""
@@ -76,14 +76,14 @@ def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str |
         raise ValueError(f"--ood-data: the model at {model.directory} has no confidence fit; fit it with "
                          "`salesrl confidence MODEL` first")
     graphdef, params = weights or (model.graphdef, model.params)
-    pred, arrays = _predict(model, graphdef, params, data, split, max_conversations)
+    pred, arrays = predict_with_confidence(model, graphdef, params, data, split, max_conversations)
     header = (f"model `{model.directory}` ({model.config.name}{', ' + label if label else ''}), "
               f"data `{data}`, embeddings `{arrays.identity.key}`")
     tables = evaluation_tables(pred)
     if pred.confidence is not None:
         tables["confidence"] = confidence_tables(pred, float(model.confidence.interval_level))
     if ood_data is not None:
-        outside, _ = _predict(model, graphdef, params, ood_data, "all", max_conversations)
+        outside, _ = predict_with_confidence(model, graphdef, params, ood_data, "all", max_conversations)
         tables["ood"] = ood_tables(pred, outside)
         header += f"; out-of-distribution data `{ood_data}`"
     report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables, plots=plots)

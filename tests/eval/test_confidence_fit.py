@@ -197,3 +197,19 @@ def test_the_command_line_refits_and_names_a_missing_fit(confident, tiny_trained
     with pytest.raises(SystemExit, match="has no confidence fit; fit it with `salesrl confidence MODEL`"):
         main(["evaluate", "--model", str(tiny_trained), "--data", str(tiny_arrays), "--ood-data", str(tiny_arrays),
               "--out", str(tmp_path / "eval")])
+
+
+def test_the_forms_script_on_one_set_twice_separates_nothing_and_reproduces_the_module(confident, tiny_arrays):
+    """scripts/confidence_forms.py: the fitted module is the form at its own level; identical sets give AUROC 0.5."""
+    from tests.conftest import load_script
+
+    script = load_script("confidence_forms")
+    alpha = float(TrainedModel.load(confident).confidence.familiarity_level)
+    table = script.main(script.Config(str(confident), str(tiny_arrays), str(tiny_arrays), levels=(alpha, 0.3)))
+    assert table[f"alpha {alpha}"] == pytest.approx(table["module as fitted"])
+    for name, row in table.items():
+        if "odd half" not in name:  # the same turns on both sides: nothing tells them apart
+            assert row["auroc_at_4"] == pytest.approx(0.5), name
+        assert 0.0 <= row["aurc_in"] <= 1.0 and 0.0 <= row["aurc_mixed"] <= 1.0
+    # Every turn twice leaves the risk-coverage curve as it was, but for the steps between tied confidences.
+    assert table["|p - 0.5|"]["aurc_in"] == pytest.approx(table["|p - 0.5|"]["aurc_mixed"], abs=1e-3)

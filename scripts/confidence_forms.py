@@ -1,0 +1,120 @@
+"""Can a confidence both flag unfamiliar conversations and rank errors? Forms of the confidence module, measured on
+an in-distribution test set and an out-of-distribution one (issue 14's held-out-industry experiment).
+
+    python scripts/confidence_forms.py --model run --data arr-test-in --ood-data arr-test-out
+
+For a model with a confidence fit, on every turn of both sets, it prints per form: the AUROC separating the two sets
+per conversation after 4 turns (as `salesrl evaluate --ood-data`), and the AURC of the 0/1 error on the
+in-distribution set and on both together (lower is better). The forms:
+
+- ``|p - 0.5|`` (the baseline) and the fitted module, and its familiarity alone;
+- the module refitted nowhere, with its familiarity level alpha set to each of ``--levels``, with its fitted error
+  weights and with them zeroed (the error estimate is then p(1-p) alone);
+- a logistic regression of the 0/1 error on every signal (|p - 0.5|, p(1-p), the heads' spread, the state distance,
+  the text novelty so far, 1/t, the familiarity), fitted on half of the in-distribution conversations and scored on
+  the other half and on the out-of-distribution set: the best a fitted combination of the signals ranks errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+from salesrl_jax.eval.confidence_report import OOD_TURN, _separation
+from salesrl_jax.eval.evaluate import predict_with_confidence
+from salesrl_jax.metrics import selective
+from salesrl_jax.models.confidence import confidence_outputs, running_text_novelty
+from salesrl_jax.run.trained_model import TrainedModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: str
+    """A trained run with a confidence fit."""
+    data: str
+    """Cached arrays of the in-distribution test set."""
+    ood_data: str
+    """Cached arrays of the out-of-distribution set (e.g. held-out industries)."""
+    levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
+    """Familiarity levels alpha to try (the gate g = min(1, familiarity / alpha))."""
+
+
+class Turns(NamedTuple):
+    """What the measures read of a set of turns."""
+
+    prediction: np.ndarray
+    outcome: np.ndarray
+    turn_index: np.ndarray
+
+
+def turns(pred, rows: np.ndarray | None = None) -> Turns:
+    chosen = slice(None) if rows is None else rows
+    return Turns(pred.prediction[chosen], pred.outcome[chosen], pred.turn_index[chosen])
+
+
+def error(pred) -> np.ndarray:
+    return ((pred.prediction >= 0.5) != (pred.outcome == 1)).astype(np.float64)
+
+
+def signal_features(pred) -> np.ndarray:
+    """``[turns, 7]``: the signals a fitted combination may use, each a function of turns 1..t."""
+    p = pred.prediction.astype(np.float64)
+    running = running_text_novelty(np.asarray(pred.extra.text_novelty), pred.turn_index)
+    return np.column_stack([np.abs(p - 0.5), p * (1 - p), pred.uncertainty, np.asarray(pred.extra.distance), running,
+                            1.0 / (pred.turn_index + 1), pred.confidence.familiarity])
+
+
+def measure(inside: Turns, outside: Turns, conf_in: np.ndarray, conf_out: np.ndarray) -> dict[str, float]:
+    a, b = inside.turn_index == OOD_TURN - 1, outside.turn_index == OOD_TURN - 1
+    loss_in, loss_out = error(inside), error(outside)
+    return {"auroc_at_4": _separation(conf_in[a], conf_out[b]),
+            "aurc_in": selective.aurc(conf_in, loss_in),
+            "aurc_mixed": selective.aurc(np.concatenate([conf_in, conf_out]), np.concatenate([loss_in, loss_out]))}
+
+
+def main(config: Config) -> dict[str, dict[str, float]]:
+    from sklearn.linear_model import LogisticRegression
+
+    model = TrainedModel.load(config.model)
+    fit = model.confidence
+    if fit is None:
+        raise SystemExit(f"{config.model}: no confidence fit (salesrl confidence --model {config.model})")
+    inside, _ = predict_with_confidence(model, model.graphdef, model.params, config.data, "all", None)
+    outside, _ = predict_with_confidence(model, model.graphdef, model.params, config.ood_data, "all", None)
+    t_in, t_out = turns(inside), turns(outside)
+    table = {"|p - 0.5|": measure(t_in, t_out, np.abs(inside.prediction - 0.5), np.abs(outside.prediction - 0.5)),
+             "module as fitted": measure(t_in, t_out, inside.confidence.confidence, outside.confidence.confidence),
+             "familiarity alone": measure(t_in, t_out, inside.confidence.familiarity, outside.confidence.familiarity)}
+    for alpha in config.levels:
+        for zeroed in (False, True):
+            params = fit.replace(familiarity_level=jnp.asarray(alpha, jnp.float32),
+                                 error_weights=fit.error_weights * (0.0 if zeroed else 1.0))
+            conf = [confidence_outputs(params, pred.prediction, pred.uncertainty, pred.extra, pred.turn_index)
+                    .confidence for pred in (inside, outside)]
+            name = f"alpha {alpha}" + (", error weights zeroed" if zeroed else "")
+            table[name] = measure(t_in, t_out, np.asarray(conf[0]), np.asarray(conf[1]))
+
+    # The best a fitted combination does: fitted on the even-numbered in-distribution conversations, measured on the
+    # odd-numbered ones (beside |p - 0.5| on the same half) and the out-of-distribution set.
+    fit_rows = inside.conversation % 2 == 0
+    features_in, features_out = signal_features(inside), signal_features(outside)
+    regression = LogisticRegression(max_iter=2000).fit(features_in[fit_rows], error(inside)[fit_rows])
+    half = turns(inside, ~fit_rows)
+    table["logistic regression on every signal (odd half)"] = measure(
+        half, t_out, -regression.decision_function(features_in[~fit_rows]), -regression.decision_function(features_out))
+    table["|p - 0.5| (odd half)"] = measure(half, t_out, np.abs(half.prediction - 0.5), np.abs(t_out.prediction - 0.5))
+
+    width = max(len(name) for name in table) + 2
+    print(f"0/1 error rate: in-distribution {error(inside).mean():.3f}, out of distribution {error(outside).mean():.3f}")
+    print("form".ljust(width) + f"{'AUROC@4':>9}{'AURC in':>9}{'mixed':>9}")
+    for name, row in table.items():
+        print(name.ljust(width) + f"{row['auroc_at_4']:9.3f}{row['aurc_in']:9.4f}{row['aurc_mixed']:9.4f}")
+    return table
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))
