@@ -10,6 +10,8 @@ in-distribution set and on both together (lower is better). The forms:
 - ``|p - 0.5|`` (the baseline) and the fitted module, and its familiarity alone;
 - the module refitted nowhere, with its familiarity level alpha set to each of ``--levels``, with its fitted error
   weights and with them zeroed (the error estimate is then p(1-p) alone);
+- isotonic maps of |p - 0.5| to the error rate per turn bucket (``--buckets``: how many, turns 13 and later pooled),
+  fitted on the model's own validation split: whether re-ranking by turn position helps;
 - a logistic regression of the 0/1 error on every signal (|p - 0.5|, p(1-p), the heads' spread, the state distance,
   the text novelty so far, 1/t, the familiarity), fitted on half of the in-distribution conversations and scored on
   the other half and on the out-of-distribution set: the best a fitted combination of the signals ranks errors.
@@ -41,6 +43,8 @@ class Config:
     """Cached arrays of the out-of-distribution set (e.g. held-out industries)."""
     levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
     """Familiarity levels alpha to try (the gate g = min(1, familiarity / alpha))."""
+    buckets: tuple[int, ...] = (1, 4, 13)
+    """Turn buckets of the isotonic error maps to try."""
 
 
 class Turns(NamedTuple):
@@ -76,6 +80,29 @@ def measure(inside: Turns, outside: Turns, conf_in: np.ndarray, conf_out: np.nda
             "aurc_mixed": selective.aurc(np.concatenate([conf_in, conf_out]), np.concatenate([loss_in, loss_out]))}
 
 
+def _turn_bucket(turn_index: np.ndarray, count: int) -> np.ndarray:
+    return np.minimum(np.minimum(turn_index, 12) * count // 13, count - 1)
+
+
+def isotonic_error_maps(pred, count: int) -> list:
+    """Per turn bucket, a decreasing isotonic map from |p - 0.5| to the 0/1 error rate."""
+    from sklearn.isotonic import IsotonicRegression
+
+    bucket = _turn_bucket(pred.turn_index, count)
+    return [IsotonicRegression(increasing=False, out_of_bounds="clip").fit(
+        np.abs(pred.prediction[bucket == k] - 0.5), error(pred)[bucket == k]) for k in range(count)]
+
+
+def mapped_confidence(maps: list, pred, count: int) -> np.ndarray:
+    """Minus the mapped error rate; ties within a flat step broken by |p - 0.5|."""
+    margin = np.abs(pred.prediction - 0.5).astype(np.float64)
+    bucket, out = _turn_bucket(pred.turn_index, count), np.zeros(len(margin))
+    for k, iso in enumerate(maps):
+        rows = bucket == k
+        out[rows] = -iso.predict(margin[rows]) + 1e-6 * margin[rows]
+    return out
+
+
 def main(config: Config) -> dict[str, dict[str, float]]:
     from sklearn.linear_model import LogisticRegression
 
@@ -97,6 +124,13 @@ def main(config: Config) -> dict[str, dict[str, float]]:
                     .confidence for pred in (inside, outside)]
             name = f"alpha {alpha}" + (", error weights zeroed" if zeroed else "")
             table[name] = measure(t_in, t_out, np.asarray(conf[0]), np.asarray(conf[1]))
+
+    # Per-turn-bucket isotonic maps of |p - 0.5| to the error rate, fitted on the validation split.
+    valid, _ = predict_with_confidence(model, model.graphdef, model.params, model.config.data.train, "valid", None)
+    for count in config.buckets:
+        maps = isotonic_error_maps(valid, count)
+        table[f"isotonic |p - 0.5| by turn, {count} bucket(s)"] = measure(
+            t_in, t_out, mapped_confidence(maps, inside, count), mapped_confidence(maps, outside, count))
 
     # The best a fitted combination does: fitted on the even-numbered in-distribution conversations, measured on the
     # odd-numbered ones (beside |p - 0.5| on the same half) and the out-of-distribution set.

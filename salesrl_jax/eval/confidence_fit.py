@@ -252,9 +252,10 @@ def calibrate(shell: ConfidenceParams, prediction: np.ndarray, uncertainty: np.n
     phi = np.asarray(error_features(p, np.asarray(uncertainty, np.float64), z_d, z_m,
                                     np.asarray(turn_index, np.float64)), np.float64)
     has_oracle = bool(np.isfinite(oracle).all())
-    # The estimation error beyond the outcome's own variance p(1 - p): measured directly against a known true
-    # probability; from outcomes, E[(y - p)^2] - p(1 - p) estimates it (noisily) for a calibrated model.
-    excess = (np.asarray(oracle, np.float64) - p) ** 2 if has_oracle else (y - p) ** 2 - p * (1 - p)
+    # The squared error beyond what a calibrated model expects, p(1 - p): from outcomes (y - p)^2 - p(1 - p); with a
+    # known true probability q its expectation given q, (q - p)(1 - 2p), the same target with less noise (module doc).
+    q = np.asarray(oracle, np.float64)
+    excess = (q - p) * (1 - 2 * p) if has_oracle else (y - p) ** 2 - p * (1 - p)
     params = params.replace(error_weights=_ridge(phi, excess))
     fit = {"turns": int(len(p)), "error_weights": [float(w) for w in params.error_weights],
            "bucket_starts": starts.tolist(), "interval_level": config.interval_level,

@@ -23,12 +23,18 @@ estimate through ``g_t = min(1, pi_t / alpha)``: 1 for all but the most novel ``
 
 The expected squared error of the prediction mixes an in-distribution estimate with an uninformed one:
 
-    e_in  = p(1-p) + max(0, w . phi_t),  phi_t = [1, p(1-p), u_t, z_d, z_m, 1/t]    (the outcome's own variance
-                                                                                     plus the model's estimation
-                                                                                     error, least squares of
-                                                                                     (q - p)^2 with a known true
-                                                                                     probability q, else of
-                                                                                     (y - p)^2 - p(1-p))
+    e_in  = p(1-p) + max(0, w . phi_t),  phi_t = [1, p(1-p), u_t, z_d, z_m, 1/t]    (what a calibrated model
+                                                                                     expects, plus the excess the
+                                                                                     signals predict: least squares
+                                                                                     of (y - p)^2 - p(1-p), or with
+                                                                                     a known true probability q of
+                                                                                     its mean given q, (q-p)(1-2p))
+
+The excess target follows from ``E[(y - p)^2 | q] = q(1-q) + (q-p)^2 = p(1-p) + (q-p)(1-2p)``: given the truth, the
+outcome-based target's expectation, so both fits estimate the same thing, and it averages 0 for a model calibrated
+given its signals (then e_in = p(1-p)). Fitting ``(q-p)^2`` instead would add the model's estimation error on top of
+p(1-p), which already contains it on average (``E[q(1-q) | p] = p(1-p) - E[(q-p)^2 | p]`` when calibrated), and
+rank turns by how far the model is from the truth rather than by their expected error.
     e_out = E_{pi ~ U(0,1)} E[(y - p)^2] = 1/2 - p + p^2                            (nothing known of the truth)
     e_t   = g_t e_in + (1 - g_t) e_out                                              (expected_error)
     confidence_t = g_t (1 - sqrt(e_in))

@@ -164,3 +164,27 @@ def test_familiarity_falls_for_novel_states_and_widens_the_interval():
     assert np.all(np.asarray(novel.low_confidence))
 
 
+
+
+def test_the_expected_error_fitted_with_or_without_a_true_probability_estimates_the_same_thing():
+    """The excess over p(1-p) is fitted to (y-p)^2 - p(1-p), or with a known q to its mean given q, (q-p)(1-2p): both
+    fits estimate E[(y-p)^2] on fresh turns, overall and where the signal says the model errs more or less (a model
+    p = q + noise is overconfident, so p(1-p) alone is too low where the noise is large). Fitting (q-p)^2 instead,
+    as before, read 0.013 low where the noise is large and differed from the outcome fit by 0.008-0.011."""
+    rng = np.random.default_rng(6)
+    fits = {"oracle": _fitted(rng)[0], "outcomes": _fitted(rng, oracle=False, conversations=4000)[0]}
+    p, spread, signals, t, y, q = _synthetic_calibration(rng, 8000)
+    expected_given_q = q * (1 - q) + (q - p) ** 2  # E[(y - p)^2 | q]: the truth, without the outcomes' noise
+    means = {}
+    for name, params in fits.items():
+        out = confidence_outputs(params, p, spread, signals, t)
+        familiar = np.asarray(out.familiarity) >= float(params.familiarity_level)  # the gate open: e_t = e_in
+        for part, rows in (("all", familiar), ("noisy", familiar & (spread > 0.12)),
+                           ("precise", familiar & (spread < 0.04))):
+            means[name, part] = float(np.asarray(out.expected_error)[rows].mean())
+            # within 0.0075 (a linear fit of a quadratic excess, and e_in >= p(1-p) where the excess is negative)
+            assert abs(means[name, part] - expected_given_q[rows].mean()) < 0.0075, (name, part)
+        noisy = familiar & (spread > 0.12)
+        assert np.mean(np.asarray(out.expected_error)[noisy] - (p * (1 - p))[noisy]) > 0.02  # the signal is used
+    for part in ("all", "noisy", "precise"):
+        assert abs(means["oracle", part] - means["outcomes", part]) < 0.002, part
