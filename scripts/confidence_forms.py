@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from salesrl_jax.eval.confidence_report import OOD_TURN, _separation
+from salesrl_jax.eval.confidence_report import OOD_TURN, in_vs_out_auroc
 from salesrl_jax.eval.evaluate import predict_with_confidence
 from salesrl_jax.metrics import selective
 from salesrl_jax.models.confidence import confidence_outputs, running_text_novelty
@@ -75,7 +75,7 @@ def signal_features(pred) -> np.ndarray:
 def measure(inside: Turns, outside: Turns, conf_in: np.ndarray, conf_out: np.ndarray) -> dict[str, float]:
     a, b = inside.turn_index == OOD_TURN - 1, outside.turn_index == OOD_TURN - 1
     loss_in, loss_out = error(inside), error(outside)
-    return {"auroc_at_4": _separation(conf_in[a], conf_out[b]),
+    return {"auroc_at_4": in_vs_out_auroc(conf_in[a], conf_out[b]),
             "aurc_in": selective.aurc(conf_in, loss_in),
             "aurc_mixed": selective.aurc(np.concatenate([conf_in, conf_out]), np.concatenate([loss_in, loss_out]))}
 

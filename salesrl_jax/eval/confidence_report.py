@@ -73,7 +73,8 @@ def confidence_tables(pred: TurnPredictions, level: float | None = None) -> dict
     return {"interval_level": level, "selective": selective_table(pred), "intervals": interval_rows(pred)}
 
 
-def _separation(inside: np.ndarray, outside: np.ndarray) -> float:
+def in_vs_out_auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """AUROC of a score ranking the ``inside`` turns above the ``outside`` ones (0.5: it cannot tell them apart)."""
     return selective.separation_auroc(np.concatenate([inside, outside]),
                                       np.concatenate([np.ones(len(inside)), np.zeros(len(outside))]))
 
@@ -89,10 +90,10 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
         if a.sum() < MIN_COUNT or b.sum() < MIN_COUNT:
             continue
         by_turn.append({"turn": k, "n_in": int(a.sum()), "n_out": int(b.sum()), **{
-            f"auroc_{name}": _separation(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
+            f"auroc_{name}": in_vs_out_auroc(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
             for name in OOD_SCORES}})
     a, b = inside.turn_index == OOD_TURN - 1, outside.turn_index == OOD_TURN - 1
-    at_turn = {name: _separation(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
+    at_turn = {name: in_vs_out_auroc(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
                if a.any() and b.any() else None for name in OOD_SCORES}
     mixed = {}
     loss_in, loss_out = _losses(inside), _losses(outside)

@@ -11,7 +11,9 @@ import dataclasses
 import numpy as np
 
 
-def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checked(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``probs`` and ``labels`` as float64 ``[n]`` arrays, or a ValueError saying which rule they break: one
+    shape, labels 0 or 1, probabilities finite and in [0, 1]. Every metric here (and the bootstrap) checks alike."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     if probs.shape != labels.shape or probs.ndim != 1:
@@ -27,7 +29,7 @@ def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def accuracy(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
     """Share of ``1[p >= threshold] == y``."""
-    probs, labels = _check(probs, labels)
+    probs, labels = checked(probs, labels)
     return float(np.mean((probs >= threshold) == (labels == 1)))
 
 
@@ -37,7 +39,7 @@ def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
     ``AUC = (sum of positive ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)`` with
     average ranks for ties. NaN when only one class is present.
     """
-    probs, labels = _check(probs, labels)
+    probs, labels = checked(probs, labels)
     n_pos = float(labels.sum())
     n_neg = float(len(labels) - n_pos)
     if n_pos == 0 or n_neg == 0:
@@ -56,13 +58,13 @@ def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean squared error ``mean((p - y)^2)``."""
-    probs, labels = _check(probs, labels)
+    probs, labels = checked(probs, labels)
     return float(np.mean((probs - labels) ** 2))
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
     """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))``, p clipped to [eps, 1 - eps]."""
-    probs, labels = _check(probs, labels)
+    probs, labels = checked(probs, labels)
     p = np.clip(probs, eps, 1 - eps)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
 
@@ -78,7 +80,7 @@ class Reliability:
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> Reliability:
-    probs, labels = _check(probs, labels)
+    probs, labels = checked(probs, labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.digitize(probs, edges[1:-1], right=False), 0, bins - 1)
     counts = np.bincount(index, minlength=bins).astype(np.float64)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from salesrl_jax.metrics.binary import _check, roc_auc
+from salesrl_jax.metrics.binary import checked, roc_auc
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -33,7 +33,7 @@ def resampled_auc(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, 
     the resample's positive and negative counts in group g:
     ``AUC = sum_g P_g (sum_{h<g} N_h + N_g / 2) / (sum P sum N)``, the Mann-Whitney statistic with ties
     counted half (what `roc_auc`'s average ranks compute). NaN for a resample with one class."""
-    probs, labels = _check(probs, labels)  # the checks of one AUC: labels 0/1, probabilities in [0, 1]
+    probs, labels = checked(probs, labels)  # the checks of one AUC: labels 0/1, probabilities in [0, 1]
     n = len(probs)
     order = np.argsort(probs, kind="mergesort")
     starts = np.concatenate([[0], np.flatnonzero(np.diff(probs[order])) + 1])  # each tie group's first sorted row
