@@ -298,8 +298,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     graphdef, _ = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse, abstract=True)
     initial = [fit_statistics(graphdef, create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1],
                               arrays, data.valid_fraction, data.split_seed) for seed in seeds]  # training split only
+    warm_source = None
     if config.init_from is not None:  # every member starts from the same trained run (its seed still sets the order)
-        initial = [warm_start_params(params, config.init_from, arrays, config.model) for params in initial]
+        starts_from = [warm_start_params(params, config.init_from, arrays, config.model) for params in initial]
+        initial, warm_source = [w.params for w in starts_from], starts_from[0].source
     # The schedule's length counts the minibatches of the training split packed in its stored order: the same for
     # every seed, so that seeds share one optimizer (and one compiled program).
     per_step = placement.segments
@@ -322,7 +324,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                        tensorboard=workdir / "tensorboard" if c.tensorboard else None) if is_primary() else NoLog(),
         validate=validate,
         meta={"config": json.loads(c.to_json()), "embedder": dataclasses.asdict(arrays.identity),
-              "features": list(arrays.feature_names), "embed_dim": arrays.dim},
+              "features": list(arrays.feature_names), "embed_dim": arrays.dim,
+              **({"init_from": warm_source} if warm_source else {})},
         checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks,
         stalled=start[3])
         for c, workdir, ckpt, start in zip(configs, workdirs, checkpoints, starts)]

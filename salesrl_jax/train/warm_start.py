@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 from flax import nnx
@@ -19,7 +20,12 @@ def model_difference(a: ModelConfig, b: ModelConfig) -> list[str]:
     return [f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
 
 
-def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, model: ModelConfig) -> nnx.State:
+class WarmStart(NamedTuple):
+    params: nnx.State  # the new run's initial parameters
+    source: dict  # what started it: {"path", "params_sha256"} of the source checkpoint (saved in the run's meta)
+
+
+def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, model: ModelConfig) -> WarmStart:
     """``fresh`` (a new run's initial parameters, its statistics already fitted) with every trainable parameter
     taken from the best checkpoint of the trained run at ``source``.
 
@@ -44,4 +50,6 @@ def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, 
                              f"{new.value.shape}")
         return new.replace(jax.numpy.asarray(old.value, new.value.dtype))
 
-    return jax.tree.map(take, fresh, trained.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    params = jax.tree.map(take, fresh, trained.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    # The path alone is not provenance (the source may be retrained in place): its parameters' digest is.
+    return WarmStart(params, {"path": str(trained.directory), "params_sha256": trained.params_digest})

@@ -307,6 +307,7 @@ def test_a_warm_started_run_takes_the_source_parameters_and_fits_its_own_idf(ngr
                                                                       input_dropout=0.0))
     train_and_evaluate(config, tmp_path / "warm", progress=False)
     warm = TrainedModel.load(tmp_path / "warm")
+    assert warm.meta["init_from"] == {"path": str(source.directory), "params_sha256": source.params_digest}
     fresh_idf = training_idf(other, config.data.valid_fraction, config.data.split_seed)
     np.testing.assert_allclose(np.asarray(warm.params["encoder"]["project"]["idf"].value), fresh_idf, rtol=1e-6)
     assert not np.allclose(np.asarray(source.params["encoder"]["project"]["idf"].value), fresh_idf)
