@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.bag import Statistic
 from salesrl_jax.models.config import ModelConfig
+from salesrl_jax.run.trained_model import TrainedModel
 
 
 def model_difference(a: ModelConfig, b: ModelConfig) -> list[str]:
@@ -33,14 +35,13 @@ def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, 
     this run's training split, not the source's. The source must have this run's model structure, embedding space
     and turn features; anything else is refused with the difference named (a parameter from another space would
     be silently meaningless)."""
-    from salesrl_jax.run.trained_model import TrainedModel  # the trained-model artefact (run/, below training)
-
     trained = TrainedModel.load(source)
     trained.require_compatible(arrays.identity, arrays.feature_names, what=f"{arrays.path} (training data)")
     differ = model_difference(trained.config.model, model)
     if differ:
-        raise ValueError(f"init_from {source}: its model differs from this run's in {', '.join('model.' + d for d in differ)}"
-                         " (a warm start needs one parameter structure): use the source run's model settings")
+        raise ValueError(f"init_from {source}: its model differs from this run's in "
+                         f"{', '.join('model.' + d for d in differ)} (a warm start needs one parameter structure): use "
+                         "the source run's model settings")
 
     def take(new: nnx.Variable, old: nnx.Variable) -> nnx.Variable:
         if isinstance(new, Statistic):
@@ -48,7 +49,7 @@ def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, 
         if new.value.shape != old.value.shape:  # the model config matched, so this would be a library bug
             raise ValueError(f"init_from {source}: a parameter of shape {old.value.shape} where this run has "
                              f"{new.value.shape}")
-        return new.replace(jax.numpy.asarray(old.value, new.value.dtype))
+        return new.replace(jnp.asarray(old.value, new.value.dtype))
 
     params = jax.tree.map(take, fresh, trained.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
     # The path alone is not provenance (the source may be retrained in place): its parameters' digest is.
