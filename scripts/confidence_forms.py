@@ -15,6 +15,8 @@ in-distribution set and on both together (lower is better). The forms:
 - a logistic regression of the 0/1 error on every signal (|p - 0.5|, p(1-p), the heads' spread, the state distance,
   the text novelty so far, 1/t, the familiarity), fitted on half of the in-distribution conversations and scored on
   the other half and on the out-of-distribution set: the best a fitted combination of the signals ranks errors.
+
+Needs scikit-learn: ``pip install -e '.[baselines]'``. Measured results: docs/benchmarks.md, "Session 15".
 """
 
 from __future__ import annotations
