@@ -145,7 +145,8 @@ def main(config: Config) -> dict[str, dict[str, float]]:
     table["|p - 0.5| (odd half)"] = measure(half, t_out, np.abs(half.prediction - 0.5), np.abs(t_out.prediction - 0.5))
 
     width = max(len(name) for name in table) + 2
-    print(f"0/1 error rate: in-distribution {error(inside).mean():.3f}, out of distribution {error(outside).mean():.3f}")
+    print(f"0/1 error rate: in-distribution {error(inside).mean():.3f}, "
+          f"out of distribution {error(outside).mean():.3f}")
     print("form".ljust(width) + f"{'AUROC@4':>9}{'AURC in':>9}{'mixed':>9}")
     for name, row in table.items():
         print(name.ljust(width) + f"{row['auroc_at_4']:9.3f}{row['aurc_in']:9.4f}{row['aurc_mixed']:9.4f}")

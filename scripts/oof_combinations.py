@@ -58,9 +58,10 @@ def load_columns(config: Config) -> dict[str, np.ndarray]:
             raise SystemExit(f"--extra {spec!r}: expected FILE:COLUMN=NAME") from None
         other = _read(path)
         where = dict(zip(_keys(other).tolist(), range(len(other["fold"]))))
-        missing = [k for k in keys[:5] if k not in where]
+        missing = [k for k in keys.tolist() if k not in where]
         if missing or len(where) != len(keys):
-            raise SystemExit(f"{path}: not the same conversations and turns as {config.oof} (e.g. {missing[:1]})")
+            example = f" ({missing[0]} is missing)" if missing else f" ({len(where)} rows against {len(keys)})"
+            raise SystemExit(f"{path}: not the same conversations and turns as {config.oof}{example}")
         index = np.array([where[k] for k in keys.tolist()])
         if not np.array_equal(other["fold"][index], rows["fold"]):
             raise SystemExit(f"{path}: its folds differ from {config.oof}'s: the runs are not comparable")

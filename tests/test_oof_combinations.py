@@ -58,5 +58,9 @@ def test_runs_with_other_folds_are_refused(rows, tmp_path):
     other = _oof(tmp_path / "b.parquet", {**rows, "fold": (rows["fold"] + 1) % 5}, embedding_lr=p)
     with pytest.raises(SystemExit, match="folds differ"):
         script.main(script.Config(main, extra=(f"{other}:embedding_lr=x",), combine=("model_uncalibrated+x",)))
+    renamed = {**rows, "conversation_id": np.char.add(rows["conversation_id"], "x")}
+    with pytest.raises(SystemExit, match="not the same conversations.*c0x#0 is missing|c0#0 is missing"):
+        script.main(script.Config(main, extra=(f"{_oof(tmp_path / 'c.parquet', renamed, embedding_lr=p)}"
+                                               ":embedding_lr=x",), combine=("model_uncalibrated+x",)))
     with pytest.raises(SystemExit, match="FILE:COLUMN=NAME"):
         script.main(script.Config(main, extra=(other,)))

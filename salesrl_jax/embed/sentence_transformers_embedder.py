@@ -50,7 +50,8 @@ class SentenceTransformersEmbedder:
         self.normalize = normalize
         self.batch_size = batch_size
         # sentence-transformers 5 renamed the method (the old name warns); 3 and 4 have only the old one.
-        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dimension = (getattr(self._model, "get_embedding_dimension", None)
+                     or self._model.get_sentence_embedding_dimension)
         dim = int(dimension())
         self.identity = EmbedderIdentity("sentence-transformers", f"{path.name}@{_model_fingerprint(path)}", dim,
                                          self.VERSION + ("n" if normalize else ""))

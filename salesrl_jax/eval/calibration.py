@@ -159,7 +159,8 @@ def recalibrate_model(model_path: str | os.PathLike[str], out: str | os.PathLike
                           valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
     if len(pred.ids) < FEW_CONVERSATIONS:
-        warnings.warn(f"{form.capitalize()} scaling fitted on {len(pred.ids)} conversations only ({data}, split {split}): the map "
+        warnings.warn(f"{form.capitalize()} scaling fitted on {len(pred.ids)} conversations only ({data}, split "
+                      f"{split}): the map "
                       "is noisy; fit on more held-out conversations (--data ARRAYS --split all)", stacklevel=2)
     rows = pred.last if turns == "last" else np.ones(len(pred.prediction), bool)
     scaling = fit_platt(logits_of(pred.prediction[rows]), pred.outcome[rows], intercept=form == "platt")

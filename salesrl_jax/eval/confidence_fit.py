@@ -262,7 +262,7 @@ def calibrate(shell: ConfidenceParams, prediction: np.ndarray, uncertainty: np.n
            "familiarity_level": config.familiarity_level}
     level = config.interval_level
     if has_oracle:
-        residual = np.abs(np.asarray(oracle, np.float64) - p)
+        residual = np.abs(q - p)
         weights = _ridge(phi, residual)
         sigma = np.clip(phi @ weights, 5e-3, 1.0)
         score = residual / sigma

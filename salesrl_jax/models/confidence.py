@@ -29,15 +29,15 @@ The expected squared error of the prediction mixes an in-distribution estimate w
                                                                                      of (y - p)^2 - p(1-p), or with
                                                                                      a known true probability q of
                                                                                      its mean given q, (q-p)(1-2p))
+    e_out = E_{pi ~ U(0,1)} E[(y - p)^2] = 1/2 - p + p^2                            (nothing known of the truth)
+    e_t   = g_t e_in + (1 - g_t) e_out                                              (expected_error)
+    confidence_t = g_t (1 - sqrt(e_in))
 
 The excess target follows from ``E[(y - p)^2 | q] = q(1-q) + (q-p)^2 = p(1-p) + (q-p)(1-2p)``: given the truth, the
 outcome-based target's expectation, so both fits estimate the same thing, and it averages 0 for a model calibrated
 given its signals (then e_in = p(1-p)). Fitting ``(q-p)^2`` instead would add the model's estimation error on top of
 p(1-p), which already contains it on average (``E[q(1-q) | p] = p(1-p) - E[(q-p)^2 | p]`` when calibrated), and
 rank turns by how far the model is from the truth rather than by their expected error.
-    e_out = E_{pi ~ U(0,1)} E[(y - p)^2] = 1/2 - p + p^2                            (nothing known of the truth)
-    e_t   = g_t e_in + (1 - g_t) e_out                                              (expected_error)
-    confidence_t = g_t (1 - sqrt(e_in))
 
 The confidence is one minus the estimated root-mean-square error of a familiar state's prediction (0.5 at a coin
 flip's, 1 for a certain and right one), and falls to 0 as the state leaves what the calibration split showed. Both
