@@ -5,10 +5,14 @@ conversations, and do the intervals hold their nominal coverage?
   oracle's ``|q - 0.5|`` (simulator data) and the optimal ranking, for two losses: the 0/1 error at 0.5 and the
   squared error ``(y - p)^2``; the error-detection AUROC.
 * **Intervals** by turn index: coverage of the true probability (simulator data only: real data has no known
-  probability, so only the width is reported there) and mean width.
+  probability, so only the width is reported there), beside the 95% range of coverage a valid interval would show
+  there (the test turns of one index, one per conversation, and the calibration turns of its bucket are both finite
+  samples: `salesrl_jax.metrics.selective.valid_coverage_range`), and mean width.
 * **Out of distribution** (``--ood-data``): AUROC of the confidence, and of the familiarity alone, separating the
   in-distribution conversations (positive) from the others, by turn index and per conversation at turn 4;
-  AURC on the mixed set; calibration of the predictions on the out-of-distribution set alone.
+  AURC on the mixed set; calibration of the predictions on the out-of-distribution set alone; the intervals on both
+  sets, by turn index: mean width (the synthetic-to-real check asks that they widen out of distribution) and, where
+  a set has a known true probability, coverage (does the level hold on conversations unlike the calibration split?).
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ def selective_table(pred: TurnPredictions) -> dict:
     return table
 
 
-def interval_rows(pred: TurnPredictions) -> list[dict]:
-    """Coverage (where the true probability is known) and width of the intervals, by turn index and last turn."""
+def interval_rows(pred: TurnPredictions, level: float | None = None, calibration_turns=None) -> list[dict]:
+    """Coverage (where the true probability is known) and width of the intervals, by turn index and last turn;
+    with the nominal ``level`` also the range of coverage a valid interval would show (``calibration_turns``: a
+    function of the 0-based turn index giving the calibration turns its quantile came from)."""
     conf = pred.confidence
     has_oracle = bool(np.isfinite(pred.oracle).all())
     rows = []
@@ -64,13 +70,18 @@ def interval_rows(pred: TurnPredictions) -> list[dict]:
                "low_share": float(np.mean(conf.low_confidence[mask]))}
         if has_oracle:
             row["coverage"] = selective.interval_coverage(conf.p_low[mask], conf.p_high[mask], pred.oracle[mask])
+            if level is not None:
+                m = calibration_turns(int(name) - 1) if calibration_turns and name != "last" else None
+                row["valid_lo"], row["valid_hi"] = selective.valid_coverage_range(n, level, m)
         rows.append(row)
     return rows
 
 
-def confidence_tables(pred: TurnPredictions, level: float | None = None) -> dict:
-    """The selective-prediction and interval tables of predictions with confidence outputs."""
-    return {"interval_level": level, "selective": selective_table(pred), "intervals": interval_rows(pred)}
+def confidence_tables(pred: TurnPredictions, level: float | None = None, calibration_turns=None) -> dict:
+    """The selective-prediction and interval tables of predictions with confidence outputs (``calibration_turns``:
+    see `interval_rows`)."""
+    return {"interval_level": level, "selective": selective_table(pred),
+            "intervals": interval_rows(pred, level, calibration_turns)}
 
 
 def in_vs_out_auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -82,6 +93,17 @@ def in_vs_out_auroc(inside: np.ndarray, outside: np.ndarray) -> float:
 OOD_SCORES = ("confidence", "familiarity")  # the combined confidence, and the module's novelty p-value alone
 
 
+def _width(pred: TurnPredictions, mask: np.ndarray) -> float:
+    return float(np.mean(pred.confidence.p_high[mask] - pred.confidence.p_low[mask]))
+
+
+def _coverage(pred: TurnPredictions, mask: np.ndarray) -> float | None:
+    """Coverage of the true probability by the intervals of the ``mask`` turns; None where it is unknown."""
+    if not np.isfinite(pred.oracle[mask]).all():
+        return None
+    return selective.interval_coverage(pred.confidence.p_low[mask], pred.confidence.p_high[mask], pred.oracle[mask])
+
+
 def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
     """How the confidence (and the familiarity alone) tell ``inside`` (in-distribution test) from ``outside``."""
     by_turn = []
@@ -91,7 +113,9 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
             continue
         by_turn.append({"turn": k, "n_in": int(a.sum()), "n_out": int(b.sum()), **{
             f"auroc_{name}": in_vs_out_auroc(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
-            for name in OOD_SCORES}})
+            for name in OOD_SCORES},
+            "width_in": _width(inside, a), "width_out": _width(outside, b),
+            "coverage_in": _coverage(inside, a), "coverage_out": _coverage(outside, b)})
     a, b = inside.turn_index == OOD_TURN - 1, outside.turn_index == OOD_TURN - 1
     at_turn = {name: in_vs_out_auroc(getattr(inside.confidence, name)[a], getattr(outside.confidence, name)[b])
                if a.any() and b.any() else None for name in OOD_SCORES}
@@ -110,8 +134,12 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
     return {"conversations_in": len(inside.ids), "conversations_out": len(outside.ids),
             f"auroc_at_turn_{OOD_TURN}": at_turn, "by_turn": by_turn, "mixed": mixed,
             "ood_calibration": calibration,
-            "mean": {name: {"in": float(np.mean(getattr(inside.confidence, name))),
-                            "out": float(np.mean(getattr(outside.confidence, name)))} for name in OOD_SCORES}}
+            "mean": {**{name: {"in": float(np.mean(getattr(inside.confidence, name))),
+                               "out": float(np.mean(getattr(outside.confidence, name)))} for name in OOD_SCORES},
+                     "interval_width": {"in": _width(inside, np.ones(len(inside.prediction), bool)),
+                                        "out": _width(outside, np.ones(len(outside.prediction), bool))},
+                     "coverage": {"in": _coverage(inside, np.ones(len(inside.prediction), bool)),
+                                  "out": _coverage(outside, np.ones(len(outside.prediction), bool))}}}
 
 
 def _f(x) -> str:
@@ -132,10 +160,12 @@ def format_confidence(tables: dict) -> list[str]:
     lines.append("| error AUROC | " + " | ".join(_f(sel["error_auroc"].get(n)) for n in names) + " |")
     level = conf.get("interval_level")
     lines += ["", "**Intervals by turn index**" + (f" (nominal coverage {level:.0%})" if level else ""), "",
-              "| turn | n | coverage | mean width | mean confidence | low-confidence share |",
+              "| turn | n | coverage [95% range of a valid interval] | mean width | mean confidence | "
+              "low-confidence share |",
               "|---|---|---|---|---|---|"]
     for row in conf["intervals"]:
-        lines.append(f"| {row['turn']} | {row['n']} | {_f(row.get('coverage'))} | {_f(row['width'])} | "
+        span = f" [{row['valid_lo']:.3f}, {row['valid_hi']:.3f}]" if "valid_lo" in row else ""
+        lines.append(f"| {row['turn']} | {row['n']} | {_f(row.get('coverage'))}{span} | {_f(row['width'])} | "
                      f"{_f(row['confidence'])} | {_f(row['low_share'])} |")
     ood = tables.get("ood")
     if ood:
@@ -143,10 +173,14 @@ def format_confidence(tables: dict) -> list[str]:
         lines += ["", f"**Out of distribution** ({ood['conversations_in']:,} in-distribution vs "
                       f"{ood['conversations_out']:,} other conversations): AUROC at turn {OOD_TURN}, confidence "
                       f"{_f(at['confidence'])}, familiarity {_f(at['familiarity'])}; mean confidence "
-                      f"{ood['mean']['confidence']['in']:.3f} in, {ood['mean']['confidence']['out']:.3f} out", "",
-                  "| turn | n in | n out | AUROC, confidence | AUROC, familiarity |", "|---|---|---|---|---|"]
+                      f"{ood['mean']['confidence']['in']:.3f} in, {ood['mean']['confidence']['out']:.3f} out; mean "
+                      f"interval width {ood['mean']['interval_width']['in']:.3f} in, "
+                      f"{ood['mean']['interval_width']['out']:.3f} out", "",
+                  "| turn | n in | n out | AUROC, confidence | AUROC, familiarity | width in | width out | coverage in "
+                  "| coverage out |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['turn']} | {r['n_in']} | {r['n_out']} | {_f(r['auroc_confidence'])} | "
-                  f"{_f(r['auroc_familiarity'])} |" for r in ood["by_turn"]]
+                  f"{_f(r['auroc_familiarity'])} | {_f(r['width_in'])} | {_f(r['width_out'])} | "
+                  f"{_f(r['coverage_in'])} | {_f(r['coverage_out'])} |" for r in ood["by_turn"]]
         mixed = ood["mixed"]
         names = list(mixed["aurc_error"])
         lines += ["", "Mixed set AURC: " + "; ".join(

@@ -13,7 +13,7 @@ from salesrl_jax.arrays.split import Split
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.eval.confidence_report import confidence_tables, ood_tables
 from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
-from salesrl_jax.models.confidence import confidence_outputs, signals_of
+from salesrl_jax.models.confidence import confidence_outputs, signals_of, turn_bucket
 from salesrl_jax.models.predict import TurnPredictions, predict_arrays, shared_predict
 from salesrl_jax.run.trained_model import TrainedModel
 
@@ -81,7 +81,13 @@ def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str |
               f"data `{data}`, embeddings `{arrays.identity.key}`")
     tables = evaluation_tables(pred)
     if pred.confidence is not None:
-        tables["confidence"] = confidence_tables(pred, float(model.confidence.interval_level))
+        fitted = model.confidence
+        starts, counts = np.asarray(fitted.bucket_starts), np.asarray(fitted.novelty_count)
+
+        def calibration_turns(turn_index: int) -> int:  # of the bucket whose quantile that turn's interval used
+            return int(counts[int(turn_bucket(starts, turn_index, xp=np))])
+
+        tables["confidence"] = confidence_tables(pred, float(fitted.interval_level), calibration_turns)
     if ood_data is not None:
         outside, _ = predict_with_confidence(model, graphdef, params, ood_data, "all", max_conversations)
         tables["ood"] = ood_tables(pred, outside)

@@ -162,13 +162,23 @@ def test_evaluate_reports_confidence_and_out_of_distribution(confident, tiny_arr
     assert selective["aurc_error"]["optimal"] <= min(selective["aurc_error"].values())
     coverage = [row["coverage"] for row in tables["confidence"]["intervals"]]
     assert coverage and all(0 <= c <= 1 for c in coverage)
+    # each row's range of coverage a valid interval shows there holds the nominal level, and is wider the fewer
+    # the turns (a pooled or a large bucket: the binomial range of the test turns alone for the last turns)
+    level = tables["confidence"]["interval_level"]
+    rows = tables["confidence"]["intervals"]
+    assert all(r["valid_lo"] <= level <= r["valid_hi"] for r in rows)
+    assert max(r["valid_hi"] - r["valid_lo"] for r in rows) > min(r["valid_hi"] - r["valid_lo"] for r in rows)
     ood = tables["ood"]
     assert ood["conversations_out"] > 0 and 0 <= ood["auroc_at_turn_4"]["confidence"] <= 1
     # human dialogues are unlike the simulator's
     assert ood["mean"]["familiarity"]["out"] < ood["mean"]["familiarity"]["in"]
     assert ood["auroc_at_turn_4"]["familiarity"] > 0.9
+    # ... so the gate widens their intervals; only the simulator's turns have a true probability to cover
+    assert ood["mean"]["interval_width"]["out"] > ood["mean"]["interval_width"]["in"]
+    assert 0 <= ood["mean"]["coverage"]["in"] <= 1 and ood["mean"]["coverage"]["out"] is None
+    assert all(r["width_out"] > r["width_in"] and r["coverage_out"] is None for r in ood["by_turn"])
     report = (tmp_path / "eval" / "report.md").read_text()
-    assert "Out of distribution" in report and (tmp_path / "eval" / "confidence.png").exists()
+    assert "Out of distribution" in report and "| width in | width out |" in report and "range of a valid interval" in report and (tmp_path / "eval" / "confidence.png").exists()
     assert "confidence" in evaluation.predictions.confidence.__dataclass_fields__
     import pyarrow.parquet as pq
 
