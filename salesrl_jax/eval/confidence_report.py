@@ -53,6 +53,17 @@ def selective_table(pred: TurnPredictions) -> dict:
     return table
 
 
+def _width(pred: TurnPredictions, mask: np.ndarray) -> float:
+    return float(np.mean(pred.confidence.p_high[mask] - pred.confidence.p_low[mask]))
+
+
+def _coverage(pred: TurnPredictions, mask: np.ndarray) -> float | None:
+    """Coverage of the true probability by the intervals of the ``mask`` turns; None where it is unknown."""
+    if not np.isfinite(pred.oracle[mask]).all():
+        return None
+    return selective.interval_coverage(pred.confidence.p_low[mask], pred.confidence.p_high[mask], pred.oracle[mask])
+
+
 def interval_rows(pred: TurnPredictions, level: float | None = None, calibration_turns=None) -> list[dict]:
     """Coverage (where the true probability is known) and width of the intervals, by turn index and last turn;
     with the nominal ``level`` also the range of coverage a valid interval would show (``calibration_turns``: a
@@ -65,11 +76,11 @@ def interval_rows(pred: TurnPredictions, level: float | None = None, calibration
         n = int(mask.sum())
         if n < MIN_COUNT:
             continue
-        row = {"turn": name, "n": n, "width": float(np.mean(conf.p_high[mask] - conf.p_low[mask])),
+        row = {"turn": name, "n": n, "width": _width(pred, mask),
                "confidence": float(np.mean(conf.confidence[mask])),
                "low_share": float(np.mean(conf.low_confidence[mask]))}
         if has_oracle:
-            row["coverage"] = selective.interval_coverage(conf.p_low[mask], conf.p_high[mask], pred.oracle[mask])
+            row["coverage"] = _coverage(pred, mask)
             if level is not None:
                 m = calibration_turns(int(name) - 1) if calibration_turns and name != "last" else None
                 row["valid_lo"], row["valid_hi"] = selective.valid_coverage_range(n, level, m)
@@ -91,17 +102,6 @@ def in_vs_out_auroc(inside: np.ndarray, outside: np.ndarray) -> float:
 
 
 OOD_SCORES = ("confidence", "familiarity")  # the combined confidence, and the module's novelty p-value alone
-
-
-def _width(pred: TurnPredictions, mask: np.ndarray) -> float:
-    return float(np.mean(pred.confidence.p_high[mask] - pred.confidence.p_low[mask]))
-
-
-def _coverage(pred: TurnPredictions, mask: np.ndarray) -> float | None:
-    """Coverage of the true probability by the intervals of the ``mask`` turns; None where it is unknown."""
-    if not np.isfinite(pred.oracle[mask]).all():
-        return None
-    return selective.interval_coverage(pred.confidence.p_low[mask], pred.confidence.p_high[mask], pred.oracle[mask])
 
 
 def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:

@@ -86,7 +86,9 @@ def valid_coverage_range(n: int, level: float, calibration_turns: int | None = N
     ``C ~ Beta(k, m + 1 - k)`` (Vovk, 2012), so the count covered is beta-binomial ``BB(n, k, m + 1 - k)``; with
     ``m`` None (an unknown or pooled calibration), binomial ``B(n, level)``. A measured coverage outside the range
     is evidence that the interval is not valid; inside it, the distance to nominal is what the two finite samples
-    give. At ``n = 545``, ``m = 548`` and level 0.9 it is about [0.864, 0.934]."""
+    give. At ``n = 545``, ``m = 548`` and level 0.9 it is about [0.864, 0.934]. (A bucket that pools several turn
+    indices holds several turns of one conversation, which are not independent: its range is then a little
+    narrow, so the check errs toward calling an interval invalid.)"""
     from scipy import stats
 
     tails = ((1 - confidence) / 2, (1 + confidence) / 2)
