@@ -17,7 +17,6 @@ bucket holds ``MIN_BUCKET_TURNS`` calibration turns, so early turns each get the
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from scipy.optimize import isotonic_regression
 
 from salesrl_jax.arrays.split import Split, split_conversations
 from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.metrics.selective import conformal_rank
 from salesrl_jax.models.confidence import (
     ERROR_FEATURES,
     ConfidenceParams,
@@ -39,7 +39,7 @@ from salesrl_jax.models.confidence import (
     standardised_novelty,
     turn_bucket,
 )
-from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.models.predict import make_predict, predict_arrays, shared_predict
 from salesrl_jax.run.confidence_store import confidence_directory, save_confidence
 from salesrl_jax.run.config import ConfidenceConfig
 from salesrl_jax.run.trained_model import TrainedModel
@@ -158,7 +158,7 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
 
     # 3. calibration on held-out turns
     shell = _shell(bank, gram_seen, text_projection, text_bank, config, text)
-    pred = predict_arrays(make_predict(model.graphdef, extra=signals_of), model.params, calibration_arrays,
+    pred = predict_arrays(shared_predict(model.graphdef, signals_of), model.params, calibration_arrays,
                           split=split, valid_fraction=run_data.valid_fraction, split_seed=run_data.split_seed,
                           rows=rows, args=shell)
     if len(pred.ids) < FEW_CONVERSATIONS:
@@ -268,7 +268,7 @@ def calibrate(shell: ConfidenceParams, prediction: np.ndarray, uncertainty: np.n
         score = residual / sigma
         quantile = []
         for r in rows:
-            k = math.ceil((len(r) + 1) * level)
+            k = conformal_rank(len(r), level)
             quantile.append(np.sort(score[r])[k - 1] if k <= len(r) else WHOLE_RANGE)
         params = params.replace(interval="conformal", interval_scale_weights=weights,
                                 interval_quantile=np.asarray(quantile, np.float32))

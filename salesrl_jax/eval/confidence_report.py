@@ -17,6 +17,8 @@ conversations, and do the intervals hold their nominal coverage?
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from salesrl_jax import metrics
@@ -64,7 +66,8 @@ def _coverage(pred: TurnPredictions, mask: np.ndarray) -> float | None:
     return selective.interval_coverage(pred.confidence.p_low[mask], pred.confidence.p_high[mask], pred.oracle[mask])
 
 
-def interval_rows(pred: TurnPredictions, level: float | None = None, calibration_turns=None) -> list[dict]:
+def interval_rows(pred: TurnPredictions, level: float | None = None,
+                  calibration_turns: Callable[[int], int] | None = None) -> list[dict]:
     """Coverage (where the true probability is known) and width of the intervals, by turn index and last turn;
     with the nominal ``level`` also the range of coverage a valid interval would show (``calibration_turns``: a
     function of the 0-based turn index giving the calibration turns its quantile came from)."""
@@ -88,7 +91,8 @@ def interval_rows(pred: TurnPredictions, level: float | None = None, calibration
     return rows
 
 
-def confidence_tables(pred: TurnPredictions, level: float | None = None, calibration_turns=None) -> dict:
+def confidence_tables(pred: TurnPredictions, level: float | None = None,
+                      calibration_turns: Callable[[int], int] | None = None) -> dict:
     """The selective-prediction and interval tables of predictions with confidence outputs (``calibration_turns``:
     see `interval_rows`)."""
     return {"interval_level": level, "selective": selective_table(pred),
@@ -127,8 +131,9 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
         loss = np.concatenate([loss_in[loss_name], loss_out[loss_name]])
         mixed[f"aurc_{loss_name}"] = {**{name: selective.aurc(c, loss) for name, c in both_conf.items()},
                                       "optimal": selective.optimal_aurc(loss)}
+    every_in, every_out = np.ones(len(inside.prediction), bool), np.ones(len(outside.prediction), bool)
     calibration = {}
-    for name, mask in (("all_turns", np.ones(len(outside.prediction), bool)), ("last_turn", outside.last)):
+    for name, mask in (("all_turns", every_out), ("last_turn", outside.last)):
         calibration[name] = metrics.summary(outside.prediction[mask], outside.outcome[mask]) \
             if len(np.unique(outside.outcome[mask])) == 2 else None
     return {"conversations_in": len(inside.ids), "conversations_out": len(outside.ids),
@@ -136,10 +141,8 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
             "ood_calibration": calibration,
             "mean": {**{name: {"in": float(np.mean(getattr(inside.confidence, name))),
                                "out": float(np.mean(getattr(outside.confidence, name)))} for name in OOD_SCORES},
-                     "interval_width": {"in": _width(inside, np.ones(len(inside.prediction), bool)),
-                                        "out": _width(outside, np.ones(len(outside.prediction), bool))},
-                     "coverage": {"in": _coverage(inside, np.ones(len(inside.prediction), bool)),
-                                  "out": _coverage(outside, np.ones(len(outside.prediction), bool))}}}
+                     **{name: {"in": of(inside, every_in), "out": of(outside, every_out)}
+                        for name, of in (("interval_width", _width), ("coverage", _coverage))}}}
 
 
 def _f(x) -> str:

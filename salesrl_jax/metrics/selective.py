@@ -78,6 +78,13 @@ def interval_coverage(low: np.ndarray, high: np.ndarray, truth: np.ndarray) -> f
     return float(np.mean((low <= truth) & (truth <= high)))
 
 
+def conformal_rank(calibration_scores: int, level: float) -> int:
+    """``k = ceil((m + 1) level)``: split-conformal's interval at nominal ``level`` reaches the ``k``-th smallest of
+    ``m`` calibration scores, which covers a new exchangeable score with probability at least ``level``; ``k > m``
+    means too few scores for any finite quantile (the interval must be everything)."""
+    return math.ceil((calibration_scores + 1) * level)
+
+
 def valid_coverage_range(n: int, level: float, calibration_turns: int | None = None, confidence: float = 0.95
                          ) -> tuple[float, float]:
     """The central ``confidence`` range of the coverage that a *valid* split-conformal interval at nominal ``level``
@@ -95,7 +102,7 @@ def valid_coverage_range(n: int, level: float, calibration_turns: int | None = N
     if calibration_turns is None:
         low, high = stats.binom.ppf(tails, n, level)
     else:
-        k = math.ceil((calibration_turns + 1) * level)
+        k = conformal_rank(calibration_turns, level)
         if k > calibration_turns:  # too few calibration turns: the interval is [0, 1], which covers everything
             return 1.0, 1.0
         low, high = stats.betabinom.ppf(tails, n, k, calibration_turns + 1 - k)

@@ -300,8 +300,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                               arrays, data.valid_fraction, data.split_seed) for seed in seeds]  # training split only
     warm_source = None
     if config.init_from is not None:  # every member starts from the same trained run (its seed still sets the order)
-        starts_from = [warm_start_params(params, config.init_from, arrays, config.model) for params in initial]
-        initial, warm_source = [w.params for w in starts_from], starts_from[0].source
+        initial, warm_source = warm_start_params(initial, config.init_from, arrays, config.model)
     # The schedule's length counts the minibatches of the training split packed in its stored order: the same for
     # every seed, so that seeds share one optimizer (and one compiled program).
     per_step = placement.segments

@@ -23,13 +23,14 @@ def model_difference(a: ModelConfig, b: ModelConfig) -> list[str]:
 
 
 class WarmStart(NamedTuple):
-    params: nnx.State  # the new run's initial parameters
-    source: dict  # what started it: {"path", "params_sha256"} of the source checkpoint (saved in the run's meta)
+    params: list[nnx.State]  # the new runs' initial parameters
+    source: dict  # what started them: {"path", "params_sha256"} of the source checkpoint (saved in each run's meta)
 
 
-def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, model: ModelConfig) -> WarmStart:
-    """``fresh`` (a new run's initial parameters, its statistics already fitted) with every trainable parameter
-    taken from the best checkpoint of the trained run at ``source``.
+def warm_start_params(fresh: list[nnx.State], source: str | Path, arrays: TurnArrays, model: ModelConfig
+                      ) -> WarmStart:
+    """``fresh`` (new runs' initial parameters, one per seed trained together, their statistics already fitted),
+    each with every trainable parameter taken from the best checkpoint of the trained run at ``source`` (read once).
 
     Fitted statistics (`salesrl_jax.models.bag.Statistic`, the n-gram idf) keep this run's values: they describe
     this run's training split, not the source's. The source must have this run's model structure, embedding space
@@ -51,6 +52,7 @@ def warm_start_params(fresh: nnx.State, source: str | Path, arrays: TurnArrays, 
                              f"{new.value.shape}")
         return new.replace(jnp.asarray(old.value, new.value.dtype))
 
-    params = jax.tree.map(take, fresh, trained.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    params = [jax.tree.map(take, start, trained.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+              for start in fresh]
     # The path alone is not provenance (the source may be retrained in place): its parameters' digest is.
     return WarmStart(params, {"path": str(trained.directory), "params_sha256": trained.params_digest})
