@@ -85,3 +85,17 @@ def tiny_trained(tiny_arrays, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny-model") / "run"
     train_and_evaluate(tiny_config(tiny_arrays), workdir, progress=False)
     return workdir
+
+
+def predict_in_blocks(agent, inputs, block: int):
+    """`SalesAgent.predict_block` over consecutive blocks of ``block`` rows, the carry passed along; the outputs
+    concatenated (the ensemble's on its last axis)."""
+    import jax
+    import jax.numpy as jnp
+
+    step = jax.jit(agent.predict_block)
+    carry, outs = agent.encoder.init_carry(), []
+    for start in range(0, inputs.starts.shape[0], block):
+        out, carry = step(jax.tree.map(lambda x: x[start:start + block], inputs), carry)
+        outs.append(out)
+    return jax.tree.map(lambda *x: jnp.concatenate(x, axis=-1), *outs)

@@ -184,7 +184,7 @@ class ModelView:
                                           jax.random.randint(k_customer, (), 0, variants)]
         vs, _, rep_start, rep_duration = self._turn(k_rep_turn, vs, rep_row, False, level)
         vs, context, start, duration = self._turn(k_customer_turn, vs, customer_row, True, level)
-        obs = self.encoder().state(context)
+        obs = self.encoder().deep_state(context)
         played = TurnsPlayed(jnp.stack([rep_row, customer_row]), jnp.stack([rep_start, start]),
                              jnp.stack([rep_duration, duration]))
         return obs, vs.replace(obs=obs), played

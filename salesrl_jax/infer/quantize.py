@@ -124,7 +124,7 @@ def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dic
             prev = previous_predictions(agent.predict(inputs).prediction, inputs.starts)
         state_input = encoder.state_input(encoder.context(inputs), prev)
         hidden = encoder.hidden_activation(state_input)
-        state = encoder.state_from_hidden(hidden)
+        state = encoder.state_from_hidden(hidden)  # the deep state (without a wide term's column)
 
         def absmax(x):
             return jnp.max(jnp.where(inputs.valid[:, None], jnp.abs(x), 0.0), axis=0)
@@ -181,7 +181,8 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
         layer = {"bias": float_layer["bias"]}
         if "idf" in quant_layer:  # the n-gram embedding bag: per-row scales, its idf as fitted
             layer["kernel"], layer["scale"] = quantize_bag(kernel)
-            return {**layer, "idf": float_layer["idf"]}
+            wide = {"wide": float_layer["wide"]} if "wide" in float_layer else {}  # float, as in training
+            return {**layer, "idf": float_layer["idf"], **wide}
         if "input_scale" in quant_layer:
             absmax = jnp.broadcast_to(_lookup(ranges, path), kernel.shape[:-1])
             input_scale = jnp.where(absmax > 0, absmax / INT8_MAX, 1.0).astype(jnp.float32)
@@ -215,7 +216,8 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
         if "idf" in quant_layer:
             table = quant_layer["kernel"].astype(jnp.float32) * quant_layer["scale"][:, None]
-            return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"]}
+            wide = {"wide": quant_layer["wide"]} if "wide" in quant_layer else {}
+            return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"], **wide}
         kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
         if "input_scale" in quant_layer:
             kernel = kernel / quant_layer["input_scale"][..., None]

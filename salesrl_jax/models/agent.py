@@ -55,15 +55,39 @@ class SalesAgent(nnx.Module):
             self.ensemble = EnsembleHeads(config.state_dim, config.head_hidden, config.ensemble_size, rngs=rngs,
                                           quantized=quantized)
 
+    def split_state(self, state: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """An encoder state -> (the deep state ``[..., S]`` the heads read, the wide term's logit ``[...]``, 0
+        without one): with `ModelConfig.wide_text` the encoder passes the wide mean on as the last column."""
+        if not self.encoder.wide:
+            return state, jnp.zeros(state.shape[:-1], state.dtype)
+        return state[..., :-1], state[..., -1]
+
+    def policy_head(self, state: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(mean logit, concentration) of the policy on an encoder state: the deep head plus the wide term."""
+        deep, wide = self.split_state(state)
+        logit, concentration = self.policy(deep)
+        return logit + wide, concentration
+
+    def value_head(self, state: jnp.ndarray) -> jnp.ndarray:
+        """The value of an encoder state (the deep state only: the wide term is a probability logit)."""
+        return self.value(self.split_state(state)[0])
+
+    def ensemble_head(self, state: jnp.ndarray, state_q: jnp.ndarray | None = None) -> jnp.ndarray:
+        """The ensemble's logits ``[K, ...]`` on an encoder state, each plus the wide term (the members share it)."""
+        deep, wide = self.split_state(state)
+        return self.ensemble(deep, state_q) + wide
+
     def heads(self, state: jnp.ndarray) -> AgentOutput:
-        logit, concentration = self.policy(state)
+        """Every head on the encoder's state ``[..., S (+ 1)]``; the output's ``state`` is the deep state."""
+        logit, concentration = self.policy_head(state)
+        deep, _ = self.split_state(state)
         # Calibrated int8: the value and ensemble heads all read the state, so calibration gives them one
         # input scale (`salesrl_jax.infer.quantize` checks it): quantize the state once, not once per head.
-        state_q = (self.value.hidden.quantize_input(state) if self.quantized and self.quantized.calibrated
+        state_q = (self.value.hidden.quantize_input(deep) if self.quantized and self.quantized.calibrated
                    else None)
-        ensemble = (self.ensemble(state, state_q) if self.config.ensemble_size
+        ensemble = (self.ensemble_head(state, state_q) if self.config.ensemble_size
                     else jnp.zeros((0,) + logit.shape, logit.dtype))
-        return AgentOutput(logit, concentration, self.value(state, state_q), ensemble, state)
+        return AgentOutput(logit, concentration, self.value(deep, state_q), ensemble, deep)
 
     def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> AgentOutput:
         """Batch form over a flat batch of turns."""

@@ -18,6 +18,18 @@ weighs nothing. Training computes it on the training split only
 with the parameters (so `score`, the `Scorer` and the int8 path weight exactly as training did) and
 never moved by the optimizer (`salesrl_jax.train.state.freeze_statistics`).
 
+The wide term (``wide=True``, `ModelConfig.wide_text`): one more weight per bucket, read on the raw
+(not row-normalised) tf-idf vector,
+
+    omega = sum_j x_j w[b_j]                the turn's wide score, a linear model's logit contribution
+
+The encoder averages ``omega`` over turns 1..t and the heads add that mean to their logits
+(`salesrl_jax.models.encoder`): a logistic regression on the mean of the turns' tf-idf vectors beside the deep
+model. ``w`` is a `Statistic` like the idf: fitted on the training split before the deep model trains
+(`salesrl_jax.train.wide_fit`), then frozen. Why raw: a linear probe on the library's own grams
+(PersuasionForGood, last turn) reads AUC 0.698 on the mean of raw turn vectors and 0.551 on the mean of
+row-normalised ones, which is what the deep path's pools average (docs/benchmarks.md, session 16).
+
 Int8 (``quantized=True``): ``E`` is held as int8 with one scale per bucket row, ``E[b] ~ s_b E_q[b]``;
 per-row scales keep the precision of rare grams' small rows, which one scale per column would not.
 """
@@ -56,10 +68,15 @@ def smooth_idf(df: np.ndarray, conversations: int, min_df: int = MIN_DF) -> np.n
     return idf.astype(np.float32)
 
 
+def sublinear_tfidf(bags: GramBags, idf: jnp.ndarray) -> jnp.ndarray:
+    """``x [..., K]``: the sublinear tf-idf weight ``(1 + log c) idf[b]`` of each gram slot (0 for padding)."""
+    counts = bags.counts.astype(jnp.float32)
+    return jnp.where(counts > 0, (1.0 + jnp.log(jnp.maximum(counts, 1.0))) * idf[bags.ids], 0.0)
+
+
 def tfidf_weights(bags: GramBags, idf: jnp.ndarray) -> jnp.ndarray:
     """``w [..., K]``: the row-normalised sublinear tf-idf weight of each gram slot (0 for padding)."""
-    counts = bags.counts.astype(jnp.float32)
-    x = jnp.where(counts > 0, (1.0 + jnp.log(jnp.maximum(counts, 1.0))) * idf[bags.ids], 0.0)
+    x = sublinear_tfidf(bags, idf)
     squared = jnp.sum(x * x, axis=-1, keepdims=True)
     # The double where keeps the gradient finite for a turn with no weighted gram (padding, or only unseen grams).
     return x * jnp.where(squared > 0, jax.lax.rsqrt(jnp.where(squared > 0, squared, 1.0)), 0.0)
@@ -68,8 +85,11 @@ def tfidf_weights(bags: GramBags, idf: jnp.ndarray) -> jnp.ndarray:
 class GramBag(nnx.Module):
     """See the module docstring: ``GramBags [..., K] -> [..., out_features]``."""
 
-    def __init__(self, buckets: int, out_features: int, *, rngs: nnx.Rngs, quantized: bool = False):
+    def __init__(self, buckets: int, out_features: int, *, rngs: nnx.Rngs, quantized: bool = False,
+                 wide: bool = False):
         self.quantized = quantized
+        if wide:  # fitted before training (salesrl_jax.train.wide_fit), then frozen; float in the int8 form too
+            self.wide = Statistic(jnp.zeros((buckets,), jnp.float32))
         # Until training fits it (salesrl_jax.train.statistics): plain sublinear tf (idf 1), the padding bucket 0.
         self.idf = Statistic(jnp.ones((buckets,), jnp.float32).at[0].set(0.0))
         if quantized:  # filled in by salesrl_jax.infer.quantize
@@ -86,3 +106,8 @@ class GramBag(nnx.Module):
         if self.quantized:
             weight = weight * self.scale[...][bags.ids]
         return jnp.einsum("...k,...kh->...h", weight, rows) + self.bias[...]
+
+    def wide_score(self, bags: GramBags) -> jnp.ndarray:
+        """The wide term's ``omega [...]`` of each turn (see the module docstring)."""
+        x = sublinear_tfidf(bags, jax.lax.stop_gradient(self.idf[...]))
+        return jnp.sum(x * jax.lax.stop_gradient(self.wide[...])[bags.ids], axis=-1)

@@ -16,6 +16,14 @@ speaker masks ``m_all = 1``, ``m_customer(i) = [turn i is the customer's]``, and
 ``feed_prediction`` is on, the previous turn's prediction ``a_{n-1}``. Every sum runs over
 ``i <= n``: the state at turn ``n`` reads turns 1..n only.
 
+With the wide term (`ModelConfig.wide_text`, sparse n-gram text only) the bag also gives each turn a scalar
+``omega_n`` (`salesrl_jax.models.bag`), and the state gains one last column, the plain running mean
+
+    wide_n   = (1 / n) sum_{i<=n} omega_i
+
+which the heads add to their logits (`SalesAgent.heads`): a linear model on the mean of the turns' raw tf-idf
+vectors beside the deep path. Its carry is the running sum and count, ``(S, n)_n = (S, n)_{n-1} + (omega_n, 1)``.
+
 The pools obey the linear recurrence ``(P, Z)_n = r (P, Z)_{n-1} + b_n`` (reset at a conversation
 start), which gives both forms: the batch form evaluates it for a whole flat batch with
 `jax.lax.associative_scan` (log-depth, no padding needed between conversations); the
@@ -48,6 +56,7 @@ class EncoderCarry:
     """What the incremental encoder carries between turns of one conversation (or a batch of them)."""
 
     pools: jnp.ndarray  # [..., K, G, H + 1]: numerators P and, in the last channel, denominators Z
+    wide: jnp.ndarray | None = None  # [..., 2]: the wide term's running sum of omega and turn count (None: no wide)
 
 
 def feature_selection(config: ModelConfig) -> np.ndarray:
@@ -70,11 +79,12 @@ class StateEncoder(nnx.Module):
         self.feature_index = tuple(int(i) for i in feature_selection(config))  # static: part of the graph
         bag = sparse_text and config.use_text
         h = self.turn_width = config.bag_dim if bag else config.turn_dim
+        self.wide = bag and config.wide_text
         if not config.use_text:  # features only: the turn vector is a projection of the turn's features
             self.project = Dense(len(FEATURE_NAMES), h, rngs=rngs,
                                  quantized=quantized and dataclasses.replace(quantized, calibrated=False))
         elif bag:  # embed_dim hash buckets of n-grams: an embedding bag over their tf-idf rows
-            self.project = GramBag(embed_dim, h, rngs=rngs, quantized=quantized is not None)
+            self.project = GramBag(embed_dim, h, rngs=rngs, quantized=quantized is not None, wide=self.wide)
         else:
             # The projection reads raw embeddings (or int8 rows quantized upstream): per-row scales, never calibrated.
             project_spec = quantized and dataclasses.replace(quantized, calibrated=False)
@@ -110,7 +120,7 @@ class StateEncoder(nnx.Module):
     def project_turn(self, embeddings, features: jnp.ndarray, embedding_scale: jnp.ndarray | None = None
                      ) -> jnp.ndarray:
         """The projected turn ``u [..., H]`` (read from the text alone, or from the features of a features-only
-        model)."""
+        model); with the wide term ``[..., H + 1]``, the turn's ``omega`` last."""
         if self.config.use_text and isinstance(embeddings, GramBags) != self.sparse_text:
             raise ValueError("this model reads " + ("sparse n-gram bags" if self.sparse_text else "dense embeddings")
                              + f", got {type(embeddings).__name__}")
@@ -118,6 +128,8 @@ class StateEncoder(nnx.Module):
             u = jax.nn.gelu(self.project_norm(self.project(features)))
         elif self.sparse_text:
             u = self.project(embeddings)  # the bag is linear in the tf-idf row, as the linear baselines
+            if self.wide:
+                u = jnp.concatenate([u, self.project.wide_score(embeddings)[..., None]], axis=-1)
         else:
             if embeddings.dtype != jnp.int8:
                 embeddings = embeddings.astype(jnp.float32)
@@ -128,6 +140,7 @@ class StateEncoder(nnx.Module):
         """The turn's increments ``b [..., K, G, H + 1]`` of the history pools (None without history)."""
         if self.num_decays == 0:
             return None
+        u = u[..., :self.turn_width]  # without the wide term's omega
         weight = jnp.ones(u.shape[:-1], jnp.float32)
         if hasattr(self, "importance"):
             score = self.importance(jnp.concatenate([u, features], axis=-1))[..., 0]
@@ -146,8 +159,10 @@ class StateEncoder(nnx.Module):
             return jax.nn.sigmoid(self.decay_logit[...])
         return jnp.ones((self.num_decays,), jnp.float32)
 
-    def _context(self, u: jnp.ndarray, pools: jnp.ndarray | None, features: jnp.ndarray) -> jnp.ndarray:
-        parts = [u]
+    def _context(self, u: jnp.ndarray, pools: jnp.ndarray | None, features: jnp.ndarray,
+                 wide: jnp.ndarray | None = None) -> jnp.ndarray:
+        """``[u, pooled history, features (, wide mean)]``; ``wide``: the `EncoderCarry.wide` sums at each row."""
+        parts = [u[..., :self.turn_width]]
         if pools is not None:
             numerator, denominator = pools[..., :-1], pools[..., -1:]
             # One reciprocal per pool, then a multiply per channel: a division per channel costs several
@@ -156,10 +171,15 @@ class StateEncoder(nnx.Module):
             pooled = numerator * inverse
             parts.append(pooled.reshape(pooled.shape[:-3] + (-1,)))
         parts.append(features[..., jnp.array(self.feature_index, jnp.int32)])
+        if self.wide:
+            parts.append(wide[..., :1] / jnp.maximum(wide[..., 1:], 1.0))
         return jnp.concatenate(parts, axis=-1)
 
     def state_input(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
-        """What the state MLP reads: the context ``[..., C]``, plus the previous prediction ``[...]`` if fed."""
+        """What the state MLP reads: the context ``[..., C]`` (less the wide mean), plus the previous prediction
+        ``[...]`` if fed."""
+        if self.wide:
+            context = context[..., :-1]
         if not self.config.feed_prediction:
             return context
         if prev_prediction is None:
@@ -175,7 +195,13 @@ class StateEncoder(nnx.Module):
         return jax.nn.gelu(self.out(hidden))
 
     def state(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
-        """The state MLP on a context ``[..., C]`` (and the previous prediction ``[...]`` if fed)."""
+        """The state MLP on a context ``[..., C]`` (and the previous prediction ``[...]`` if fed); with the wide term
+        the wide mean is passed on as the state's last column, ``[..., S + 1]`` (`SalesAgent.split_state`)."""
+        state = self.deep_state(context, prev_prediction)
+        return jnp.concatenate([state, context[..., -1:]], axis=-1) if self.wide else state
+
+    def deep_state(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
+        """The state MLP's output ``[..., S]`` alone (`state` less a wide term's column)."""
         return self.state_from_hidden(self.hidden_activation(self.state_input(context, prev_prediction)))
 
     # --- batch form ----------------------------------------------------------------------------
@@ -195,17 +221,27 @@ class StateEncoder(nnx.Module):
         """
         features = inputs.features.astype(jnp.float32)
         u, increment = self._turn_terms(inputs.embeddings, features, inputs.embedding_scale)
-        if increment is None:
-            return self._context(u, None, features), carry
-        increment = increment * inputs.valid[:, None, None, None]
-        keep = jnp.where(inputs.starts, 0.0, 1.0)[:, None] * self._decay()[None, :]  # [N, K]
         if carry is not None and inputs.segments > 1:
             raise ValueError("a carried history continues one sequence of rows; these inputs are "
                              f"{inputs.segments} independent segments")
+        continues = jnp.where(inputs.starts, 0.0, 1.0)  # [N]
+        wide = None
+        if self.wide:  # running sum of omega and count: the same recurrence with a factor of 1
+            valid = inputs.valid.astype(jnp.float32)
+            terms = jnp.stack([u[:, -1] * valid, valid], axis=-1)
+            gain, wide = affine_scan(continues[:, None], terms, segments=inputs.segments)
+            if carry is not None:
+                wide = wide + gain * carry.wide[None]
+        if increment is None:
+            if carry is not None and wide is not None:
+                carry = carry.replace(wide=wide[-1])
+            return self._context(u, None, features, wide), carry
+        increment = increment * inputs.valid[:, None, None, None]
+        keep = continues[:, None] * self._decay()[None, :]  # [N, K]
         gain, pools = affine_scan(keep[:, :, None, None], increment, segments=inputs.segments)
         if carry is not None:
             pools = pools + gain * carry.pools[None]
-        return self._context(u, pools, features), EncoderCarry(pools[-1])
+        return self._context(u, pools, features, wide), EncoderCarry(pools[-1], None if wide is None else wide[-1])
 
     def __call__(self, inputs: TurnInputs, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
         """States ``[N, S]`` of a flat batch."""
@@ -215,7 +251,8 @@ class StateEncoder(nnx.Module):
 
     def init_carry(self, batch_shape: tuple[int, ...] = ()) -> EncoderCarry:
         k = max(self.num_decays, 1)
-        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.turn_width + 1), jnp.float32))
+        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.turn_width + 1), jnp.float32),
+                            jnp.zeros(batch_shape + (2,), jnp.float32) if self.wide else None)
 
     def step_context(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray):
         """One new turn per conversation (``embeddings [..., D]`` or `GramBags` ``[..., K]``, ``features [..., F]``)
@@ -227,8 +264,11 @@ class StateEncoder(nnx.Module):
         """`step_context` of a turn already projected (``u = project_turn(...)``: the guidance environment projects
         its bank of utterances once) -> ``(carry, context)``."""
         features = features.astype(jnp.float32)
+        wide = None
+        if self.wide:
+            wide = carry.wide + jnp.stack([u[..., -1], jnp.ones_like(u[..., -1])], axis=-1)
         increment = self.pool_increment(u, features)
         if increment is None:
-            return carry, self._context(u, None, features)
+            return carry.replace(wide=wide), self._context(u, None, features, wide)
         pools = self._decay()[:, None, None] * carry.pools + increment
-        return EncoderCarry(pools), self._context(u, pools, features)
+        return EncoderCarry(pools, wide), self._context(u, pools, features, wide)

@@ -24,7 +24,10 @@ class TrainedModel:
     def __init__(self, directory: Path):
         self.directory = directory
         self.meta = read_meta(directory)
-        self.config: TrainConfig = config_from_dict(self.meta["config"])
+        saved = self.meta["config"]
+        if "wide_text" not in saved.get("model", {}):  # saved before the wide term existed: a model without one
+            saved = {**saved, "model": {**saved.get("model", {}), "wide_text": False}}
+        self.config: TrainConfig = config_from_dict(saved)
         self.identity = EmbedderIdentity(**self.meta["embedder"])
         self.feature_names = tuple(self.meta["features"])
         self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed,

@@ -296,8 +296,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
 
     # --- model, optimizers, and where each run stands ---------------------------------------------
     graphdef, _ = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse, abstract=True)
-    initial = [fit_statistics(graphdef, create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1],
-                              arrays, data.valid_fraction, data.split_seed) for seed in seeds]  # training split only
+    initial = fit_statistics(graphdef, [create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1]
+                                        for seed in seeds], arrays, data.valid_fraction, data.split_seed)  # train split
     warm_source = None
     if config.init_from is not None:  # every member starts from the same trained run (its seed still sets the order)
         initial, warm_source = warm_start_params(initial, config.init_from, arrays, config.model)

@@ -153,11 +153,11 @@ def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ..
     context = agent.encoder.context(inputs)
     if not agent.config.feed_prediction:
         state = agent.encoder.state(context)
-        logit, concentration = agent.policy(state)
+        logit, concentration = agent.policy_head(state)
         return state, logit, concentration, jnp.full(logit.shape, 0.5)
 
     def emit(inner: SalesAgent, state: jnp.ndarray, prev: jnp.ndarray):
-        logit, concentration = inner.policy(state)
+        logit, concentration = inner.policy_head(state)
         return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
 
     return agent.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
@@ -179,7 +179,7 @@ def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarra
     action = jnp.clip(policy.sample(seed=key), ACTION_EPS, 1.0 - ACTION_EPS)
     log_prob = policy.log_prob(action)
     valid = inputs.valid.astype(jnp.float32)
-    value = agent.value(state) * valid
+    value = agent.value_head(state) * valid
     reward = scoring_reward(action, labels, reward_kind) * valid
     advantage, target = gae_flat(reward, value, episode_ends(inputs), hp.gamma, hp.gae_lambda, inputs.segments)
     roll = Rollout(action, log_prob, value, reward, prev, jax.nn.sigmoid(logit), advantage, target)
@@ -195,18 +195,18 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labe
     valid = inputs.valid.astype(jnp.float32)
     context = agent.encoder.context(inputs)
     state = agent.encoder.state(context, roll.prev_prediction if agent.config.feed_prediction else None)
-    logit, concentration = agent.policy(state)
+    logit, concentration = agent.policy_head(state)
     policy = beta_policy(logit, concentration)
     log_prob = policy.log_prob(roll.action)
     mean_adv = masked_mean(roll.advantage, valid)
     std_adv = jnp.sqrt(masked_mean((roll.advantage - mean_adv) ** 2, valid))
     advantage = (roll.advantage - mean_adv) / (std_adv + 1e-8)
     policy_loss = masked_mean(clipped_surrogate(log_prob, roll.log_prob, advantage, hp.clip_eps), valid)
-    value_loss = 0.5 * masked_mean((agent.value(state) - roll.target) ** 2, valid)
+    value_loss = 0.5 * masked_mean((agent.value_head(state) - roll.target) ** 2, valid)
     entropy = masked_mean(policy.entropy(), valid)
     ensemble_bce = jnp.zeros(())
     if agent.config.ensemble_size:
-        logits = agent.ensemble(jax.lax.stop_gradient(state))
+        logits = agent.ensemble_head(jax.lax.stop_gradient(state))
         bce = optax.sigmoid_binary_cross_entropy(logits, jnp.broadcast_to(labels, logits.shape))
         ensemble_bce = jnp.mean(jax.vmap(masked_mean)(bce, bootstrap.T * valid))
     loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy + hp.ensemble_weight * ensemble_bce

@@ -1,8 +1,9 @@
-"""Statistics a model fits from its training split before any gradient step (the n-gram bag's idf), never from
-validation or test conversations."""
+"""Statistics a model fits from its training split before any gradient step (the n-gram bag's idf, the wide term's
+weights), never from validation or test conversations."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -28,11 +29,23 @@ def training_idf(arrays: TurnArrays, valid_fraction: float, split_seed: int) -> 
     return smooth_idf(df, conversations)
 
 
-def fit_statistics(graphdef: nnx.GraphDef, params: nnx.State, arrays: TurnArrays, valid_fraction: float,
-                   split_seed: int) -> nnx.State:
-    """``params`` with every fitted statistic set from the training split of ``arrays`` (unchanged for dense text)."""
-    agent = nnx.merge(graphdef, params)
-    if not arrays.sparse or not hasattr(agent.encoder.project, "idf"):  # dense text, or a features-only model
-        return params
-    agent.encoder.project.idf.value = training_idf(arrays, valid_fraction, split_seed)
-    return nnx.split(agent)[1]
+def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: TurnArrays, valid_fraction: float,
+                   split_seed: int) -> list[nnx.State]:
+    """Each of ``members`` (the initial parameters of runs trained together) with every fitted statistic set from
+    the training split of ``arrays``: the n-gram bag's idf and, with `ModelConfig.wide_text`, the wide term's
+    weights (`salesrl_jax.train.wide_fit`). Fitted once: they do not depend on the seed. Unchanged for dense text."""
+    agents = [nnx.merge(graphdef, params) for params in members]
+    if not arrays.sparse or not agents or not hasattr(agents[0].encoder.project, "idf"):  # dense, or features only
+        return members
+    idf = training_idf(arrays, valid_fraction, split_seed)
+    wide = None
+    if agents[0].encoder.wide:
+        from salesrl_jax.train.wide_fit import fit_wide
+
+        fit = fit_wide(arrays, idf, valid_fraction, split_seed)
+        wide = None if fit is None else jnp.asarray(fit.weights)
+    for agent in agents:
+        agent.encoder.project.idf.value = jnp.asarray(idf)
+        if wide is not None:
+            agent.encoder.project.wide.value = wide
+    return [nnx.split(agent)[1] for agent in agents]

@@ -8,7 +8,7 @@ from flax import nnx
 
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.models import ModelConfig, SalesAgent, TurnInputs
-from tests.conftest import tiny_model
+from tests.conftest import predict_in_blocks, tiny_model
 
 D, F = 24, len(FEATURE_NAMES)
 
@@ -127,12 +127,7 @@ def test_blocked_prediction_equals_one_pass(name):
     lengths = [7, 3, 12, 5, 9, 4, 6, 2, 11, 5]  # 64 rows with padding: blocks of 16 cut conversations
     inputs = flat_batch(lengths, pad=64 - sum(lengths))
     one = jax.jit(lambda x: agent.predict(x))(inputs)
-    block = jax.jit(agent.predict_block)
-    carry, outs = agent.encoder.init_carry(), []
-    for start in range(0, 64, 16):
-        out, carry = block(jax.tree.map(lambda x: x[start:start + 16], inputs), carry)
-        outs.append(out)
-    blocked = jax.tree.map(lambda *x: jnp.concatenate(x, axis=-1), *outs)
+    blocked = predict_in_blocks(agent, inputs, 16)
     np.testing.assert_allclose(blocked.prediction, one.prediction, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(blocked.ensemble_logits, one.ensemble_logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(blocked.value, one.value, rtol=1e-5, atol=1e-5)

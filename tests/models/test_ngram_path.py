@@ -125,6 +125,20 @@ def test_idf_is_fitted_on_the_training_split_only_and_frozen_in_training(ngram_t
     np.testing.assert_allclose(idf, expected, rtol=1e-6)
 
 
+def test_the_wide_term_is_fitted_on_the_training_split_and_frozen_in_training(ngram_trained, ngram_arrays):
+    from salesrl_jax.train.wide_fit import fit_wide
+
+    model = TrainedModel.load(ngram_trained)
+    project = model.params["encoder"]["project"]
+    data = model.config.data
+    assert model.config.model.wide_text
+    fit = fit_wide(TurnArrays.open(ngram_arrays), np.asarray(project["idf"][...]), data.valid_fraction,
+                   data.split_seed)
+    # Pretraining and PPO (the fixture runs both) never moved it.
+    np.testing.assert_allclose(np.asarray(project["wide"][...]), fit.weights, rtol=1e-6, atol=1e-7)
+    assert np.abs(fit.weights).max() > 0
+
+
 def test_batch_streaming_and_archive_scoring_agree(ngram_trained, ngram_arrays, tiny_archive, tmp_path):
     conversations = list(read_conversations(tiny_archive))[:8]
     write_conversations(tmp_path / "calls.jsonl", conversations)
@@ -289,12 +303,14 @@ def test_confidence_on_the_n_gram_path_streams_as_it_scores_archives(ngram_train
                                        err_msg=name)
 
 
-def test_a_warm_started_run_takes_the_source_parameters_and_fits_its_own_idf(ngram_trained, ngram_arrays,
+def test_a_warm_started_run_takes_the_source_parameters_and_fits_its_own_statistics(ngram_trained, ngram_arrays,
                                                                              tiny_arrays, tmp_path):
-    """``init_from``: every trainable parameter starts at the source run's best checkpoint, the idf is fitted on the
-    new run's training split; another model structure or embedding space is refused, naming what differs."""
+    """``init_from``: every trainable parameter starts at the source run's best checkpoint, the idf and the wide term
+    are fitted on the new run's training split; another model structure or embedding space is refused, naming what
+    differs."""
     from salesrl_jax.train.loop import train_and_evaluate
     from salesrl_jax.train.statistics import training_idf
+    from salesrl_jax.train.wide_fit import fit_wide
 
     # The new run trains on other conversations (odd ones), so its idf differs from the source's.
     other = write_subset(TurnArrays.open(ngram_arrays), lambda p: np.arange(p.num_conversations) % 2 == 1,
@@ -311,10 +327,13 @@ def test_a_warm_started_run_takes_the_source_parameters_and_fits_its_own_idf(ngr
     fresh_idf = training_idf(other, config.data.valid_fraction, config.data.split_seed)
     np.testing.assert_allclose(np.asarray(warm.params["encoder"]["project"]["idf"].value), fresh_idf, rtol=1e-6)
     assert not np.allclose(np.asarray(source.params["encoder"]["project"]["idf"].value), fresh_idf)
+    fresh_wide = fit_wide(other, fresh_idf, config.data.valid_fraction, config.data.split_seed).weights
+    np.testing.assert_allclose(np.asarray(warm.params["encoder"]["project"]["wide"].value), fresh_wide, rtol=1e-6,
+                               atol=1e-7)
     source_leaves = dict(jax.tree_util.tree_leaves_with_path(source.params))
     compared = 0
     for path, value in jax.tree_util.tree_leaves_with_path(warm.params):
-        if "idf" not in jax.tree_util.keystr(path):
+        if not any(name in jax.tree_util.keystr(path) for name in ("idf", "wide")):  # the fitted statistics
             np.testing.assert_allclose(np.asarray(value), np.asarray(source_leaves[path]), atol=1e-6,
                                        err_msg=jax.tree_util.keystr(path))
             compared += 1
