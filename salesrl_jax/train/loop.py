@@ -296,8 +296,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
 
     # --- model, optimizers, and where each run stands ---------------------------------------------
     graphdef, _ = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse, abstract=True)
-    initial = fit_statistics(graphdef, [create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1]
-                                        for seed in seeds], arrays, data.valid_fraction, data.split_seed)  # train split
+    untrained = [create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1] for seed in seeds]
+    initial, fitted = fit_statistics(graphdef, untrained, arrays, data.valid_fraction, data.split_seed)  # train split
     warm_source = None
     if config.init_from is not None:  # every member starts from the same trained run (its seed still sets the order)
         initial, warm_source = warm_start_params(initial, config.init_from, arrays, config.model)
@@ -324,7 +324,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
         validate=validate,
         meta={"config": json.loads(c.to_json()), "embedder": dataclasses.asdict(arrays.identity),
               "features": list(arrays.feature_names), "embed_dim": arrays.dim,
-              **({"init_from": warm_source} if warm_source else {})},
+              **fitted, **({"init_from": warm_source} if warm_source else {})},
         checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks,
         stalled=start[3])
         for c, workdir, ckpt, start in zip(configs, workdirs, checkpoints, starts)]

@@ -3,6 +3,8 @@ weights), never from validation or test conversations."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -29,23 +31,32 @@ def training_idf(arrays: TurnArrays, valid_fraction: float, split_seed: int) -> 
     return smooth_idf(df, conversations)
 
 
+class FittedStatistics(NamedTuple):
+    params: list[nnx.State]  # the members' initial parameters, statistics set
+    report: dict  # what a run records of the fits in its checkpoint meta (empty when nothing was fitted)
+
+
 def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: TurnArrays, valid_fraction: float,
-                   split_seed: int) -> list[nnx.State]:
+                   split_seed: int) -> FittedStatistics:
     """Each of ``members`` (the initial parameters of runs trained together) with every fitted statistic set from
     the training split of ``arrays``: the n-gram bag's idf and, with `ModelConfig.wide_text`, the wide term's
-    weights (`salesrl_jax.train.wide_fit`). Fitted once: they do not depend on the seed. Unchanged for dense text."""
+    weights (`salesrl_jax.train.wide_fit`). Fitted once: they do not depend on the seed. Unchanged for dense text.
+    The report holds the wide term's strength and validation log loss per strength tried (``wide_fit``)."""
     agents = [nnx.merge(graphdef, params) for params in members]
     if not arrays.sparse or not agents or not hasattr(agents[0].encoder.project, "idf"):  # dense, or features only
-        return members
+        return FittedStatistics(members, {})
     idf = training_idf(arrays, valid_fraction, split_seed)
-    wide = None
+    wide, report = None, {}
     if agents[0].encoder.wide:
         from salesrl_jax.train.wide_fit import fit_wide
 
         fit = fit_wide(arrays, idf, valid_fraction, split_seed)
-        wide = None if fit is None else jnp.asarray(fit.weights)
+        if fit is not None:
+            wide = jnp.asarray(fit.weights)
+            report["wide_fit"] = {"l2": fit.l2, "valid_log_loss": {str(k): v for k, v in fit.valid_log_loss.items()},
+                                  "nonzero_weights": int(np.count_nonzero(fit.weights))}
     for agent in agents:
         agent.encoder.project.idf.value = jnp.asarray(idf)
         if wide is not None:
             agent.encoder.project.wide.value = wide
-    return [nnx.split(agent)[1] for agent in agents]
+    return FittedStatistics([nnx.split(agent)[1] for agent in agents], report)

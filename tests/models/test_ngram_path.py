@@ -134,6 +134,8 @@ def test_the_wide_term_is_fitted_on_the_training_split_and_frozen_in_training(ng
     assert model.config.model.wide_text
     fit = fit_wide(TurnArrays.open(ngram_arrays), np.asarray(project["idf"][...]), data.valid_fraction,
                    data.split_seed)
+    assert model.meta["wide_fit"]["l2"] == fit.l2  # what the run records of its fit
+    assert model.meta["wide_fit"]["valid_log_loss"] == {str(k): v for k, v in fit.valid_log_loss.items()}
     # Pretraining and PPO (the fixture runs both) never moved it.
     np.testing.assert_allclose(np.asarray(project["wide"][...]), fit.weights, rtol=1e-6, atol=1e-7)
     assert np.abs(fit.weights).max() > 0
