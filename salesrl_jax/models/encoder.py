@@ -45,7 +45,7 @@ from salesrl_jax.models.bag import GramBag
 from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.inputs import GramBags, TurnInputs
 from salesrl_jax.models.layers import Dense, Int8Spec
-from salesrl_jax.models.scan import affine_scan
+from salesrl_jax.models.scan import affine_scan, restarting_sums
 
 IMPORTANCE_BOUND = 3.0  # c above: exp(s) stays within [e^-3, e^3], so no turn can swamp the pools
 _CUSTOMER = FEATURE_NAMES.index("is_customer")
@@ -224,12 +224,11 @@ class StateEncoder(nnx.Module):
         if carry is not None and inputs.segments > 1:
             raise ValueError("a carried history continues one sequence of rows; these inputs are "
                              f"{inputs.segments} independent segments")
-        continues = jnp.where(inputs.starts, 0.0, 1.0)  # [N]
         wide = None
-        if self.wide:  # running sum of omega and count: the same recurrence with a factor of 1
+        if self.wide:  # running sum of omega and count: the pools' recurrence with a factor of 1
             valid = inputs.valid.astype(jnp.float32)
-            terms = jnp.stack([u[:, -1] * valid, valid], axis=-1)
-            gain, wide = affine_scan(continues[:, None], terms, segments=inputs.segments)
+            gain, wide = restarting_sums(jnp.stack([u[:, -1] * valid, valid], axis=-1), inputs.starts,
+                                         segments=inputs.segments)
             if carry is not None:
                 wide = wide + gain * carry.wide[None]
         if increment is None:
@@ -237,7 +236,7 @@ class StateEncoder(nnx.Module):
                 carry = carry.replace(wide=wide[-1])
             return self._context(u, None, features, wide), carry
         increment = increment * inputs.valid[:, None, None, None]
-        keep = continues[:, None] * self._decay()[None, :]  # [N, K]
+        keep = jnp.where(inputs.starts, 0.0, 1.0)[:, None] * self._decay()[None, :]  # [N, K]
         gain, pools = affine_scan(keep[:, :, None, None], increment, segments=inputs.segments)
         if carry is not None:
             pools = pools + gain * carry.pools[None]

@@ -42,3 +42,13 @@ def affine_scan(a: jnp.ndarray, b: jnp.ndarray, *, reverse: bool = False, axis: 
 
     gain, h = jax.lax.associative_scan(compose_affine, (split(a), split(b)), reverse=reverse, axis=axis + 1)
     return gain.reshape(gain.shape[:axis] + (n,) + gain.shape[axis + 2:]), h.reshape(b.shape)
+
+
+def restarting_sums(values: jnp.ndarray, starts: jnp.ndarray, *, segments: int = 1
+                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(gain_t, h_t)`` of the running sums ``h_t = [not starts_t] h_{t-1} + values_t`` along the first axis of
+    ``values [N, ...]`` (a sum per conversation of flat rows, restarting at each ``starts [N]``); ``gain_t`` is 0
+    from a row that starts a conversation on and 1 before it (what a carried sum would be multiplied by). The
+    `affine_scan` of factors 0 / 1: no long running total is subtracted, so no precision is lost on long arrays."""
+    continues = jnp.where(starts, 0.0, 1.0).reshape(starts.shape + (1,) * (values.ndim - 1))
+    return affine_scan(continues, values, segments=segments)

@@ -35,6 +35,9 @@ import optax
 
 from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.models.bag import sublinear_tfidf
+from salesrl_jax.models.inputs import GramBags
+from salesrl_jax.models.scan import restarting_sums
 
 L2_GRID = (1e-1,)
 """The ``lam`` tried (a per-turn mean loss: scikit-learn's ``C`` is ``1 / (lam x turns)``). One value, stronger
@@ -45,8 +48,6 @@ turns' log loss rose from 0.699 to 0.745 (PersuasionForGood) and from 0.695 to 0
 overconfident in a term that is at its noisiest there; at 0.1, 0.711 and 0.705, and the AUCs by turn are as good
 or better. A wide grid (1 to 1e-5) also swung the choice 30x between folds: the validation splits of small sets
 hold 130-200 conversations."""
-DEFAULT_L2 = 1e-1
-"""The ``lam`` of a run without a validation split."""
 MAX_FIT_CONVERSATIONS = 20_000
 """At most this many training conversations (the first of each part, in cache order) fit the wide term: it matters
 on small sets, and a linear model on the mean tf-idf has long converged by then; RAM stays bounded on 1M."""
@@ -80,15 +81,11 @@ def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed:
         chosen = split_conversations(part, split, valid_fraction, split_seed)[:max_conversations - taken]
         if not len(chosen):
             continue
-        offsets = np.asarray(part.offsets)
-        rows = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen])
-        lengths = offsets[chosen + 1] - offsets[chosen]
-        starts = np.zeros(len(rows), bool)
-        starts[np.cumsum(lengths) - lengths] = True
-        outcome = np.asarray(part.outcome)[chosen]
-        pieces.append(TurnRows(np.asarray(part.gram_ids)[rows].astype(np.int32),
-                               np.asarray(part.gram_counts)[rows].astype(np.float32), starts,
-                               np.repeat(outcome, lengths).astype(np.float32)))
+        part = part.select(chosen)
+        starts = np.zeros(part.num_turns, bool)
+        starts[np.asarray(part.offsets[:-1])] = True
+        pieces.append(TurnRows(np.asarray(part.gram_ids, np.int32), np.asarray(part.gram_counts, np.float32), starts,
+                               np.repeat(np.asarray(part.outcome), part.lengths).astype(np.float32)))
         taken += len(chosen)
         if taken >= max_conversations:
             break
@@ -107,13 +104,8 @@ def running_mean_logit(w: jnp.ndarray, b: jnp.ndarray, x: jnp.ndarray, ids: jnp.
                        ) -> jnp.ndarray:
     """``z_t`` of the module docstring for flat rows: ``x [N, K]`` tf-idf weights of the slots ``ids [N, K]``."""
     omega = jnp.sum(x * w[ids], axis=-1)
-    total = jnp.cumsum(omega)
-    count = jnp.cumsum(jnp.ones_like(omega))
-    # Subtract the running totals at the row before each conversation's start (carried forward by cummax).
-    start_index = jax.lax.cummax(jnp.where(starts, jnp.arange(omega.shape[0]), 0))
-    before = jnp.where(start_index > 0, total[start_index - 1], 0.0)
-    before_count = jnp.where(start_index > 0, count[start_index - 1], 0.0)
-    return b + (total - before) / (count - before_count)
+    _, sums = restarting_sums(jnp.stack([omega, jnp.ones_like(omega)], axis=-1), starts)  # as the encoder carries
+    return b + sums[:, 0] / sums[:, 1]
 
 
 def _log_loss(z: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
@@ -142,20 +134,21 @@ def _fit_one(params: tuple, l2: jnp.ndarray, x: jnp.ndarray, ids: jnp.ndarray, s
 
 
 def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
-    """``x [N, K]``: the sublinear tf-idf weight of each slot (as `salesrl_jax.models.bag.sublinear_tfidf`)."""
-    counts = rows.counts
-    return jnp.asarray(np.where(counts > 0, (1.0 + np.log(np.maximum(counts, 1.0))) * idf[rows.ids], 0.0)
-                       .astype(np.float32))
+    """``x [N, K]``: the sublinear tf-idf weight of each slot, as the model's bag computes it."""
+    return sublinear_tfidf(GramBags(jnp.asarray(rows.ids), jnp.asarray(rows.counts)), jnp.asarray(idf, jnp.float32))
 
 
 def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_seed: int,
              grid: tuple[float, ...] = L2_GRID) -> WideFit | None:
     """The wide weights of the module docstring from the training split of sparse ``arrays``, ``lam`` chosen on the
-    validation split's turns (`DEFAULT_L2` without one). None without training turns of both outcomes."""
+    validation split's turns (the first, strongest, of ``grid`` without one). None without training turns of both
+    outcomes."""
     train = turn_rows(arrays, "train", valid_fraction, split_seed)
     if train is None or len(np.unique(train.labels)) < 2:
         return None
-    valid = turn_rows(arrays, "valid", valid_fraction, split_seed) if valid_fraction > 0 else None
+    valid = turn_rows(arrays, "valid", valid_fraction, split_seed)
+    if valid is not None:
+        valid_inputs = (tfidf_slots(valid, idf), jnp.asarray(valid.ids), jnp.asarray(valid.starts))
     x, ids = tfidf_slots(train, idf), jnp.asarray(train.ids)
     starts, y = jnp.asarray(train.starts), jnp.asarray(train.labels)
     base = float(np.clip(train.labels.mean(), 1e-3, 1 - 1e-3))
@@ -165,9 +158,6 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
         params = _fit_one(params, jnp.asarray(l2, jnp.float32), x, ids, starts, y)
         fits[l2] = params
         if valid is not None:
-            z = running_mean_logit(*params, tfidf_slots(valid, idf), jnp.asarray(valid.ids), jnp.asarray(valid.starts))
-            losses[l2] = float(_log_loss(z, jnp.asarray(valid.labels)))
-    if not losses and DEFAULT_L2 not in fits:
-        fits[DEFAULT_L2] = _fit_one(params, jnp.asarray(DEFAULT_L2, jnp.float32), x, ids, starts, y)
-    chosen = min(losses, key=losses.get) if losses else DEFAULT_L2
+            losses[l2] = float(_log_loss(running_mean_logit(*params, *valid_inputs), jnp.asarray(valid.labels)))
+    chosen = min(losses, key=losses.get) if losses else grid[0]
     return WideFit(np.asarray(fits[chosen][0], np.float32), chosen, losses)

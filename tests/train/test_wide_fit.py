@@ -100,15 +100,34 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
                                   fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,)).weights)
 
 
-def test_a_run_without_a_validation_split_uses_the_default_strength(tiny_archive, tmp_path):
+def test_a_run_without_a_validation_split_uses_the_strongest_strength_tried(tiny_archive, tmp_path):
     from salesrl_jax.arrays import TurnArrays
     from salesrl_jax.arrays.build import embed_archive
     from salesrl_jax.embed.config import EmbedderConfig
     from salesrl_jax.train.statistics import training_idf
-    from salesrl_jax.train.wide_fit import DEFAULT_L2
 
     embed_archive(tiny_archive, tmp_path / "arrays", EmbedderConfig(kind="ngrams", dim=4096, max_grams=64),
                   chunk_conversations=300, workers=1)
     arrays = TurnArrays.open(tmp_path / "arrays")
     fit = fit_wide(arrays, training_idf(arrays, 0.0, 0), 0.0, 0)
-    assert fit.l2 == DEFAULT_L2 and fit.valid_log_loss == {}
+    assert fit.l2 == L2_GRID[0] and fit.valid_log_loss == {}
+
+
+def test_running_sums_restart_per_conversation_and_keep_precision_on_long_arrays():
+    """`restarting_sums` (the wide term's running sums, in the fit and the encoder) against float64 sums: a scan, not
+    a cumulative sum with earlier totals subtracted, so 200,000 rows lose no more than a short conversation does."""
+    from salesrl_jax.models.scan import restarting_sums
+
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 30, 13_000)
+    n = int(lengths.sum())
+    starts = np.zeros(n, bool)
+    starts[np.cumsum(lengths) - lengths] = True
+    values = rng.normal(3.0, 1.0, n).astype(np.float32)
+    gain, sums = restarting_sums(jnp.asarray(values), jnp.asarray(starts))
+    expected = np.concatenate([np.cumsum(values[s:s + k].astype(np.float64))
+                               for s, k in zip(np.cumsum(lengths) - lengths, lengths)])
+    assert n > 190_000
+    np.testing.assert_allclose(np.asarray(sums), expected, rtol=1e-5, atol=1e-4)
+    # The gain is 0 from the first start on (a carried sum does not reach past it), 1 before any start.
+    assert np.all(np.asarray(gain)[starts.argmax():] == 0)
