@@ -87,6 +87,33 @@ def tiny_trained(tiny_arrays, tmp_path_factory) -> Path:
     return workdir
 
 
+NGRAM_BUCKETS, NGRAM_MAX_GRAMS = 4096, 128
+NGRAMS = EmbedderConfig(kind="ngrams", dim=NGRAM_BUCKETS, max_grams=NGRAM_MAX_GRAMS)
+
+
+@pytest.fixture(scope="session")
+def ngram_arrays(tiny_archive, tmp_path_factory) -> Path:
+    """The tiny archive as sparse n-gram arrays (`salesrl_jax.embed.ngrams`)."""
+    from salesrl_jax.arrays.build import embed_archive
+
+    out = tmp_path_factory.mktemp("ngram-arrays") / "arrays"
+    embed_archive(tiny_archive, out, NGRAMS, chunk_conversations=300, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ngram_trained(ngram_arrays, tmp_path_factory) -> Path:
+    """An n-gram model with the wide term, pretrained then two PPO updates (neither may move the idf)."""
+    from salesrl_jax.train.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("ngram-model") / "run"
+    config = tiny_config(ngram_arrays, embedder=NGRAMS,
+                         ppo=PPOConfig(updates=2, rows_per_minibatch=256, epochs=1, minibatches=2))
+    config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, epochs=2, input_dropout=0.3))
+    train_and_evaluate(config, workdir, progress=False)
+    return workdir
+
+
 def predict_in_blocks(agent, inputs, block: int):
     """`SalesAgent.predict_block` over consecutive blocks of ``block`` rows, the carry passed along; the outputs
     concatenated (the ensemble's on its last axis)."""

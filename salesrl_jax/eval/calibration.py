@@ -8,10 +8,12 @@ with ``(a, b)`` maximising the Bernoulli likelihood of the outcomes on held-out 
 temperature scaling, Guo et al., 2017, is the case ``b = 0``, ``a = 1 / T``). The map is monotone
 for ``a > 0``, so ranking (AUC) is unchanged; only the probabilities move.
 
-It is folded into the policy head, whose first output column is ``z = x W[:, 0] + c_0``:
-``W[:, 0] -> a W[:, 0]`` and ``c_0 -> a c_0 + b``. Every way of running the model (batch,
-streaming, int8, archive scoring) then serves the recalibrated probability with no extra
-operation. A model that feeds its previous prediction back into its state cannot be recalibrated
+It is folded into the model, whose logit is the policy head's first output column ``x W[:, 0] + c_0``
+plus, for an n-gram model with the wide term, ``max(alpha + beta log t, 0) (m_t + shift)``
+(`salesrl_jax.models.bag`): ``W[:, 0] -> a W[:, 0]``, ``c_0 -> a c_0 + b`` and ``(alpha, beta) -> a (alpha,
+beta)`` (``a > 0``). Every way of running the model (batch, streaming, int8, archive scoring) then serves the
+recalibrated probability with no extra operation. The ensemble members add the same wide term, so their logits
+move together with it. A model that feeds its previous prediction back into its state cannot be recalibrated
 this way (the fed-back value would change what the state sees), so it is refused.
 """
 
@@ -100,6 +102,14 @@ def recalibrated_params(params: nnx.State, config: ModelConfig, scaling: PlattSc
     kernel[:, 0] *= scaling.slope
     bias[0] = scaling.slope * bias[0] + scaling.intercept
     linear["kernel"], linear["bias"] = kernel, bias
+    project = pure["encoder"].get("project", {})
+    if "wide_map" in project:  # the wide term is part of the logit: its gain scales with it
+        if scaling.slope <= 0:
+            raise ValueError(f"a recalibration slope of {scaling.slope:.4f} would turn the model's wide term off: "
+                             "the model ranks the fitting turns no better than chance")
+        wide_map = np.array(project["wide_map"], np.float32)
+        wide_map[:2] *= scaling.slope
+        project["wide_map"] = wide_map
     result = jax.tree.map(lambda x: x, params)
     nnx.replace_by_pure_dict(result, pure)
     return result

@@ -181,7 +181,7 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
         layer = {"bias": float_layer["bias"]}
         if "idf" in quant_layer:  # the n-gram embedding bag: per-row scales, its idf as fitted
             layer["kernel"], layer["scale"] = quantize_bag(kernel)
-            wide = {"wide": float_layer["wide"]} if "wide" in float_layer else {}  # float, as in training
+            wide = {k: float_layer[k] for k in ("wide", "wide_map") if k in float_layer}  # float, as in training
             return {**layer, "idf": float_layer["idf"], **wide}
         if "input_scale" in quant_layer:
             absmax = jnp.broadcast_to(_lookup(ranges, path), kernel.shape[:-1])
@@ -216,7 +216,7 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
         if "idf" in quant_layer:
             table = quant_layer["kernel"].astype(jnp.float32) * quant_layer["scale"][:, None]
-            wide = {"wide": quant_layer["wide"]} if "wide" in quant_layer else {}
+            wide = {k: quant_layer[k] for k in ("wide", "wide_map") if k in quant_layer}
             return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"], **wide}
         kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
         if "input_scale" in quant_layer:

@@ -18,17 +18,22 @@ weighs nothing. Training computes it on the training split only
 with the parameters (so `score`, the `Scorer` and the int8 path weight exactly as training did) and
 never moved by the optimizer (`salesrl_jax.train.state.freeze_statistics`).
 
-The wide term (``wide=True``, `ModelConfig.wide_text`): one more weight per bucket, read on the raw
-(not row-normalised) tf-idf vector,
+The wide term (``wide=True``, `ModelConfig.wide_text`): a linear model on the same grams beside the deep model.
+One more weight per bucket, read on the raw (not row-normalised) tf-idf vector, and a gain that grows with the
+turns seen,
 
-    omega = sum_j x_j w[b_j]                the turn's wide score, a linear model's logit contribution
+    omega_i = sum_j x_ij w[b_j]                            turn i's wide score
+    m_t     = (1 / t) sum_{i<=t} omega_i                   its running mean (the encoder carries sum and count)
+    wide_t  = max(alpha + beta log t, 0) (m_t + shift)     what the heads add to their logits
 
-The encoder averages ``omega`` over turns 1..t and the heads add that mean to their logits
-(`salesrl_jax.models.encoder`): a logistic regression on the mean of the turns' tf-idf vectors beside the deep
-model. ``w`` is a `Statistic` like the idf: fitted on the training split before the deep model trains
-(`salesrl_jax.train.wide_fit`), then frozen. Why raw: a linear probe on the library's own grams
+``w`` is a whole-dialogue logistic regression fitted on the training split (`salesrl_jax.train.wide_fit`), and
+``(alpha, beta, shift)`` (``wide_map``) how much its running mean is worth at turn ``t``, fitted on its
+out-of-fold logits at every training turn: a mean over few turns is noisier than the whole dialogue it was fitted
+on. All are `Statistic` s, fitted before training and never moved by it; the deep model trains with the term off
+(`without_wide_term`), because on its own training turns ``w`` is more confident than anywhere else, and the sum is
+what validation, early stopping and every inference path read. Why raw: a linear probe on the library's own grams
 (PersuasionForGood, last turn) reads AUC 0.698 on the mean of raw turn vectors and 0.551 on the mean of
-row-normalised ones, which is what the deep path's pools average (docs/benchmarks.md, session 16).
+row-normalised ones, which is what the deep path's pools average (docs/benchmarks.md, sessions 16-18).
 
 Int8 (``quantized=True``): ``E`` is held as int8 with one scale per bucket row, ``E[b] ~ s_b E_q[b]``;
 per-row scales keep the precision of rare grams' small rows, which one scale per column would not.
@@ -90,6 +95,7 @@ class GramBag(nnx.Module):
         self.quantized = quantized
         if wide:  # fitted before training (salesrl_jax.train.wide_fit), then frozen; float in the int8 form too
             self.wide = Statistic(jnp.zeros((buckets,), jnp.float32))
+            self.wide_map = Statistic(jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32))
         # Until training fits it (salesrl_jax.train.statistics): plain sublinear tf (idf 1), the padding bucket 0.
         self.idf = Statistic(jnp.ones((buckets,), jnp.float32).at[0].set(0.0))
         if quantized:  # filled in by salesrl_jax.infer.quantize
@@ -111,3 +117,26 @@ class GramBag(nnx.Module):
         """The wide term's ``omega [...]`` of each turn (see the module docstring)."""
         x = sublinear_tfidf(bags, jax.lax.stop_gradient(self.idf[...]))
         return jnp.sum(x * jax.lax.stop_gradient(self.wide[...])[bags.ids], axis=-1)
+
+    def wide_logit(self, sums: jnp.ndarray) -> jnp.ndarray:
+        """``wide_t [..., 1]`` of the module docstring from the running ``(sum of omega, turn count)`` ``[..., 2]``
+        (0 where the count is 0)."""
+        alpha, beta, shift = jax.lax.stop_gradient(self.wide_map[...])
+        count = sums[..., 1:]
+        mean = sums[..., :1] / jnp.maximum(count, 1.0)
+        gain = jnp.maximum(alpha + beta * jnp.log(jnp.maximum(count, 1.0)), 0.0)
+        return jnp.where(count > 0, gain * (mean + shift), 0.0)
+
+
+IDENTITY_WIDE_MAP = (1.0, 0.0, 0.0)
+"""``(alpha, beta, shift)`` that add the running mean itself: what runs saved before the map existed meant."""
+
+
+def without_wide_term(agent: nnx.Module) -> nnx.Module:
+    """``agent`` (a merged copy, inside a training loss) with its wide term off: the gain set to 0, so the heads add
+    nothing and the deep model learns on its own (see the module docstring). Unchanged without a wide term. A new
+    variable, not a new value: a merged module may share its variables with the state it was merged from."""
+    bag = getattr(agent.encoder, "project", None)
+    if getattr(bag, "wide_map", None) is not None:
+        bag.wide_map = Statistic(jnp.zeros_like(bag.wide_map[...]))
+    return agent

@@ -17,10 +17,12 @@ class ModelConfig:
     n-grams (embedder.kind ngrams; turn_dim is then unused). Its 2^18 rows are the model's largest parameter and
     every optimizer step updates all of them: 16 trains about 7x faster than 128 (measured)."""
     wide_text: bool = True
-    """With sparse n-gram text: a wide term beside the deep path, a linear model on the mean of the turns' raw
-    tf-idf vectors whose logit the heads add to theirs (salesrl_jax.models.bag), fitted before the deep model
-    (salesrl_jax.train.wide_fit). Measured by salesrl crossval, last-turn AUC: PersuasionForGood 0.677 (0.666
-    without), CaSiNo 0.638 (0.617). No effect on dense embeddings. Runs saved before it existed load with it off."""
+    """With sparse n-gram text: a wide term beside the deep path, a whole-dialogue linear model on the turns' raw
+    tf-idf vectors read on the running mean of turns 1..t with a gain fitted on its out-of-fold logits, whose logit
+    the heads add to theirs (salesrl_jax.models.bag); fitted on the training split before the deep model, which
+    trains without it (salesrl_jax.train.wide_fit). Measured by salesrl crossval, last-turn AUC: PersuasionForGood
+    0.707 (0.666 without), CaSiNo 0.657 (0.617). No effect on dense embeddings. Runs saved before it existed load
+    with it off."""
     history: Literal["weighted", "mean", "none"] = "weighted"
     """How past turns enter the state. weighted: the paper's recency x learned-importance weighted
     average; mean: plain running average; none: only the current turn."""

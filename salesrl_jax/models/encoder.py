@@ -17,12 +17,12 @@ speaker masks ``m_all = 1``, ``m_customer(i) = [turn i is the customer's]``, and
 ``i <= n``: the state at turn ``n`` reads turns 1..n only.
 
 With the wide term (`ModelConfig.wide_text`, sparse n-gram text only) the bag also gives each turn a scalar
-``omega_n`` (`salesrl_jax.models.bag`), and the state gains one last column, the plain running mean
+``omega_n`` (`salesrl_jax.models.bag`), and the state gains one last column, the gained running mean
 
-    wide_n   = (1 / n) sum_{i<=n} omega_i
+    wide_n   = max(alpha + beta log n, 0) ((1 / n) sum_{i<=n} omega_i + shift)
 
-which the heads add to their logits (`SalesAgent.heads`): a linear model on the mean of the turns' raw tf-idf
-vectors beside the deep path. Its carry is the running sum and count, ``(S, n)_n = (S, n)_{n-1} + (omega_n, 1)``.
+which the heads add to their logits (`SalesAgent.heads`): a whole-dialogue linear model on the turns' raw tf-idf
+vectors beside the deep path (`GramBag.wide_logit`). Its carry is the running sum and count, ``(S, n)_n = (S, n)_{n-1} + (omega_n, 1)``.
 
 The pools obey the linear recurrence ``(P, Z)_n = r (P, Z)_{n-1} + b_n`` (reset at a conversation
 start), which gives both forms: the batch form evaluates it for a whole flat batch with
@@ -172,7 +172,7 @@ class StateEncoder(nnx.Module):
             parts.append(pooled.reshape(pooled.shape[:-3] + (-1,)))
         parts.append(features[..., jnp.array(self.feature_index, jnp.int32)])
         if self.wide:
-            parts.append(wide[..., :1] / jnp.maximum(wide[..., 1:], 1.0))
+            parts.append(self.project.wide_logit(wide))
         return jnp.concatenate(parts, axis=-1)
 
     def state_input(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:

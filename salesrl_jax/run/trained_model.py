@@ -13,9 +13,34 @@ from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.ngrams import is_sparse
 from salesrl_jax.io.digest import tree_digest
 from salesrl_jax.models.agent import create_agent
-from salesrl_jax.run.checkpoints import PARAMS_DIGEST, find_checkpoint, read_meta, restore_params
+from salesrl_jax.run.checkpoints import (
+    PARAMS_DIGEST,
+    CheckpointReadError,
+    find_checkpoint,
+    read_meta,
+    restore_params,
+)
 from salesrl_jax.run.confidence_store import StaleConfidence, confidence_directory, load_confidence
 from salesrl_jax.run.config import TrainConfig, config_from_dict
+
+
+def _restore(directory: Path, like, digest: str | None):
+    """`restore_params`; a run saved between the wide term (session 17) and its gain (session 18) has a wide term
+    without ``wide_map``: restored without it, then given the map that adds the plain running mean, as it did."""
+    try:
+        return restore_params(directory, like, digest)
+    except CheckpointReadError as err:
+        project = like["encoder"].get("project") if "encoder" in like else None
+        if project is None or "wide_map" not in project or "'wide_map'" not in str(err):
+            raise
+    import jax.numpy as jnp
+
+    from salesrl_jax.models.bag import IDENTITY_WIDE_MAP, Statistic
+
+    del like["encoder"]["project"]["wide_map"]
+    params = restore_params(directory, like, digest)
+    params["encoder"]["project"]["wide_map"] = Statistic(jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32))
+    return params
 
 
 class TrainedModel:
@@ -32,7 +57,7 @@ class TrainedModel:
         self.feature_names = tuple(self.meta["features"])
         self.graphdef, like = create_agent(self.config.model, int(self.meta["embed_dim"]), self.config.seed,
                                            sparse_text=self.sparse_text, abstract=True)
-        self.params = restore_params(directory, like, self.meta.get(PARAMS_DIGEST))
+        self.params = _restore(directory, like, self.meta.get(PARAMS_DIGEST))
         self._confidence: tuple | None = None
 
     @property

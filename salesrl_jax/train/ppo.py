@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from salesrl_jax.models.agent import SalesAgent
+from salesrl_jax.models.bag import without_wide_term
 from salesrl_jax.models.heads import beta_policy
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.scan import affine_scan
@@ -191,7 +192,7 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labe
     """Clipped surrogate + value loss - entropy bonus (+ the ensemble heads' cross-entropy on a frozen state),
     for one packed minibatch of ``[rows]`` turns."""
     chex.assert_rank(labels, 1)
-    agent = nnx.merge(graphdef, params)
+    agent = without_wide_term(nnx.merge(graphdef, params))  # the deep model learns alone (salesrl_jax.models.bag)
     valid = inputs.valid.astype(jnp.float32)
     context = agent.encoder.context(inputs)
     state = agent.encoder.state(context, roll.prev_prediction if agent.config.feed_prediction else None)
@@ -227,7 +228,7 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
     def update(state: TrainState, batch: PPOBatch, hp: Hyperparams):
         key, rollout_key, shuffle_key = jax.random.split(state.key, 3)
-        roll = rollout(nnx.merge(graphdef, state.params), batch, hp, rollout_key, reward_kind)
+        roll = rollout(without_wide_term(nnx.merge(graphdef, state.params)), batch, hp, rollout_key, reward_kind)
         minibatches = batch.labels.shape[0]
 
         def epoch(carry, epoch_key):

@@ -41,7 +41,7 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
     """Each of ``members`` (the initial parameters of runs trained together) with every fitted statistic set from
     the training split of ``arrays``: the n-gram bag's idf and, with `ModelConfig.wide_text`, the wide term's
     weights (`salesrl_jax.train.wide_fit`). Fitted once: they do not depend on the seed. Unchanged for dense text.
-    The report holds the wide term's strength and validation log loss per strength tried (``wide_fit``)."""
+    The report holds the wide term's strength, cross-validated log loss per strength tried and gain (``wide_fit``)."""
     agents = [nnx.merge(graphdef, params) for params in members]
     if not arrays.sparse or not agents or not hasattr(agents[0].encoder.project, "idf"):  # dense, or features only
         return FittedStatistics(members, {})
@@ -53,10 +53,12 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
         fit = fit_wide(arrays, idf, valid_fraction, split_seed)
         if fit is not None:
             wide = jnp.asarray(fit.weights)
-            report["wide_fit"] = {"l2": fit.l2, "valid_log_loss": {str(k): v for k, v in fit.valid_log_loss.items()},
+            report["wide_fit"] = {"l2": fit.l2, "cv_log_loss": {str(k): v for k, v in fit.cv_log_loss.items()},
+                                  "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,
                                   "nonzero_weights": int(np.count_nonzero(fit.weights))}
     for agent in agents:
         agent.encoder.project.idf.value = jnp.asarray(idf)
         if wide is not None:
             agent.encoder.project.wide.value = wide
+            agent.encoder.project.wide_map.value = jnp.asarray(fit.wide_map, jnp.float32)
     return FittedStatistics([nnx.split(agent)[1] for agent in agents], report)

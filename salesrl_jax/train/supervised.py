@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from salesrl_jax.models.agent import previous_predictions
+from salesrl_jax.models.bag import without_wide_term
 from salesrl_jax.models.inputs import GramBags, TurnInputs
 from salesrl_jax.parallel.placement import Placement
 from salesrl_jax.train.hyperparams import Hyperparams
@@ -85,7 +86,7 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
     """Per-turn cross-entropy of the policy mean against the outcome (+ the ensemble heads' bootstrap-weighted
     cross-entropy). ``input_dropout`` (static) applies `drop_inputs` at rate ``hp.input_dropout``."""
     chex.assert_rank([batch.labels, batch.bootstrap], [1, 2])
-    agent = nnx.merge(graphdef, params)
+    agent = without_wide_term(nnx.merge(graphdef, params))  # the deep model learns alone (salesrl_jax.models.bag)
     if input_dropout:
         batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, key))
     valid = batch.inputs.valid.astype(jnp.float32)

@@ -1,32 +1,39 @@
-"""The wide term's weights (`salesrl_jax.models.bag`, `ModelConfig.wide_text`), fitted before the deep model trains:
-an L2-regularised logistic regression on the running mean of the turns' raw tf-idf vectors (its validation log loss
-reported for each strength tried, the best kept), then frozen while the deep model learns what it leaves.
+"""The wide term's statistics (`salesrl_jax.models.bag`, `ModelConfig.wide_text`), fitted on the training split
+before the deep model trains: a whole-dialogue logistic regression on the mean of the turns' raw tf-idf vectors,
+and the gain its running mean earns at each turn, from its out-of-fold logits.
 
-For turn ``t`` of a conversation, with ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf):
+With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), conversation ``c`` of ``T_c`` turns and
+outcome ``y_c``:
 
-    z_t(w, b) = b + (1 / t) sum_{i<=t} x_i . w
-    L(w, b)   = mean_t [ log(1 + exp(z_t)) - y z_t ] + (lam / 2) ||w||^2
+1. **Weights.** ``z_c(w, b) = b + (1 / T_c) sum_{i<=T_c} x_i . w`` and
 
-over every turn of the training conversations (``y`` the conversation's outcome), minimised by L-BFGS for each
-``lam`` of a grid from strong to weak (each warm-started from the last; the default grid is one value, see
-`L2_GRID`); the ``lam`` with the lowest log loss on the validation split's turns is kept. ``b`` is not kept: the
-deep heads have their own biases.
+       L(w, b) = mean_c [ log(1 + exp(z_c)) - y_c z_c ] + (lam / 2) ||w||^2
 
-Why fitted first rather than trained with the deep model (measured with `salesrl crossval`, PersuasionForGood,
-last-turn AUC; docs/benchmarks.md, session 17): trained jointly at the small-data step (1e-4, chosen so that the
-embedding bag does not memorise rare grams) the wide weights stay below 0.01 and nothing moves (0.668 against
-0.666 without); with their step multiplied by 30 or 100 they memorise like the bag did (0.644, 0.642). Fitted
-first with its own L2 and frozen: 0.677, and on CaSiNo 0.638 against 0.617.
+   minimised by L-BFGS, ``lam`` chosen from `L2_GRID` by k-fold cross-validation over the training conversations
+   (held-out log loss; each fold's path warm-started from strong to weak). This is the TF-IDF baselines'
+   whole-dialogue variant, the strongest of them late in a conversation.
+2. **Gain.** Each training turn's out-of-fold running logit ``m_t = z_t`` (the weights of the fold that held its
+   conversation out, read at turn ``t``), centred by its mean ``mu``; then ``(alpha, beta)`` maximising the
+   likelihood of ``y`` under ``sigmoid(d + (alpha + beta log t) (m_t - mu))`` over every training turn. Stored as
+   ``wide_map = (alpha, beta, -mu)`` with the full-data weights: ``d`` is dropped, the deep heads have their own
+   base rate.
 
-The deep model then trains on the training turns with this term in its logits; the term was fitted on those same
-turns, so it is more confident there than on new ones. The strong L2 (`L2_GRID`) keeps that small; cross-fitting
-the term (the deep model's training turns reading weights fitted without them) would remove it, at the cost of a
-per-conversation choice of weights in training. Not built.
+The deep model then trains with the term off and is scored with it on (`salesrl_jax.models.bag.without_wide_term`):
+both parts are fitted on the training split, and how much the linear part is worth was measured on turns its
+weights never saw.
+
+Measured with `salesrl crossval` (docs/benchmarks.md, session 18), last-turn AUC. Session 17's form, an every-turn
+fit at a fixed strong L2 added to the logits in training too: PersuasionForGood 0.677, CaSiNo 0.638. The linear model
+alone, whole-dialogue against every-turn: 0.698 against 0.667 (PersuasionForGood). Weighed against the deep model
+on the inner validation split instead (two weights on 150-180 conversations): 0.680, the weights swinging from
+-0.19 to +0.43 between folds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -39,19 +46,17 @@ from salesrl_jax.models.bag import sublinear_tfidf
 from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.models.scan import restarting_sums
 
-L2_GRID = (1e-1,)
-"""The ``lam`` tried (a per-turn mean loss: scikit-learn's ``C`` is ``1 / (lam x turns)``). One value, stronger
-than the wide term's own validation optimum, because the deep model then trains on the very turns the term was
-fitted on and learns to trust it as much as it fits them. Measured with `salesrl crossval` (docs/benchmarks.md,
-session 17): with ``lam`` chosen on the validation split from 0.03 / 0.01 / 0.003 (its optimum alone) the first
-turns' log loss rose from 0.699 to 0.745 (PersuasionForGood) and from 0.695 to 0.747 (CaSiNo), the deep model
-overconfident in a term that is at its noisiest there; at 0.1, 0.711 and 0.705, and the AUCs by turn are as good
-or better. A wide grid (1 to 1e-5) also swung the choice 30x between folds: the validation splits of small sets
-hold 130-200 conversations."""
+L2_GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
+"""The ``lam`` the weights' cross-validation chooses from (the loss is a mean over conversations, so scikit-learn's
+``C`` is ``1 / (lam x conversations)``). PersuasionForGood's and CaSiNo's folds choose 3e-3 to 1e-2."""
+CV_FOLDS = 5
 MAX_FIT_CONVERSATIONS = 20_000
 """At most this many training conversations (the first of each part, in cache order) fit the wide term: it matters
 on small sets, and a linear model on the mean tf-idf has long converged by then; RAM stays bounded on 1M."""
-LBFGS_STEPS = 150  # at these lam the loss changes by < 1e-4 after about 60 (checked against scikit-learn's lbfgs)
+MIN_FIT_CONVERSATIONS = 50
+"""Fewer training conversations fit no wide term (it adds 0; the run warns): a whole-dialogue model on a handful of
+conversations separates them perfectly, and its out-of-fold gain has nothing to be measured on."""
+LBFGS_STEPS = 150  # the loss changes by < 1e-4 after about 60 (checked against scikit-learn's lbfgs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +71,13 @@ class TurnRows:
 
 @dataclasses.dataclass(frozen=True)
 class WideFit:
-    """The fitted weights and how they were chosen."""
+    """The fitted statistics and how they were chosen."""
 
-    weights: np.ndarray  # [buckets] float32
+    weights: np.ndarray  # [buckets] float32: w, fitted on every training conversation
+    wide_map: tuple[float, float, float]  # (alpha, beta, shift): the gain at turn t and the centring
     l2: float  # the chosen lam
-    valid_log_loss: dict[float, float]  # lam -> validation log loss, every lam tried
+    cv_log_loss: dict[float, float]  # lam -> cross-validated log loss at the conversations' last turns
+    gain_log_loss: float  # the out-of-fold running logits' log loss over every training turn, with the gain
 
 
 def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed: int,
@@ -100,37 +107,98 @@ def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed:
                     np.concatenate([p.starts for p in pieces]), np.concatenate([p.labels for p in pieces]))
 
 
+def last_turns(starts: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the last turn of each conversation of flat rows whose first turns are ``starts``."""
+    last = np.zeros(len(starts), bool)
+    if len(starts):
+        last[np.flatnonzero(starts)[1:] - 1] = True
+        last[-1] = True
+    return last
+
+
 def running_mean_logit(w: jnp.ndarray, b: jnp.ndarray, x: jnp.ndarray, ids: jnp.ndarray, starts: jnp.ndarray
                        ) -> jnp.ndarray:
-    """``z_t`` of the module docstring for flat rows: ``x [N, K]`` tf-idf weights of the slots ``ids [N, K]``."""
+    """``m_t = b + (1 / t) sum_{i<=t} x_i . w`` at each of flat rows (``x [N, K]`` the tf-idf weights of the slots
+    ``ids [N, K]``, ``starts [N]`` the conversations' first turns): the running logit the model's wide term reads."""
     omega = jnp.sum(x * w[ids], axis=-1)
     _, sums = restarting_sums(jnp.stack([omega, jnp.ones_like(omega)], axis=-1), starts)  # as the encoder carries
     return b + sums[:, 0] / sums[:, 1]
 
 
-def _log_loss(z: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(z, y))
+@dataclasses.dataclass(frozen=True)
+class ConversationRows:
+    """Each conversation's mean tf-idf vector as sparse entries over the buckets the conversations use: ``z_c`` of
+    the module docstring is ``b + sum over c's entries of value x w[vocab[column]]``."""
+
+    conversation: np.ndarray  # [E] int32
+    column: np.ndarray  # [E] int32: index into vocab
+    value: np.ndarray  # [E] float32: sum over c's turns of x_ij / T_c for this bucket
+    vocab: np.ndarray  # [V] int32 bucket ids used (with nonzero weight) by some conversation
+    count: int  # C
 
 
-@jax.jit
-def _fit_one(params: tuple, l2: jnp.ndarray, x: jnp.ndarray, ids: jnp.ndarray, starts: jnp.ndarray, y: jnp.ndarray
-             ) -> tuple:
-    """``(w, b)`` minimising L of the module docstring at ``lam = l2``, by L-BFGS from ``params``."""
+def conversation_rows(rows: TurnRows, x: np.ndarray) -> ConversationRows:
+    """`ConversationRows` from flat turn rows and their slots' tf-idf weights ``x [N, K]``: the padding and the
+    grams of idf 0 dropped, a bucket's entries summed within a conversation (so no row is read twice)."""
+    row_conversation = np.cumsum(rows.starts) - 1
+    count = int(row_conversation[-1]) + 1
+    lengths = np.bincount(row_conversation, minlength=count)
+    keep = (rows.ids > 0) & (x != 0)
+    conversation = np.broadcast_to(row_conversation[:, None], rows.ids.shape)[keep]
+    vocab, column = np.unique(rows.ids[keep], return_inverse=True)
+    keys, entry = np.unique(conversation.astype(np.int64) * len(vocab) + column, return_inverse=True)
+    value = np.bincount(entry, weights=x[keep] / lengths[conversation], minlength=len(keys))
+    return ConversationRows((keys // len(vocab)).astype(np.int32), (keys % len(vocab)).astype(np.int32),
+                            value.astype(np.float32), vocab.astype(np.int32), count)
+
+
+def conversation_logit(w: jnp.ndarray, b: jnp.ndarray, conversation: jnp.ndarray, column: jnp.ndarray,
+                       value: jnp.ndarray, count: int) -> jnp.ndarray:
+    """``z_c [count]`` of the module docstring from `ConversationRows` entries (``w`` over its vocab)."""
+    return b + jax.ops.segment_sum(value * w[column], conversation, num_segments=count)
+
+
+@functools.partial(jax.jit, static_argnames="count")
+def _fit_weights(params: tuple, l2: jnp.ndarray, conversation: jnp.ndarray, column: jnp.ndarray, value: jnp.ndarray,
+                 y: jnp.ndarray, fitting: jnp.ndarray, count: int) -> tuple:
+    """``(w, b)`` minimising L of the module docstring at ``lam = l2`` over the conversations with ``fitting [C]``
+    set, by L-BFGS from ``params``."""
     def loss(p):
-        w, b = p
-        return _log_loss(running_mean_logit(w, b, x, ids, starts), y) + 0.5 * l2 * jnp.sum(w * w)
+        z = conversation_logit(*p, conversation, column, value, count)
+        data = jnp.sum(fitting * optax.sigmoid_binary_cross_entropy(z, y)) / jnp.maximum(jnp.sum(fitting), 1.0)
+        return data + 0.5 * l2 * jnp.sum(p[0] * p[0])
 
     solver = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
 
     def step(carry, _):
         p, state = carry
-        value, grad = value_and_grad(p, state=state)
-        updates, state = solver.update(grad, state, p, value=value, grad=grad, value_fn=loss)
+        loss_value, grad = value_and_grad(p, state=state)
+        updates, state = solver.update(grad, state, p, value=loss_value, grad=grad, value_fn=loss)
         return (optax.apply_updates(p, updates), state), None
 
     (params, _), _ = jax.lax.scan(step, (params, solver.init(params)), None, length=LBFGS_STEPS)
     return params
+
+
+def fit_gain(m: np.ndarray, turn: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[tuple, float]:
+    """``((alpha, beta, shift), log loss)``: step 2 of the module docstring, by Newton's method on
+    ``(m - mu, (m - mu) log t, 1)`` (``turn [N]`` counts from 1)."""
+    mu = float(np.mean(m))
+    centred = np.asarray(m, np.float64) - mu
+    x = np.stack([centred, centred * np.log(np.asarray(turn, np.float64)), np.ones_like(centred)], axis=1)
+    y = np.asarray(y, np.float64)
+    base = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    theta = np.array([0.0, 0.0, np.log(base / (1 - base))])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50.0, 50.0)))
+        hessian = (x * (p * (1 - p))[:, None]).T @ x / len(y) + 1e-9 * np.eye(3)
+        step = np.linalg.solve(hessian, x.T @ (p - y) / len(y))
+        theta = theta - step
+        if np.abs(step).max() < 1e-10:
+            break
+    z = x @ theta
+    return (float(theta[0]), float(theta[1]), -mu), float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
 def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
@@ -139,25 +207,64 @@ def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
 
 
 def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_seed: int,
-             grid: tuple[float, ...] = L2_GRID) -> WideFit | None:
-    """The wide weights of the module docstring from the training split of sparse ``arrays``, ``lam`` chosen on the
-    validation split's turns (the first, strongest, of ``grid`` without one). None without training turns of both
-    outcomes."""
+             grid: tuple[float, ...] = L2_GRID, folds: int = CV_FOLDS) -> WideFit | None:
+    """The wide term's statistics (module docstring) from the training split of sparse ``arrays``: conversations
+    are assigned to ``folds`` folds by a generator seeded with ``split_seed``. None (no wide term, with a warning)
+    with fewer than `MIN_FIT_CONVERSATIONS` training conversations or fewer than two folds holding out
+    conversations of the rest's both outcomes."""
     train = turn_rows(arrays, "train", valid_fraction, split_seed)
-    if train is None or len(np.unique(train.labels)) < 2:
+    conversations = 0 if train is None else int(train.starts.sum())
+    if conversations < MIN_FIT_CONVERSATIONS or len(np.unique(train.labels)) < 2:
+        warnings.warn(f"{arrays.path}: {conversations} labelled training conversations (both outcomes needed, at least "
+                      f"{MIN_FIT_CONVERSATIONS}): the run has no wide term", stacklevel=2)
         return None
-    valid = turn_rows(arrays, "valid", valid_fraction, split_seed)
-    if valid is not None:
-        valid_inputs = (tfidf_slots(valid, idf), jnp.asarray(valid.ids), jnp.asarray(valid.starts))
-    x, ids = tfidf_slots(train, idf), jnp.asarray(train.ids)
-    starts, y = jnp.asarray(train.starts), jnp.asarray(train.labels)
-    base = float(np.clip(train.labels.mean(), 1e-3, 1 - 1e-3))
-    params = (jnp.zeros((arrays.dim,), jnp.float32), jnp.asarray(np.log(base / (1 - base)), jnp.float32))
-    fits, losses = {}, {}
-    for l2 in grid:
-        params = _fit_one(params, jnp.asarray(l2, jnp.float32), x, ids, starts, y)
-        fits[l2] = params
-        if valid is not None:
-            losses[l2] = float(_log_loss(running_mean_logit(*params, *valid_inputs), jnp.asarray(valid.labels)))
-    chosen = min(losses, key=losses.get) if losses else grid[0]
-    return WideFit(np.asarray(fits[chosen][0], np.float32), chosen, losses)
+    x = tfidf_slots(train, idf)
+    entries = conversation_rows(train, np.asarray(x))
+    n = entries.count
+    y = train.labels[np.flatnonzero(train.starts)]
+    fold = np.random.default_rng(split_seed).permutation(n) % folds
+    inputs = (jnp.asarray(entries.conversation), jnp.asarray(entries.column), jnp.asarray(entries.value))
+    base = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+    start = (jnp.zeros((len(entries.vocab),), jnp.float32), jnp.asarray(np.log(base / (1 - base)), jnp.float32))
+
+    def path(fitting: np.ndarray, until: int) -> list[tuple]:
+        """The fits along ``grid[:until]``, strong to weak, each warm-started from the last."""
+        params, fits = start, []
+        for l2 in grid[:until]:
+            params = _fit_weights(params, jnp.asarray(l2, jnp.float32), *inputs, jnp.asarray(y),
+                                  jnp.asarray(fitting, jnp.float32), count=n)
+            fits.append(params)
+        return fits
+
+    def full(params: tuple) -> tuple:
+        """Weights over the vocab -> over every bucket (0 where no training conversation has the bucket)."""
+        return jnp.zeros((arrays.dim,), jnp.float32).at[jnp.asarray(entries.vocab)].set(params[0]), params[1]
+
+    usable = [k for k in range(folds) if (fold == k).any() and len(np.unique(y[fold != k])) == 2]
+    if len(usable) < 2:
+        warnings.warn(f"{arrays.path}: fewer than two folds of the training conversations hold out conversations "
+                      "whose rest shows both outcomes: the run has no wide term", stacklevel=2)
+        return None
+    fold_fits = {k: path(fold != k, len(grid)) for k in usable}
+    held_out = {}
+    for i, l2 in enumerate(grid):
+        total = 0.0
+        for k in usable:
+            z = np.asarray(conversation_logit(*fold_fits[k][i], *inputs, n))[fold == k]
+            total += float(np.sum(np.logaddexp(0.0, z) - y[fold == k] * z))
+        held_out[l2] = total / max(sum(int((fold == k).sum()) for k in usable), 1)
+    chosen = min(held_out, key=held_out.get)
+    weights = full(path(np.ones(n, bool), grid.index(chosen) + 1)[-1])
+    # The gain, on the out-of-fold running logits of every training turn.
+    row_conversation = np.cumsum(train.starts) - 1
+    ids, starts = jnp.asarray(train.ids), jnp.asarray(train.starts)
+    m = np.array(running_mean_logit(*weights, x, ids, starts))  # in-sample only where no usable fold held it out
+    for k in usable:
+        rows = fold[row_conversation] == k
+        m[rows] = np.asarray(running_mean_logit(*full(fold_fits[k][grid.index(chosen)]), x, ids, starts))[rows]
+    turn = np.arange(len(m)) - np.flatnonzero(train.starts)[row_conversation] + 1
+    wide_map, gain_log_loss = fit_gain(m, turn, train.labels)
+    alpha, beta, shift = wide_map
+    # m above includes the fitted intercept b; the model's running mean does not: fold b into the shift.
+    wide_map = (alpha, beta, shift + float(weights[1]))
+    return WideFit(np.asarray(weights[0], np.float32), wide_map, chosen, held_out, gain_log_loss)

@@ -128,3 +128,21 @@ def test_calibrate_on_last_turns_and_warn_on_few_conversations(tiny_trained, tin
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # enough conversations: no warning
         recalibrate_model(tiny_trained, tmp_path / "all", data=tiny_arrays, split="all")
+
+
+def test_recalibrating_an_ngram_model_scales_its_wide_term_too(ngram_trained, ngram_arrays, tmp_path):
+    """The wide term is part of the logit: the folded model serves sigmoid(a z + b) of the source's whole logit z
+    (before session 18 the slope reached the deep head only, so an n-gram model served another map)."""
+    import numpy as np
+
+    from salesrl_jax.eval.calibration import recalibrate_model
+
+    model = TrainedModel.load(ngram_trained)
+    assert "wide_map" in model.params["encoder"]["project"]
+    result = recalibrate_model(ngram_trained, tmp_path / "platt", data=ngram_arrays, split="all")
+    assert abs(result.scaling.slope - 1.0) > 0.05  # a map that moves the wide term measurably
+    predict = make_predict(model.graphdef)
+    arrays = TurnArrays.open(ngram_arrays)
+    before = predict_arrays(predict, model.params, arrays, rows=512)
+    after = predict_arrays(predict, TrainedModel.load(tmp_path / "platt").params, arrays, rows=512)
+    np.testing.assert_allclose(after.prediction, result.scaling(logits_of(before.prediction)), rtol=1e-4, atol=2e-6)

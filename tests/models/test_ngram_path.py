@@ -34,33 +34,9 @@ from salesrl_jax.models.bag import tfidf_weights
 from salesrl_jax.models.inputs import GramBags, TurnInputs
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
-from tests.conftest import scored_turns, tiny_config, tiny_model
+from tests.conftest import NGRAM_BUCKETS, NGRAM_MAX_GRAMS, NGRAMS, scored_turns, tiny_config, tiny_model
 
-BUCKETS, MAX_GRAMS = 4096, 128
-NGRAMS = EmbedderConfig(kind="ngrams", dim=BUCKETS, max_grams=MAX_GRAMS)
-
-
-@pytest.fixture(scope="module")
-def ngram_arrays(tiny_archive, tmp_path_factory):
-    from salesrl_jax.arrays.build import embed_archive
-
-    out = tmp_path_factory.mktemp("ngram-arrays") / "arrays"
-    embed_archive(tiny_archive, out, NGRAMS, chunk_conversations=300, workers=1)
-    return out
-
-
-@pytest.fixture(scope="module")
-def ngram_trained(ngram_arrays, tmp_path_factory):
-    """Pretraining and two PPO updates: neither may move the idf."""
-    from salesrl_jax.run.config import PPOConfig
-    from salesrl_jax.train.loop import train_and_evaluate
-
-    workdir = tmp_path_factory.mktemp("ngram-model") / "run"
-    config = tiny_config(ngram_arrays, embedder=NGRAMS,
-                         ppo=PPOConfig(updates=2, rows_per_minibatch=256, epochs=1, minibatches=2))
-    config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, epochs=2, input_dropout=0.3))
-    train_and_evaluate(config, workdir, progress=False)
-    return workdir
+BUCKETS, MAX_GRAMS = NGRAM_BUCKETS, NGRAM_MAX_GRAMS
 
 
 def test_hashing_is_deterministic_padded_and_keeps_the_most_frequent_grams():
@@ -135,7 +111,9 @@ def test_the_wide_term_is_fitted_on_the_training_split_and_frozen_in_training(ng
     fit = fit_wide(TurnArrays.open(ngram_arrays), np.asarray(project["idf"][...]), data.valid_fraction,
                    data.split_seed)
     assert model.meta["wide_fit"]["l2"] == fit.l2  # what the run records of its fit
-    assert model.meta["wide_fit"]["valid_log_loss"] == {str(k): v for k, v in fit.valid_log_loss.items()}
+    assert model.meta["wide_fit"]["cv_log_loss"] == {str(k): v for k, v in fit.cv_log_loss.items()}
+    assert model.meta["wide_fit"]["wide_map"] == list(fit.wide_map)
+    np.testing.assert_allclose(np.asarray(project["wide_map"][...]), fit.wide_map, rtol=1e-6)
     # Pretraining and PPO (the fixture runs both) never moved it.
     np.testing.assert_allclose(np.asarray(project["wide"][...]), fit.weights, rtol=1e-6, atol=1e-7)
     assert np.abs(fit.weights).max() > 0

@@ -16,6 +16,7 @@ from salesrl_jax.models.inputs import GramBags, TurnInputs
 from tests.conftest import predict_in_blocks, tiny_model
 
 BUCKETS, K = 512, 6
+WIDE_MAP = (0.2, 0.45, -0.3)  # (alpha, beta, shift): a gain that grows with the turns seen
 LENGTHS = [7, 3, 12, 5, 9, 4, 6, 2, 11, 5]  # 64 rows: blocks of 16 cut conversations
 
 
@@ -26,6 +27,7 @@ def wide_agent(seed: int = 0, **overrides) -> SalesAgent:
     bag = agent.encoder.project
     bag.kernel.value = jax.random.normal(keys[0], (BUCKETS, 16))
     bag.wide.value = 0.3 * jax.random.normal(keys[1], (BUCKETS,))
+    bag.wide_map.value = jnp.asarray(WIDE_MAP, jnp.float32)
     bag.idf.value = jax.random.uniform(keys[2], (BUCKETS,), minval=1.0, maxval=4.0).at[0].set(0.0)
     return agent
 
@@ -43,8 +45,9 @@ def batch(lengths, seed: int = 0) -> tuple[TurnInputs, np.ndarray, np.ndarray]:
                        jnp.ones(n, bool)), ids, counts)
 
 
-def test_the_logit_is_the_deep_logit_plus_the_running_mean_of_the_turns_wide_scores():
-    """logit_t = deep_t + (1/t) sum_{i<=t} sum_j (1 + log c_ij) idf[b_ij] w[b_ij], computed here by hand."""
+def test_the_logit_is_the_deep_logit_plus_the_gained_running_mean_of_the_turns_wide_scores():
+    """logit_t = deep_t + max(alpha + beta log t, 0) (m_t + shift), m_t = (1/t) sum_{i<=t} sum_j (1 + log c_ij)
+    idf[b_ij] w[b_ij], computed here by hand."""
     agent = wide_agent()
     inputs, ids, counts = batch(LENGTHS)
     out = agent.predict(inputs)
@@ -52,8 +55,11 @@ def test_the_logit_is_the_deep_logit_plus_the_running_mean_of_the_turns_wide_sco
     idf, w = np.asarray(bag.idf.value, np.float64), np.asarray(bag.wide.value, np.float64)
     omega = np.sum(np.where(ids > 0, (1 + np.log(counts)) * idf[ids] * w[ids], 0.0), axis=1)
     expected, start = [], 0
+    alpha, beta, shift = WIDE_MAP
     for n in LENGTHS:
-        expected.extend(np.cumsum(omega[start:start + n]) / np.arange(1, n + 1))
+        t = np.arange(1, n + 1)
+        gain = np.maximum(alpha + beta * np.log(t), 0.0)
+        expected.extend(gain * (np.cumsum(omega[start:start + n]) / t + shift))
         start += n
     deep = agent.policy(out.state)[0]  # out.state is the deep state
     assert out.state.shape == (sum(LENGTHS), 16)
@@ -64,6 +70,40 @@ def test_the_logit_is_the_deep_logit_plus_the_running_mean_of_the_turns_wide_sco
         nnx.split(agent.ensemble.heads)[1])
     np.testing.assert_allclose(np.asarray(out.ensemble_logits - members), np.broadcast_to(expected, members.shape),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_training_losses_see_the_deep_model_alone():
+    """`without_wide_term` zeroes the gain: what the supervised loss and PPO train (the wide term's weights were fitted
+    on the training turns, where they are more confident than anywhere else)."""
+    from salesrl_jax.models.bag import without_wide_term
+
+    agent = wide_agent(4)
+    inputs, _, _ = batch(LENGTHS)
+    full = agent.predict(inputs)
+    graphdef, params = nnx.split(agent)
+    deep = without_wide_term(nnx.merge(graphdef, params)).predict(inputs)
+    np.testing.assert_allclose(np.asarray(deep.logit), np.asarray(agent.policy(full.state)[0]), rtol=1e-5, atol=1e-5)
+    assert float(jnp.max(jnp.abs(full.logit - deep.logit))) > 0.1
+    np.testing.assert_array_equal(np.asarray(agent.encoder.project.wide_map.value), np.asarray(WIDE_MAP, np.float32))
+
+
+def test_the_training_loss_ignores_the_wide_term():
+    from salesrl_jax.train.hyperparams import Hyperparams
+    from salesrl_jax.train.supervised import SupervisedBatch, supervised_loss
+    from tests.conftest import tiny_config
+
+    agent = wide_agent(5)
+    inputs, _, _ = batch(LENGTHS)
+    graphdef, params = nnx.split(agent)
+    labels = jnp.asarray(np.repeat(np.arange(len(LENGTHS)) % 2, LENGTHS).astype(np.float32))
+    data = SupervisedBatch(inputs, labels, jnp.ones((sum(LENGTHS), agent.config.ensemble_size)))
+    hp = Hyperparams.pretrain(tiny_config("unused"))
+    key = jax.random.PRNGKey(0)
+    loss, _ = supervised_loss(params, graphdef, data, hp, key)
+    other = wide_agent(5)
+    other.encoder.project.wide.value = -other.encoder.project.wide.value  # another wide term entirely
+    other_loss, _ = supervised_loss(nnx.split(other)[1], graphdef, data, hp, key)
+    assert float(loss) == pytest.approx(float(other_loss), rel=1e-6)
 
 
 def test_a_prediction_reads_only_the_turns_so_far():
@@ -103,9 +143,10 @@ def test_int8_keeps_the_wide_weights_in_float():
     agent = wide_agent(3)
     graphdef, params = nnx.split(agent)
     q_graphdef, q_params = quantize_params(params, agent.config, BUCKETS)
-    wide = nnx.to_pure_dict(q_params)["encoder"]["project"]["wide"]
-    assert wide.dtype == jnp.float32
-    np.testing.assert_array_equal(wide, agent.encoder.project.wide.value)
+    project = nnx.to_pure_dict(q_params)["encoder"]["project"]
+    assert project["wide"].dtype == jnp.float32
+    np.testing.assert_array_equal(project["wide"], agent.encoder.project.wide.value)
+    np.testing.assert_array_equal(project["wide_map"], agent.encoder.project.wide_map.value)
     inputs, _, _ = batch(LENGTHS)
     exact = agent.predict(inputs).prediction
     int8 = nnx.merge(q_graphdef, q_params).predict(inputs).prediction
@@ -150,3 +191,27 @@ def ngram_run_without_wide(tiny_archive, tmp_path_factory):
     del meta["config"]["model"]["wide_text"]
     meta_path.write_text(json.dumps(meta))
     return root / "run"
+
+
+def test_a_run_saved_before_the_wide_terms_gain_loads_with_the_plain_running_mean(ngram_trained, tmp_path):
+    """Runs of session 17 saved the wide weights without ``wide_map``: they load, adding the running mean itself."""
+    from salesrl_jax.arrays import TurnArrays
+    from salesrl_jax.models.bag import IDENTITY_WIDE_MAP, Statistic
+    from salesrl_jax.models.predict import make_predict, predict_arrays
+    from salesrl_jax.run.checkpoints import export_model
+    from salesrl_jax.run.trained_model import TrainedModel
+
+    model = TrainedModel.load(ngram_trained)
+    old = jax.tree.map(lambda x: x, model.params)
+    del old["encoder"]["project"]["wide_map"]
+    meta = {k: v for k, v in model.meta.items() if k != "params_sha256"}
+    export_model(tmp_path / "old", old, meta)
+    loaded = TrainedModel.load(tmp_path / "old")
+    np.testing.assert_array_equal(np.asarray(loaded.params["encoder"]["project"]["wide_map"][...]),
+                                  np.asarray(IDENTITY_WIDE_MAP, np.float32))
+    expected = jax.tree.map(lambda x: x, model.params)
+    expected["encoder"]["project"]["wide_map"] = Statistic(jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32))
+    arrays = TurnArrays.open(model.config.data.train)
+    predict = make_predict(model.graphdef)
+    np.testing.assert_allclose(predict_arrays(predict, loaded.params, arrays, rows=512).prediction,
+                               predict_arrays(predict, expected, arrays, rows=512).prediction, rtol=1e-6)

@@ -1,13 +1,26 @@
-"""The wide term's fit (`salesrl_jax.train.wide_fit`): its running mean, its optimum against scikit-learn's, and
-a fit on real arrays that reads the training split only."""
+"""The wide term's fit (`salesrl_jax.train.wide_fit`): its running mean and whole-dialogue forms, its optimum
+against scikit-learn's, the gain's recovery of a known map, and a fit on real arrays that reads the training split
+only."""
 
 import json
 import shutil
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from salesrl_jax.train.wide_fit import L2_GRID, TurnRows, _fit_one, fit_wide, running_mean_logit, tfidf_slots
+from salesrl_jax.train.wide_fit import (
+    L2_GRID,
+    TurnRows,
+    _fit_weights,
+    conversation_logit,
+    conversation_rows,
+    fit_gain,
+    fit_wide,
+    last_turns,
+    running_mean_logit,
+    tfidf_slots,
+)
 
 BUCKETS, K = 64, 5
 
@@ -45,20 +58,53 @@ def test_running_mean_logit_is_the_mean_over_each_conversations_turns_so_far():
     np.testing.assert_allclose(np.asarray(z), prefix_means(r, idf) @ w + 0.25, rtol=1e-5, atol=1e-5)
 
 
+def test_the_whole_dialogue_logit_is_the_running_logit_at_the_last_turn():
+    r = rows([4, 1, 6, 3, 5])
+    idf = np.linspace(0.5, 3.0, BUCKETS).astype(np.float32)
+    idf[7] = 0.0  # a bucket the fit drops
+    w = np.random.default_rng(1).normal(size=BUCKETS).astype(np.float32)
+    x = tfidf_slots(r, idf)
+    entries = conversation_rows(r, np.asarray(x))
+    assert entries.count == 5 and 7 not in entries.vocab
+    z = conversation_logit(jnp.asarray(w[entries.vocab]), jnp.asarray(0.25), jnp.asarray(entries.conversation),
+                           jnp.asarray(entries.column), jnp.asarray(entries.value), entries.count)
+    running = running_mean_logit(jnp.asarray(w), jnp.asarray(0.25), x, jnp.asarray(r.ids), jnp.asarray(r.starts))
+    np.testing.assert_allclose(np.asarray(z), np.asarray(running)[last_turns(r.starts)], rtol=1e-5, atol=1e-5)
+
+
 def test_the_fit_reaches_scikit_learns_optimum():
     from sklearn.linear_model import LogisticRegression
 
-    r = rows([5, 8, 3, 7, 6, 4, 9, 2, 5, 6] * 6, seed=2)
+    lengths = [5, 8, 3, 7, 6, 4, 9, 2, 5, 6] * 12
+    r = rows(lengths, seed=2)
     idf = np.ones(BUCKETS, np.float32)
     idf[0] = 0.0
     lam = 3e-3
-    w, b = _fit_one((jnp.zeros(BUCKETS), jnp.zeros(())), jnp.asarray(lam), tfidf_slots(r, idf), jnp.asarray(r.ids),
-                    jnp.asarray(r.starts), jnp.asarray(r.labels))
-    X = prefix_means(r, idf)
-    reference = LogisticRegression(C=1.0 / (lam * len(X)), tol=1e-10, max_iter=10_000).fit(X, r.labels)
+    entries = conversation_rows(r, np.asarray(tfidf_slots(r, idf)))
+    y = r.labels[r.starts]
+    w, b = _fit_weights((jnp.zeros(len(entries.vocab)), jnp.zeros(())), jnp.asarray(lam),
+                        jnp.asarray(entries.conversation), jnp.asarray(entries.column), jnp.asarray(entries.value),
+                        jnp.asarray(y), jnp.ones(entries.count), count=entries.count)
+    X = prefix_means(r, idf)[last_turns(r.starts)][:, entries.vocab]
+    reference = LogisticRegression(C=1.0 / (lam * len(X)), tol=1e-10, max_iter=10_000).fit(X, y)
     np.testing.assert_allclose(np.asarray(w), reference.coef_[0], atol=2e-3)
     assert abs(float(b) - reference.intercept_[0]) < 2e-3
     assert np.abs(reference.coef_[0]).max() > 0.05  # not a trivially zero solution
+
+
+def test_the_gain_recovers_a_known_map():
+    """y ~ Bernoulli(sigmoid(d + (alpha + beta log t)(m - mu))): the fit returns (alpha, beta, -mu)."""
+    rng = np.random.default_rng(3)
+    n = 60_000
+    turn = rng.integers(1, 20, n)
+    m = rng.normal(0.4, 1.0, n)
+    z = -0.2 + (0.1 + 0.3 * np.log(turn)) * (m - m.mean())
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
+    (alpha, beta, shift), log_loss = fit_gain(m, turn, y)
+    assert alpha == pytest.approx(0.1, abs=0.04) and beta == pytest.approx(0.3, abs=0.03)
+    assert shift == pytest.approx(-m.mean())
+    assert log_loss < float(np.mean(np.logaddexp(0, np.log(y.mean() / (1 - y.mean()))) - y * np.log(
+        y.mean() / (1 - y.mean()))))  # better than the base rate
 
 
 def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
@@ -74,9 +120,10 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     arrays = TurnArrays.open(tmp_path / "arrays")
     idf = training_idf(arrays, 0.2, 0)
     fit = fit_wide(arrays, idf, 0.2, 0)
-    assert fit.l2 in L2_GRID and set(fit.valid_log_loss) == set(L2_GRID)
-    assert np.all(np.isfinite(list(fit.valid_log_loss.values())))
-    assert np.abs(fit.weights).max() > 0
+    assert fit.l2 in L2_GRID and set(fit.cv_log_loss) == set(L2_GRID)
+    assert np.all(np.isfinite(list(fit.cv_log_loss.values()))) and np.isfinite(fit.gain_log_loss)
+    assert fit.cv_log_loss[fit.l2] == min(fit.cv_log_loss.values())
+    assert np.abs(fit.weights).max() > 0 and fit.wide_map[1] > 0  # the simulator's text carries signal
     # A gram no training conversation shows has idf 0 and so no gradient but the L2's: its weight is exactly 0.
     assert np.all(fit.weights[idf == 0] == 0)
     # The same fit on a copy whose validation conversations' grams are scrambled: the weights do not change.
@@ -96,11 +143,12 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     manifest["parts"][0]["sha256"] = part_digest(ids_path.parent)  # a changed part, declared as such
     (tmp_path / "scrambled" / "manifest.json").write_text(json.dumps(manifest))
     scrambled = TurnArrays.open(tmp_path / "scrambled")
-    np.testing.assert_array_equal(fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,)).weights,
-                                  fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,)).weights)
+    again, scrambled_fit = fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,)), fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,))
+    np.testing.assert_array_equal(scrambled_fit.weights, again.weights)
+    assert scrambled_fit.wide_map == again.wide_map
 
 
-def test_a_run_without_a_validation_split_uses_the_strongest_strength_tried(tiny_archive, tmp_path):
+def test_a_run_without_a_validation_split_still_chooses_its_strength_by_cross_validation(tiny_archive, tmp_path):
     from salesrl_jax.arrays import TurnArrays
     from salesrl_jax.arrays.build import embed_archive
     from salesrl_jax.embed.config import EmbedderConfig
@@ -110,7 +158,7 @@ def test_a_run_without_a_validation_split_uses_the_strongest_strength_tried(tiny
                   chunk_conversations=300, workers=1)
     arrays = TurnArrays.open(tmp_path / "arrays")
     fit = fit_wide(arrays, training_idf(arrays, 0.0, 0), 0.0, 0)
-    assert fit.l2 == L2_GRID[0] and fit.valid_log_loss == {}
+    assert set(fit.cv_log_loss) == set(L2_GRID) and fit.cv_log_loss[fit.l2] == min(fit.cv_log_loss.values())
 
 
 def test_running_sums_restart_per_conversation_and_keep_precision_on_long_arrays():
@@ -131,3 +179,19 @@ def test_running_sums_restart_per_conversation_and_keep_precision_on_long_arrays
     np.testing.assert_allclose(np.asarray(sums), expected, rtol=1e-5, atol=1e-4)
     # The gain is 0 from the first start on (a carried sum does not reach past it), 1 before any start.
     assert np.all(np.asarray(gain)[starts.argmax():] == 0)
+
+
+def test_too_few_training_conversations_fit_no_wide_term(tiny_archive, tmp_path):
+    from salesrl_jax.arrays import TurnArrays
+    from salesrl_jax.arrays.build import embed_archive
+    from salesrl_jax.arrays.subset import write_subset
+    from salesrl_jax.embed.config import EmbedderConfig
+    from salesrl_jax.train.statistics import training_idf
+    from salesrl_jax.train.wide_fit import MIN_FIT_CONVERSATIONS
+
+    embed_archive(tiny_archive, tmp_path / "arrays", EmbedderConfig(kind="ngrams", dim=4096, max_grams=64),
+                  chunk_conversations=300, workers=1)
+    few = write_subset(TurnArrays.open(tmp_path / "arrays"),
+                       lambda part: np.arange(part.num_conversations) < MIN_FIT_CONVERSATIONS // 4, tmp_path / "few")
+    with pytest.warns(UserWarning, match="no wide term"):
+        assert fit_wide(few, training_idf(few, 0.0, 0), 0.0, 0) is None
