@@ -57,7 +57,7 @@ class SalesAgent(nnx.Module):
 
     def split_state(self, state: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         """An encoder state -> (the deep state ``[..., S]`` the heads read, the wide term's logit ``[...]``, 0
-        without one): with `ModelConfig.wide_text` the encoder passes the wide mean on as the last column."""
+        without one): with `ModelConfig.wide_text` the encoder passes the wide logit on as the last column."""
         if not self.encoder.wide:
             return state, jnp.zeros(state.shape[:-1], state.dtype)
         return state[..., :-1], state[..., -1]

@@ -22,7 +22,8 @@ With the wide term (`ModelConfig.wide_text`, sparse n-gram text only) the bag al
     wide_n   = max(alpha + beta log n, 0) ((1 / n) sum_{i<=n} omega_i + shift)
 
 which the heads add to their logits (`SalesAgent.heads`): a whole-dialogue linear model on the turns' raw tf-idf
-vectors beside the deep path (`GramBag.wide_logit`). Its carry is the running sum and count, ``(S, n)_n = (S, n)_{n-1} + (omega_n, 1)``.
+vectors beside the deep path (`GramBag.wide_logit`). Its carry is the running sum and count,
+``(S, n)_n = (S, n)_{n-1} + (omega_n, 1)``.
 
 The pools obey the linear recurrence ``(P, Z)_n = r (P, Z)_{n-1} + b_n`` (reset at a conversation
 start), which gives both forms: the batch form evaluates it for a whole flat batch with
@@ -161,7 +162,8 @@ class StateEncoder(nnx.Module):
 
     def _context(self, u: jnp.ndarray, pools: jnp.ndarray | None, features: jnp.ndarray,
                  wide: jnp.ndarray | None = None) -> jnp.ndarray:
-        """``[u, pooled history, features (, wide mean)]``; ``wide``: the `EncoderCarry.wide` sums at each row."""
+        """``[u, pooled history, features (, wide logit)]``; ``wide``: the `EncoderCarry.wide` sums at each row, read by
+        `GramBag.wide_logit`."""
         parts = [u[..., :self.turn_width]]
         if pools is not None:
             numerator, denominator = pools[..., :-1], pools[..., -1:]
@@ -176,7 +178,7 @@ class StateEncoder(nnx.Module):
         return jnp.concatenate(parts, axis=-1)
 
     def state_input(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
-        """What the state MLP reads: the context ``[..., C]`` (less the wide mean), plus the previous prediction
+        """What the state MLP reads: the context ``[..., C]`` (less the wide logit), plus the previous prediction
         ``[...]`` if fed."""
         if self.wide:
             context = context[..., :-1]
@@ -196,7 +198,7 @@ class StateEncoder(nnx.Module):
 
     def state(self, context: jnp.ndarray, prev_prediction: jnp.ndarray | None = None) -> jnp.ndarray:
         """The state MLP on a context ``[..., C]`` (and the previous prediction ``[...]`` if fed); with the wide term
-        the wide mean is passed on as the state's last column, ``[..., S + 1]`` (`SalesAgent.split_state`)."""
+        the wide logit is passed on as the state's last column, ``[..., S + 1]`` (`SalesAgent.split_state`)."""
         state = self.deep_state(context, prev_prediction)
         return jnp.concatenate([state, context[..., -1:]], axis=-1) if self.wide else state
 

@@ -1,5 +1,5 @@
 """Statistics a model fits from its training split before any gradient step (the n-gram bag's idf, the wide term's
-weights), never from validation or test conversations."""
+weights and gain), never from validation or test conversations."""
 
 from __future__ import annotations
 

@@ -32,10 +32,10 @@ def warm_start_params(fresh: list[nnx.State], source: str | Path, arrays: TurnAr
     """``fresh`` (new runs' initial parameters, one per seed trained together, their statistics already fitted),
     each with every trainable parameter taken from the best checkpoint of the trained run at ``source`` (read once).
 
-    Fitted statistics (`salesrl_jax.models.bag.Statistic`: the n-gram idf, the wide term's weights) keep this
-    run's values: they describe this run's training split, not the source's. The source must have this run's model
-    structure, embedding space and turn features; anything else is refused with the difference named (a parameter
-    from another space would be silently meaningless)."""
+    Fitted statistics (`salesrl_jax.models.bag.Statistic`: the n-gram idf, the wide term's weights and gain) keep
+    this run's values: they describe this run's training split, not the source's. The source must have this run's
+    model structure, embedding space and turn features; anything else is refused with the difference named (a
+    parameter from another space would be silently meaningless)."""
     trained = TrainedModel.load(source)
     trained.require_compatible(arrays.identity, arrays.feature_names, what=f"{arrays.path} (training data)")
     differ = model_difference(trained.config.model, model)

@@ -107,15 +107,6 @@ def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed:
                     np.concatenate([p.starts for p in pieces]), np.concatenate([p.labels for p in pieces]))
 
 
-def last_turns(starts: np.ndarray) -> np.ndarray:
-    """``[N]`` bool: the last turn of each conversation of flat rows whose first turns are ``starts``."""
-    last = np.zeros(len(starts), bool)
-    if len(starts):
-        last[np.flatnonzero(starts)[1:] - 1] = True
-        last[-1] = True
-    return last
-
-
 def running_mean_logit(w: jnp.ndarray, b: jnp.ndarray, x: jnp.ndarray, ids: jnp.ndarray, starts: jnp.ndarray
                        ) -> jnp.ndarray:
     """``m_t = b + (1 / t) sum_{i<=t} x_i . w`` at each of flat rows (``x [N, K]`` the tf-idf weights of the slots

@@ -215,3 +215,16 @@ def test_a_run_saved_before_the_wide_terms_gain_loads_with_the_plain_running_mea
     predict = make_predict(model.graphdef)
     np.testing.assert_allclose(predict_arrays(predict, loaded.params, arrays, rows=512).prediction,
                                predict_arrays(predict, expected, arrays, rows=512).prediction, rtol=1e-6)
+
+
+def test_recalibration_scales_the_wide_gain_and_refuses_a_slope_that_would_switch_it_off():
+    from salesrl_jax.eval.calibration import PlattScaling, recalibrated_params
+
+    agent = wide_agent(6)
+    inputs, _, _ = batch(LENGTHS)
+    graphdef, params = nnx.split(agent)
+    before = agent.predict(inputs).logit
+    scaled = nnx.merge(graphdef, recalibrated_params(params, agent.config, PlattScaling(0.5, 0.2))).predict(inputs)
+    np.testing.assert_allclose(np.asarray(scaled.logit), 0.5 * np.asarray(before) + 0.2, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="wide term off"):
+        recalibrated_params(params, agent.config, PlattScaling(-0.5, 0.0))

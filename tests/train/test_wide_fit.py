@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from salesrl_jax.train.supervised import last_turns
 from salesrl_jax.train.wide_fit import (
     L2_GRID,
     TurnRows,
@@ -17,7 +18,6 @@ from salesrl_jax.train.wide_fit import (
     conversation_rows,
     fit_gain,
     fit_wide,
-    last_turns,
     running_mean_logit,
     tfidf_slots,
 )
@@ -69,7 +69,8 @@ def test_the_whole_dialogue_logit_is_the_running_logit_at_the_last_turn():
     z = conversation_logit(jnp.asarray(w[entries.vocab]), jnp.asarray(0.25), jnp.asarray(entries.conversation),
                            jnp.asarray(entries.column), jnp.asarray(entries.value), entries.count)
     running = running_mean_logit(jnp.asarray(w), jnp.asarray(0.25), x, jnp.asarray(r.ids), jnp.asarray(r.starts))
-    np.testing.assert_allclose(np.asarray(z), np.asarray(running)[last_turns(r.starts)], rtol=1e-5, atol=1e-5)
+    last = np.asarray(last_turns(jnp.asarray(r.starts), jnp.ones(len(r.starts), bool)))
+    np.testing.assert_allclose(np.asarray(z), np.asarray(running)[last], rtol=1e-5, atol=1e-5)
 
 
 def test_the_fit_reaches_scikit_learns_optimum():
@@ -85,7 +86,8 @@ def test_the_fit_reaches_scikit_learns_optimum():
     w, b = _fit_weights((jnp.zeros(len(entries.vocab)), jnp.zeros(())), jnp.asarray(lam),
                         jnp.asarray(entries.conversation), jnp.asarray(entries.column), jnp.asarray(entries.value),
                         jnp.asarray(y), jnp.ones(entries.count), count=entries.count)
-    X = prefix_means(r, idf)[last_turns(r.starts)][:, entries.vocab]
+    last = np.asarray(last_turns(jnp.asarray(r.starts), jnp.ones(len(r.starts), bool)))
+    X = prefix_means(r, idf)[last][:, entries.vocab]
     reference = LogisticRegression(C=1.0 / (lam * len(X)), tol=1e-10, max_iter=10_000).fit(X, y)
     np.testing.assert_allclose(np.asarray(w), reference.coef_[0], atol=2e-3)
     assert abs(float(b) - reference.intercept_[0]) < 2e-3
@@ -143,7 +145,8 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     manifest["parts"][0]["sha256"] = part_digest(ids_path.parent)  # a changed part, declared as such
     (tmp_path / "scrambled" / "manifest.json").write_text(json.dumps(manifest))
     scrambled = TurnArrays.open(tmp_path / "scrambled")
-    again, scrambled_fit = fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,)), fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,))
+    again = fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,))
+    scrambled_fit = fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,))
     np.testing.assert_array_equal(scrambled_fit.weights, again.weights)
     assert scrambled_fit.wide_map == again.wide_map
 
