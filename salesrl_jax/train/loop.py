@@ -297,7 +297,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     # --- model, optimizers, and where each run stands ---------------------------------------------
     graphdef, _ = create_agent(config.model, arrays.dim, config.seed, sparse_text=arrays.sparse, abstract=True)
     untrained = [create_agent(config.model, arrays.dim, seed, sparse_text=arrays.sparse)[1] for seed in seeds]
-    initial, fitted = fit_statistics(graphdef, untrained, arrays, data.valid_fraction, data.split_seed)  # train split
+    # Fitted on the train split; the offsets: the wide term's out-of-fold logit of each training turn.
+    initial, fitted, offsets = fit_statistics(graphdef, untrained, arrays, data.valid_fraction, data.split_seed)
     warm_source = None
     if config.init_from is not None:  # every member starts from the same trained run (its seed still sets the order)
         initial, warm_source = warm_start_params(initial, config.init_from, arrays, config.model)
@@ -351,7 +352,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                                        first, seed) for first, seed in zip(first_epochs, seeds)]
             phase = Pretraining(arrays, train_chunk, members.stack([Hyperparams.pretrain(c) for c in configs]),
                                 pre.rows_per_minibatch, pre.chunk_minibatches, pre.epochs, plans=plans,
-                                heads=heads, placement=placement, patience=pre.patience)
+                                heads=heads, placement=placement, patience=pre.patience,
+                                offsets=offsets)
             done = phase.run(members, state, position)
             throughput.update(done.throughput)
             if done.stopped:

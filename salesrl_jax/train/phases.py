@@ -38,13 +38,16 @@ class TrainingDiverged(RuntimeError):
 
 
 def supervised_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0,
-                     placement: Placement | None = None) -> SupervisedBatch:
+                     placement: Placement | None = None, offsets: np.ndarray | None = None) -> SupervisedBatch:
     """The device batch of packed minibatches from ``part``, with the ``heads`` ensemble heads' bootstrap weights
     of the run ``seed`` (`salesrl_jax.train.bootstrap`); on ``placement``'s mesh when given (``host`` then holds
     this process's slices of each minibatch)."""
     inputs = TurnInputs.from_packed(host, segments=placement.segments if placement else 1)
     weights = bootstrap_weights(seed, part, conversation_first_rows(host.index, host.starts), heads)
-    batch = SupervisedBatch(inputs, host.labels, weights)
+    offset = None
+    if offsets is not None:
+        offset = np.where(host.index >= 0, offsets[np.maximum(host.index, 0)], np.nan).astype(np.float32)
+    batch = SupervisedBatch(inputs, host.labels, weights, offset)
     return placement.put_batch(batch) if placement else jax.tree.map(jnp.asarray, batch)
 
 
@@ -259,16 +262,18 @@ class Pretraining(Phase):
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
                  epochs: int, plans: list[Callable[[int], list[batch_lib.ChunkPlan]]], heads: int = 0,
-                 placement: Placement | None = None, patience: int = 0):
+                 placement: Placement | None = None, patience: int = 0, offsets: dict | None = None):
         super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, heads=heads,
                          placement=placement, patience=patience)
         self._plans = plans  # per member: epoch -> its chunks
+        self._offsets = offsets  # part -> the wide term's out-of-fold logit of each training turn (None: none)
 
     def plan(self, period, member):
         return self._plans[member](period)
 
     def to_batch(self, host, part, seed):
-        return supervised_batch(host, part, seed, self.heads, self.placement)
+        offsets = None if self._offsets is None else self._offsets.get(part)
+        return supervised_batch(host, part, seed, self.heads, self.placement, offsets)
 
     def cursor(self, position):
         return position.epoch, position.chunk

@@ -34,6 +34,7 @@ def training_idf(arrays: TurnArrays, valid_fraction: float, split_seed: int) -> 
 class FittedStatistics(NamedTuple):
     params: list[nnx.State]  # the members' initial parameters, statistics set
     report: dict  # what a run records of the fits in its checkpoint meta (empty when nothing was fitted)
+    offsets: dict | None = None  # the wide term's out-of-fold logit of each training turn (`WideFit.offsets`)
 
 
 def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: TurnArrays, valid_fraction: float,
@@ -46,13 +47,13 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
     if not arrays.sparse or not agents or not hasattr(agents[0].encoder.project, "idf"):  # dense, or features only
         return FittedStatistics(members, {})
     idf = training_idf(arrays, valid_fraction, split_seed)
-    wide, report = None, {}
+    wide, report, offsets = None, {}, None
     if agents[0].encoder.wide:
         from salesrl_jax.train.wide_fit import fit_wide
 
         fit = fit_wide(arrays, idf, valid_fraction, split_seed)
         if fit is not None:
-            wide = jnp.asarray(fit.weights)
+            wide, offsets = jnp.asarray(fit.weights), fit.offsets
             report["wide_fit"] = {"l2": fit.l2, "cv_log_loss": {str(k): v for k, v in fit.cv_log_loss.items()},
                                   "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,
                                   "nonzero_weights": int(np.count_nonzero(fit.weights))}
@@ -61,4 +62,4 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
         if wide is not None:
             agent.encoder.project.wide.value = wide
             agent.encoder.project.wide_map.value = jnp.asarray(fit.wide_map, jnp.float32)
-    return FittedStatistics([nnx.split(agent)[1] for agent in agents], report)
+    return FittedStatistics([nnx.split(agent)[1] for agent in agents], report, offsets)

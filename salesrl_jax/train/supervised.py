@@ -4,11 +4,12 @@ For turn ``t`` of a conversation with outcome ``y``, the policy mean logit ``z_t
 
     L_policy = sum_t v_t BCE(z_t, y) / sum_t v_t,     BCE(z, y) = softplus(z) - y z
 
-(``v_t`` masks padding), whose minimiser is ``sigmoid(z_t) = P(y = 1 | turns 1..t)``: calibrated
-probabilities at every turn. Each ensemble head ``k`` minimises the same loss under Bayesian
-bootstrap weights ``w_{k,c} ~ Exp(1)`` per conversation ``c`` (Rubin, 1981), fixed for the run
-(`salesrl_jax.train.bootstrap`), so the heads disagree where the data are thin: that disagreement is
-the uncertainty signal.
+(``v_t`` masks padding), whose minimiser is ``sigmoid(z_t) = P(y = 1 | turns 1..t)``: calibrated probabilities at
+every turn. With an n-gram model's wide term, ``z_t`` is the deep heads' logit plus the wide term's out-of-fold
+logit of that training turn (``SupervisedBatch.offset``, `salesrl_jax.train.wide_fit`). Each ensemble head ``k``
+minimises the same loss under Bayesian bootstrap weights ``w_{k,c} ~ Exp(1)`` per conversation ``c`` (Rubin, 1981),
+fixed for the run (`salesrl_jax.train.bootstrap`), so the heads disagree where the data are thin: that disagreement
+is the uncertainty signal.
 
 A chunk of minibatches is one `jax.lax.scan`; a minibatch without any valid row (the padding at
 an epoch's end) leaves the state untouched.
@@ -38,6 +39,7 @@ class SupervisedBatch(NamedTuple):
     inputs: TurnInputs
     labels: jnp.ndarray  # [N] float32
     bootstrap: jnp.ndarray  # [N, K] float32: the ensemble heads' weights of each row's conversation
+    offset: jnp.ndarray | None = None  # [N] float32: the wide term's out-of-fold logit of each row (NaN: none)
 
 
 class SupervisedMetrics(NamedTuple):
@@ -86,7 +88,7 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
     """Per-turn cross-entropy of the policy mean against the outcome (+ the ensemble heads' bootstrap-weighted
     cross-entropy). ``input_dropout`` (static) applies `drop_inputs` at rate ``hp.input_dropout``."""
     chex.assert_rank([batch.labels, batch.bootstrap], [1, 2])
-    agent = without_wide_term(nnx.merge(graphdef, params))  # the deep model learns alone (salesrl_jax.models.bag)
+    agent = without_wide_term(nnx.merge(graphdef, params))  # the deep heads; the offset stands in for the wide term
     if input_dropout:
         batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, key))
     valid = batch.inputs.valid.astype(jnp.float32)
@@ -97,6 +99,8 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
         first = agent(batch.inputs, jnp.full(batch.labels.shape, 0.5))
         prev = jax.lax.stop_gradient(previous_predictions(first.prediction, batch.inputs.starts))
     out = agent(batch.inputs, prev)
+    offset = 0.0 if batch.offset is None else jnp.where(jnp.isnan(batch.offset), 0.0, batch.offset)
+    out = out.replace(logit=out.logit + offset, ensemble_logits=out.ensemble_logits + offset)
     policy_bce = masked_mean(optax.sigmoid_binary_cross_entropy(out.logit, batch.labels), weight)
     ensemble_bce = jnp.zeros(())
     k = out.ensemble_logits.shape[0]

@@ -18,15 +18,17 @@ outcome ``y_c``:
    ``wide_map = (alpha, beta, -mu)`` with the full-data weights: ``d`` is dropped, the deep heads have their own
    base rate.
 
-The deep model then trains with the term off and is scored with it on (`salesrl_jax.models.bag.without_wide_term`):
-both parts are fitted on the training split, and how much the linear part is worth was measured on turns its
-weights never saw.
+3. **Offsets.** The deep model trains with the term off (`salesrl_jax.models.bag.without_wide_term`), its loss
+   adding at each training turn ``max(alpha + beta log t, 0) (m_t - mu)`` from that turn's out-of-fold ``m_t``
+   (`WideFit.offsets`; the full weights for a training conversation beyond `MAX_FIT_CONVERSATIONS`, which no fit
+   saw). So the deep heads learn what the linear model misses on turns it did not fit; everywhere else they are
+   scored beside the full-data weights.
 
-Measured with `salesrl crossval` (docs/benchmarks.md, session 18), last-turn AUC. Session 17's form, an every-turn
-fit at a fixed strong L2 added to the logits in training too: PersuasionForGood 0.677, CaSiNo 0.638. The linear model
-alone, whole-dialogue against every-turn: 0.698 against 0.667 (PersuasionForGood). Weighed against the deep model
-on the inner validation split instead (two weights on 150-180 conversations): 0.680, the weights swinging from
--0.19 to +0.43 between folds.
+Measured with `salesrl crossval` (docs/benchmarks.md, sessions 18-19), last-turn AUC. Session 17's form, an
+every-turn fit at a fixed strong L2 added to the logits in training too: PersuasionForGood 0.677, CaSiNo 0.638. The
+linear model alone, whole-dialogue against every-turn: 0.698 against 0.667 (PersuasionForGood). Weighed against the
+deep model on the inner validation split instead (two weights on 150-180 conversations): 0.680, the weights swinging
+from -0.19 to +0.43 between folds.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class TurnRows:
     counts: np.ndarray  # [N, K] float32 counts
     starts: np.ndarray  # [N] bool: first turn of its conversation
     labels: np.ndarray  # [N] float32: the conversation's outcome
+    source: tuple = ()  # (part number, the rows' indices in that part [n]) per piece, in row order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,21 +81,32 @@ class WideFit:
     l2: float  # the chosen lam
     cv_log_loss: dict[float, float]  # lam -> cross-validated log loss at the conversations' last turns
     gain_log_loss: float  # the out-of-fold running logits' log loss over every training turn, with the gain
+    offsets: dict | None = None  # part number -> [turns of the part] float32: each training turn's out-of-fold
+    # wide logit, gain included (NaN for turns no fold held out, and outside the training split)
+
+
+def part_rows(part, chosen: np.ndarray, number: int) -> TurnRows:
+    """The turns of conversations ``chosen`` (indices) of ``part``, part number ``number``."""
+    offsets = np.asarray(part.offsets)
+    where = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen])
+    part = part.select(chosen)
+    starts = np.zeros(part.num_turns, bool)
+    starts[np.asarray(part.offsets[:-1])] = True
+    return TurnRows(np.asarray(part.gram_ids, np.int32), np.asarray(part.gram_counts, np.float32), starts,
+                    np.repeat(np.asarray(part.outcome), part.lengths).astype(np.float32), ((number, where),))
 
 
 def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed: int,
-              max_conversations: int = MAX_FIT_CONVERSATIONS) -> TurnRows | None:
-    """The turns of ``split``'s labelled conversations of sparse ``arrays`` (at most ``max_conversations``)."""
+              max_conversations: int | None = None) -> TurnRows | None:
+    """The turns of ``split``'s labelled conversations of sparse ``arrays`` (at most ``max_conversations``, by default
+    `MAX_FIT_CONVERSATIONS`)."""
+    max_conversations = MAX_FIT_CONVERSATIONS if max_conversations is None else max_conversations
     pieces, taken = [], 0
-    for part in arrays.iter_parts():
+    for number, part in enumerate(arrays.iter_parts()):
         chosen = split_conversations(part, split, valid_fraction, split_seed)[:max_conversations - taken]
         if not len(chosen):
             continue
-        part = part.select(chosen)
-        starts = np.zeros(part.num_turns, bool)
-        starts[np.asarray(part.offsets[:-1])] = True
-        pieces.append(TurnRows(np.asarray(part.gram_ids, np.int32), np.asarray(part.gram_counts, np.float32), starts,
-                               np.repeat(np.asarray(part.outcome), part.lengths).astype(np.float32)))
+        pieces.append(part_rows(part, chosen, number))
         taken += len(chosen)
         if taken >= max_conversations:
             break
@@ -104,7 +118,21 @@ def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed:
         return np.pad(x, ((0, 0), (0, width - x.shape[1])))
 
     return TurnRows(np.concatenate([padded(p.ids) for p in pieces]), np.concatenate([padded(p.counts) for p in pieces]),
-                    np.concatenate([p.starts for p in pieces]), np.concatenate([p.labels for p in pieces]))
+                    np.concatenate([p.starts for p in pieces]), np.concatenate([p.labels for p in pieces]),
+                    tuple(piece for p in pieces for piece in p.source))
+
+
+def turn_numbers(starts: np.ndarray) -> np.ndarray:
+    """``t [N]``, counting from 1 within each conversation of flat rows."""
+    first = np.flatnonzero(starts)
+    return np.arange(len(starts)) - first[np.cumsum(starts) - 1] + 1
+
+
+def gained(m: np.ndarray, turn: np.ndarray, wide_map: tuple[float, float, float]) -> np.ndarray:
+    """``max(alpha + beta log t, 0) (m + shift)``: the wide logit the heads add, from running logits ``m`` that
+    include no intercept (`GramBag.wide_logit`)."""
+    alpha, beta, shift = wide_map
+    return np.maximum(alpha + beta * np.log(turn), 0.0) * (m + shift)
 
 
 def running_mean_logit(w: jnp.ndarray, b: jnp.ndarray, x: jnp.ndarray, ids: jnp.ndarray, starts: jnp.ndarray
@@ -253,9 +281,33 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     for k in usable:
         rows = fold[row_conversation] == k
         m[rows] = np.asarray(running_mean_logit(*full(fold_fits[k][grid.index(chosen)]), x, ids, starts))[rows]
-    turn = np.arange(len(m)) - np.flatnonzero(train.starts)[row_conversation] + 1
+    turn = turn_numbers(train.starts)
     wide_map, gain_log_loss = fit_gain(m, turn, train.labels)
-    alpha, beta, shift = wide_map
     # m above includes the fitted intercept b; the model's running mean does not: fold b into the shift.
-    wide_map = (alpha, beta, shift + float(weights[1]))
-    return WideFit(np.asarray(weights[0], np.float32), wide_map, chosen, held_out, gain_log_loss)
+    wide_map = (wide_map[0], wide_map[1], wide_map[2] + float(weights[1]))
+    offsets = training_offsets(arrays, train, gained(m - float(weights[1]), turn, wide_map), weights, idf,
+                               wide_map, valid_fraction, split_seed)
+    return WideFit(np.asarray(weights[0], np.float32), wide_map, chosen, held_out, gain_log_loss, offsets)
+
+
+def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, weights: tuple, idf: np.ndarray,
+                     wide_map: tuple, valid_fraction: float, split_seed: int) -> dict[int, np.ndarray]:
+    """Part number -> ``[turns of the part]`` float32: the wide logit the deep model trains beside at each training
+    turn (NaN elsewhere). ``logit`` holds those of the ``fitted`` rows (out of fold); a training conversation beyond
+    `MAX_FIT_CONVERSATIONS`, which no fit saw, is read with the full weights."""
+    offsets: dict[int, np.ndarray] = {}
+    for number, where in fitted.source:
+        target = offsets.setdefault(number, np.full(arrays.part(number).num_turns, np.nan, np.float32))
+        target[where], logit = logit[:len(where)], logit[len(where):]
+    w, b = weights
+    for number, part in enumerate(arrays.iter_parts()):
+        chosen = split_conversations(part, "train", valid_fraction, split_seed)
+        target = offsets.setdefault(number, np.full(part.num_turns, np.nan, np.float32))
+        rest = chosen[np.isnan(target[np.asarray(part.offsets)[chosen]])] if len(chosen) else chosen
+        if not len(rest):
+            continue
+        rows = part_rows(part, rest, number)
+        m = np.asarray(running_mean_logit(w, jnp.zeros(()), tfidf_slots(rows, idf), jnp.asarray(rows.ids),
+                                          jnp.asarray(rows.starts)))
+        target[rows.source[0][1]] = gained(m, turn_numbers(rows.starts), wide_map)
+    return offsets

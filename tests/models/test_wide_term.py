@@ -228,3 +228,35 @@ def test_recalibration_scales_the_wide_gain_and_refuses_a_slope_that_would_switc
     np.testing.assert_allclose(np.asarray(scaled.logit), 0.5 * np.asarray(before) + 0.2, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="wide term off"):
         recalibrated_params(params, agent.config, PlattScaling(-0.5, 0.0))
+
+
+def test_the_training_loss_adds_each_turns_offset_to_the_deep_logits():
+    """With ``SupervisedBatch.offset`` (the wide term's out-of-fold logit of each training turn) the policy's loss is
+    the cross-entropy of deep + offset, the heads' too; a NaN offset (a turn without one) adds 0."""
+    import optax
+
+    from salesrl_jax.models.bag import without_wide_term
+    from salesrl_jax.train.hyperparams import Hyperparams
+    from salesrl_jax.train.supervised import SupervisedBatch, supervised_loss
+    from tests.conftest import tiny_config
+
+    agent = wide_agent(6)
+    inputs, _, _ = batch(LENGTHS)
+    graphdef, params = nnx.split(agent)
+    n = sum(LENGTHS)
+    labels = jnp.asarray(np.repeat(np.arange(len(LENGTHS)) % 2, LENGTHS).astype(np.float32))
+    offset = np.random.default_rng(3).normal(0.0, 1.5, n).astype(np.float32)
+    offset[::7] = np.nan
+    heads = agent.config.ensemble_size
+    data = SupervisedBatch(inputs, labels, jnp.ones((n, heads)), jnp.asarray(offset))
+    hp = Hyperparams.pretrain(tiny_config("unused")).replace(last_turn_share=jnp.asarray(0.0))
+    _, metrics = supervised_loss(params, graphdef, data, hp, jax.random.PRNGKey(0))
+    deep = without_wide_term(nnx.merge(graphdef, params)).predict(inputs)
+    added = np.nan_to_num(offset, nan=0.0)
+    expected = optax.sigmoid_binary_cross_entropy(deep.logit + added, labels).mean()
+    assert float(metrics.policy_bce) == pytest.approx(float(expected), rel=1e-5)
+    heads_expected = optax.sigmoid_binary_cross_entropy(deep.ensemble_logits + added, labels[None]).mean()
+    assert float(metrics.ensemble_bce) == pytest.approx(float(heads_expected), rel=1e-5)
+    # Without offsets the loss is the deep model's alone, and differs.
+    _, plain = supervised_loss(params, graphdef, data._replace(offset=None), hp, jax.random.PRNGKey(0))
+    assert abs(float(plain.policy_bce) - float(expected)) > 1e-3

@@ -149,6 +149,49 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     scrambled_fit = fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,))
     np.testing.assert_array_equal(scrambled_fit.weights, again.weights)
     assert scrambled_fit.wide_map == again.wide_map
+    np.testing.assert_array_equal(scrambled_fit.offsets[0], again.offsets[0])  # NaN where the validation rows are
+
+
+def test_the_offsets_cover_the_training_turns_and_read_an_unfitted_conversation_with_the_full_weights(
+        tiny_archive, tmp_path, monkeypatch):
+    """`WideFit.offsets`: a value at every training turn and NaN elsewhere; out of fold for the conversations the fit
+    read (they differ from the full weights' logits there), and for those beyond `MAX_FIT_CONVERSATIONS` the logit
+    the model itself adds, ``max(alpha + beta log t, 0) (m_t + shift)`` with the full weights, computed by hand."""
+    from salesrl_jax.arrays import TurnArrays
+    from salesrl_jax.arrays.build import embed_archive
+    from salesrl_jax.arrays.split import split_conversations
+    from salesrl_jax.embed.config import EmbedderConfig
+    from salesrl_jax.train import wide_fit
+    from salesrl_jax.train.statistics import training_idf
+
+    embed_archive(tiny_archive, tmp_path / "arrays", EmbedderConfig(kind="ngrams", dim=4096, max_grams=64),
+                  chunk_conversations=300, workers=1)
+    arrays = TurnArrays.open(tmp_path / "arrays")
+    part = arrays.part(0)
+    train = split_conversations(part, "train", 0.2, 0)
+    cap = len(train) - 20
+    monkeypatch.setattr(wide_fit, "MAX_FIT_CONVERSATIONS", cap)
+    idf = training_idf(arrays, 0.2, 0)
+    fit = fit_wide(arrays, idf, 0.2, 0, grid=(3e-3,))
+    offsets, bounds = fit.offsets[0], np.asarray(part.offsets)
+    in_train = np.zeros(part.num_turns, bool)
+    for c in train:
+        in_train[bounds[c]:bounds[c + 1]] = True
+    assert np.all(np.isfinite(offsets[in_train])) and np.all(np.isnan(offsets[~in_train]))
+    alpha, beta, shift = fit.wide_map
+    ids, counts = np.asarray(part.gram_ids), np.asarray(part.gram_counts).astype(np.float64)
+    x = np.where(ids > 0, (1 + np.log(np.maximum(counts, 1))) * idf[ids], 0.0)
+    omega = np.sum(x * fit.weights[ids], axis=1)
+
+    def by_hand(c):
+        t = np.arange(1, bounds[c + 1] - bounds[c] + 1)
+        return np.maximum(alpha + beta * np.log(t), 0.0) * (np.cumsum(omega[bounds[c]:bounds[c + 1]]) / t + shift)
+
+    for c in train[cap:]:  # beyond the cap: no fit read them
+        np.testing.assert_allclose(offsets[bounds[c]:bounds[c + 1]], by_hand(c), rtol=1e-4, atol=1e-4)
+    fitted = np.concatenate([offsets[bounds[c]:bounds[c + 1]] for c in train[:cap]])
+    in_sample = np.concatenate([by_hand(c) for c in train[:cap]])
+    assert np.abs(fitted - in_sample).mean() > 0.05  # out of fold, not the full weights' in-sample logits
 
 
 def test_a_run_without_a_validation_split_still_chooses_its_strength_by_cross_validation(tiny_archive, tmp_path):
