@@ -378,7 +378,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             phase = PPOFinetuning(arrays, update, members.stack([Hyperparams.ppo(c) for c in configs]),
                                   ppo.rows_per_minibatch, ppo.minibatches,
                                   schedules, validate_every=config.checkpoint_every, heads=heads,
-                                  placement=placement, patience=ppo.patience)
+                                  placement=placement, patience=ppo.patience, offsets=offsets)
             done = phase.run(members, state, position)
             throughput.update(done.throughput)
             if done.stopped:

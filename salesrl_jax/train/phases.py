@@ -52,9 +52,9 @@ def supervised_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, 
 
 
 def ppo_batch(host: batch_lib.PackedBatch, part: int = 0, seed: int = 0, heads: int = 0,
-              placement: Placement | None = None) -> PPOBatch:
-    supervised = supervised_batch(host, part, seed, heads, placement)
-    return PPOBatch(supervised.inputs, supervised.labels, supervised.bootstrap)
+              placement: Placement | None = None, offsets: np.ndarray | None = None) -> PPOBatch:
+    supervised = supervised_batch(host, part, seed, heads, placement, offsets)
+    return PPOBatch(supervised.inputs, supervised.labels, supervised.bootstrap, supervised.offset)
 
 
 def require_finite(values: dict[str, np.ndarray], where: str) -> None:
@@ -317,16 +317,18 @@ class PPOFinetuning(Phase):
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
                  schedules: list[list[batch_lib.ChunkPlan]], validate_every: int, heads: int = 0,
-                 placement: Placement | None = None, patience: int = 0):
+                 placement: Placement | None = None, patience: int = 0, offsets: dict | None = None):
         super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every,
                          heads=heads, placement=placement, patience=patience)
         self.schedules = schedules  # per member
+        self._offsets = offsets  # as in `Pretraining`
 
     def plan(self, period, member):
         return self.schedules[member]
 
     def to_batch(self, host, part, seed):
-        return ppo_batch(host, part, seed, self.heads, self.placement)
+        offsets = None if self._offsets is None else self._offsets.get(part)
+        return ppo_batch(host, part, seed, self.heads, self.placement, offsets)
 
     def cursor(self, position):
         return 0, position.update

@@ -107,6 +107,7 @@ class PPOBatch(NamedTuple):
     inputs: TurnInputs  # leaves [M, rows, ...]
     labels: jnp.ndarray  # [M, rows] outcome of each row's conversation
     bootstrap: jnp.ndarray  # [M, rows, K] the ensemble heads' weights of each row's conversation (as in pretraining)
+    offset: jnp.ndarray | None = None  # [M, rows] the wide term's out-of-fold logit of each row (NaN: none), as there
 
 
 class Rollout(NamedTuple):
@@ -164,6 +165,12 @@ def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ..
     return agent.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
 
 
+def added_offset(offset: jnp.ndarray | None) -> jnp.ndarray | float:
+    """What a training logit adds for an n-gram model's wide term (`salesrl_jax.train.supervised`): the row's
+    out-of-fold wide logit, 0 where it has none (NaN) or the batch carries none."""
+    return 0.0 if offset is None else jnp.where(jnp.isnan(offset), 0.0, offset)
+
+
 def _flatten(batch: PPOBatch) -> tuple[TurnInputs, jnp.ndarray]:
     """``[M, rows]`` minibatches as one flat sequence of ``M x segments`` independent slices."""
     m, rows = batch.labels.shape
@@ -176,6 +183,8 @@ def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarra
     shape = batch.labels.shape
     inputs, labels = _flatten(batch)
     state, logit, concentration, prev = _policy_pass(agent, inputs)
+    # The wide term's out-of-fold logit, as in pretraining (a fed-back previous prediction reads the deep heads').
+    logit = logit + added_offset(None if batch.offset is None else batch.offset.reshape(-1))
     policy = beta_policy(logit, concentration)
     action = jnp.clip(policy.sample(seed=key), ACTION_EPS, 1.0 - ACTION_EPS)
     log_prob = policy.log_prob(action)
@@ -188,15 +197,18 @@ def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarra
 
 
 def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labels: jnp.ndarray,
-             bootstrap: jnp.ndarray, roll: Rollout, hp: Hyperparams) -> tuple[jnp.ndarray, PPOMetrics]:
+             bootstrap: jnp.ndarray, roll: Rollout, hp: Hyperparams, offset: jnp.ndarray | None = None
+             ) -> tuple[jnp.ndarray, PPOMetrics]:
     """Clipped surrogate + value loss - entropy bonus (+ the ensemble heads' cross-entropy on a frozen state),
-    for one packed minibatch of ``[rows]`` turns."""
+    for one packed minibatch of ``[rows]`` turns; ``offset [rows]``: the wide term's out-of-fold logits
+    (`PPOBatch.offset`), added to the policy's and the heads' logits."""
     chex.assert_rank(labels, 1)
-    agent = without_wide_term(nnx.merge(graphdef, params))  # the deep model learns alone (salesrl_jax.models.bag)
+    agent = without_wide_term(nnx.merge(graphdef, params))  # the deep heads; the offset stands in for the wide term
     valid = inputs.valid.astype(jnp.float32)
     context = agent.encoder.context(inputs)
     state = agent.encoder.state(context, roll.prev_prediction if agent.config.feed_prediction else None)
     logit, concentration = agent.policy_head(state)
+    logit = logit + added_offset(offset)
     policy = beta_policy(logit, concentration)
     log_prob = policy.log_prob(roll.action)
     mean_adv = masked_mean(roll.advantage, valid)
@@ -207,7 +219,7 @@ def ppo_loss(params: nnx.State, graphdef: nnx.GraphDef, inputs: TurnInputs, labe
     entropy = masked_mean(policy.entropy(), valid)
     ensemble_bce = jnp.zeros(())
     if agent.config.ensemble_size:
-        logits = agent.ensemble_head(jax.lax.stop_gradient(state))
+        logits = agent.ensemble_head(jax.lax.stop_gradient(state)) + added_offset(offset)
         bce = optax.sigmoid_binary_cross_entropy(logits, jnp.broadcast_to(labels, logits.shape))
         ensemble_bce = jnp.mean(jax.vmap(masked_mean)(bce, bootstrap.T * valid))
     loss = policy_loss + hp.value_coef * value_loss - hp.entropy_coef * entropy + hp.ensemble_weight * ensemble_bce
@@ -237,7 +249,7 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                 take = lambda x: x[index]  # noqa: E731
                 (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch.inputs),
                                               batch.labels[index], batch.bootstrap[index], jax.tree.map(take, roll),
-                                              hp)
+                                              hp, None if batch.offset is None else batch.offset[index])
                 updates, new_opt_state = optimizer.update(grads, opt_state, params)
                 new_params = optax.apply_updates(params, updates)
                 # An all-padding minibatch (a part's last, short batch) must not move the optimizer.

@@ -260,3 +260,34 @@ def test_the_training_loss_adds_each_turns_offset_to_the_deep_logits():
     # Without offsets the loss is the deep model's alone, and differs.
     _, plain = supervised_loss(params, graphdef, data._replace(offset=None), hp, jax.random.PRNGKey(0))
     assert abs(float(plain.policy_bce) - float(expected)) > 1e-3
+
+
+def test_ppo_acts_and_learns_on_the_deep_logits_plus_each_rows_offset():
+    """PPO (on by default for large sets) trains the deep heads beside the same out-of-fold offsets as pretraining:
+    the rollout's estimate is sigmoid(deep + offset), and the loss's policy reads deep + offset too (a zero
+    importance ratio: the log-probabilities of the rollout's own actions match)."""
+    from salesrl_jax.models.bag import without_wide_term
+    from salesrl_jax.train.hyperparams import Hyperparams
+    from salesrl_jax.train.ppo import PPOBatch, ppo_loss, rollout
+    from tests.conftest import tiny_config
+
+    agent = wide_agent(7)
+    inputs, _, _ = batch(LENGTHS)
+    graphdef, params = nnx.split(agent)
+    n = sum(LENGTHS)
+    labels = np.repeat(np.arange(len(LENGTHS)) % 2, LENGTHS).astype(np.float32)
+    offset = np.random.default_rng(8).normal(0.0, 1.5, n).astype(np.float32)
+    offset[::5] = np.nan
+    heads = agent.config.ensemble_size
+    one = jax.tree.map(lambda x: x[None], inputs)  # one minibatch
+    ppo = PPOBatch(one, jnp.asarray(labels[None]), jnp.ones((1, n, heads)), jnp.asarray(offset[None]))
+    hp = Hyperparams.ppo(tiny_config("unused"))
+    deep = without_wide_term(nnx.merge(graphdef, params))
+    roll = rollout(deep, ppo, hp, jax.random.PRNGKey(1), "brier")
+    expected = jax.nn.sigmoid(deep.predict(inputs).logit + np.nan_to_num(offset, nan=0.0))
+    np.testing.assert_allclose(np.asarray(roll.prediction[0]), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    take = jax.tree.map(lambda x: x[0], roll)
+    _, metrics = ppo_loss(params, graphdef, inputs, ppo.labels[0], ppo.bootstrap[0], take, hp, ppo.offset[0])
+    assert float(metrics.approx_kl) == pytest.approx(0.0, abs=1e-5)
+    _, without = ppo_loss(params, graphdef, inputs, ppo.labels[0], ppo.bootstrap[0], take, hp)
+    assert float(without.approx_kl) > 1e-3  # the policy without the offsets is another policy
