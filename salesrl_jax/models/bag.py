@@ -32,11 +32,10 @@ logits at every training turn: a mean over few turns is noisier than the whole d
 `Statistic` s, fitted before training and never moved by it. The deep model trains with the term off
 (`without_wide_term`), because on its own training turns ``w`` is more confident than anywhere else; in its place
 the supervised loss adds each training turn's out-of-fold wide logit (`salesrl_jax.train.wide_fit`,
-``WideFit.offsets``), so the deep heads learn what the linear model misses, beside an estimate as good as the one
-they will be scored with. The sum is what validation, early stopping and every inference path read. Why raw: a
-linear probe on the library's own grams (PersuasionForGood, last turn) reads AUC 0.698 on the mean of raw turn
-vectors and 0.551 on the mean of row-normalised ones, which is what the deep path's pools average
-(docs/benchmarks.md, sessions 16-18).
+``WideFit.offsets``), so the deep heads learn what the linear model misses on conversations it did not fit. The sum
+is what validation, early stopping and every inference path read. Why raw: a linear probe on the library's own grams
+(PersuasionForGood, last turn) reads AUC 0.698 on the mean of raw turn vectors and 0.551 on the mean of
+row-normalised ones, which is what the deep path's pools average (docs/benchmarks.md, sessions 16-18).
 
 Int8 (``quantized=True``): ``E`` is held as int8 with one scale per bucket row, ``E[b] ~ s_b E_q[b]``;
 per-row scales keep the precision of rare grams' small rows, which one scale per column would not.

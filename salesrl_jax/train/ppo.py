@@ -32,7 +32,7 @@ from salesrl_jax.models.scan import affine_scan
 from salesrl_jax.parallel.placement import Placement
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.state import TrainState
-from salesrl_jax.train.supervised import masked_mean
+from salesrl_jax.train.supervised import added_offset, masked_mean
 
 ACTION_EPS = 1e-4  # actions are clipped into [eps, 1 - eps] so log-probabilities stay finite
 LOG_SCORE_EPS = 1e-3
@@ -163,12 +163,6 @@ def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ..
         return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
 
     return agent.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
-
-
-def added_offset(offset: jnp.ndarray | None) -> jnp.ndarray | float:
-    """What a training logit adds for an n-gram model's wide term (`salesrl_jax.train.supervised`): the row's
-    out-of-fold wide logit, 0 where it has none (NaN) or the batch carries none."""
-    return 0.0 if offset is None else jnp.where(jnp.isnan(offset), 0.0, offset)
 
 
 def _flatten(batch: PPOBatch) -> tuple[TurnInputs, jnp.ndarray]:

@@ -3,6 +3,7 @@ weights and gain), never from validation or test conversations."""
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -42,17 +43,25 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
     """Each of ``members`` (the initial parameters of runs trained together) with every fitted statistic set from
     the training split of ``arrays``: the n-gram bag's idf and, with `ModelConfig.wide_text`, the wide term's
     weights (`salesrl_jax.train.wide_fit`). Fitted once: they do not depend on the seed. Unchanged for dense text.
-    The report holds the wide term's strength, cross-validated log loss per strength tried and gain (``wide_fit``)."""
+    The report holds the wide term's strength, cross-validated log loss per strength tried and gain (``wide_fit``), or
+    why none was fitted (``wide_fit.skipped``: the run then adds no wide term)."""
     agents = [nnx.merge(graphdef, params) for params in members]
     if not arrays.sparse or not agents or not hasattr(agents[0].encoder.project, "idf"):  # dense, or features only
         return FittedStatistics(members, {})
     idf = training_idf(arrays, valid_fraction, split_seed)
     wide, report, offsets = None, {}, None
     if agents[0].encoder.wide:
-        from salesrl_jax.train.wide_fit import fit_wide
+        from salesrl_jax.train.wide_fit import NoWideTerm, fit_wide
 
-        fit = fit_wide(arrays, idf, valid_fraction, split_seed)
-        if fit is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NoWideTerm)
+            fit = fit_wide(arrays, idf, valid_fraction, split_seed)
+        for warning in caught:  # said as before, and the reason kept with the run
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        skipped = [str(w.message) for w in caught if issubclass(w.category, NoWideTerm)]
+        if fit is None:
+            report["wide_fit"] = {"skipped": skipped[0] if skipped else "no wide term was fitted"}
+        else:
             wide, offsets = jnp.asarray(fit.weights), fit.offsets
             report["wide_fit"] = {"l2": fit.l2, "cv_log_loss": {str(k): v for k, v in fit.cv_log_loss.items()},
                                   "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,

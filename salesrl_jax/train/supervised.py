@@ -74,6 +74,12 @@ def last_turns(starts: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
     return valid & (following_starts | ~following_valid)
 
 
+def added_offset(offset: jnp.ndarray | None) -> jnp.ndarray | float:
+    """What a training logit adds for an n-gram model's wide term: the row's out-of-fold wide logit
+    (``SupervisedBatch.offset``), 0 where it has none (NaN) or the batch carries none."""
+    return 0.0 if offset is None else jnp.where(jnp.isnan(offset), 0.0, offset)
+
+
 def turn_weights(starts: jnp.ndarray, valid: jnp.ndarray, last_turn_share: jnp.ndarray) -> jnp.ndarray:
     """Row weights ``[N]`` whose masked mean is ``(1 - s) mean over valid rows + s mean over last rows``
     (``s = last_turn_share``): ``w = (1 - s) / n_valid + s [last] / n_last``, scaled by ``n_valid``."""
@@ -99,7 +105,7 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
         first = agent(batch.inputs, jnp.full(batch.labels.shape, 0.5))
         prev = jax.lax.stop_gradient(previous_predictions(first.prediction, batch.inputs.starts))
     out = agent(batch.inputs, prev)
-    offset = 0.0 if batch.offset is None else jnp.where(jnp.isnan(batch.offset), 0.0, batch.offset)
+    offset = added_offset(batch.offset)
     out = out.replace(logit=out.logit + offset, ensemble_logits=out.ensemble_logits + offset)
     policy_bce = masked_mean(optax.sigmoid_binary_cross_entropy(out.logit, batch.labels), weight)
     ensemble_bce = jnp.zeros(())

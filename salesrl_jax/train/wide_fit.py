@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from salesrl_jax.arrays.split import split_conversations
-from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.arrays.store import Part, TurnArrays
 from salesrl_jax.models.bag import sublinear_tfidf
 from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.models.scan import restarting_sums
@@ -59,6 +59,10 @@ MIN_FIT_CONVERSATIONS = 50
 """Fewer training conversations fit no wide term (it adds 0; the run warns): a whole-dialogue model on a handful of
 conversations separates them perfectly, and its out-of-fold gain has nothing to be measured on."""
 LBFGS_STEPS = 150  # the loss changes by < 1e-4 after about 60 (checked against scikit-learn's lbfgs)
+
+
+class NoWideTerm(UserWarning):
+    """Why a run fits no wide term (`fit_wide` returns None): its message is also recorded in the checkpoint meta."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +85,11 @@ class WideFit:
     l2: float  # the chosen lam
     cv_log_loss: dict[float, float]  # lam -> cross-validated log loss at the conversations' last turns
     gain_log_loss: float  # the out-of-fold running logits' log loss over every training turn, with the gain
-    offsets: dict | None = None  # part number -> [turns of the part] float32: each training turn's out-of-fold
-    # wide logit, gain included (NaN for turns no fold held out, and outside the training split)
+    offsets: dict | None = None  # part number -> [turns of the part] float32: each training turn's wide logit, gain
+    # included, out of fold (in-sample where no usable fold held its conversation out); NaN outside the training split
 
 
-def part_rows(part, chosen: np.ndarray, number: int) -> TurnRows:
+def part_rows(part: Part, chosen: np.ndarray, number: int) -> TurnRows:
     """The turns of conversations ``chosen`` (indices) of ``part``, part number ``number``."""
     offsets = np.asarray(part.offsets)
     where = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in chosen])
@@ -235,7 +239,7 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     conversations = 0 if train is None else int(train.starts.sum())
     if conversations < MIN_FIT_CONVERSATIONS or len(np.unique(train.labels)) < 2:
         warnings.warn(f"{arrays.path}: {conversations} labelled training conversations (both outcomes needed, at least "
-                      f"{MIN_FIT_CONVERSATIONS}): the run has no wide term", stacklevel=2)
+                      f"{MIN_FIT_CONVERSATIONS}): the run has no wide term", NoWideTerm, stacklevel=2)
         return None
     x = tfidf_slots(train, idf)
     entries = conversation_rows(train, np.asarray(x))
@@ -262,7 +266,7 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     usable = [k for k in range(folds) if (fold == k).any() and len(np.unique(y[fold != k])) == 2]
     if len(usable) < 2:
         warnings.warn(f"{arrays.path}: fewer than two folds of the training conversations hold out conversations "
-                      "whose rest shows both outcomes: the run has no wide term", stacklevel=2)
+                      "whose rest shows both outcomes: the run has no wide term", NoWideTerm, stacklevel=2)
         return None
     fold_fits = {k: path(fold != k, len(grid)) for k in usable}
     held_out = {}
@@ -299,15 +303,15 @@ def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, we
     for number, where in fitted.source:
         target = offsets.setdefault(number, np.full(arrays.part(number).num_turns, np.nan, np.float32))
         target[where], logit = logit[:len(where)], logit[len(where):]
-    w, b = weights
+    w = weights[0]
     for number, part in enumerate(arrays.iter_parts()):
         chosen = split_conversations(part, "train", valid_fraction, split_seed)
         target = offsets.setdefault(number, np.full(part.num_turns, np.nan, np.float32))
         rest = chosen[np.isnan(target[np.asarray(part.offsets)[chosen]])] if len(chosen) else chosen
-        if not len(rest):
-            continue
-        rows = part_rows(part, rest, number)
-        m = np.asarray(running_mean_logit(w, jnp.zeros(()), tfidf_slots(rows, idf), jnp.asarray(rows.ids),
-                                          jnp.asarray(rows.starts)))
-        target[rows.source[0][1]] = gained(m, turn_numbers(rows.starts), wide_map)
+        blocks = -(-len(rest) // MAX_FIT_CONVERSATIONS)  # bounded RAM on a large part
+        for block in np.array_split(rest, blocks) if blocks else ():
+            rows = part_rows(part, block, number)
+            m = np.asarray(running_mean_logit(w, jnp.zeros(()), tfidf_slots(rows, idf), jnp.asarray(rows.ids),
+                                              jnp.asarray(rows.starts)))
+            target[rows.source[0][1]] = gained(m, turn_numbers(rows.starts), wide_map)
     return offsets

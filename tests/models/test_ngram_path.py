@@ -238,6 +238,9 @@ def test_auto_reads_small_real_archives_as_n_grams_and_the_rest_as_hashed_embedd
         train_and_evaluate(config, tmp_path / "run", progress=False)
     model = TrainedModel.load(tmp_path / "run")
     assert model.config.embedder == EmbedderConfig(kind="ngrams", dim=2 ** 18) and model.sparse_text
+    # Too few conversations for a wide term: the run says why in its meta, and its term adds nothing.
+    assert "labelled training conversations" in model.meta["wide_fit"]["skipped"]
+    assert np.all(np.asarray(model.params["encoder"]["project"]["wide"][...]) == 0)
     session = Scorer.load(tmp_path / "run").session()
     assert 0.0 < session.add_turn("customer", "Would you donate to Save the Children?").probability < 1.0
 
