@@ -40,6 +40,7 @@ from flax import nnx
 from salesrl_jax.io.atomic import write_json_atomic
 from salesrl_jax.io.digest import IntegrityError, check_tree, tree_digest
 from salesrl_jax.models.agent import SalesAgent, previous_predictions
+from salesrl_jax.models.bag import WIDE_STATISTICS
 from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.layers import INT8_MAX, Int8Dot, Int8Spec, default_int8_dot
@@ -181,7 +182,7 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
         layer = {"bias": float_layer["bias"]}
         if "idf" in quant_layer:  # the n-gram embedding bag: per-row scales, its idf as fitted
             layer["kernel"], layer["scale"] = quantize_bag(kernel)
-            wide = {k: float_layer[k] for k in ("wide", "wide_map") if k in float_layer}  # float, as in training
+            wide = {k: float_layer[k] for k in WIDE_STATISTICS if k in float_layer}  # float, as in training
             return {**layer, "idf": float_layer["idf"], **wide}
         if "input_scale" in quant_layer:
             absmax = jnp.broadcast_to(_lookup(ranges, path), kernel.shape[:-1])
@@ -216,7 +217,7 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
         if "idf" in quant_layer:
             table = quant_layer["kernel"].astype(jnp.float32) * quant_layer["scale"][:, None]
-            wide = {k: quant_layer[k] for k in ("wide", "wide_map") if k in quant_layer}
+            wide = {k: quant_layer[k] for k in WIDE_STATISTICS if k in quant_layer}
             return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"], **wide}
         kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
         if "input_scale" in quant_layer:

@@ -22,11 +22,11 @@ The wide term (``wide=True``, `ModelConfig.wide_text`): a linear model on the sa
 One more weight per bucket, read on the raw (not row-normalised) tf-idf vector, and a gain that grows with the
 turns seen,
 
-    omega_i = sum_j x_ij w[b_j]                            turn i's wide score
+    omega_i = sum_j x_ij (w[b_j] + c_i u[b_j])             turn i's wide score (c_i = 1 if the customer speaks)
     m_t     = (1 / t) sum_{i<=t} omega_i                   its running mean (the encoder carries sum and count)
     wide_t  = max(alpha + beta log t, 0) (m_t + shift)     what the heads add to their logits
 
-``w`` is a whole-dialogue logistic regression fitted on the training split (`salesrl_jax.train.wide_fit`), and
+``(w, u)`` is a whole-dialogue logistic regression fitted on the training split (`salesrl_jax.train.wide_fit`), and
 ``(alpha, beta, shift)`` (``wide_map``) how much its running mean is worth at turn ``t``, fitted on its out-of-fold
 logits at every training turn: a mean over few turns is noisier than the whole dialogue it was fitted on. All are
 `Statistic` s, fitted before training and never moved by it. The deep model trains with the term off
@@ -97,6 +97,7 @@ class GramBag(nnx.Module):
         self.quantized = quantized
         if wide:  # fitted before training (salesrl_jax.train.wide_fit), then frozen; float in the int8 form too
             self.wide = Statistic(jnp.zeros((buckets,), jnp.float32))
+            self.wide_customer = Statistic(jnp.zeros((buckets,), jnp.float32))  # u: the customer's turns' own weights
             self.wide_map = Statistic(jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32))
         # Until training fits it (salesrl_jax.train.statistics): plain sublinear tf (idf 1), the padding bucket 0.
         self.idf = Statistic(jnp.ones((buckets,), jnp.float32).at[0].set(0.0))
@@ -115,10 +116,12 @@ class GramBag(nnx.Module):
             weight = weight * self.scale[...][bags.ids]
         return jnp.einsum("...k,...kh->...h", weight, rows) + self.bias[...]
 
-    def wide_score(self, bags: GramBags) -> jnp.ndarray:
-        """The wide term's ``omega [...]`` of each turn (see the module docstring)."""
+    def wide_score(self, bags: GramBags, customer: jnp.ndarray) -> jnp.ndarray:
+        """The wide term's ``omega [...]`` of each turn (see the module docstring); ``customer [...]``: ``c_i``."""
         x = sublinear_tfidf(bags, jax.lax.stop_gradient(self.idf[...]))
-        return jnp.sum(x * jax.lax.stop_gradient(self.wide[...])[bags.ids], axis=-1)
+        w = jax.lax.stop_gradient(self.wide[...])[bags.ids] + customer[..., None] * jax.lax.stop_gradient(
+            self.wide_customer[...])[bags.ids]
+        return jnp.sum(x * w, axis=-1)
 
     def wide_logit(self, sums: jnp.ndarray) -> jnp.ndarray:
         """``wide_t [..., 1]`` of the module docstring from the running ``(sum of omega, turn count)`` ``[..., 2]``
@@ -129,6 +132,8 @@ class GramBag(nnx.Module):
         gain = jnp.maximum(alpha + beta * jnp.log(jnp.maximum(count, 1.0)), 0.0)
         return jnp.where(count > 0, gain * (mean + shift), 0.0)
 
+
+WIDE_STATISTICS = ("wide", "wide_customer", "wide_map")  # the wide term's statistics (the int8 form keeps them float)
 
 IDENTITY_WIDE_MAP = (1.0, 0.0, 0.0)
 """``(alpha, beta, shift)`` that add the running mean itself: what runs saved before the map existed meant."""

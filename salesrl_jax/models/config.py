@@ -18,11 +18,12 @@ class ModelConfig:
     every optimizer step updates all of them: 16 trains about 7x faster than 128 (measured)."""
     wide_text: bool = True
     """With sparse n-gram text: a wide term beside the deep path, a whole-dialogue linear model on the turns' raw
-    tf-idf vectors read on the running mean of turns 1..t with a gain fitted on its out-of-fold logits, whose logit
-    the heads add to theirs (salesrl_jax.models.bag); fitted on the training split before the deep model, which
-    trains beside its out-of-fold logits (salesrl_jax.train.wide_fit). Measured by salesrl crossval, last-turn AUC:
-    PersuasionForGood 0.709 (0.666 without), CaSiNo 0.655 (0.617). No effect on dense embeddings. Runs saved before
-    it existed load with it off."""
+    tf-idf vectors (the customer's turns with weights of their own besides) read on the running mean of turns 1..t
+    with a gain fitted on its out-of-fold logits, whose logit the heads add to theirs (salesrl_jax.models.bag);
+    fitted on the training split before the deep model, which trains beside its out-of-fold logits
+    (salesrl_jax.train.wide_fit). Measured by salesrl crossval, last-turn AUC: PersuasionForGood 0.719 (0.666
+    without), CaSiNo 0.656 (0.617). No effect on dense embeddings. Runs saved before it existed load with it
+    off."""
     history: Literal["weighted", "mean", "none"] = "weighted"
     """How past turns enter the state. weighted: the paper's recency x learned-importance weighted
     average; mean: plain running average; none: only the current turn."""

@@ -130,7 +130,8 @@ class StateEncoder(nnx.Module):
         elif self.sparse_text:
             u = self.project(embeddings)  # the bag is linear in the tf-idf row, as the linear baselines
             if self.wide:
-                u = jnp.concatenate([u, self.project.wide_score(embeddings)[..., None]], axis=-1)
+                omega = self.project.wide_score(embeddings, features[..., _CUSTOMER])
+                u = jnp.concatenate([u, omega[..., None]], axis=-1)
         else:
             if embeddings.dtype != jnp.int8:
                 embeddings = embeddings.astype(jnp.float32)

@@ -25,22 +25,36 @@ from salesrl_jax.run.config import TrainConfig, config_from_dict
 
 
 def _restore(directory: Path, like, digest: str | None):
-    """`restore_params`; a run saved between the wide term (session 17) and its gain (session 18) has a wide term
-    without ``wide_map``: restored without it, then given the map that adds the plain running mean, as it did."""
-    try:
-        return restore_params(directory, like, digest)
-    except CheckpointReadError as err:
-        project = like["encoder"].get("project") if "encoder" in like else None
-        if project is None or "wide_map" not in project or "'wide_map'" not in str(err):
-            raise
+    """`restore_params`; runs saved before a wide-term statistic existed are restored without it and given the value
+    that serves what they served: a run of session 17 has no ``wide_map`` (the identity map adds the plain running
+    mean), and runs of sessions 17-19 have no ``wide_customer`` (zeros: one weight per gram for every speaker)."""
+    import jax
     import jax.numpy as jnp
 
     from salesrl_jax.models.bag import IDENTITY_WIDE_MAP, Statistic
 
-    del like["encoder"]["project"]["wide_map"]
-    params = restore_params(directory, like, digest)
-    params["encoder"]["project"]["wide_map"] = Statistic(jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32))
-    return params
+    try:
+        return restore_params(directory, like, digest)
+    except CheckpointReadError as err:
+        project = like["encoder"].get("project") if "encoder" in like else None
+        if project is None or "wide" not in project:
+            raise
+        error = err
+    defaults = {"wide_map": jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32),
+                "wide_customer": jnp.zeros(project["wide"].shape, jnp.float32)}
+    # Orbax's mismatch message does not reliably name the missing leaf: try the layouts older runs saved, newest first.
+    for absent in (("wide_customer",), ("wide_map", "wide_customer")):
+        older = jax.tree.map(lambda x: x, like)
+        for name in absent:
+            del older["encoder"]["project"][name]
+        try:
+            params = restore_params(directory, older, digest)
+        except CheckpointReadError:
+            continue
+        for name in absent:
+            params["encoder"]["project"][name] = Statistic(defaults[name])
+        return params
+    raise error
 
 
 class TrainedModel:

@@ -62,13 +62,14 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
         if fit is None:
             report["wide_fit"] = {"skipped": skipped[0] if skipped else "no wide term was fitted"}
         else:
-            wide, offsets = jnp.asarray(fit.weights), fit.offsets
+            wide, offsets = (jnp.asarray(fit.weights), jnp.asarray(fit.customer_weights)), fit.offsets
             report["wide_fit"] = {"l2": fit.l2, "cv_log_loss": {str(k): v for k, v in fit.cv_log_loss.items()},
                                   "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,
-                                  "nonzero_weights": int(np.count_nonzero(fit.weights))}
+                                  "nonzero_weights": int(np.count_nonzero(fit.weights)),
+                                  "nonzero_customer_weights": int(np.count_nonzero(fit.customer_weights))}
     for agent in agents:
         agent.encoder.project.idf.value = jnp.asarray(idf)
         if wide is not None:
-            agent.encoder.project.wide.value = wide
+            agent.encoder.project.wide.value, agent.encoder.project.wide_customer.value = wide
             agent.encoder.project.wide_map.value = jnp.asarray(fit.wide_map, jnp.float32)
     return FittedStatistics([nnx.split(agent)[1] for agent in agents], report, offsets)

@@ -2,16 +2,19 @@
 before the deep model trains: a whole-dialogue logistic regression on the mean of the turns' raw tf-idf vectors,
 and the gain its running mean earns at each turn, from its out-of-fold logits.
 
-With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), conversation ``c`` of ``T_c`` turns and
-outcome ``y_c``:
+With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), ``c_i`` 1 if the customer speaks it (the
+``is_customer`` turn feature), conversation ``c`` of ``T_c`` turns and outcome ``y_c``:
 
-1. **Weights.** ``z_c(w, b) = b + (1 / T_c) sum_{i<=T_c} x_i . w`` and
+1. **Weights.** ``z_c(w, u, b) = b + (1 / T_c) sum_{i<=T_c} x_i . (w + c_i u)`` and
 
-       L(w, b) = mean_c [ log(1 + exp(z_c)) - y_c z_c ] + (lam / 2) ||w||^2
+       L(w, u, b) = mean_c [ log(1 + exp(z_c)) - y_c z_c ] + (lam / 2) (||w||^2 + ||u||^2)
 
    minimised by L-BFGS, ``lam`` chosen from `L2_GRID` by k-fold cross-validation over the training conversations
-   (held-out log loss; each fold's path warm-started from strong to weak). This is the TF-IDF baselines'
-   whole-dialogue variant, the strongest of them late in a conversation.
+   (held-out log loss; each fold's path warm-started from strong to weak). With ``u = 0`` this is the TF-IDF
+   baselines' whole-dialogue variant, the strongest of them late in a conversation; ``u`` lets the same words weigh
+   differently from the customer (a linear probe on PersuasionForGood: last-turn AUC 0.698 without it, 0.710 with
+   it; CaSiNo level, 0.639 against 0.638; docs/benchmarks.md, session 19). It is fitted as one weight vector over
+   ``2 buckets`` on each turn's slots twice (`speaker_slots`).
 2. **Gain.** Each training turn's out-of-fold running logit ``m_t = z_t`` (the weights of the fold that held its
    conversation out, read at turn ``t``), centred by its mean ``mu``; then ``(alpha, beta)`` maximising the
    likelihood of ``y`` under ``sigmoid(d + (alpha + beta log t) (m_t - mu))`` over every training turn. Stored as
@@ -44,6 +47,7 @@ import optax
 
 from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import Part, TurnArrays
+from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.models.bag import sublinear_tfidf
 from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.models.scan import restarting_sums
@@ -58,6 +62,7 @@ on small sets, and a linear model on the mean tf-idf has long converged by then;
 MIN_FIT_CONVERSATIONS = 50
 """Fewer training conversations fit no wide term (it adds 0; the run warns): a whole-dialogue model on a handful of
 conversations separates them perfectly, and its out-of-fold gain has nothing to be measured on."""
+CUSTOMER_FEATURE = FEATURE_NAMES.index("is_customer")  # c_i of the module docstring, from the turn features
 LBFGS_STEPS = 150  # the loss changes by < 1e-4 after about 60 (checked against scikit-learn's lbfgs)
 
 
@@ -74,6 +79,7 @@ class TurnRows:
     starts: np.ndarray  # [N] bool: first turn of its conversation
     labels: np.ndarray  # [N] float32: the conversation's outcome
     source: tuple = ()  # (part number, the rows' indices in that part [n]) per piece, in row order
+    customer: np.ndarray | None = None  # [N] float32: c_i, 1 where the customer speaks (None: nobody)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +87,7 @@ class WideFit:
     """The fitted statistics and how they were chosen."""
 
     weights: np.ndarray  # [buckets] float32: w, fitted on every training conversation
+    customer_weights: np.ndarray  # [buckets] float32: u, the customer's turns' own weights (fitted with w)
     wide_map: tuple[float, float, float]  # (alpha, beta, shift): the gain at turn t and the centring
     l2: float  # the chosen lam
     cv_log_loss: dict[float, float]  # lam -> cross-validated log loss at the conversations' last turns
@@ -97,7 +104,8 @@ def part_rows(part: Part, chosen: np.ndarray, number: int) -> TurnRows:
     starts = np.zeros(part.num_turns, bool)
     starts[np.asarray(part.offsets[:-1])] = True
     return TurnRows(np.asarray(part.gram_ids, np.int32), np.asarray(part.gram_counts, np.float32), starts,
-                    np.repeat(np.asarray(part.outcome), part.lengths).astype(np.float32), ((number, where),))
+                    np.repeat(np.asarray(part.outcome), part.lengths).astype(np.float32), ((number, where),),
+                    np.asarray(part.features)[:, CUSTOMER_FEATURE].astype(np.float32))
 
 
 def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed: int,
@@ -123,7 +131,7 @@ def turn_rows(arrays: TurnArrays, split: str, valid_fraction: float, split_seed:
 
     return TurnRows(np.concatenate([padded(p.ids) for p in pieces]), np.concatenate([padded(p.counts) for p in pieces]),
                     np.concatenate([p.starts for p in pieces]), np.concatenate([p.labels for p in pieces]),
-                    tuple(piece for p in pieces for piece in p.source))
+                    tuple(piece for p in pieces for piece in p.source), np.concatenate([p.customer for p in pieces]))
 
 
 def turn_numbers(starts: np.ndarray) -> np.ndarray:
@@ -160,15 +168,17 @@ class ConversationRows:
     count: int  # C
 
 
-def conversation_rows(rows: TurnRows, x: np.ndarray) -> ConversationRows:
-    """`ConversationRows` from flat turn rows and their slots' tf-idf weights ``x [N, K]``: the padding and the
-    grams of idf 0 dropped, a bucket's entries summed within a conversation (so no row is read twice)."""
+def conversation_rows(rows: TurnRows, x: np.ndarray, ids: np.ndarray | None = None) -> ConversationRows:
+    """`ConversationRows` from flat turn rows and their slots' tf-idf weights ``x [N, K]`` (the slots' buckets: ``ids``,
+    by default the rows' own): the padding and the grams of idf 0 dropped, a bucket's entries summed within a
+    conversation (so no row is read twice)."""
+    ids = rows.ids if ids is None else ids
     row_conversation = np.cumsum(rows.starts) - 1
     count = int(row_conversation[-1]) + 1
     lengths = np.bincount(row_conversation, minlength=count)
-    keep = (rows.ids > 0) & (x != 0)
-    conversation = np.broadcast_to(row_conversation[:, None], rows.ids.shape)[keep]
-    vocab, column = np.unique(rows.ids[keep], return_inverse=True)
+    keep = (ids > 0) & (x != 0)
+    conversation = np.broadcast_to(row_conversation[:, None], ids.shape)[keep]
+    vocab, column = np.unique(ids[keep], return_inverse=True)
     keys, entry = np.unique(conversation.astype(np.int64) * len(vocab) + column, return_inverse=True)
     value = np.bincount(entry, weights=x[keep] / lengths[conversation], minlength=len(keys))
     return ConversationRows((keys // len(vocab)).astype(np.int32), (keys % len(vocab)).astype(np.int32),
@@ -229,6 +239,16 @@ def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
     return sublinear_tfidf(GramBags(jnp.asarray(rows.ids), jnp.asarray(rows.counts)), jnp.asarray(idf, jnp.float32))
 
 
+def speaker_slots(rows: TurnRows, idf: np.ndarray, buckets: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(x [N, 2K], ids [N, 2K])``: each turn's slots twice, the second copy in buckets ``buckets..2 buckets - 1``
+    weighted by ``c_i``, so that one weight vector over ``2 buckets`` is ``(w, u)`` of the module docstring."""
+    x = tfidf_slots(rows, idf)
+    ids = jnp.asarray(rows.ids)
+    customer = jnp.zeros(len(rows.starts)) if rows.customer is None else jnp.asarray(rows.customer)
+    return (jnp.concatenate([x, x * customer[:, None]], axis=1),
+            jnp.concatenate([ids, jnp.where(ids > 0, ids + buckets, 0)], axis=1))
+
+
 def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_seed: int,
              grid: tuple[float, ...] = L2_GRID, folds: int = CV_FOLDS) -> WideFit | None:
     """The wide term's statistics (module docstring) from the training split of sparse ``arrays``: conversations
@@ -241,8 +261,8 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
         warnings.warn(f"{arrays.path}: {conversations} labelled training conversations (both outcomes needed, at least "
                       f"{MIN_FIT_CONVERSATIONS}): the run has no wide term", NoWideTerm, stacklevel=2)
         return None
-    x = tfidf_slots(train, idf)
-    entries = conversation_rows(train, np.asarray(x))
+    x, ids = speaker_slots(train, idf, arrays.dim)
+    entries = conversation_rows(train, np.asarray(x), np.asarray(ids))
     n = entries.count
     y = train.labels[np.flatnonzero(train.starts)]
     fold = np.random.default_rng(split_seed).permutation(n) % folds
@@ -260,8 +280,8 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
         return fits
 
     def full(params: tuple) -> tuple:
-        """Weights over the vocab -> over every bucket (0 where no training conversation has the bucket)."""
-        return jnp.zeros((arrays.dim,), jnp.float32).at[jnp.asarray(entries.vocab)].set(params[0]), params[1]
+        """Weights over the vocab -> over every bucket, both blocks (0 where no training conversation has one)."""
+        return jnp.zeros((2 * arrays.dim,), jnp.float32).at[jnp.asarray(entries.vocab)].set(params[0]), params[1]
 
     usable = [k for k in range(folds) if (fold == k).any() and len(np.unique(y[fold != k])) == 2]
     if len(usable) < 2:
@@ -280,7 +300,7 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     weights = full(path(np.ones(n, bool), grid.index(chosen) + 1)[-1])
     # The gain, on the out-of-fold running logits of every training turn.
     row_conversation = np.cumsum(train.starts) - 1
-    ids, starts = jnp.asarray(train.ids), jnp.asarray(train.starts)
+    starts = jnp.asarray(train.starts)
     m = np.array(running_mean_logit(*weights, x, ids, starts))  # in-sample only where no usable fold held it out
     for k in usable:
         rows = fold[row_conversation] == k
@@ -291,7 +311,8 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     wide_map = (wide_map[0], wide_map[1], wide_map[2] + float(weights[1]))
     offsets = training_offsets(arrays, train, gained(m - float(weights[1]), turn, wide_map), weights, idf,
                                wide_map, valid_fraction, split_seed)
-    return WideFit(np.asarray(weights[0], np.float32), wide_map, chosen, held_out, gain_log_loss, offsets)
+    w = np.asarray(weights[0], np.float32)
+    return WideFit(w[:arrays.dim], w[arrays.dim:], wide_map, chosen, held_out, gain_log_loss, offsets)
 
 
 def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, weights: tuple, idf: np.ndarray,
@@ -311,7 +332,7 @@ def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, we
         blocks = -(-len(rest) // MAX_FIT_CONVERSATIONS)  # bounded RAM on a large part
         for block in np.array_split(rest, blocks) if blocks else ():
             rows = part_rows(part, block, number)
-            m = np.asarray(running_mean_logit(w, jnp.zeros(()), tfidf_slots(rows, idf), jnp.asarray(rows.ids),
+            m = np.asarray(running_mean_logit(w, jnp.zeros(()), *speaker_slots(rows, idf, arrays.dim),
                                               jnp.asarray(rows.starts)))
             target[rows.source[0][1]] = gained(m, turn_numbers(rows.starts), wide_map)
     return offsets

@@ -116,7 +116,8 @@ def test_the_wide_term_is_fitted_on_the_training_split_and_frozen_in_training(ng
     np.testing.assert_allclose(np.asarray(project["wide_map"][...]), fit.wide_map, rtol=1e-6)
     # Pretraining and PPO (the fixture runs both) never moved it.
     np.testing.assert_allclose(np.asarray(project["wide"][...]), fit.weights, rtol=1e-6, atol=1e-7)
-    assert np.abs(fit.weights).max() > 0
+    np.testing.assert_allclose(np.asarray(project["wide_customer"][...]), fit.customer_weights, rtol=1e-6, atol=1e-7)
+    assert np.abs(fit.weights).max() > 0 and np.abs(fit.customer_weights).max() > 0
 
 
 def test_batch_streaming_and_archive_scoring_agree(ngram_trained, ngram_arrays, tiny_archive, tmp_path):

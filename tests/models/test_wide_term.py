@@ -23,10 +23,11 @@ LENGTHS = [7, 3, 12, 5, 9, 4, 6, 2, 11, 5]  # 64 rows: blocks of 16 cut conversa
 def wide_agent(seed: int = 0, **overrides) -> SalesAgent:
     """An n-gram agent whose wide weights, idf and bag are not at their (zero / one) initial values."""
     agent = SalesAgent(tiny_model(**overrides), BUCKETS, rngs=nnx.Rngs(seed), sparse_text=True)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), 3)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), 4)
     bag = agent.encoder.project
     bag.kernel.value = jax.random.normal(keys[0], (BUCKETS, 16))
     bag.wide.value = 0.3 * jax.random.normal(keys[1], (BUCKETS,))
+    bag.wide_customer.value = 0.3 * jax.random.normal(keys[3], (BUCKETS,))
     bag.wide_map.value = jnp.asarray(WIDE_MAP, jnp.float32)
     bag.idf.value = jax.random.uniform(keys[2], (BUCKETS,), minval=1.0, maxval=4.0).at[0].set(0.0)
     return agent
@@ -41,19 +42,24 @@ def batch(lengths, seed: int = 0) -> tuple[TurnInputs, np.ndarray, np.ndarray]:
     starts = np.zeros(n, bool)
     starts[np.cumsum([0] + lengths[:-1])] = True
     features = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+    features[:, FEATURE_NAMES.index("is_customer")] = rng.integers(0, 2, n)  # who speaks: 0 or 1
     return (TurnInputs(GramBags(jnp.asarray(ids), jnp.asarray(counts)), jnp.asarray(features), jnp.asarray(starts),
                        jnp.ones(n, bool)), ids, counts)
 
 
 def test_the_logit_is_the_deep_logit_plus_the_gained_running_mean_of_the_turns_wide_scores():
     """logit_t = deep_t + max(alpha + beta log t, 0) (m_t + shift), m_t = (1/t) sum_{i<=t} sum_j (1 + log c_ij)
-    idf[b_ij] w[b_ij], computed here by hand."""
+    idf[b_ij] (w[b_ij] + customer_i u[b_ij]), computed here by hand."""
     agent = wide_agent()
     inputs, ids, counts = batch(LENGTHS)
     out = agent.predict(inputs)
     bag = agent.encoder.project
     idf, w = np.asarray(bag.idf.value, np.float64), np.asarray(bag.wide.value, np.float64)
-    omega = np.sum(np.where(ids > 0, (1 + np.log(counts)) * idf[ids] * w[ids], 0.0), axis=1)
+    u = np.asarray(bag.wide_customer.value, np.float64)
+    customer = np.asarray(inputs.features)[:, FEATURE_NAMES.index("is_customer")]
+    assert 0 < customer.mean() < 1
+    weight = w[ids] + customer[:, None] * u[ids]
+    omega = np.sum(np.where(ids > 0, (1 + np.log(counts)) * idf[ids] * weight, 0.0), axis=1)
     expected, start = [], 0
     alpha, beta, shift = WIDE_MAP
     for n in LENGTHS:
@@ -146,6 +152,7 @@ def test_int8_keeps_the_wide_weights_in_float():
     project = nnx.to_pure_dict(q_params)["encoder"]["project"]
     assert project["wide"].dtype == jnp.float32
     np.testing.assert_array_equal(project["wide"], agent.encoder.project.wide.value)
+    np.testing.assert_array_equal(project["wide_customer"], agent.encoder.project.wide_customer.value)
     np.testing.assert_array_equal(project["wide_map"], agent.encoder.project.wide_map.value)
     inputs, _, _ = batch(LENGTHS)
     exact = agent.predict(inputs).prediction
@@ -193,8 +200,10 @@ def ngram_run_without_wide(tiny_archive, tmp_path_factory):
     return root / "run"
 
 
-def test_a_run_saved_before_the_wide_terms_gain_loads_with_the_plain_running_mean(ngram_trained, tmp_path):
-    """Runs of session 17 saved the wide weights without ``wide_map``: they load, adding the running mean itself."""
+@pytest.mark.parametrize("absent", [("wide_map", "wide_customer"), ("wide_customer",)], ids=["session17", "session18"])
+def test_runs_saved_before_a_wide_statistic_existed_load_and_serve_what_they_served(ngram_trained, tmp_path, absent):
+    """Runs of session 17 saved the wide weights alone (no ``wide_map``, no ``wide_customer``), runs of sessions 18-19
+    without ``wide_customer``: they load with the identity map (the running mean itself) and ``u = 0``."""
     from salesrl_jax.arrays import TurnArrays
     from salesrl_jax.models.bag import IDENTITY_WIDE_MAP, Statistic
     from salesrl_jax.models.predict import make_predict, predict_arrays
@@ -202,15 +211,19 @@ def test_a_run_saved_before_the_wide_terms_gain_loads_with_the_plain_running_mea
     from salesrl_jax.run.trained_model import TrainedModel
 
     model = TrainedModel.load(ngram_trained)
+    defaults = {"wide_map": jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32),
+                "wide_customer": jnp.zeros_like(model.params["encoder"]["project"]["wide"][...])}
     old = jax.tree.map(lambda x: x, model.params)
-    del old["encoder"]["project"]["wide_map"]
+    expected = jax.tree.map(lambda x: x, model.params)
+    for name in absent:
+        del old["encoder"]["project"][name]
+        expected["encoder"]["project"][name] = Statistic(defaults[name])
     meta = {k: v for k, v in model.meta.items() if k != "params_sha256"}
     export_model(tmp_path / "old", old, meta)
     loaded = TrainedModel.load(tmp_path / "old")
-    np.testing.assert_array_equal(np.asarray(loaded.params["encoder"]["project"]["wide_map"][...]),
-                                  np.asarray(IDENTITY_WIDE_MAP, np.float32))
-    expected = jax.tree.map(lambda x: x, model.params)
-    expected["encoder"]["project"]["wide_map"] = Statistic(jnp.asarray(IDENTITY_WIDE_MAP, jnp.float32))
+    for name in absent:
+        np.testing.assert_array_equal(np.asarray(loaded.params["encoder"]["project"][name][...]),
+                                      np.asarray(defaults[name]))
     arrays = TurnArrays.open(model.config.data.train)
     predict = make_predict(model.graphdef)
     np.testing.assert_allclose(predict_arrays(predict, loaded.params, arrays, rows=512).prediction,

@@ -19,6 +19,7 @@ from salesrl_jax.train.wide_fit import (
     fit_gain,
     fit_wide,
     running_mean_logit,
+    speaker_slots,
     tfidf_slots,
 )
 
@@ -71,6 +72,36 @@ def test_the_whole_dialogue_logit_is_the_running_logit_at_the_last_turn():
     running = running_mean_logit(jnp.asarray(w), jnp.asarray(0.25), x, jnp.asarray(r.ids), jnp.asarray(r.starts))
     last = np.asarray(last_turns(jnp.asarray(r.starts), jnp.ones(len(r.starts), bool)))
     np.testing.assert_allclose(np.asarray(z), np.asarray(running)[last], rtol=1e-5, atol=1e-5)
+
+
+def test_the_customers_copy_of_the_slots_adds_their_own_weights():
+    """`speaker_slots`: one weight vector ``(w, u)`` over both copies gives ``x_i . (w + c_i u)`` at each turn, and
+    the conversation form sums both copies."""
+    r = rows([4, 1, 6, 3, 5], seed=5)
+    customer = (np.arange(len(r.starts)) % 2).astype(np.float32)
+    r = TurnRows(r.ids, r.counts, r.starts, r.labels, customer=customer)
+    idf = np.linspace(0.5, 3.0, BUCKETS).astype(np.float32)
+    w, u = np.random.default_rng(6).normal(size=(2, BUCKETS)).astype(np.float32)
+    x, ids = speaker_slots(r, idf, BUCKETS)
+    assert x.shape == ids.shape == (len(r.starts), 2 * K)
+    running = running_mean_logit(jnp.asarray(np.concatenate([w, u])), jnp.asarray(0.0), x, ids, jnp.asarray(r.starts))
+    expected = np.zeros(len(r.starts))
+    for i in range(len(r.starts)):  # a turn's own score x_i . (w + c_i u), then the running mean by hand
+        expected[i] = np.sum(np.asarray(x)[i, :K] * (w[r.ids[i]] + customer[i] * u[r.ids[i]]))
+    means = np.asarray(prefix_means(r, idf) @ w)  # u = 0: the plain form
+    first = np.flatnonzero(r.starts)
+    conv = np.cumsum(r.starts) - 1
+    turn = np.arange(len(conv)) - first[conv] + 1
+    by_hand = np.array([expected[first[conv[i]]:i + 1].sum() / turn[i] for i in range(len(conv))])
+    np.testing.assert_allclose(np.asarray(running), by_hand, rtol=1e-5, atol=1e-5)
+    plain = running_mean_logit(jnp.asarray(np.concatenate([w, 0 * u])), jnp.asarray(0.0), x, ids, jnp.asarray(r.starts))
+    np.testing.assert_allclose(np.asarray(plain), means, rtol=1e-5, atol=1e-5)
+    entries = conversation_rows(r, np.asarray(x), np.asarray(ids))
+    z = conversation_logit(jnp.asarray(np.concatenate([w, u])[entries.vocab]), jnp.asarray(0.0),
+                           jnp.asarray(entries.conversation), jnp.asarray(entries.column), jnp.asarray(entries.value),
+                           entries.count)
+    last = np.asarray(last_turns(jnp.asarray(r.starts), jnp.ones(len(r.starts), bool)))
+    np.testing.assert_allclose(np.asarray(z), by_hand[last], rtol=1e-5, atol=1e-5)
 
 
 def test_the_fit_reaches_scikit_learns_optimum():
@@ -127,7 +158,7 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     assert fit.cv_log_loss[fit.l2] == min(fit.cv_log_loss.values())
     assert np.abs(fit.weights).max() > 0 and fit.wide_map[1] > 0  # the simulator's text carries signal
     # A gram no training conversation shows has idf 0 and so no gradient but the L2's: its weight is exactly 0.
-    assert np.all(fit.weights[idf == 0] == 0)
+    assert np.all(fit.weights[idf == 0] == 0) and np.all(fit.customer_weights[idf == 0] == 0)
     # The same fit on a copy whose validation conversations' grams are scrambled: the weights do not change.
     shutil.copytree(tmp_path / "arrays", tmp_path / "scrambled")
     part = arrays.part(0)
@@ -148,6 +179,7 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     again = fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,))
     scrambled_fit = fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,))
     np.testing.assert_array_equal(scrambled_fit.weights, again.weights)
+    np.testing.assert_array_equal(scrambled_fit.customer_weights, again.customer_weights)
     assert scrambled_fit.wide_map == again.wide_map
     np.testing.assert_array_equal(scrambled_fit.offsets[0], again.offsets[0])  # NaN where the validation rows are
 
@@ -181,7 +213,8 @@ def test_the_offsets_cover_the_training_turns_and_read_an_unfitted_conversation_
     alpha, beta, shift = fit.wide_map
     ids, counts = np.asarray(part.gram_ids), np.asarray(part.gram_counts).astype(np.float64)
     x = np.where(ids > 0, (1 + np.log(np.maximum(counts, 1))) * idf[ids], 0.0)
-    omega = np.sum(x * fit.weights[ids], axis=1)
+    customer = np.asarray(part.features)[:, wide_fit.CUSTOMER_FEATURE][:, None]
+    omega = np.sum(x * (fit.weights[ids] + customer * fit.customer_weights[ids]), axis=1)
 
     def by_hand(c):
         t = np.arange(1, bounds[c + 1] - bounds[c] + 1)
