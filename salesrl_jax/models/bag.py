@@ -19,8 +19,8 @@ with the parameters (so `score`, the `Scorer` and the int8 path weight exactly a
 never moved by the optimizer (`salesrl_jax.train.state.freeze_statistics`).
 
 The wide term (``wide=True``, `ModelConfig.wide_text`): a linear model on the same grams beside the deep model.
-One more weight per bucket, read on the raw (not row-normalised) tf-idf vector, and a gain that grows with the
-turns seen,
+Two more weights per bucket (every turn's, and the customer's turns' own), read on the raw (not row-normalised)
+tf-idf vector, and a gain that grows with the turns seen,
 
     omega_i = sum_j x_ij (w[b_j] + c_i u[b_j])             turn i's wide score (c_i = 1 if the customer speaks)
     m_t     = (1 / t) sum_{i<=t} omega_i                   its running mean (the encoder carries sum and count)
@@ -30,7 +30,7 @@ turns seen,
 ``(alpha, beta, shift)`` (``wide_map``) how much its running mean is worth at turn ``t``, fitted on its out-of-fold
 logits at every training turn: a mean over few turns is noisier than the whole dialogue it was fitted on. All are
 `Statistic` s, fitted before training and never moved by it. The deep model trains with the term off
-(`without_wide_term`), because on its own training turns ``w`` is more confident than anywhere else; in its place
+(`without_wide_term`), because on its own training turns ``(w, u)`` is more confident than anywhere else; in its place
 the supervised loss adds each training turn's out-of-fold wide logit (`salesrl_jax.train.wide_fit`,
 ``WideFit.offsets``), so the deep heads learn what the linear model misses on conversations it did not fit. The sum
 is what validation, early stopping and every inference path read. Why raw: a linear probe on the library's own grams

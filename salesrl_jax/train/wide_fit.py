@@ -13,7 +13,7 @@ With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), ``c_i`` 
    (held-out log loss; each fold's path warm-started from strong to weak). With ``u = 0`` this is the TF-IDF
    baselines' whole-dialogue variant, the strongest of them late in a conversation; ``u`` lets the same words weigh
    differently from the customer (a linear probe on PersuasionForGood: last-turn AUC 0.698 without it, 0.710 with
-   it; CaSiNo level, 0.639 against 0.638; docs/benchmarks.md, session 19). It is fitted as one weight vector over
+   it; CaSiNo level, 0.637 against 0.638; docs/benchmarks.md, session 19). It is fitted as one weight vector over
    ``2 buckets`` on each turn's slots twice (`speaker_slots`).
 2. **Gain.** Each training turn's out-of-fold running logit ``m_t = z_t`` (the weights of the fold that held its
    conversation out, read at turn ``t``), centred by its mean ``mu``; then ``(alpha, beta)`` maximising the
