@@ -141,8 +141,9 @@ IDENTITY_WIDE_MAP = (1.0, 0.0, 0.0)
 
 def without_wide_term(agent: nnx.Module) -> nnx.Module:
     """``agent`` (a merged copy, inside a training loss) with its wide term off: the gain set to 0, so the heads add
-    nothing and the deep model learns on its own (see the module docstring). Unchanged without a wide term. A new
-    variable, not a new value: a merged module may share its variables with the state it was merged from."""
+    nothing; the losses add the out-of-fold offsets in its place (see the module docstring). Unchanged without a wide
+    term. A new variable, not a new value: a merged module may share its variables with the state it was merged
+    from."""
     bag = getattr(agent.encoder, "project", None)
     if getattr(bag, "wide_map", None) is not None:
         bag.wide_map = Statistic(jnp.zeros_like(bag.wide_map[...]))

@@ -149,13 +149,18 @@ class Phase:
 
     def __init__(self, arrays: TurnArrays, step: Callable, hp: Hyperparams, rows: int, minibatches: int,
                  periods: int, validate_every: int | None, heads: int = 0, placement: Placement | None = None,
-                 patience: int = 0):
+                 patience: int = 0, offsets: dict | None = None):
         self.arrays, self.step, self.hp = arrays, step, hp
+        self.offsets = offsets  # part -> the wide term's out-of-fold logit of each training turn (None: no wide term)
         self.rows, self.minibatches = rows, minibatches
         self.periods, self.validate_every = periods, validate_every
         self.patience = patience  # validations in a row without a new best after which a member stops (0: never)
         self.heads = heads  # ensemble heads: their fixed bootstrap weights, per member's seed
         self.placement = placement  # the mesh (None: one device, each minibatch one slice)
+
+    def part_offsets(self, part: int) -> np.ndarray | None:
+        """The training logits' offsets of part ``part``'s rows (`salesrl_jax.train.wide_fit`), if the run has any."""
+        return None if self.offsets is None else self.offsets.get(part)
 
     def gather(self, parts: batch_lib.PartCache, chunk: batch_lib.ChunkPlan) -> batch_lib.PackedBatch:
         """This process's share of a planned chunk, from the memory map."""
@@ -264,16 +269,14 @@ class Pretraining(Phase):
                  epochs: int, plans: list[Callable[[int], list[batch_lib.ChunkPlan]]], heads: int = 0,
                  placement: Placement | None = None, patience: int = 0, offsets: dict | None = None):
         super().__init__(arrays, step, hp, rows, minibatches, epochs, validate_every=None, heads=heads,
-                         placement=placement, patience=patience)
+                         placement=placement, patience=patience, offsets=offsets)
         self._plans = plans  # per member: epoch -> its chunks
-        self._offsets = offsets  # part -> the wide term's out-of-fold logit of each training turn (None: none)
 
     def plan(self, period, member):
         return self._plans[member](period)
 
     def to_batch(self, host, part, seed):
-        offsets = None if self._offsets is None else self._offsets.get(part)
-        return supervised_batch(host, part, seed, self.heads, self.placement, offsets)
+        return supervised_batch(host, part, seed, self.heads, self.placement, self.part_offsets(part))
 
     def cursor(self, position):
         return position.epoch, position.chunk
@@ -319,16 +322,14 @@ class PPOFinetuning(Phase):
                  schedules: list[list[batch_lib.ChunkPlan]], validate_every: int, heads: int = 0,
                  placement: Placement | None = None, patience: int = 0, offsets: dict | None = None):
         super().__init__(arrays, step, hp, rows, minibatches, periods=1, validate_every=validate_every,
-                         heads=heads, placement=placement, patience=patience)
+                         heads=heads, placement=placement, patience=patience, offsets=offsets)
         self.schedules = schedules  # per member
-        self._offsets = offsets  # as in `Pretraining`
 
     def plan(self, period, member):
         return self.schedules[member]
 
     def to_batch(self, host, part, seed):
-        offsets = None if self._offsets is None else self._offsets.get(part)
-        return ppo_batch(host, part, seed, self.heads, self.placement, offsets)
+        return ppo_batch(host, part, seed, self.heads, self.placement, self.part_offsets(part))
 
     def cursor(self, position):
         return 0, position.update

@@ -274,3 +274,24 @@ def test_too_few_training_conversations_fit_no_wide_term(tiny_archive, tmp_path)
                        lambda part: np.arange(part.num_conversations) < MIN_FIT_CONVERSATIONS // 4, tmp_path / "few")
     with pytest.warns(UserWarning, match="no wide term"):
         assert fit_wide(few, training_idf(few, 0.0, 0), 0.0, 0) is None
+
+
+def test_both_training_phases_carry_each_rows_offset_into_their_batches(tiny_arrays):
+    """The offsets reach the losses: each phase's batch holds ``offsets[part][row]`` at every packed row, NaN on the
+    padding, and no offset when the run has none."""
+    from salesrl_jax.arrays import TurnArrays
+    from salesrl_jax.arrays import batches as batch_lib
+    from salesrl_jax.train.phases import PPOFinetuning, Pretraining
+
+    arrays = TurnArrays.open(tiny_arrays)
+    (chunk, *_) = batch_lib.epoch_plan(arrays, "train", 0.2, 0, seed=0, epoch=0, rows=64, chunk_minibatches=2)
+    host = batch_lib.gather_packed(arrays.part(chunk.part), chunk.minibatches, 64, 2)
+    offsets = {chunk.part: np.random.default_rng(0).normal(size=arrays.part(chunk.part).num_turns).astype(np.float32)}
+    valid = host.index >= 0
+    assert valid.any() and not valid.all()
+    for phase in (Pretraining(arrays, None, None, 64, 2, 1, plans=[], offsets=offsets),
+                  PPOFinetuning(arrays, None, None, 64, 2, schedules=[], validate_every=1, offsets=offsets)):
+        offset = np.asarray(phase.to_batch(host, chunk.part, 0).offset)
+        np.testing.assert_array_equal(offset[valid], offsets[chunk.part][host.index[valid]])
+        assert np.all(np.isnan(offset[~valid]))
+    assert Pretraining(arrays, None, None, 64, 2, 1, plans=[]).to_batch(host, chunk.part, 0).offset is None

@@ -1,0 +1,21 @@
+"""scripts/wide_term_stream_cost.py runs both models on a few turns and prints their p50s and the ratio."""
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "wide_term_stream_cost.py"
+
+
+def test_prints_both_p50s_and_their_ratio(capsys):
+    spec = importlib.util.spec_from_file_location("wide_term_stream_cost", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    module.main(module.Config(repeats=1, turns=40))
+    out = capsys.readouterr().out
+    match = re.search(r"with the wide term \[([\d.]+)\], without \[([\d.]+)\]; ratio of medians ([\d.]+)", out)
+    assert match, out
+    with_wide, without, ratio = map(float, match.groups())
+    assert with_wide > 0 and without > 0 and abs(ratio - with_wide / without) < 0.02
