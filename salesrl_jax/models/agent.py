@@ -100,37 +100,45 @@ class SalesAgent(nnx.Module):
         if not self.config.feed_prediction:
             return self.heads(self.encoder.state(context))
 
-        def emit(agent: "SalesAgent", state: jnp.ndarray, prev: jnp.ndarray):
-            out = agent.heads(state)
+        def emit(agent: "SalesAgent", state: jnp.ndarray, prev: jnp.ndarray, offset: jnp.ndarray):
+            out = agent.heads(state)  # deployed: the heads hold the wide term themselves (offset 0)
             return out.prediction, out
 
         out = self.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
         # The scan stacks the ensemble axis second: [N, K] -> [K, N].
         return out.replace(ensemble_logits=jnp.moveaxis(out.ensemble_logits, 0, -1))
 
-    def scan_with_feedback(self, context: jnp.ndarray, starts: jnp.ndarray, emit: Callable, segments: int = 1):
+    def scan_with_feedback(self, context: jnp.ndarray, starts: jnp.ndarray, emit: Callable, segments: int = 1,
+                           offset: jnp.ndarray | None = None):
         """The states of flat rows in order when each reads the previous row's prediction (``prior`` 0.5 at
-        a conversation start): a `lax.scan` over rows. ``emit(agent, state, prev) -> (prediction, out)``
-        says what each row predicts (fed to the next row) and outputs; returns the stacked outputs.
+        a conversation start): a `lax.scan` over rows. ``emit(agent, state, prev, offset) -> (prediction, out)``
+        says what each row predicts (fed to the next row) and outputs, ``offset`` being the row's entry of
+        ``offset [N]`` (0 when None): a logit a training loss adds to the heads' (the wide term's out-of-fold
+        stand-in, `salesrl_jax.models.bag.without_wide_term`), so that what a row feeds forward is what the
+        deployed model, wide term included, would. Returns the stacked outputs.
         ``segments > 1``: the rows are that many independent equal slices (`TurnInputs.segments`), scanned
         side by side (vmapped), so a mesh that shards them scans each device's slice locally."""
         # NNX modules cannot be closed over by a JAX transform: split, and merge inside the body.
         graphdef, params = nnx.split(self)
+        offset = jnp.zeros(starts.shape, jnp.float32) if offset is None else offset
 
         def row(prev, step):
             agent = nnx.merge(graphdef, params)
-            ctx, start = step
+            ctx, start, row_offset = step
             prev = jnp.where(start, 0.5, prev)
-            return emit(agent, agent.encoder.state(ctx, prev), prev)
+            return emit(agent, agent.encoder.state(ctx, prev), prev, row_offset)
 
-        def scan(ctx, start):
-            return jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (ctx, start))[1]
+        def scan(ctx, start, row_offset):
+            return jax.lax.scan(row, jnp.asarray(0.5, jnp.float32), (ctx, start, row_offset))[1]
 
         if segments == 1:
-            return scan(context, starts)
+            return scan(context, starts, offset)
         n = starts.shape[0]
-        out = jax.vmap(scan)(context.reshape((segments, n // segments) + context.shape[1:]),
-                             starts.reshape(segments, n // segments))
+
+        def sliced(x: jnp.ndarray) -> jnp.ndarray:
+            return x.reshape((segments, n // segments) + x.shape[1:])
+
+        out = jax.vmap(scan)(sliced(context), sliced(starts), sliced(offset))
         return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
 
     def predict_block(self, inputs: TurnInputs, carry: EncoderCarry) -> tuple[AgentOutput, EncoderCarry]:

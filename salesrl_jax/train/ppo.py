@@ -149,20 +149,22 @@ def episode_ends(inputs: TurnInputs) -> jnp.ndarray:
     return (next_starts | ~next_valid | ~inputs.valid).astype(jnp.float32)
 
 
-def _policy_pass(agent: SalesAgent, inputs: TurnInputs) -> tuple[jnp.ndarray, ...]:
-    """States and policy heads for flat rows; with prediction feedback, a scan over rows that restarts at
-    each conversation (the policy mean of turn t is what turn t + 1 reads)."""
+def _policy_pass(agent: SalesAgent, inputs: TurnInputs, offset: jnp.ndarray | None = None
+                 ) -> tuple[jnp.ndarray, ...]:
+    """States and the deep policy heads (logit without ``offset``) for flat rows; with prediction feedback, a scan
+    over rows that restarts at each conversation: turn t + 1 reads turn t's policy mean, ``sigmoid(logit + offset)``
+    (``offset [N]``: the wide term's out-of-fold logits, as the deployed model's heads would add the term)."""
     context = agent.encoder.context(inputs)
     if not agent.config.feed_prediction:
         state = agent.encoder.state(context)
         logit, concentration = agent.policy_head(state)
         return state, logit, concentration, jnp.full(logit.shape, 0.5)
 
-    def emit(inner: SalesAgent, state: jnp.ndarray, prev: jnp.ndarray):
+    def emit(inner: SalesAgent, state: jnp.ndarray, prev: jnp.ndarray, row_offset: jnp.ndarray):
         logit, concentration = inner.policy_head(state)
-        return jax.nn.sigmoid(logit), (state, logit, concentration, prev)
+        return jax.nn.sigmoid(logit + row_offset), (state, logit, concentration, prev)
 
-    return agent.scan_with_feedback(context, inputs.starts, emit, inputs.segments)
+    return agent.scan_with_feedback(context, inputs.starts, emit, inputs.segments, offset)
 
 
 def _flatten(batch: PPOBatch) -> tuple[TurnInputs, jnp.ndarray]:
@@ -176,9 +178,10 @@ def rollout(agent: SalesAgent, batch: PPOBatch, hp: Hyperparams, key: jnp.ndarra
     """Act on every turn of every conversation in the batch, score the actions, and compute GAE."""
     shape = batch.labels.shape
     inputs, labels = _flatten(batch)
-    state, logit, concentration, prev = _policy_pass(agent, inputs)
-    # The wide term's out-of-fold logit, as in pretraining (a fed-back previous prediction reads the deep heads').
-    logit = logit + added_offset(None if batch.offset is None else batch.offset.reshape(-1))
+    # The wide term's out-of-fold logit, as in pretraining; a fed-back previous prediction includes it.
+    offset = added_offset(None if batch.offset is None else batch.offset.reshape(-1))
+    state, logit, concentration, prev = _policy_pass(agent, inputs, None if batch.offset is None else offset)
+    logit = logit + offset
     policy = beta_policy(logit, concentration)
     action = jnp.clip(policy.sample(seed=key), ACTION_EPS, 1.0 - ACTION_EPS)
     log_prob = policy.log_prob(action)

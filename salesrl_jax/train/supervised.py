@@ -99,13 +99,14 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
         batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, key))
     valid = batch.inputs.valid.astype(jnp.float32)
     weight = turn_weights(batch.inputs.starts, batch.inputs.valid, hp.last_turn_share)
+    offset = added_offset(batch.offset)
     prev = None
     if agent.config.feed_prediction:
-        # Teacher forcing with the model's own previous predictions, from a first pass without gradient.
+        # Teacher forcing with the model's own previous predictions, from a first pass without gradient; the
+        # offset is part of what a row feeds forward, as the deployed model's wide term is.
         first = agent(batch.inputs, jnp.full(batch.labels.shape, 0.5))
-        prev = jax.lax.stop_gradient(previous_predictions(first.prediction, batch.inputs.starts))
+        prev = jax.lax.stop_gradient(previous_predictions(jax.nn.sigmoid(first.logit + offset), batch.inputs.starts))
     out = agent(batch.inputs, prev)
-    offset = added_offset(batch.offset)
     out = out.replace(logit=out.logit + offset, ensemble_logits=out.ensemble_logits + offset)
     policy_bce = masked_mean(optax.sigmoid_binary_cross_entropy(out.logit, batch.labels), weight)
     ensemble_bce = jnp.zeros(())

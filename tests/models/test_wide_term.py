@@ -2,6 +2,7 @@
 streaming and int8 forms, and runs saved before it existed."""
 
 import json
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -243,6 +244,23 @@ def test_recalibration_scales_the_wide_gain_and_refuses_a_slope_that_would_switc
         recalibrated_params(params, agent.config, PlattScaling(-0.5, 0.0))
 
 
+class TrainingCase(NamedTuple):
+    """What the loss tests feed: an agent, a batch of `LENGTHS`, alternating outcomes, and offsets."""
+
+    agent: SalesAgent
+    inputs: TurnInputs
+    labels: np.ndarray  # [n] float32
+    offset: np.ndarray  # [n] float32, NaN every ``nan_every``-th row (a turn without one)
+
+
+def training_case(agent_seed: int, offset_seed: int, nan_every: int, **overrides) -> TrainingCase:
+    n = sum(LENGTHS)
+    offset = np.random.default_rng(offset_seed).normal(0.0, 1.5, n).astype(np.float32)
+    offset[::nan_every] = np.nan
+    return TrainingCase(wide_agent(agent_seed, **overrides), batch(LENGTHS)[0],
+                        np.repeat(np.arange(len(LENGTHS)) % 2, LENGTHS).astype(np.float32), offset)
+
+
 def test_the_training_loss_adds_each_turns_offset_to_the_deep_logits():
     """With ``SupervisedBatch.offset`` (the wide term's out-of-fold logit of each training turn) the policy's loss is
     the cross-entropy of deep + offset, the heads' too; a NaN offset (a turn without one) adds 0."""
@@ -253,13 +271,10 @@ def test_the_training_loss_adds_each_turns_offset_to_the_deep_logits():
     from salesrl_jax.train.supervised import SupervisedBatch, supervised_loss
     from tests.conftest import tiny_config
 
-    agent = wide_agent(6)
-    inputs, _, _ = batch(LENGTHS)
+    agent, inputs, labels, offset = training_case(6, 3, 7)
     graphdef, params = nnx.split(agent)
     n = sum(LENGTHS)
-    labels = jnp.asarray(np.repeat(np.arange(len(LENGTHS)) % 2, LENGTHS).astype(np.float32))
-    offset = np.random.default_rng(3).normal(0.0, 1.5, n).astype(np.float32)
-    offset[::7] = np.nan
+    labels = jnp.asarray(labels)
     heads = agent.config.ensemble_size
     data = SupervisedBatch(inputs, labels, jnp.ones((n, heads)), jnp.asarray(offset))
     hp = Hyperparams.pretrain(tiny_config("unused")).replace(last_turn_share=jnp.asarray(0.0))
@@ -284,13 +299,9 @@ def test_ppo_acts_and_learns_on_the_deep_logits_plus_each_rows_offset():
     from salesrl_jax.train.ppo import PPOBatch, ppo_loss, rollout
     from tests.conftest import tiny_config
 
-    agent = wide_agent(7)
-    inputs, _, _ = batch(LENGTHS)
+    agent, inputs, labels, offset = training_case(7, 8, 5)
     graphdef, params = nnx.split(agent)
     n = sum(LENGTHS)
-    labels = np.repeat(np.arange(len(LENGTHS)) % 2, LENGTHS).astype(np.float32)
-    offset = np.random.default_rng(8).normal(0.0, 1.5, n).astype(np.float32)
-    offset[::5] = np.nan
     heads = agent.config.ensemble_size
     one = jax.tree.map(lambda x: x[None], inputs)  # one minibatch
     ppo = PPOBatch(one, jnp.asarray(labels[None]), jnp.ones((1, n, heads)), jnp.asarray(offset[None]))
@@ -304,3 +315,48 @@ def test_ppo_acts_and_learns_on_the_deep_logits_plus_each_rows_offset():
     assert float(metrics.approx_kl) == pytest.approx(0.0, abs=1e-5)
     _, without = ppo_loss(params, graphdef, inputs, ppo.labels[0], ppo.bootstrap[0], take, hp)
     assert float(without.approx_kl) > 1e-3  # the policy without the offsets is another policy
+
+
+def test_with_prediction_feedback_training_feeds_forward_what_the_deployed_model_would():
+    """``model.feed_prediction`` on an n-gram model: a training row reads the previous row's prediction with the wide
+    term's stand-in (the offset) included, as the deployed model's heads include the term. Pretraining's teacher
+    forcing shifts ``sigmoid(deep + offset)`` of its first pass; PPO's rollout feeds each row its own estimate of the
+    row before, and its loss replays the same states (an importance ratio of 1)."""
+    import optax
+
+    from salesrl_jax.models.agent import previous_predictions
+    from salesrl_jax.models.bag import without_wide_term
+    from salesrl_jax.train.hyperparams import Hyperparams
+    from salesrl_jax.train.ppo import PPOBatch, ppo_loss, rollout
+    from salesrl_jax.train.supervised import SupervisedBatch, supervised_loss
+    from tests.conftest import tiny_config
+
+    agent, inputs, labels, offset = training_case(9, 10, 7, feed_prediction=True)
+    graphdef, params = nnx.split(agent)
+    n = sum(LENGTHS)
+    added = np.nan_to_num(offset, nan=0.0)
+    heads = agent.config.ensemble_size
+    deep = without_wide_term(nnx.merge(graphdef, params))
+
+    data = SupervisedBatch(inputs, jnp.asarray(labels), jnp.ones((n, heads)), jnp.asarray(offset))
+    hp = Hyperparams.pretrain(tiny_config("unused")).replace(last_turn_share=jnp.asarray(0.0))
+    _, metrics = supervised_loss(params, graphdef, data, hp, jax.random.PRNGKey(0))
+    first = deep(inputs, jnp.full((n,), 0.5))
+    fed = previous_predictions(jax.nn.sigmoid(first.logit + added), inputs.starts)
+    expected = optax.sigmoid_binary_cross_entropy(deep(inputs, fed).logit + added, labels).mean()
+    assert float(metrics.policy_bce) == pytest.approx(float(expected), rel=1e-5)
+    unfed = previous_predictions(first.prediction, inputs.starts)  # the deep heads' alone: what it fed before
+    stale = optax.sigmoid_binary_cross_entropy(deep(inputs, unfed).logit + added, labels).mean()
+    assert abs(float(stale) - float(expected)) > 1e-4
+
+    one = jax.tree.map(lambda x: x[None], inputs)
+    ppo = PPOBatch(one, jnp.asarray(labels[None]), jnp.ones((1, n, heads)), jnp.asarray(offset[None]))
+    hp = Hyperparams.ppo(tiny_config("unused"))
+    roll = rollout(deep, ppo, hp, jax.random.PRNGKey(1), "brier")
+    prediction, prev = np.asarray(roll.prediction[0]), np.asarray(roll.prev_prediction[0])
+    starts = np.asarray(inputs.starts)
+    np.testing.assert_allclose(prev[~starts], prediction[np.flatnonzero(~starts) - 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(prev[starts], 0.5)
+    take = jax.tree.map(lambda x: x[0], roll)
+    _, replay = ppo_loss(params, graphdef, inputs, ppo.labels[0], ppo.bootstrap[0], take, hp, ppo.offset[0])
+    assert float(replay.approx_kl) == pytest.approx(0.0, abs=1e-5)
