@@ -28,6 +28,10 @@ import orbax.checkpoint as ocp
 from salesrl_jax.io.digest import check_tree, tree_digest
 
 PARAMS_DIGEST = "params_sha256"
+IMPROVEMENT_TOLERANCE = 1e-9
+"""How much lower a validation log loss must be to count as a new best: a float32 model whose step moved nothing but
+the rounding of a few predictions (measured: 1.1e-10, a frozen PPO step) has not improved, and early stopping must
+count that validation as stalled."""
 
 
 def _manager(directory: Path, best: bool) -> ocp.CheckpointManager:
@@ -56,10 +60,11 @@ class Checkpoints:
             meta=ocp.args.JsonSave(meta)), force=True)
 
     def save_best(self, state, meta: dict, valid_log_loss: float) -> bool:
-        """Keep ``state`` if its validation log loss beats the best so far; returns whether it did."""
+        """Keep ``state`` if its validation log loss beats the best so far by more than `IMPROVEMENT_TOLERANCE`;
+        returns whether it did."""
         step = (self.best.latest_step() or 0) + 1
         current = self.best_meta()
-        if current is not None and current["valid"]["log_loss"] <= valid_log_loss:
+        if current is not None and current["valid"]["log_loss"] - IMPROVEMENT_TOLERANCE <= valid_log_loss:
             return False
         meta = {**meta, PARAMS_DIGEST: tree_digest(state.params)}
         self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),

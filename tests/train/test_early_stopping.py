@@ -13,8 +13,9 @@ from salesrl_jax.run.trained_model import TrainedModel
 from salesrl_jax.train.loop import train_and_evaluate
 from tests.conftest import tiny_config
 
-# A learning rate far below float32's resolution of the parameters: steps leave them unchanged, so every validation
-# after the first finds the same log loss, which is not a new best. The count of stalled validations is then known.
+# A learning rate far below float32's resolution of the parameters: steps leave the predictions unchanged but for
+# rounding (PPO's moved the log loss by 1e-10 once), so every validation after the first finds the same log loss to
+# within `IMPROVEMENT_TOLERANCE`, which is not a new best. The count of stalled validations is then known.
 FROZEN = 1e-12
 
 
@@ -73,3 +74,24 @@ def test_a_run_killed_after_a_stalled_validation_resumes_to_the_same_stop(tiny_a
     a, b = TrainedModel.load(tmp_path / "straight"), TrainedModel.load(tmp_path / "resumed")
     assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a.params, b.params))
     assert resumed.valid == json.loads((tmp_path / "straight" / "result.json").read_text())["valid"]
+
+
+def test_a_new_best_must_beat_the_last_by_more_than_rounding(tiny_arrays, tmp_path):
+    """`Checkpoints.save_best`: a log loss lower by less than `IMPROVEMENT_TOLERANCE` (float rounding of a step that
+    moved nothing) is not a new best; lower by more is, and it is the one kept."""
+    from salesrl_jax.models.agent import create_agent
+    from salesrl_jax.run.checkpoints import IMPROVEMENT_TOLERANCE, Checkpoints
+    from salesrl_jax.train.state import adam_linear, init_state
+
+    graphdef, params = create_agent(tiny_config(tiny_arrays).model, 16, 0)
+    state = init_state(params, adam_linear(1e-3, 10, 1.0), 0)
+    checkpoints = Checkpoints(tmp_path / "run")
+    first = 0.6988787401082839
+    assert checkpoints.save_best(state, {"valid": {"log_loss": first}}, first)
+    rounding = first - IMPROVEMENT_TOLERANCE / 10
+    assert not checkpoints.save_best(state, {"valid": {"log_loss": rounding}}, rounding)
+    assert not checkpoints.save_best(state, {"valid": {"log_loss": first}}, first)
+    better = first - 10 * IMPROVEMENT_TOLERANCE
+    assert checkpoints.save_best(state, {"valid": {"log_loss": better}}, better)
+    assert checkpoints.best_meta()["valid"]["log_loss"] == better
+    checkpoints.close()
