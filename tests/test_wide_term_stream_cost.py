@@ -1,18 +1,12 @@
 """scripts/wide_term_stream_cost.py runs both models on a few turns and prints their p50s and the ratio."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "wide_term_stream_cost.py"
+from tests.conftest import load_script
 
 
 def test_prints_both_p50s_and_their_ratio(capsys):
-    spec = importlib.util.spec_from_file_location("wide_term_stream_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("wide_term_stream_cost")
     module.main(module.Config(repeats=1, turns=40))
     out = capsys.readouterr().out
     match = re.search(r"with the wide term \[([\d.]+)\], without \[([\d.]+)\]; ratio of medians ([\d.]+)", out)

@@ -33,6 +33,13 @@ class ModelConfig:
     """Weight each past turn by a learned importance score (weighted history only)."""
     speaker_pools: bool = True
     """Keep a separate history pool of the customer's turns beside the pool of all turns."""
+    pool_features: bool = True
+    """The history pools average each turn's features with its text vector, so the state after a rep's turn still
+    holds the customer's last turns' features (sentiment, cues, questions, length), not only the current turn's.
+    Measured on the 100k/20k simulator benchmark (docs/benchmarks.md, session 20): last-turn AUC 0.865 -> 0.867
+    (0.007 from the oracle) and +0.006-0.019 at turns 2-14; the n-gram path after the rep's turns +0.06 (turn 3
+    0.600 -> 0.665). Costs 4-12% of inference and PPO throughput at 3072-d. Runs saved before it existed load with it
+    off."""
     use_text: bool = True
     """Read the turn's text (its embedding, or its n-gram bag). False: a features-only model (the paper's "minus
     embeddings" row): the turn vector is projected from the turn features instead, and the text is never read."""

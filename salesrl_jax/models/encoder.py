@@ -6,7 +6,8 @@ For turn ``n`` of a conversation with embedding ``e_n`` and features ``f_n``:
                                                                           (sparse n-gram text: u_n = the embedding
                                                                           bag, salesrl_jax.models.bag, linear)
     s_n      = c * tanh(w_s . [u_n, f_n])                                learned importance (|s_n| <= c)
-    P_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i) u_i                  history pools
+    v_i      = [u_i, f_i]  (u_i alone without ``pool_features``)         what the pools average
+    P_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i) v_i                  history pools
     Z_{k,g}  = sum_{i<=n} r_k^{n-i} exp(s_i) m_g(i)
     h_{k,g}  = P_{k,g} / Z_{k,g}                                         recency x importance weighted mean
     state_n  = gelu(W_2 gelu(LayerNorm(W_1 [u_n, h_{.,.}, f_n (, a_{n-1})])))
@@ -15,6 +16,14 @@ with learned recency factors ``r_k = sigmoid(rho_k)`` (one per pool, initialised
 speaker masks ``m_all = 1``, ``m_customer(i) = [turn i is the customer's]``, and, when
 ``feed_prediction`` is on, the previous turn's prediction ``a_{n-1}``. Every sum runs over
 ``i <= n``: the state at turn ``n`` reads turns 1..n only.
+
+Why the pools carry the turn features too (``ModelConfig.pool_features``, every feature the config switches on):
+without them the state after a rep's turn has lost the customer's last turn's features (sentiment, cues, questions,
+length, response time), which only ``f_n`` held. Pooling the turn-level group alone (7 of the 15) left the
+hashed-embedding model where it was on the simulator benchmark (docs/benchmarks.md, session 20).
+On the 100k/20k simulator benchmark the n-gram model's AUC after the rep's turns fell below its own prediction one
+turn earlier (turn 3: 0.600 against 0.662); a linear probe on the context at turn 3 read 0.580, and 0.638 with the
+previous turn's features added (docs/benchmarks.md, session 20).
 
 With the wide term (`ModelConfig.wide_text`, sparse n-gram text only) the bag also gives each turn a scalar
 ``omega_n`` (`salesrl_jax.models.bag`), and the state gains one last column, the gained running mean
@@ -56,7 +65,7 @@ _CUSTOMER = FEATURE_NAMES.index("is_customer")
 class EncoderCarry:
     """What the incremental encoder carries between turns of one conversation (or a batch of them)."""
 
-    pools: jnp.ndarray  # [..., K, G, H + 1]: numerators P and, in the last channel, denominators Z
+    pools: jnp.ndarray  # [..., K, G, V + 1]: numerators P (V = pool_width) and, in the last channel, denominators Z
     wide: jnp.ndarray | None = None  # [..., 2]: the wide term's running sum of omega and turn count (None: no wide)
 
 
@@ -105,7 +114,10 @@ class StateEncoder(nnx.Module):
         self.num_groups = 2 if config.speaker_pools else 1
         if config.history == "weighted" and config.learned_importance:
             self.importance = Dense(h + len(FEATURE_NAMES), 1, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
-        context_dim = h * (1 + self.num_decays * self.num_groups) + len(self.feature_index)
+        # What the pools average: the turn vector, and with pool_features the selected features after it.
+        self.pooled_features = self.feature_index if config.pool_features else ()
+        self.pool_width = h + len(self.pooled_features)
+        context_dim = h + self.pool_width * self.num_decays * self.num_groups + len(self.feature_index)
         context_dim += int(config.feed_prediction)
         self.hidden = Dense(context_dim, config.hidden_dim, rngs=rngs, quantized=quantized)
         self.hidden_norm = nnx.LayerNorm(config.hidden_dim, rngs=rngs)
@@ -139,7 +151,8 @@ class StateEncoder(nnx.Module):
         return u
 
     def pool_increment(self, u: jnp.ndarray, features: jnp.ndarray) -> jnp.ndarray | None:
-        """The turn's increments ``b [..., K, G, H + 1]`` of the history pools (None without history)."""
+        """The turn's increments ``b [..., K, G, V + 1]`` of the history pools (None without history): ``v = [u, f]``
+        (``V = pool_width``) weighted, and the weight."""
         if self.num_decays == 0:
             return None
         u = u[..., :self.turn_width]  # without the wide term's omega
@@ -147,6 +160,8 @@ class StateEncoder(nnx.Module):
         if hasattr(self, "importance"):
             score = self.importance(jnp.concatenate([u, features], axis=-1))[..., 0]
             weight = jnp.exp(IMPORTANCE_BOUND * jnp.tanh(score))
+        if self.pooled_features:
+            u = jnp.concatenate([u, features[..., jnp.array(self.pooled_features, jnp.int32)]], axis=-1)
         groups = [jnp.ones_like(weight)]
         if self.num_groups == 2:
             groups.append(features[..., _CUSTOMER])
@@ -253,7 +268,7 @@ class StateEncoder(nnx.Module):
 
     def init_carry(self, batch_shape: tuple[int, ...] = ()) -> EncoderCarry:
         k = max(self.num_decays, 1)
-        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.turn_width + 1), jnp.float32),
+        return EncoderCarry(jnp.zeros(batch_shape + (k, self.num_groups, self.pool_width + 1), jnp.float32),
                             jnp.zeros(batch_shape + (2,), jnp.float32) if self.wide else None)
 
     def step_context(self, carry: EncoderCarry, embeddings: jnp.ndarray, features: jnp.ndarray):

@@ -64,8 +64,9 @@ class TrainedModel:
         self.directory = directory
         self.meta = read_meta(directory)
         saved = self.meta["config"]
-        if "wide_text" not in saved.get("model", {}):  # saved before the wide term existed: a model without one
-            saved = {**saved, "model": {**saved.get("model", {}), "wide_text": False}}
+        for field in ("wide_text", "pool_features"):  # saved before the field existed: a model without it
+            if field not in saved.get("model", {}):
+                saved = {**saved, "model": {**saved.get("model", {}), field: False}}
         self.config: TrainConfig = config_from_dict(saved)
         self.identity = EmbedderIdentity(**self.meta["embedder"])
         self.feature_names = tuple(self.meta["features"])

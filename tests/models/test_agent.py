@@ -31,6 +31,7 @@ CONFIGS = {
     "feed_prediction": tiny_model(feed_prediction=True, speaker_pools=False),
     "text_only": tiny_model(use_features=False, use_engagement=False, use_position=False, learned_importance=False),
     "features_only": tiny_model(use_text=False),
+    "no_pool_features": tiny_model(pool_features=False),
 }
 
 
@@ -167,3 +168,39 @@ def test_models_of_one_structure_share_one_compiled_predictor():
         np.testing.assert_allclose(predict(params, inputs)[0], make_predict(g0)(params, inputs)[0], rtol=1e-6)
     assert predict.programs["whole"]._cache_size() == 1
     assert not np.allclose(predict(p0, inputs)[0], predict(p1, inputs)[0])  # each its own parameters
+
+
+@pytest.mark.parametrize("pool_features", [True, False])
+def test_the_customer_pool_holds_the_customers_turn_features_through_the_reps_turns(pool_features):
+    """With ``pool_features`` each history pool averages ``[u_i, f_i]`` (the features the config selects): the
+    customer pool's feature channels at every turn are the recency-weighted mean of the customer's turns' features so
+    far (by hand; importance off, so each turn weighs 1), unchanged by a rep's turn; without it the pools hold the text
+    vector alone."""
+    config = tiny_model(learned_importance=False, pool_features=pool_features)
+    agent = SalesAgent(config, D, rngs=nnx.Rngs(5))
+    inputs = flat_batch([7])
+    customer = np.array([0, 1, 0, 0, 1, 0, 1], np.float32)  # the rep opens; two rep turns in a row
+    inputs = inputs.replace(features=inputs.features.at[:, 0].set(customer))
+    context = np.asarray(agent.encoder.context(inputs))
+    encoder, h = agent.encoder, config.turn_dim
+    chosen = list(encoder.feature_index)
+    assert list(encoder.pooled_features) == (chosen if pool_features else [])
+    selected = np.asarray(inputs.features)[:, chosen]
+    v = encoder.pool_width
+    assert v == h + (len(chosen) if pool_features else 0)
+    assert context.shape[1] == h + v * encoder.num_decays * encoder.num_groups + len(encoder.feature_index)
+    if not pool_features:
+        return
+    rates = np.asarray(jax.nn.sigmoid(encoder.decay_logit[...]))
+    for k, r in enumerate(rates):
+        start = h + (k * encoder.num_groups + 1) * v + h  # decay k, the customer group, its feature channels
+        for n in range(1, 7):  # from the first customer turn on
+            weights = r ** (n - np.arange(n + 1)) * customer[:n + 1]
+            expected = weights @ selected[:n + 1] / weights.sum()
+            np.testing.assert_allclose(context[n, start:start + len(chosen)], expected,
+                                       rtol=1e-5, atol=1e-5)
+    # A rep's turn leaves the customer pool as it was (turns 3 and 4 follow the customer's turn 2).
+    pools = slice(h, h + v * encoder.num_decays * encoder.num_groups)
+    per_pool = context[:, pools].reshape(7, encoder.num_decays, encoder.num_groups, v)
+    np.testing.assert_allclose(per_pool[2, :, 1], per_pool[1, :, 1], rtol=1e-6)
+    np.testing.assert_allclose(per_pool[3, :, 1], per_pool[1, :, 1], rtol=1e-6)

@@ -167,17 +167,20 @@ def test_dense_embeddings_have_no_wide_term():
     assert "wide" not in nnx.to_pure_dict(nnx.state(agent))["encoder"]["project"]
 
 
-def test_a_run_saved_before_the_wide_term_loads_without_one(ngram_run_without_wide):
+def test_a_run_saved_before_the_wide_term_and_the_feature_pools_loads_without_them(ngram_run_without_wide):
     from salesrl_jax.run.trained_model import TrainedModel
 
     model = TrainedModel.load(ngram_run_without_wide)
-    assert model.config.model.wide_text is False
+    assert model.config.model.wide_text is False and model.config.model.pool_features is False
     assert "wide" not in nnx.to_pure_dict(model.params)["encoder"]["project"]
+    agent = nnx.merge(model.graphdef, model.params)
+    assert agent.encoder.pool_width == agent.encoder.turn_width  # the hidden layer's saved kernel fits the old width
 
 
 @pytest.fixture(scope="module")
 def ngram_run_without_wide(tiny_archive, tmp_path_factory):
-    """A trained n-gram run whose saved config, like those written before the wide term, has no ``wide_text``."""
+    """A trained n-gram run whose saved config, like those written before the wide term and the feature pools, has
+    neither ``wide_text`` nor ``pool_features``."""
     import dataclasses
 
     from salesrl_jax.arrays.build import embed_archive
@@ -190,13 +193,13 @@ def ngram_run_without_wide(tiny_archive, tmp_path_factory):
     root = tmp_path_factory.mktemp("no-wide")
     ngrams = EmbedderConfig(kind="ngrams", dim=BUCKETS, max_grams=32)
     embed_archive(tiny_archive, root / "arrays", ngrams, chunk_conversations=300, workers=1)
-    config = tiny_config(root / "arrays", embedder=ngrams, model=tiny_model(wide_text=False),
+    config = tiny_config(root / "arrays", embedder=ngrams, model=tiny_model(wide_text=False, pool_features=False),
                          pretrain=dataclasses.replace(tiny_config(root).pretrain, epochs=1),
                          ppo=PPOConfig(enabled=False))
     train_and_evaluate(config, root / "run")
     (meta_path,) = find_checkpoint(root / "run").glob("*/meta/metadata")  # the orbax JSON item of the one step
     meta = json.loads(meta_path.read_text())
-    del meta["config"]["model"]["wide_text"]
+    del meta["config"]["model"]["wide_text"], meta["config"]["model"]["pool_features"]
     meta_path.write_text(json.dumps(meta))
     return root / "run"
 
