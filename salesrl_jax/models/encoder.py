@@ -19,11 +19,10 @@ speaker masks ``m_all = 1``, ``m_customer(i) = [turn i is the customer's]``, and
 
 Why the pools carry the turn features too (``ModelConfig.pool_features``, every feature the config switches on):
 without them the state after a rep's turn has lost the customer's last turn's features (sentiment, cues, questions,
-length, response time), which only ``f_n`` held. Pooling the turn-level group alone (7 of the 15) left the
-hashed-embedding model where it was on the simulator benchmark (docs/benchmarks.md, session 20).
-On the 100k/20k simulator benchmark the n-gram model's AUC after the rep's turns fell below its own prediction one
-turn earlier (turn 3: 0.600 against 0.662); a linear probe on the context at turn 3 read 0.580, and 0.638 with the
-previous turn's features added (docs/benchmarks.md, session 20).
+length, response time), which only ``f_n`` held. On the 100k/20k simulator benchmark the n-gram model's AUC after the
+rep's turns fell below its own prediction one turn earlier (turn 3: 0.600 against 0.662); a linear probe on the
+context at turn 3 read 0.580, and 0.638 with the previous turn's features added. Pooling the turn-level group alone
+(7 of the 15 features) left the hashed-embedding model where it was (docs/benchmarks.md, session 20).
 
 With the wide term (`ModelConfig.wide_text`, sparse n-gram text only) the bag also gives each turn a scalar
 ``omega_n`` (`salesrl_jax.models.bag`), and the state gains one last column, the gained running mean
