@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -58,20 +57,10 @@ def streaming_p50(config: Config) -> dict[bool, list[float]]:
         train = TrainConfig(embedder=EmbedderConfig(kind="hashing", dim=config.dim), model=model_config(pooled))
         scorers[pooled] = Scorer(inference.bench_model(config.dim, train), HashingEmbedder(config.dim))
     inputs = inference.random_inputs(config.turns, config.dim)
-    embeddings, features = np.asarray(inputs.embeddings), np.asarray(inputs.features)
     p50: dict[bool, list[float]] = {pooled: [] for pooled in SIDES}
     for _ in range(config.repeats):
         for pooled, scorer in scorers.items():
-            session = scorer.session()
-            scorer.score_embedded(session, embeddings[0], features[0])  # compile (once per model)
-            seconds = np.empty(config.turns)
-            for i in range(config.turns):
-                if i % inference.TURNS_PER_CONVERSATION == 0:
-                    session = scorer.session()
-                start = time.perf_counter()
-                scorer.score_embedded(session, embeddings[i], features[i])
-                seconds[i] = time.perf_counter() - start
-            p50[pooled].append(float(np.percentile(seconds, 50) * 1e3))
+            p50[pooled].append(float(np.percentile(inference.time_embedded(scorer, inputs), 50) * 1e3))
     return p50
 
 
