@@ -7,7 +7,9 @@ conversations, and do the intervals hold their nominal coverage?
 * **Intervals** by turn index: coverage of the true probability (simulator data only: real data has no known
   probability, so only the width is reported there), beside the 95% range of coverage a valid interval would show
   there (the test turns of one index, one per conversation, and the calibration turns of its bucket are both finite
-  samples: `salesrl_jax.metrics.selective.valid_coverage_range`), and mean width.
+  samples: `salesrl_jax.metrics.selective.valid_coverage_range`), and mean width; then one summary of the turn
+  indices with at least 500 conversations (`coverage_summary`): which lie outside nominal +- 2 points, and which
+  outside their valid range.
 * **Out of distribution** (``--ood-data``): AUROC of the confidence, and of the familiarity alone, separating the
   in-distribution conversations (positive) from the others, by turn index and per conversation at turn 4;
   AURC on the mixed set; calibration of the predictions on the out-of-distribution set alone; the intervals on both
@@ -27,6 +29,8 @@ from salesrl_jax.models.predict import TurnPredictions
 
 MIN_COUNT = 30
 OOD_TURN = 4  # "per conversation after 4 turns": the confidence after the 4th turn
+COVERAGE_MIN_CONVERSATIONS = 500  # the turn indices the coverage summary judges (the confidence issue's bar)
+COVERAGE_BAND = 0.02  # ... and how far from nominal their coverage may read
 
 
 def _losses(pred: TurnPredictions) -> dict[str, np.ndarray]:
@@ -91,12 +95,34 @@ def interval_rows(pred: TurnPredictions, level: float | None = None,
     return rows
 
 
+def coverage_summary(rows: list[dict], level: float, min_n: int = COVERAGE_MIN_CONVERSATIONS,
+                     band: float = COVERAGE_BAND) -> dict | None:
+    """The coverage of `interval_rows` at the turn indices with at least ``min_n`` conversations, judged two ways:
+    against the fixed band ``level +- band``, and against each index's 95% range of a valid interval (what
+    the finite test and calibration samples allow). None without coverage (no true probability) or such indices.
+
+    ``{"turns": [first, last], "min": {"turn", "coverage"}, "max": {...}, "band": [lo, hi], "outside_band": [turns],
+    "outside_valid_range": [turns]}``; turns are 1-based indices as strings, as in the rows."""
+    judged = [r for r in rows if r["turn"] != "last" and r["n"] >= min_n and r.get("coverage") is not None]
+    if not judged:
+        return None
+    low, high = min(judged, key=lambda r: r["coverage"]), max(judged, key=lambda r: r["coverage"])
+    lo, hi = level - band, level + band
+    return {"turns": [judged[0]["turn"], judged[-1]["turn"]], "min_conversations": min_n,
+            "min": {"turn": low["turn"], "coverage": low["coverage"]},
+            "max": {"turn": high["turn"], "coverage": high["coverage"]},
+            "band": [lo, hi], "outside_band": [r["turn"] for r in judged if not lo <= r["coverage"] <= hi],
+            "outside_valid_range": [r["turn"] for r in judged if "valid_lo" in r
+                                    and not r["valid_lo"] <= r["coverage"] <= r["valid_hi"]]}
+
+
 def confidence_tables(pred: TurnPredictions, level: float | None = None,
                       calibration_turns: Callable[[int], int] | None = None) -> dict:
     """The selective-prediction and interval tables of predictions with confidence outputs (``calibration_turns``:
-    see `interval_rows`)."""
-    return {"interval_level": level, "selective": selective_table(pred),
-            "intervals": interval_rows(pred, level, calibration_turns)}
+    see `interval_rows`), and with a nominal ``level`` the `coverage_summary`."""
+    rows = interval_rows(pred, level, calibration_turns)
+    return {"interval_level": level, "selective": selective_table(pred), "intervals": rows,
+            "coverage_summary": None if level is None else coverage_summary(rows, level)}
 
 
 def in_vs_out_auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -170,6 +196,16 @@ def format_confidence(tables: dict) -> list[str]:
         span = f" [{row['valid_lo']:.3f}, {row['valid_hi']:.3f}]" if "valid_lo" in row else ""
         lines.append(f"| {row['turn']} | {row['n']} | {_f(row.get('coverage'))}{span} | {_f(row['width'])} | "
                      f"{_f(row['confidence'])} | {_f(row['low_share'])} |")
+    summary = conf.get("coverage_summary")
+    if summary:
+        first, last = summary["turns"]
+        lo, hi = summary["band"]
+        lines += ["", f"Coverage at turns {first}-{last} (at least {summary['min_conversations']} conversations each): "
+                      f"{summary['min']['coverage']:.3f} (turn {summary['min']['turn']}) to "
+                      f"{summary['max']['coverage']:.3f} (turn {summary['max']['turn']}); outside {lo:.2f}-{hi:.2f}: "
+                      + (", ".join(f"turn {t}" for t in summary["outside_band"]) or "none")
+                      + "; outside the range of a valid interval: "
+                      + (", ".join(f"turn {t}" for t in summary["outside_valid_range"]) or "none") + "."]
     ood = tables.get("ood")
     if ood:
         at = ood[f"auroc_at_turn_{OOD_TURN}"]

@@ -91,16 +91,25 @@ class Scorer:
             self._param_leaves = self._param_leaves + jax.tree.leaves(guidance.params)
         n_model = len(jax.tree.leaves(params))
 
+        # With confidence the step also returns the state's distance to the reference bank (the bank's arrays are
+        # arguments, not constants baked into the program): in XLA beside the step it is off the turn's critical
+        # path, where numpy after the step took 30-50 us (session 21).
+        self._bank = None if self.confidence is None else (jax.device_put(np.asarray(self.confidence.bank)),
+                                                            jax.device_put(np.asarray(self.confidence.bank_norms)))
+
         @jax.jit
-        def step(leaves, carry: EncoderCarry, embedding, features, prev):
-            """One turn: the new carry, and the probability, the uncertainty, the encoder state and the guidance
-            (if any) in one array (one device-to-host copy per turn)."""
+        def step(leaves, carry: EncoderCarry, embedding, features, prev, bank):
+            """One turn: the new carry, and the probability, the uncertainty, the encoder state, the guidance (if
+            any) and the state's distance to the bank (with confidence) in one array (one device-to-host copy per
+            turn)."""
             agent = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves[:n_model]))
             carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
             parts = [jnp.stack([out.prediction, out.uncertainty]), out.state]
             if guidance is not None:
                 policy = jax.tree.unflatten(jax.tree.structure(guidance.params), leaves[n_model:])
                 parts.append(guidance_arrays(guidance.graphdef, policy, out.state))
+            if bank is not None:
+                parts.append(state_distance(bank[0], bank[1], out.state[None]))
             return carry, jnp.concatenate(parts)
 
         self._step = step
@@ -151,7 +160,8 @@ class Scorer:
                        ) -> TurnScore:
         """Advance ``session`` by one turn whose embedding (or n-gram bag) and features are already computed."""
         # Dispatch is asynchronous: the step runs on XLA's thread while this one computes the text signal.
-        carry, values = self._step(self._param_leaves, session.carry, embedding, features, session.prev_prediction)
+        carry, values = self._step(self._param_leaves, session.carry, embedding, features, session.prev_prediction,
+                                   self._bank)
         conf = self.confidence
         if conf is None:
             values = np.asarray(values)
@@ -159,16 +169,15 @@ class Scorer:
             session.carry, session.prev_prediction, session.state = carry, prob, values[2:2 + self.state_dim]
             session.turn_index += 1
             return TurnScore(session.turn_index - 1, prob, unc, guidance=self._guidance(values))
-        # The confidence module on the host: the signals in numpy, through the same functions as the batch form's
-        # jitted pass (XLA:CPU spends several times longer on one turn's small products), on one BLAS thread (a
-        # second one spins on the core XLA's step runs on: 0.27 ms a turn instead of 0.21), then the combination
-        # in scalar Python (`TurnConfidence`).
+        # The text signal on the host, in numpy, through the same function as the batch form's jitted pass (XLA:CPU
+        # spends several times longer on one turn's small products), on one BLAS thread (a second one spins on the
+        # core XLA's step runs on: 0.27 ms a turn instead of 0.21); the state distance came with the step; then the
+        # combination in scalar Python (`TurnConfidence`).
         with blas_one_thread():
             text = jax.tree.map(lambda x: np.asarray(x)[None], embedding)  # one turn as a batch of one
             novelty = text_novelty(conf, text, rows=1, xp=np)[0]
-            values = np.asarray(values)
-            distance = state_distance(conf.bank, conf.bank_norms, values[None, 2:2 + self.state_dim], xp=np)[0]
-        prob, unc = float(values[0]), float(values[1])
+        values = np.asarray(values)
+        prob, unc, distance = float(values[0]), float(values[1]), float(values[-1])
         session.carry, session.prev_prediction, session.state = carry, prob, values[2:2 + self.state_dim]
         session.turn_index += 1
         session.novelty, so_far = session.novelty.add(novelty)
@@ -178,7 +187,9 @@ class Scorer:
                          **{name: float(getattr(scored, name)) for name in VALUE_FIELDS})
 
     def _guidance(self, values: np.ndarray) -> Guidance | None:
-        return None if self.guidance is None else as_guidance(values[2 + self.state_dim:])
+        if self.guidance is None:
+            return None
+        return as_guidance(values[2 + self.state_dim:len(values) - (self._bank is not None)])
 
 
 class ScoringSession:

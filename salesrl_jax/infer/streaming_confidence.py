@@ -10,6 +10,7 @@ ties with calibration turns included (tested on random turns, both interval kind
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import math
 
@@ -31,16 +32,29 @@ def _key(bucket: int, value: float, tie: float) -> float:
 
 
 @functools.cache
-def _threadpools() -> ThreadpoolController:
-    return ThreadpoolController()  # finds the loaded BLAS libraries once (milliseconds)
+def _blas_libraries() -> tuple:
+    """The loaded BLAS libraries' threadpoolctl controllers, found once (milliseconds)."""
+    return tuple(c for c in ThreadpoolController().lib_controllers if c.user_api == "blas")
 
 
+@contextlib.contextmanager
 def blas_one_thread():
-    """A context manager: numpy's BLAS on one thread inside its block (7 us to set and restore). A streaming
-    turn's products are small, and OpenBLAS's second thread spins on after them, on the core that XLA's step needs.
-    The setting is process-wide: sessions scored from several threads at once stay correct, only the thread count
-    they see may be another thread's."""
-    return _threadpools().limit(limits=1, user_api="blas")
+    """A context manager: numpy's BLAS on one thread inside its block. A streaming turn's products are small, and
+    OpenBLAS's second thread spins on after them, on the core that XLA's step needs.
+
+    Each library's thread count is set and restored directly (about 4 us in all): threadpoolctl's ``limit`` walks its
+    controllers in Python and took 35-50 us a turn (measured in session 21 on the streaming path, where it sat on the
+    critical path). The setting is process-wide: sessions scored from several threads at once stay correct, only the
+    thread count they see may be another thread's."""
+    libraries = _blas_libraries()
+    before = [lib.num_threads for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libraries, before):
+            lib.set_num_threads(n)
 
 
 class TurnConfidence:

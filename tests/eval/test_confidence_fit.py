@@ -168,6 +168,7 @@ def test_evaluate_reports_confidence_and_out_of_distribution(confident, tiny_arr
     rows = tables["confidence"]["intervals"]
     assert all(r["valid_lo"] <= level <= r["valid_hi"] for r in rows)
     assert max(r["valid_hi"] - r["valid_lo"] for r in rows) > min(r["valid_hi"] - r["valid_lo"] for r in rows)
+    assert tables["confidence"]["coverage_summary"] is None  # no turn index of this tiny set has 500 conversations
     ood = tables["ood"]
     assert ood["conversations_out"] > 0 and 0 <= ood["auroc_at_turn_4"]["confidence"] <= 1
     # human dialogues are unlike the simulator's
