@@ -50,3 +50,31 @@ def test_blas_one_thread_restores_the_setting():
     with blas_one_thread():
         assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
     assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def test_one_turns_dense_text_novelty_equals_the_batch_form():
+    import jax
+    import jax.numpy as jnp
+
+    from salesrl_jax.infer.streaming_confidence import DenseTextNovelty
+    from salesrl_jax.models.confidence import ConfidenceParams, dense_text_novelty
+
+    rng = np.random.default_rng(0)
+    dim, width = 96, 16
+    projection = (rng.normal(size=(dim, width)) / np.sqrt(width)).astype(np.float32)
+    seen = rng.normal(size=(40, dim)).astype(np.float32)
+    bank = seen @ projection
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    # turns the bank holds (novelty 0), fresh turns, and one opposite two of the bank's turns
+    turns = np.concatenate([seen[:5], rng.normal(size=(20, dim)).astype(np.float32),
+                            -(seen[:1] + seen[1:2])]).astype(np.float32)
+    params = ConfidenceParams.__new__(ConfidenceParams)
+    object.__setattr__(params, "text_projection", projection)
+    object.__setattr__(params, "text_bank", bank)
+    one = DenseTextNovelty(params)
+    streamed = np.array([one(turn) for turn in turns])
+    on_host = dense_text_novelty(projection, bank, turns, xp=np)
+    jitted = np.asarray(jax.jit(dense_text_novelty)(jnp.asarray(projection), jnp.asarray(bank), jnp.asarray(turns)))
+    np.testing.assert_allclose(streamed, on_host, atol=1e-6)
+    np.testing.assert_allclose(streamed, jitted, atol=1e-6)
+    assert np.all(streamed[:5] < 1e-5) and streamed[5:].min() > 1e-3 and 0 <= streamed.min() <= streamed.max() <= 2
