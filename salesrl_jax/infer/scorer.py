@@ -171,10 +171,11 @@ class Scorer:
             session.carry, session.prev_prediction, session.state = carry, prob, values[2:2 + self.state_dim]
             session.turn_index += 1
             return TurnScore(session.turn_index - 1, prob, unc, guidance=self._guidance(values))
-        # The text signal on the host, in numpy, through the same function as the batch form's jitted pass (XLA:CPU
-        # spends several times longer on one turn's small products), on one BLAS thread (a second one spins on the
-        # core XLA's step runs on: 0.27 ms a turn instead of 0.21); the state distance came with the step; then the
-        # combination in scalar Python (`TurnConfidence`).
+        # The text signal on the host while XLA runs the step, in numpy (XLA:CPU spends several times longer on one
+        # turn's small products): a dense turn by `DenseTextNovelty` (tested equal to the batch form), n-gram mass by
+        # the batch function; on one BLAS thread (a second one spins on the core XLA's step runs on: 0.27 ms a turn
+        # instead of 0.21). The state distance came with the step; then the combination in scalar Python
+        # (`TurnConfidence`).
         with blas_one_thread():
             if self._dense_novelty is not None:
                 novelty = self._dense_novelty(embedding)
@@ -194,7 +195,8 @@ class Scorer:
     def _guidance(self, values: np.ndarray) -> Guidance | None:
         if self.guidance is None:
             return None
-        return as_guidance(values[2 + self.state_dim:len(values) - (self._bank is not None)])
+        end = -1 if self._bank is not None else None  # the state distance is the last value with confidence
+        return as_guidance(values[2 + self.state_dim:end])
 
 
 class ScoringSession:

@@ -200,8 +200,8 @@ def dense_text_novelty(projection: jnp.ndarray, bank: jnp.ndarray, embeddings: j
 def turn_signals(params: ConfidenceParams, states: jnp.ndarray, text, scale: jnp.ndarray | None = None,
                  xp=jnp) -> TurnSignals:
     """The raw signals of a flat batch: ``states [N, S]``, ``text`` the turns' `GramBags` or embeddings ``[N, D]``.
-    ``xp``: `jax.numpy` (traced, batches) or `numpy` (one streaming turn on the host: XLA:CPU spends tens of
-    microseconds on each small matrix product that numpy does in a few)."""
+    ``xp``: `jax.numpy` (traced, batches) or `numpy`. The streaming `Scorer` computes the distance inside its jitted
+    step and a dense turn's text signal with `salesrl_jax.infer.streaming_confidence.DenseTextNovelty` (tested equal)."""
     distance = state_distance(params.bank, params.bank_norms, states, xp=xp)
     return TurnSignals(distance, text_novelty(params, text, scale, rows=states.shape[0], xp=xp))
 

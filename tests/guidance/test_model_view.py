@@ -146,6 +146,35 @@ def test_scorer_guidance_equals_the_batch_path(guided, tiny_trained, tiny_archiv
     assert all(s["final_sim_next_act"] in ACTIONS for s in summary)
 
 
+def test_guidance_and_confidence_together_each_read_their_own_values(guided, tiny_trained, tiny_archive, tmp_path):
+    """With a confidence fit the streaming step returns the state distance after the guidance: the recommendation is
+    the one a session without confidence gives, and the confidence the one a session without guidance gives."""
+    import shutil
+
+    from salesrl_jax.data.readers import ArchiveReader
+    from salesrl_jax.eval.confidence_fit import fit_confidence
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained, run)
+    fit_confidence(run)
+    both = Scorer.load(run, guidance=guided)
+    plain = Scorer.load(run, guidance=guided, confidence=False)
+    unguided = Scorer.load(run)
+    conversation = next(iter(ArchiveReader(tiny_archive)))
+    with_confidence, without, alone = both.session(), plain.session(), unguided.session()
+    for turn in conversation.turns:
+        a = with_confidence.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        b = without.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        c = alone.add_turn(turn.speaker, turn.text, turn.start_time, turn.duration)
+        assert (a.confidence, a.familiarity, a.p_low, a.p_high) == pytest.approx(
+            (c.confidence, c.familiarity, c.p_low, c.p_high), abs=1e-6)  # the distance read from its own place
+        assert a.probability == pytest.approx(b.probability, abs=1e-6)
+        assert a.guidance.next_act == b.guidance.next_act
+        np.testing.assert_allclose(list(a.guidance.sale_if.values()), list(b.guidance.sale_if.values()), atol=1e-6)
+        assert a.confidence is not None and 0 <= a.p_low <= a.probability <= a.p_high <= 1
+        assert b.confidence is None
+
+
 def test_an_ab_test_on_other_industries_than_the_views_is_refused(guided):
     from salesrl_jax.guidance.rollout import run_episodes
     from salesrl_jax.guidance.train import load_learned
