@@ -87,7 +87,7 @@ def ppo_env_steps_per_s(config: Config) -> dict[bool, list[float]]:
         graphdef, params = create_agent(model, config.dim, 0)
         optimizer = adam_linear(ppo.learning_rate, 1000, ppo.max_grad_norm)
         update = make_ppo_update(graphdef, optimizer, epochs=ppo.epochs, reward_kind=ppo.reward)
-        batch = training._ppo_batch(config.dim, ppo.rows_per_minibatch, ppo.minibatches, model.ensemble_size)
+        batch = training.random_ppo_batch(config.dim, ppo.rows_per_minibatch, ppo.minibatches, model.ensemble_size)
         updates[pooled] = (update, init_state(params, optimizer, 0), batch, Hyperparams.ppo(TrainConfig(model=model)))
     rates: dict[bool, list[float]] = {pooled: [] for pooled in SIDES}
     for _ in range(config.repeats):

@@ -34,7 +34,9 @@ def _supervised_batches(dim: int, rows: int, minibatches: int, heads: int) -> Su
     return SupervisedBatch(stacked, labels, jnp.asarray(bootstrap_weights(0, 0, first_rows, heads)))
 
 
-def _ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBatch:
+def random_ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBatch:
+    """A PPO batch of ``minibatches`` x ``rows`` random turns (conversations of `TURNS_PER_CONVERSATION`), random
+    outcomes and ``heads`` bootstrap weights per row: what the throughput benchmarks time (values do not matter)."""
     batches = _supervised_batches(dim, rows, minibatches, heads)
     return PPOBatch(batches.inputs, batches.labels, batches.bootstrap)
 
@@ -78,7 +80,7 @@ def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"),
             optimizer = adam_linear(ppo.learning_rate, 1000, ppo.max_grad_norm)
             update = make_ppo_update(graphdef, optimizer, epochs=ppo.epochs, reward_kind=ppo.reward)
             state = init_state(params, optimizer, 0)
-            batch = _ppo_batch(dim, ppo.rows_per_minibatch, ppo.minibatches, model.ensemble_size)
+            batch = random_ppo_batch(dim, ppo.rows_per_minibatch, ppo.minibatches, model.ensemble_size)
             hp = Hyperparams.ppo(config)
             compile_s, times = compile_and_time(update, state, batch, hp, min_seconds=min_seconds)
             seconds = float(np.median(times))
@@ -117,7 +119,7 @@ def mesh_throughput(dim: int = 3072, model: str = "default", device_counts=(1, 2
     counts = [d for d in device_counts if d <= jax.device_count()]
     layouts = [(d, "replicated") for d in counts] + ([(counts[-1], "fsdp")] if counts[-1] > 1 else [])
     host_pre = jax.tree.map(np.asarray, _supervised_batches(dim, rows_pre, 4, config.model.ensemble_size))
-    host_ppo = jax.tree.map(np.asarray, _ppo_batch(dim, rows_ppo, ppo.minibatches, config.model.ensemble_size))
+    host_ppo = jax.tree.map(np.asarray, random_ppo_batch(dim, rows_ppo, ppo.minibatches, config.model.ensemble_size))
     out = []
     for devices, layout in layouts:
         placement = make_placement(devices, devices, layout)
