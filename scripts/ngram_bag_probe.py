@@ -34,12 +34,13 @@ import tyro
 
 from salesrl_jax import metrics
 from salesrl_jax.arrays.split import stratified_folds
+from salesrl_jax.baselines.fit import TFIDF_METHODS
 from salesrl_jax.data.readers import read_conversations
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 DECAYS = (0.5, 0.5 ** 0.25, 0.5 ** (1 / 16), 1.0)  # half-lives 1, 4, 16 turns, and the plain mean
 POINTS = (2, 3, 4, 6, 8, 12)
-TFIDF = ("tfidf_plain_prefix", "tfidf_plain_whole", "tfidf_tagged_prefix", "tfidf_tagged_whole")
+TFIDF = TFIDF_METHODS  # the four variants, named as crossval names them
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,9 +20,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import tyro
 
+from salesrl_jax.baselines.fit import TFIDF_METHODS
 from salesrl_jax.metrics.binary import roc_auc
 
-TFIDF = ("tfidf_plain_prefix", "tfidf_plain_whole", "tfidf_tagged_prefix", "tfidf_tagged_whole")
+TFIDF = TFIDF_METHODS  # the four variants, named as crossval names them
 
 
 @dataclasses.dataclass(frozen=True)
