@@ -477,11 +477,14 @@ class Bench:
     """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
     streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
 
-    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance"], ...] = (
+    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance", "incumbent"], ...] = (
         "batch", "stream", "confidence", "loop", "train")
     """Which benchmarks to run. mesh (only when named): data-parallel training throughput on 1, 2, 4, 8 of the
     devices JAX sees (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8 for 8 virtual devices).
-    guidance (only when named): the simulator environment's and PPO's env steps/s (docs/guidance.md)."""
+    guidance (only when named): the simulator environment's and PPO's env steps/s (docs/guidance.md).
+    incumbent (only when named; the incumbent extra): the incumbent's stack, Stable-Baselines3 PPO and torch at its
+    3,088-float observation and widths, against ours in the same run: PPO, streaming and batch 1,024, at the
+    largest of --dims (salesrl_jax.bench.incumbent)."""
     dims: tuple[int, ...] = (512, 3072)
     """Embedding dimensions (512: the offline default; 3072: text-embedding-3-large)."""
     batch_sizes: tuple[int, ...] = (1, 32, 1024, 16384)

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance"]
-PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")  # mesh, guidance: by name
+BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance", "incumbent"]
+PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")  # the others: by name
 
 
 def batch_table(rows: list[dict]) -> str:
@@ -78,6 +78,37 @@ def guidance_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def incumbent_tables(r: dict) -> str:
+    """The incumbent's stack against ours (`salesrl_jax.bench.incumbent.incumbent_comparison`), three tables."""
+    shape, ppo, stream, batch = r["shape"], r["ppo"], r["stream"], r["batch"]
+    work, ours = ppo["sb3_work"], ppo["our_work"]
+    lines = [f"the incumbent's stack (torch {r['torch_version']}, {r['torch_threads']} threads, Stable-Baselines3 "
+             f"{r['stable_baselines3_version']}; {shape['embedding_dim'] + shape['feature_dim']}-float observation, "
+             f"extractor {'-'.join(map(str, shape['extractor']))}, heads {'-'.join(map(str, shape['heads']))}) "
+             "against ours, same run, alternated rounds",
+             f"PPO env steps/s (SB3's work: {work['n_steps']}-step rollouts, {work['n_epochs']} epochs of "
+             f"{work['batch_size']}; ours: {ours['epochs']} epochs x {ours['minibatches']} minibatches of "
+             f"{ours['rows_per_minibatch']:,})", "| stack | work | env steps/s | vs incumbent |", "|---|---|---:|---:|",
+             f"| incumbent (SB3 PPO.learn) | SB3 defaults | {ppo['env_steps_per_s']['incumbent']:,.0f} | 1.00x |"]
+    for name, ratio in ppo["over_incumbent"].items():
+        model = name.removesuffix("_our_work").removesuffix("_sb3_work")
+        lines.append(f"| ours, {model} | {'SB3' if name.endswith('sb3_work') else 'our'} defaults | "
+                     f"{ppo['env_steps_per_s'][name]:,.0f} | {ratio:.2f}x |")
+    lines += ["", "streaming, one turn per call, history carried (embedding cached)",
+              "| scorer | p50 ms | p99 ms | turns/s | p50 vs incumbent's predict |", "|---|---:|---:|---:|---:|"]
+    for name, p50 in stream["p50_ms"].items():
+        ratio = stream["p50_ms"]["incumbent_predict"] / p50
+        lines.append(f"| {name} | {p50:.3f} | {stream['p99_ms'][name]:.3f} | {stream['turns_per_s'][name]:,.0f} | "
+                     f"{ratio:.2f}x |")
+    lines += ["", f"batch {batch['batch']:,} (multiply-adds per turn: " + ", ".join(
+        f"{k} {v:,}" for k, v in batch["macs_per_turn"].items() if v) + ")",
+              "| scorer | turns/s | vs incumbent |", "|---|---:|---:|",
+              f"| incumbent (SB3 predict) | {batch['turns_per_s']['incumbent']:,.0f} | 1.00x |"]
+    lines += [f"| {name} | {batch['turns_per_s'][name]:,.0f} | {ratio:.2f}x |"
+              for name, ratio in batch["over_incumbent"].items()]
+    return "\n".join(lines)
+
+
 def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 3072),
               batch_sizes: Sequence[int] = (1, 32, 1024, 16384), min_seconds: float = 1.0,
               out: str | os.PathLike[str] | None = None, emit: Callable[[str], object] = print,
@@ -129,6 +160,12 @@ def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 30
 
         results["guidance"] = guidance_throughput()
         emit("\n" + guidance_table(results["guidance"]))
+        save()
+    if "incumbent" in parts:
+        from salesrl_jax.bench.incumbent import IncumbentShape, incumbent_comparison
+
+        results["incumbent"] = incumbent_comparison(IncumbentShape(embedding_dim=max(dims)), min_seconds)
+        emit("\n" + incumbent_tables(results["incumbent"]))
         save()
     if out is not None:
         save()
