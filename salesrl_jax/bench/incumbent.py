@@ -326,8 +326,20 @@ def batch_comparison(shape: IncumbentShape = IncumbentShape(), models=OURS, batc
     return result
 
 
+def require_incumbent_extra() -> None:
+    """A clear error (not an import traceback) where the incumbent's packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "stable_baselines3", "gymnasium") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"the incumbent benchmark needs {', '.join(missing)}: pip install 'salesrl-jax[incumbent]' "
+                         "(on a CPU machine, the CPU build of torch first: pip install torch==2.13.0 --index-url "
+                         "https://download.pytorch.org/whl/cpu)")
+
+
 def incumbent_comparison(shape: IncumbentShape = IncumbentShape(), min_seconds: float = 1.0) -> dict:
     """All three comparisons, with the torch and JAX versions and thread counts they ran with."""
+    require_incumbent_extra()
     import stable_baselines3
     import torch
 

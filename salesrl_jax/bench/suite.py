@@ -121,6 +121,10 @@ def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 30
     from salesrl_jax.io.atomic import write_json_atomic
 
     results: dict = {"jax_devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__}
+    if "incumbent" in parts:  # before the other parts run, not after them
+        from salesrl_jax.bench.incumbent import require_incumbent_extra
+
+        require_incumbent_extra()
 
     def save() -> None:  # after every part, so a run stopped by a time limit keeps what it measured
         if out is not None:

@@ -2,15 +2,17 @@
 outcome out of the observation, its history is the recency-weighted mean it claims, and each comparison runs and
 reports consistent ratios (tiny widths, so the suite stays fast; the speed itself is in docs/benchmarks.md)."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-pytest.importorskip("stable_baselines3", reason="the incumbent extra is not installed (pip install "
-                    "'salesrl-jax[incumbent]')")
+from salesrl_jax.bench import incumbent
+from salesrl_jax.bench.inference import TURNS_PER_CONVERSATION
+from salesrl_jax.bench.suite import incumbent_tables
 
-from salesrl_jax.bench import incumbent  # noqa: E402
-from salesrl_jax.bench.inference import TURNS_PER_CONVERSATION  # noqa: E402
-from salesrl_jax.bench.suite import incumbent_tables  # noqa: E402
+needs_extra = pytest.mark.skipif(importlib.util.find_spec("stable_baselines3") is None,
+                                 reason="the incumbent extra is not installed (pip install 'salesrl-jax[incumbent]')")
 
 TINY = incumbent.IncumbentShape(embedding_dim=48, extractor=(32, 16, 8), heads=(8, 8))
 
@@ -27,6 +29,7 @@ def _episode(env, seed):
     return np.stack(observations), np.array(rewards)
 
 
+@needs_extra
 def test_environment_observes_turns_not_the_outcome():
     cached = incumbent._Cached(TINY, 40)
     flipped = incumbent._Cached(TINY, 40)
@@ -40,6 +43,7 @@ def test_environment_observes_turns_not_the_outcome():
     assert set(np.round(rewards, 6)) <= {round(1 - 0.25 ** 2, 6), round(1 - 0.75 ** 2, 6)}
 
 
+@needs_extra
 def test_history_is_the_recency_weighted_turns_so_far():
     cached = incumbent._Cached(TINY, 2 * TURNS_PER_CONVERSATION)
     e, decay = cached.embeddings, TINY.history_decay
@@ -50,6 +54,7 @@ def test_history_is_the_recency_weighted_turns_so_far():
     np.testing.assert_array_equal(cached.observations[:, TINY.embedding_dim:], cached.features)
 
 
+@needs_extra
 def test_comparisons_run_and_report_their_ratios():
     stream = incumbent.streaming_comparison(TINY, models=("default",), turns=2 * TURNS_PER_CONVERSATION, rounds=1)
     assert set(stream["p50_ms"]) == {"incumbent_predict", "incumbent_torch_forward", "default",
@@ -74,3 +79,10 @@ def test_comparisons_run_and_report_their_ratios():
                               "ppo": ppo, "stream": stream, "batch": batch})
     assert "| ours, default | SB3 defaults |" in table and "| default_with_confidence |" in table
     assert f"{TINY.obs_dim}-float observation" in table
+
+
+def test_a_missing_extra_is_a_clear_error(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    with pytest.raises(ValueError, match=r"needs torch: pip install 'salesrl-jax\[incumbent\]'"):
+        incumbent.require_incumbent_extra()
