@@ -6,7 +6,8 @@ a 512-256-64 feature extractor with 128-64 policy and value heads. This module r
 description, not from its code, and times it against two of ours (`OURS`): our default model, and ours at the
 incumbent's widths (`salesrl_jax.bench.training.INCUMBENT_SIZED`: a 512-wide turn projection, 256 hidden, a
 64-wide state, 128-wide heads), which does more per turn than the incumbent's MLP (history pools of the 512-wide
-turns; `batch_comparison` reports each network's multiply-adds per turn):
+turns; `batch_comparison` reports each network's multiply-adds per turn: the incumbent's counted from its widths,
+ours as half the FLOPs XLA's cost analysis counts, elementwise work included):
 
 - **PPO**: env steps/s of ``PPO.learn`` at SB3's defaults (2,048-step rollouts from one environment, 10 epochs of
   64-step minibatches), its Python environment loop included. Ours is timed twice: at our defaults (4 epochs x 4
