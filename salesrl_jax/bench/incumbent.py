@@ -27,10 +27,10 @@ speed does not depend on it). Needs the ``incumbent`` extra: ``pip install 'sale
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from salesrl_jax.bench.inference import TURNS_PER_CONVERSATION, bench_int8, bench_model, random_inputs, time_embedded
@@ -78,15 +78,12 @@ class SB3PPOWork:
     """Passes over each rollout."""
 
 
-def _history(embeddings: np.ndarray, decay: float) -> np.ndarray:
-    """Recency-weighted running history of each conversation's turns, normalised, turn by turn:
-    h_t = decay h_{t-1} + e_t, restarted every `TURNS_PER_CONVERSATION` rows."""
-    out = np.empty_like(embeddings)
-    h = np.zeros(embeddings.shape[1], embeddings.dtype)
-    for i, e in enumerate(embeddings):
-        h = e if i % TURNS_PER_CONVERSATION == 0 else decay * h + e
-        out[i] = h / max(float(np.linalg.norm(h)), 1e-12)
-    return out
+def observe(history: np.ndarray, embedding: np.ndarray, features: np.ndarray, first: bool, decay: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """One turn of the incumbent's observation: ``(h_t, [h_t / |h_t|, features_t])`` with the recency-weighted
+    history h_t = decay h_{t-1} + e_t (h_t = e_t at a conversation's ``first`` turn)."""
+    history = embedding if first else decay * history + embedding
+    return history, np.concatenate([history / max(float(np.linalg.norm(history)), 1e-12), features])
 
 
 class _Cached:
@@ -95,10 +92,20 @@ class _Cached:
     def __init__(self, shape: IncumbentShape, rows: int, seed: int = 0):
         inputs = random_inputs(rows, shape.embedding_dim, seed)
         rng = np.random.default_rng(seed + 1)
+        self.decay = shape.history_decay
         self.embeddings = np.asarray(inputs.embeddings)
         self.features = rng.uniform(-1, 1, (rows, shape.feature_dim)).astype(np.float32)
         self.labels = rng.integers(0, 2, rows // TURNS_PER_CONVERSATION + 1).astype(np.float32)
-        self.observations = np.concatenate([_history(self.embeddings, shape.history_decay), self.features], 1)
+
+    @functools.cached_property
+    def observations(self) -> np.ndarray:
+        """``[rows, obs_dim]``: every row's observation (`observe` turn by turn, a new conversation every
+        `TURNS_PER_CONVERSATION` rows); only the batch comparison reads them all at once."""
+        out, history = [], None
+        for i, (e, f) in enumerate(zip(self.embeddings, self.features)):
+            history, obs = observe(history, e, f, i % TURNS_PER_CONVERSATION == 0, self.decay)
+            out.append(obs)
+        return np.stack(out)
 
 
 def make_env(shape: IncumbentShape, cached: _Cached):
@@ -114,14 +121,12 @@ def make_env(shape: IncumbentShape, cached: _Cached):
         action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
 
         def __init__(self):
-            self._row, self._turn, self._conversation = 0, 0, 0
-            self._history = np.zeros(shape.embedding_dim, np.float32)
+            self._row, self._turn, self._conversation, self._history = 0, 0, 0, None
 
         def _observe(self) -> np.ndarray:
-            e = cached.embeddings[self._row]
-            self._history = e if self._turn == 0 else shape.history_decay * self._history + e
-            norm = max(float(np.linalg.norm(self._history)), 1e-12)
-            return np.concatenate([self._history / norm, cached.features[self._row]])
+            self._history, obs = observe(self._history, cached.embeddings[self._row], cached.features[self._row],
+                                         self._turn == 0, shape.history_decay)
+            return obs
 
         def reset(self, *, seed=None, options=None):
             super().reset(seed=seed)
@@ -250,13 +255,11 @@ def streaming_comparison(shape: IncumbentShape = IncumbentShape(), models=OURS, 
     policy = incumbent.policy.eval()
 
     def incumbent_turns(bare: bool):
-        seconds = np.empty(turns)
-        h = np.zeros(shape.embedding_dim, np.float32)
+        seconds, history = np.empty(turns), None
         for i in range(turns):
             start = time.perf_counter()
-            e = cached.embeddings[i]
-            h = e if i % TURNS_PER_CONVERSATION == 0 else shape.history_decay * h + e
-            obs = np.concatenate([h / max(float(np.linalg.norm(h)), 1e-12), cached.features[i]])
+            history, obs = observe(history, cached.embeddings[i], cached.features[i],
+                                   i % TURNS_PER_CONVERSATION == 0, shape.history_decay)
             if bare:
                 with torch.inference_mode():
                     policy.get_distribution(torch.as_tensor(obs)[None]).mode()
@@ -288,7 +291,7 @@ def batch_comparison(shape: IncumbentShape = IncumbentShape(), models=OURS, batc
                      min_seconds: float = 0.5) -> dict:
     """Turns/s at ``batch`` turns per call: the incumbent's ``model.predict`` on a batch of observations against
     our jitted prediction for each of ``models``, float32 and int8, alternated in rounds."""
-    from salesrl_jax.bench.timing import interleaved_times, program_flops
+    from salesrl_jax.bench.timing import compile_and_time, interleaved_times, program_flops
 
     cached = _Cached(shape, batch)
     incumbent = make_incumbent(shape, cached, SB3PPOWork())
@@ -296,13 +299,9 @@ def batch_comparison(shape: IncumbentShape = IncumbentShape(), models=OURS, batc
     observations = cached.observations
 
     def run_incumbent():
-        incumbent.predict(observations, deterministic=True)
-        times, deadline = [], time.perf_counter() + min_seconds
-        while time.perf_counter() < deadline or len(times) < 3:
-            start = time.perf_counter()
-            incumbent.predict(observations, deterministic=True)
-            times.append(time.perf_counter() - start)
-        return [batch / t for t in times]
+        _, times = compile_and_time(lambda: incumbent.predict(observations, deterministic=True),
+                                    min_seconds=min_seconds)
+        return list(batch / times)
 
     inputs = random_inputs(batch, shape.embedding_dim)
     programs, macs = {}, {"incumbent": _macs_per_turn(shape)}
@@ -344,7 +343,6 @@ def incumbent_comparison(shape: IncumbentShape = IncumbentShape(), min_seconds: 
     import stable_baselines3
     import torch
 
-    jax.block_until_ready(jnp.zeros(1))
     return {"shape": dataclasses.asdict(shape), "torch_version": torch.__version__,
             "torch_threads": torch.get_num_threads(), "stable_baselines3_version": stable_baselines3.__version__,
             "ppo": ppo_comparison(shape, min_seconds=min_seconds), "stream": streaming_comparison(shape),

@@ -52,6 +52,12 @@ def test_history_is_the_recency_weighted_turns_so_far():
         h = sum(decay ** (row - i) * e[i] for i in range(start, row + 1))
         np.testing.assert_allclose(cached.observations[row, :TINY.embedding_dim], h / np.linalg.norm(h), atol=1e-5)
     np.testing.assert_array_equal(cached.observations[:, TINY.embedding_dim:], cached.features)
+    # The environment observes the same rows (its conversation 1 is rows 10-19).
+    env = incumbent.make_env(TINY, cached)
+    env.reset(seed=0)
+    env._conversation, env._row, env._turn = 1, TURNS_PER_CONVERSATION, 0
+    first = env._observe()
+    np.testing.assert_allclose(first, cached.observations[TURNS_PER_CONVERSATION], atol=1e-6)
 
 
 @needs_extra
