@@ -16,6 +16,7 @@ import tyro
 
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.guidance.config import GuidanceConfig, load_guidance_config
+from salesrl_jax.run.compile_cache import enable_compile_cache
 from salesrl_jax.run.config import ConfidenceConfig, TrainConfig, load_config
 from salesrl_jax.sim.config import SimulatorConfig
 
@@ -635,6 +636,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
+    if argv[:1] != ["bench"] and not {"-h", "--help"} & set(argv):  # bench reports compile times: it compiles afresh
+        enable_compile_cache()
     try:
         config_file = _config_file(argv) if argv[:1] == ["train"] else None
         train_default = Train(config_file=config_file, config=load_config(config_file))
