@@ -9,13 +9,14 @@ finishes with the same parameters and metrics as an uninterrupted run (tested).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
 import json
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import optax
 
@@ -126,6 +127,28 @@ def resolve_placement(config: TrainConfig) -> tuple[TrainConfig, Placement]:
 def _on_one_device(validate: Validator, placement: Placement) -> Validator:
     """Validation predicts on one device per process: the parameters are brought there first."""
     return lambda params: validate(placement.to_host_device(params))
+
+
+_PROGRAMS: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
+PROGRAMS_KEPT = 8
+
+
+def shared_program(key: tuple, build: Callable[[], Callable]) -> Callable:
+    """The jitted training program named by ``key``, built once per process (the `PROGRAMS_KEPT` most recent kept).
+
+    Runs whose programs are the same (a crossval's folds, a study's seeds and variants, the tests' runs) reuse one
+    function object, and with it JAX's traced and compiled forms of it: a run otherwise traces and lowers each
+    program again, 1-2 s apiece even when the compiled binary comes from the disk cache. ``key`` names everything
+    the program is built from but the optimizer's numbers, which the program reads from each run's optimizer state
+    (`optax.inject_hyperparams`, as for seeds trained together): the model's structure, the schedule's shape and
+    length, the phase's static settings, the placement and the number of runs trained together."""
+    program = _PROGRAMS.get(key)
+    if program is None:
+        program = _PROGRAMS[key] = build()
+        while len(_PROGRAMS) > PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+    _PROGRAMS.move_to_end(key)
+    return program
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,9 +368,11 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
         # --- supervised pretraining ------------------------------------------------------------
         if position.phase == "pretrain":
             # Dropout's program serves a run without it too (rate 0 keeps every entry, and the key is split alike).
-            train_chunk = make_train_chunk(graphdef, optimizers[0].pretrain,
-                                           input_dropout=any(c.pretrain.input_dropout > 0 for c in configs),
-                                           placement=placement, members=len(members))
+            dropout = any(c.pretrain.input_dropout > 0 for c in configs)
+            train_chunk = shared_program(
+                ("pretrain", graphdef, pretrain_steps, pre.schedule, pre.epochs, dropout, placement, len(members)),
+                lambda: make_train_chunk(graphdef, optimizers[0].pretrain, input_dropout=dropout,
+                                         placement=placement, members=len(members)))
             plans = [functools.partial(lambda first, seed, epoch: first if epoch == 0 else epoch_plan(seed, epoch),
                                        first, seed) for first, seed in zip(first_epochs, seeds)]
             phase = Pretraining(arrays, train_chunk, members.stack([Hyperparams.pretrain(c) for c in configs]),
@@ -373,8 +398,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             schedules = [batch_lib.ppo_plan(arrays, data.valid_fraction, data.split_seed, seed, ppo.updates,
                                             ppo.rows_per_minibatch, ppo.minibatches, segments=placement.segments)
                          for seed in seeds]
-            update = make_ppo_update(graphdef, optimizers[0].ppo, epochs=ppo.epochs, reward_kind=ppo.reward,
-                                     placement=placement, members=len(members))
+            update = shared_program(
+                ("ppo", graphdef, ppo.updates, ppo.epochs, ppo.minibatches, ppo.reward, placement, len(members)),
+                lambda: make_ppo_update(graphdef, optimizers[0].ppo, epochs=ppo.epochs, reward_kind=ppo.reward,
+                                        placement=placement, members=len(members)))
             phase = PPOFinetuning(arrays, update, members.stack([Hyperparams.ppo(c) for c in configs]),
                                   ppo.rows_per_minibatch, ppo.minibatches,
                                   schedules, validate_every=config.checkpoint_every, heads=heads,

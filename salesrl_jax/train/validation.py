@@ -10,7 +10,7 @@ from flax import nnx
 from salesrl_jax import metrics
 from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import TurnArrays
-from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.models.predict import predict_arrays, shared_predict
 from salesrl_jax.run.config import TrainConfig
 
 Validator = Callable[[nnx.State], dict[str, float]]
@@ -38,7 +38,7 @@ def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConf
     checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier and ECE for the log; beside them
     ``base_rate_log_loss``, the log loss of always predicting the training base rate on the same turns (a model
     that does not beat it learned nothing)."""
-    predict = make_predict(graphdef)
+    predict = shared_predict(graphdef)  # one compiled predictor per model structure in a process
     rate = training_base_rate(arrays, config)
 
     def validate(params: nnx.State) -> dict[str, float]:

@@ -30,7 +30,7 @@ from salesrl_jax.train.phases import supervised_batch as _supervised_batch
 from salesrl_jax.train.ppo import episode_ends, gae, gae_flat, make_ppo_update, ppo_loss, rollout
 from salesrl_jax.train.state import adam_linear, adamw_schedule, init_state
 from salesrl_jax.train.supervised import make_train_chunk, supervised_loss
-from tests.conftest import tiny_config
+from tests.conftest import TINY_DIM, tiny_config
 
 
 def _first_chunk(arrays_path, config):
@@ -315,3 +315,37 @@ def test_input_dropout_keeps_the_expected_input_and_is_off_by_default(tiny_array
     assert Hyperparams.pretrain(config).input_dropout == 0.0
     with pytest.raises(ValueError, match="input_dropout"):
         dataclasses.replace(config.pretrain, input_dropout=1.0)
+
+
+def test_runs_of_one_structure_share_their_programs_and_end_where_they_end_alone(tiny_arrays, tmp_path):
+    """`shared_program`: a second run with other numbers (learning rates, weight decay, entropy) reuses the first
+    run's jitted programs, and its parameters equal those of the same run built with fresh programs: the shared
+    program reads each run's numbers, not the first run's. A run with another schedule length gets its own."""
+    from salesrl_jax.run.checkpoints import read_meta, restore_params
+    from salesrl_jax.run.config import with_overrides
+    from salesrl_jax.train import loop
+
+    config = tiny_config(tiny_arrays, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, updates=2))
+    other = with_overrides(config, {"pretrain.learning_rate": 1e-3, "pretrain.weight_decay": 0.1,
+                                    "ppo.learning_rate": 3e-4, "ppo.entropy_coef": 0.02})
+
+    def params(workdir):
+        _, like = create_agent(config.model, TINY_DIM, 0)
+        latest = workdir / "checkpoints" / "latest"
+        return jax.tree.leaves(jax.tree.map(np.asarray, restore_params(latest, like, read_meta(latest)["params_sha256"])))
+
+    loop._PROGRAMS.clear()
+    train_and_evaluate(config, tmp_path / "first", progress=False)
+    programs = dict(loop._PROGRAMS)
+    assert len(programs) == 2  # pretraining and PPO
+    train_and_evaluate(other, tmp_path / "shared", progress=False)
+    assert loop._PROGRAMS == programs  # reused, not rebuilt
+    loop._PROGRAMS.clear()
+    train_and_evaluate(other, tmp_path / "fresh", progress=False)
+    assert all(program not in programs.values() for program in loop._PROGRAMS.values())
+    for shared, fresh in zip(params(tmp_path / "shared"), params(tmp_path / "fresh")):
+        np.testing.assert_array_equal(shared, fresh)
+    assert any(not np.array_equal(a, b) for a, b in zip(params(tmp_path / "first"), params(tmp_path / "shared")))
+    longer = with_overrides(config, {"pretrain.epochs": config.pretrain.epochs + 1})
+    train_and_evaluate(longer, tmp_path / "longer", progress=False)
+    assert len(loop._PROGRAMS) == 3  # a longer schedule is another pretraining program
