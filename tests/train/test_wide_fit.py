@@ -18,6 +18,7 @@ from salesrl_jax.train.wide_fit import (
     conversation_rows,
     fit_gain,
     fit_wide,
+    padded_size,
     running_mean_logit,
     speaker_slots,
     tfidf_slots,
@@ -123,6 +124,33 @@ def test_the_fit_reaches_scikit_learns_optimum():
     np.testing.assert_allclose(np.asarray(w), reference.coef_[0], atol=2e-3)
     assert abs(float(b) - reference.intercept_[0]) < 2e-3
     assert np.abs(reference.coef_[0]).max() > 0.05  # not a trivially zero solution
+
+
+def test_padding_the_fit_changes_nothing_but_rounding():
+    """`fit_wide` pads its arrays to `padded_size` so that similar sizes share one compiled program: entries of value
+    0, conversations that no fit counts, weights that no entry reads. The fit on padded arrays equals the fit on the
+    arrays as they are, to float rounding, and the padding weights stay 0."""
+    assert [padded_size(n) for n in (0, 1, 16, 17, 659, 704, 705)] == [0, 1, 16, 18, 704, 704, 768]
+    for n in range(1, 5000, 7):  # never smaller, at most an eighth larger
+        assert n <= padded_size(n) <= n * 1.125
+    r = rows([5, 8, 3, 7, 6, 4, 9, 2, 5, 6] * 12, seed=4)
+    idf = np.ones(BUCKETS, np.float32)
+    entries = conversation_rows(r, np.asarray(tfidf_slots(r, idf)))
+    y = r.labels[r.starts].astype(np.float32)
+    fitting = (np.arange(entries.count) % 5 != 0).astype(np.float32)
+    args = (jnp.asarray(3e-3), jnp.asarray(entries.conversation), jnp.asarray(entries.column),
+            jnp.asarray(entries.value), jnp.asarray(y), jnp.asarray(fitting))
+    w, b = _fit_weights((jnp.zeros(len(entries.vocab)), jnp.zeros(())), *args, count=entries.count)
+
+    def pad(a, extra):
+        return jnp.concatenate([a, jnp.zeros(extra, a.dtype)])
+
+    e, c, v = 37, 11, 5  # extra entries, conversations, weights
+    padded = (args[0], pad(args[1], e), pad(args[2], e), pad(args[3], e), pad(args[4], c), pad(args[5], c))
+    wp, bp = _fit_weights((jnp.zeros(len(entries.vocab) + v), jnp.zeros(())), *padded, count=entries.count + c)
+    np.testing.assert_allclose(np.asarray(wp[:len(entries.vocab)]), np.asarray(w), atol=1e-5)
+    assert abs(float(bp) - float(b)) < 1e-5 and not np.asarray(wp[len(entries.vocab):]).any()
+    assert np.abs(np.asarray(w)).max() > 0.05
 
 
 def test_the_gain_recovers_a_known_map():
