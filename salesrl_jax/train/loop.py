@@ -140,8 +140,9 @@ def shared_program(key: tuple, build: Callable[[], Callable]) -> Callable:
     function object, and with it JAX's traced and compiled forms of it: a run otherwise traces and lowers each
     program again, 1-2 s apiece even when the compiled binary comes from the disk cache. ``key`` names everything
     the program is built from but the optimizer's numbers, which the program reads from each run's optimizer state
-    (`optax.inject_hyperparams`, as for seeds trained together): the model's structure, the schedule's shape and
-    length, the phase's static settings, the placement and the number of runs trained together."""
+    (`optax.inject_hyperparams`, as for seeds trained together): the model's structure, the optimizer's shape
+    (`Optimizers.pretrain_shape`, `ppo_shape`), the phase's static settings, the placement and the number of runs
+    trained together."""
     program = _PROGRAMS.get(key)
     if program is None:
         program = _PROGRAMS[key] = build()
@@ -156,6 +157,10 @@ class Optimizers:
     pretrain: optax.GradientTransformation
     ppo: optax.GradientTransformation
     ppo_enabled: bool
+    # What each optimizer's program depends on: the schedule's shape and length (its numbers are injected into the
+    # optimizer state, not compiled in). Part of `shared_program`'s keys, so kept beside the optimizers' making.
+    pretrain_shape: tuple = ()
+    ppo_shape: tuple = ()
 
     def for_phase(self, phase: str) -> optax.GradientTransformation:
         """The optimizer whose state a checkpoint of ``phase`` holds (a finished run: its last phase's)."""
@@ -172,7 +177,9 @@ def _optimizers(config: TrainConfig, pretrain_steps: int, params) -> Optimizers:
                                                   steps_per_epoch=pretrain_steps // pre.epochs), params),
         ppo=freeze_statistics(adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches,
                                           ppo.max_grad_norm), params),
-        ppo_enabled=ppo.enabled)
+        ppo_enabled=ppo.enabled,
+        pretrain_shape=("adamw", pretrain_steps, pre.schedule, pretrain_steps // pre.epochs),
+        ppo_shape=("adam_linear", ppo.updates * ppo.epochs * ppo.minibatches))
 
 
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
@@ -370,7 +377,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             # Dropout's program serves a run without it too (rate 0 keeps every entry, and the key is split alike).
             dropout = any(c.pretrain.input_dropout > 0 for c in configs)
             train_chunk = shared_program(
-                ("pretrain", graphdef, pretrain_steps, pre.schedule, pre.epochs, dropout, placement, len(members)),
+                ("pretrain", graphdef, optimizers[0].pretrain_shape, dropout, placement, len(members)),
                 lambda: make_train_chunk(graphdef, optimizers[0].pretrain, input_dropout=dropout,
                                          placement=placement, members=len(members)))
             plans = [functools.partial(lambda first, seed, epoch: first if epoch == 0 else epoch_plan(seed, epoch),
@@ -399,7 +406,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                                             ppo.rows_per_minibatch, ppo.minibatches, segments=placement.segments)
                          for seed in seeds]
             update = shared_program(
-                ("ppo", graphdef, ppo.updates, ppo.epochs, ppo.minibatches, ppo.reward, placement, len(members)),
+                ("ppo", graphdef, optimizers[0].ppo_shape, ppo.epochs, ppo.reward, placement, len(members)),
                 lambda: make_ppo_update(graphdef, optimizers[0].ppo, epochs=ppo.epochs, reward_kind=ppo.reward,
                                         placement=placement, members=len(members)))
             phase = PPOFinetuning(arrays, update, members.stack([Hyperparams.ppo(c) for c in configs]),

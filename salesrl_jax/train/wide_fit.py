@@ -243,9 +243,11 @@ def padded_size(size: int) -> int:
     return -(-size // step) * step
 
 
-def _padded(values: np.ndarray) -> np.ndarray:
-    """``values [S]`` followed by zeros up to `padded_size` (S)."""
-    return np.concatenate([values, np.zeros(padded_size(len(values)) - len(values), values.dtype)])
+def _padded(values: np.ndarray, fill: float = 0) -> np.ndarray:
+    """``values [S, ...]`` followed by rows of ``fill`` up to `padded_size` (S) rows."""
+    values = np.asarray(values)
+    extra = np.full((padded_size(len(values)) - len(values),) + values.shape[1:], fill, values.dtype)
+    return np.concatenate([values, extra])
 
 
 def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
@@ -327,9 +329,7 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     row_conversation = np.cumsum(train.starts) - 1
     # Rows padded as the fit's arrays are (one program for similar sizes): a padding row is a conversation of its own
     # with no grams.
-    padding = padded_size(len(train.starts)) - len(train.starts)
-    x, ids = (jnp.concatenate([a, jnp.zeros((padding, a.shape[1]), a.dtype)]) for a in (x, ids))
-    starts = jnp.asarray(np.concatenate([train.starts, np.ones(padding, train.starts.dtype)]))
+    x, ids, starts = jnp.asarray(_padded(x)), jnp.asarray(_padded(ids)), jnp.asarray(_padded(train.starts, fill=1))
 
     def running(full_weights: tuple) -> np.ndarray:
         """The running logit of every training turn under ``full_weights`` (over every bucket)."""

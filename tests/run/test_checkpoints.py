@@ -38,7 +38,8 @@ def test_latest_and_best_read_back_what_was_saved(tmp_path):
     checkpoints.save_latest(first, {"position": 1})
     assert checkpoints.save_best(first, {"position": 1, "valid": {"log_loss": 0.7}}, 0.7)
     checkpoints.save_latest(second, {"position": 2})
-    assert not checkpoints.save_best(second, {"position": 2, "valid": {"log_loss": 0.8}}, 0.8)  # no better: the best stays the first
+    # No better: the best stays the first.
+    assert not checkpoints.save_best(second, {"position": 2, "valid": {"log_loss": 0.8}}, 0.8)
     state, meta = checkpoints.restore_latest(first)
     _same(state, second)
     assert meta["position"] == 2

@@ -45,5 +45,6 @@ def test_a_command_writes_its_programs_there_and_bench_compiles_afresh(tmp_path)
     assert _cli_then_compile(["bench", "--parts", "nothing"], {**env, ENV: str(bench)}) == "None"
     assert not bench.exists()
     home = tmp_path / "home"
-    assert _cli_then_compile(["validate", "--data", missing], {**env, ENV: "off", "XDG_CACHE_HOME": str(home)}) == "None"
+    off = {**env, ENV: "off", "XDG_CACHE_HOME": str(home)}
+    assert _cli_then_compile(["validate", "--data", missing], off) == "None"
     assert not home.exists()

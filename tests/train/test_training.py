@@ -332,7 +332,8 @@ def test_runs_of_one_structure_share_their_programs_and_end_where_they_end_alone
     def params(workdir):
         _, like = create_agent(config.model, TINY_DIM, 0)
         latest = workdir / "checkpoints" / "latest"
-        return jax.tree.leaves(jax.tree.map(np.asarray, restore_params(latest, like, read_meta(latest)["params_sha256"])))
+        restored = restore_params(latest, like, read_meta(latest)["params_sha256"])
+        return jax.tree.leaves(jax.tree.map(np.asarray, restored))
 
     loop._PROGRAMS.clear()
     train_and_evaluate(config, tmp_path / "first", progress=False)
