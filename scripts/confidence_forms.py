@@ -82,6 +82,18 @@ def measure(inside: Turns, outside: Turns, conf_in: np.ndarray, conf_out: np.nda
             "aurc_mixed": selective.aurc(np.concatenate([conf_in, conf_out]), np.concatenate([loss_in, loss_out]))}
 
 
+def matched_error(inside, outside, bins: int = 20) -> tuple[float, float]:
+    """The out-of-distribution set's 0/1 error rate, and the rate its turns would have with the in-distribution
+    set's error rate at the same margin |p - 0.5| (bins: quantiles of the in-distribution margins). Deferring
+    unfamiliar turns can only beat |p - 0.5| if the first exceeds the second: if the model is as often wrong at a
+    given margin out of distribution as in it, an unfamiliar turn is no riskier than a familiar one that looks alike."""
+    margin_in, margin_out = np.abs(inside.prediction - 0.5), np.abs(outside.prediction - 0.5)
+    edges = np.quantile(margin_in, np.linspace(0, 1, bins + 1)[1:-1])
+    bin_in, bin_out = np.searchsorted(edges, margin_in), np.searchsorted(edges, margin_out)
+    rate_in = np.bincount(bin_in, error(inside), bins) / np.maximum(np.bincount(bin_in, minlength=bins), 1)
+    return float(error(outside).mean()), float(rate_in[bin_out].mean())
+
+
 def _turn_bucket(turn_index: np.ndarray, count: int) -> np.ndarray:
     return np.minimum(np.minimum(turn_index, 12) * count // 13, count - 1)
 
@@ -147,6 +159,9 @@ def main(config: Config) -> dict[str, dict[str, float]]:
     width = max(len(name) for name in table) + 2
     print(f"0/1 error rate: in-distribution {error(inside).mean():.3f}, "
           f"out of distribution {error(outside).mean():.3f}")
+    actual, expected = matched_error(inside, outside)
+    print(f"out of distribution at the in-distribution error rate of each margin |p - 0.5|: {expected:.3f} "
+          f"(actual {actual:.3f}: {actual - expected:+.3f})")
     print("form".ljust(width) + f"{'AUROC@4':>9}{'AURC in':>9}{'mixed':>9}")
     for name, row in table.items():
         print(name.ljust(width) + f"{row['auroc_at_4']:9.3f}{row['aurc_in']:9.4f}{row['aurc_mixed']:9.4f}")

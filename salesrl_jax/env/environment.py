@@ -80,6 +80,9 @@ def make_params(sim_config: SimulatorConfig = SimulatorConfig(), dynamics: Dynam
 
     if time_cost < 0:
         raise ValueError(f"time_cost must be >= 0, got {time_cost}")
+    if sim_config.industry_dynamics:
+        raise ValueError(f"the environment models industries that share their dynamics; industry_dynamics "
+                         f"{sim_config.industry_dynamics} is the numpy simulator's alone (salesrl generate)")
     names = sim_config.included_industries
     table = np.array([(BY_NAME[n].competition, BY_NAME[n].price_sensitivity, BY_NAME[n].authority) for n in names])
     bias = calibrate_outcome_bias(sim_config, params=dynamics) if outcome_bias is None else outcome_bias

@@ -19,6 +19,12 @@ class SimulatorConfig:
     """Industries to draw conversations from (uniformly)."""
     exclude_industries: tuple[str, ...] = ()
     """Industries held out of this run (generate them separately for out-of-domain tests)."""
+    industry_dynamics: float = 0.0
+    """How much each industry's buyers differ in how they answer the rep: the standard deviation of the
+    industry's own offsets to the customer's response logits (`industry_dynamics` in salesrl_jax/sim/dynamics.py).
+    0, the default: industries differ in their population, prices and words, and share the dynamics. 0.5-2: what
+    works differs by industry too, so a model trained on some industries errs more on the others (docs/benchmarks.md,
+    session 25)."""
     target_conversion_rate: float = 0.44
     """Expected share of converted conversations; the outcome bias is calibrated to it exactly (in expectation)."""
     max_turns: int = 27
@@ -42,6 +48,8 @@ class SimulatorConfig:
             problems.append(f"max_turns must be >= 3, got {self.max_turns}")
         if not 0.02 <= self.target_conversion_rate <= 0.98:
             problems.append(f"target_conversion_rate must lie in [0.02, 0.98], got {self.target_conversion_rate}")
+        if not 0.0 <= self.industry_dynamics <= 3.0:
+            problems.append(f"industry_dynamics must lie in [0, 3], got {self.industry_dynamics}")
         if self.pace <= 0:
             problems.append(f"pace must be > 0, got {self.pace}")
         for name in ("wrap_up_prob", "noise", "ambiguity"):

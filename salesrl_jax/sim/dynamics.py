@@ -33,6 +33,7 @@ oracle is the true conditional probability, not an approximation.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
 
@@ -126,6 +127,29 @@ def draw_profiles(rng: np.random.Generator, competition: np.ndarray, price_sensi
 
 
 @dataclasses.dataclass(frozen=True)
+class IndustryDynamics:
+    """How one industry's buyers answer what the rep does, beyond the shared coefficients: offsets to the logit of
+    every customer act after every rep act but the opening, and to the drift of interest after each rep act. With
+    these, what works differs by industry (a demo sells medical devices, a discount sells travel), so a model trained
+    on some industries meets dynamics it never saw in the others, and not only new words and another population."""
+
+    customer: np.ndarray  # [R, C] added to logit P(c' | I, r, fit)
+    shift: np.ndarray  # [R] added to the interest drift mu after rep act r
+
+
+def industry_dynamics(name: str, scale: float) -> IndustryDynamics:
+    """The offsets of industry ``name``: ``customer ~ N(0, scale^2)``, ``shift ~ N(0, (scale / 2)^2)``, zero for the
+    opening, drawn from a generator seeded by the name alone, so that an industry keeps its dynamics across runs,
+    seeds and the other industries drawn with it (a held-out test set meets the dynamics its industry always has)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    customer = scale * rng.standard_normal((R, C))
+    shift = 0.5 * scale * rng.standard_normal(R)
+    customer[_r["opening"]] = 0.0
+    shift[_r["opening"]] = 0.0
+    return IndustryDynamics(customer=customer, shift=shift)
+
+
+@dataclasses.dataclass(frozen=True)
 class Tensors:
     """Every probability of the model for a batch: sampling and the oracle share them."""
 
@@ -179,7 +203,7 @@ def outcome_logit(o: OutcomeLogits, outcome_bias, x, p):
 
 
 def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
-                  params: DynamicsParams = DynamicsParams()) -> Tensors:
+                  params: DynamicsParams = DynamicsParams(), industry: IndustryDynamics | None = None) -> Tensors:
     """All transition tables for a batch of profiles.
 
     Args:
@@ -188,6 +212,8 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
       outcome_bias: added to every outcome logit (calibrates the conversion rate).
       pace: > 1 makes reps close sooner and customers decide sooner (shorter calls).
       params: the coefficients (`salesrl_jax.sim.params`); the defaults are the simulator's.
+      industry: each conversation's industry offsets (`industry_dynamics`, stacked: ``customer [N, R, C]``,
+        ``shift [N, R]``), or None for dynamics shared by every industry (the default simulator).
     """
     n = p.need.shape[0]
     col = lambda a: a[:, None]  # noqa: E731 - [N] -> [N, 1] for broadcasting
@@ -241,6 +267,9 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
     ea = np.exp(a - a.max(axis=1, keepdims=True)).astype(np.float32)
     eb = np.exp(b - b.max()).astype(np.float32)
     customer = ea[:, None, None, None, :] * eb[None]
+    if industry is not None:  # per conversation [N, R, C]: one more factor of the softmax
+        off = industry.customer
+        customer *= np.exp(off - off.max(axis=-1, keepdims=True)).astype(np.float32)[:, None, :, None, :]
     customer /= customer.sum(axis=-1, keepdims=True)
 
     # Interest shift given (r, fit, c'): the customer's act says where interest went;
@@ -254,6 +283,8 @@ def build_tensors(p: Profile, exchanges: int, outcome_bias: float, pace: float,
     mu[:, :, 1, :] += helpful[None, :, None] * (sh.helpful + sh.helpful_per_skill * p.rep_skill[:, None, None])
     mu[:, :, 0, :] += sh.misfit
     mu += sh.pushy_per_skepticism * p.skepticism[:, None, None, None] * pushy[None, :, None, None]
+    if industry is not None:
+        mu += industry.shift[:, :, None, None]
     inv_var = 1.0 / sh.sigma**2
     shift_logits = DELTAS * mu[..., None] * inv_var - 0.5 * DELTAS**2 * inv_var
     shift = _softmax(shift_logits).astype(np.float32)

@@ -224,3 +224,21 @@ def test_the_forms_script_on_one_set_twice_separates_nothing_and_reproduces_the_
         assert 0.0 <= row["aurc_in"] <= 1.0 and 0.0 <= row["aurc_mixed"] <= 1.0
     # Every turn twice leaves the risk-coverage curve as it was, but for the steps between tied confidences.
     assert table["|p - 0.5|"]["aurc_in"] == pytest.approx(table["|p - 0.5|"]["aurc_mixed"], abs=1e-3)
+
+
+def test_the_forms_script_matches_errors_at_equal_margins():
+    """matched_error: a set with the other's error rate at every margin reads no excess; one that is wrong more often
+    at the same margins reads the difference."""
+    from tests.conftest import load_script
+
+    script = load_script("confidence_forms")
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 20_000)
+    inside = script.Turns(p, (rng.uniform(size=p.size) < p).astype(int), np.zeros(p.size, int))
+    alike = script.Turns(p[::-1], (rng.uniform(size=p.size) < p[::-1]).astype(int), np.zeros(p.size, int))
+    actual, expected = script.matched_error(inside, alike)
+    assert abs(actual - expected) < 0.01
+    flipped = alike._replace(outcome=np.where(rng.uniform(size=p.size) < 0.2, 1 - alike.outcome, alike.outcome))
+    actual, expected = script.matched_error(inside, flipped)
+    # a fifth of the outcomes flipped: error e becomes 0.8 e + 0.2 (1 - e), here e = 0.25 on average
+    assert actual - expected == pytest.approx(0.2 * (1 - 2 * 0.25), abs=0.015)
