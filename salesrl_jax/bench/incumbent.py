@@ -150,6 +150,7 @@ def make_incumbent(shape: IncumbentShape, cached: _Cached, work: SB3PPOWork, see
     """SB3's PPO with the incumbent's network on `make_env`, on the CPU."""
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
     class Extractor(BaseFeaturesExtractor):
@@ -167,8 +168,12 @@ def make_incumbent(shape: IncumbentShape, cached: _Cached, work: SB3PPOWork, see
     policy_kwargs = {"features_extractor_class": Extractor,
                      "features_extractor_kwargs": {"widths": shape.extractor},
                      "net_arch": {"pi": list(shape.heads), "vf": list(shape.heads)}}
-    return PPO("MlpPolicy", make_env(shape, cached), n_steps=work.n_steps, batch_size=work.batch_size,
-               n_epochs=work.n_epochs, policy_kwargs=policy_kwargs, device="cpu", seed=seed, verbose=0)
+    model = PPO("MlpPolicy", make_env(shape, cached), n_steps=work.n_steps, batch_size=work.batch_size,
+                n_epochs=work.n_epochs, policy_kwargs=policy_kwargs, device="cpu", seed=seed, verbose=0)
+    # A logger that writes nowhere: SB3's default makes a new SB3-<timestamp> folder in the temp directory at every
+    # learn() and leaves it there (one per benchmark run and per test).
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 OURS = ("default", "incumbent-sized")  # our default model, and ours at the incumbent's widths (`INCUMBENT_SIZED`)

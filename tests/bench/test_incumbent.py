@@ -3,6 +3,7 @@ outcome out of the observation, its history is the recency-weighted mean it clai
 reports consistent ratios (tiny widths, so the suite stays fast; the speed itself is in docs/benchmarks.md)."""
 
 import importlib.util
+import tempfile
 
 import numpy as np
 import pytest
@@ -61,7 +62,8 @@ def test_history_is_the_recency_weighted_turns_so_far():
 
 
 @needs_extra
-def test_comparisons_run_and_report_their_ratios():
+def test_comparisons_run_and_report_their_ratios(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger would make its folders
     stream = incumbent.streaming_comparison(TINY, models=("default",), turns=2 * TURNS_PER_CONVERSATION, rounds=1)
     assert set(stream["p50_ms"]) == {"incumbent_predict", "incumbent_torch_forward", "default",
                                      "default_with_confidence"}
@@ -77,6 +79,7 @@ def test_comparisons_run_and_report_their_ratios():
                                    models=("default",), updates=1, rounds=1, min_seconds=0.0)
     assert set(ppo["over_incumbent"]) == {"default_our_work", "default_sb3_work"}
     assert all(v > 0 for v in ppo["env_steps_per_s"].values())
+    assert not list(tmp_path.glob("SB3-*")), "SB3's logger folders are not left in the temp directory"
     import stable_baselines3
     import torch
 

@@ -48,3 +48,8 @@ def test_a_command_writes_its_programs_there_and_bench_compiles_afresh(tmp_path)
     off = {**env, ENV: "off", "XDG_CACHE_HOME": str(home)}
     assert _cli_then_compile(["validate", "--data", missing], off) == "None"
     assert not home.exists()
+    # A cache that cannot be created (a read-only home, here a file where its folder would go): the command runs
+    # and compiles as it would without one.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    assert _cli_then_compile(["validate", "--data", missing], {**env, ENV: str(blocked / "xla")}) == "None"
