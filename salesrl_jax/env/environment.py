@@ -70,6 +70,12 @@ class EnvParams:
     exchanges: int = struct.field(pytree_node=False)  # the length cap E
     pace: float = struct.field(pytree_node=False)
     industries: tuple[str, ...] = struct.field(pytree_node=False)
+    industry_dynamics: float = struct.field(pytree_node=False, default=0.0)  # 0: the industries share the dynamics
+
+    def industry_of(self, state: "EnvState") -> jnp.ndarray | None:
+        """The index the industry offsets are read by, or None where the industries share the dynamics (the
+        program then has no offsets in it at all)."""
+        return state.industry if self.industry_dynamics else None
 
 
 def make_params(sim_config: SimulatorConfig = SimulatorConfig(), dynamics: DynamicsParams = DynamicsParams(),
@@ -80,16 +86,14 @@ def make_params(sim_config: SimulatorConfig = SimulatorConfig(), dynamics: Dynam
 
     if time_cost < 0:
         raise ValueError(f"time_cost must be >= 0, got {time_cost}")
-    if sim_config.industry_dynamics:
-        raise ValueError(f"the environment models industries that share their dynamics; industry_dynamics "
-                         f"{sim_config.industry_dynamics} is the numpy simulator's alone (salesrl generate)")
     names = sim_config.included_industries
     table = np.array([(BY_NAME[n].competition, BY_NAME[n].price_sensitivity, BY_NAME[n].authority) for n in names])
+    offsets = sim.stacked_industry_dynamics(names, sim_config.industry_dynamics)
     bias = calibrate_outcome_bias(sim_config, params=dynamics) if outcome_bias is None else outcome_bias
-    return EnvParams(const=constants(dynamics, sim_config.max_exchanges, sim_config.pace, table),
+    return EnvParams(const=constants(dynamics, sim_config.max_exchanges, sim_config.pace, table, offsets),
                      outcome_bias=jnp.asarray(bias, jnp.float32), time_cost=jnp.asarray(time_cost, jnp.float32),
                      dynamics=dynamics, exchanges=sim_config.max_exchanges, pace=sim_config.pace,
-                     industries=tuple(names))
+                     industries=tuple(names), industry_dynamics=float(sim_config.industry_dynamics))
 
 
 @struct.dataclass
@@ -141,7 +145,8 @@ def reset(key: jnp.ndarray, params: EnvParams) -> tuple[jnp.ndarray, EnvState]:
 
 def tensors_of(state: EnvState, params: EnvParams) -> CustomerTensors:
     """Every probability of the state's customer (for exact values: `salesrl_jax.env.values`)."""
-    return customer_tensors(state.profile, params.const, params.dynamics, params.outcome_bias, params.pace)
+    return customer_tensors(state.profile, params.const, params.dynamics, params.outcome_bias, params.pace,
+                            params.industry_of(state))
 
 
 def step(key: jnp.ndarray, state: EnvState, action: jnp.ndarray, params: EnvParams
@@ -155,8 +160,10 @@ def step(key: jnp.ndarray, state: EnvState, action: jnp.ndarray, params: EnvPara
     rep = jnp.minimum(action, R - 1).astype(jnp.int32)
     fit = const.fit[state.prev, rep]
     own = customer_own_logits(p, dyn, params.pace)
-    customer = sample(k_customer, customer_response(own, const, state.level, rep, fit))
-    delta = jnp.asarray(sim.DELTAS, jnp.int32)[sample(k_shift, interest_shift(p, const, dyn, rep, fit, customer))]
+    industry = params.industry_of(state)
+    customer = sample(k_customer, customer_response(own, const, state.level, rep, fit, industry))
+    delta = jnp.asarray(sim.DELTAS, jnp.int32)[sample(k_shift, interest_shift(p, const, dyn, rep, fit, customer,
+                                                                               industry))]
     terminal = customer >= sim.NONTERMINAL
     capped = state.exchange + 1 >= params.exchanges
     level = jnp.where(end_call, state.level, jnp.clip(state.level + delta, 0, L - 1))

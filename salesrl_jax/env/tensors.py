@@ -5,9 +5,12 @@ rounding), for one conversation at a time so that ``reset`` can ``vmap`` over th
 
     P(I_0)             = softmax_l(-(l - mu_0)^2 / 2 var),  mu_0 = base + need, skepticism, urgency terms
     pi_e(r | c)        ∝ exp(base_r + phase_e,r) exp((fit_base + fit_per_skill skill) FIT[c, r] + (1 - skill) novice_r)
-    P(c' | I, r, fit)  = softmax_c'(a_c'(profile) + b(I, r, fit)_c')
-    P(d | r, fit, c')  = softmax_d(d mu / sigma^2 - d^2 / 2 sigma^2),  mu = mood_c' + fit and pushiness terms
+    P(c' | I, r, fit)  = softmax_c'(a_c'(profile) + b(I, r, fit)_c' + o(industry, r)_c')
+    P(d | r, fit, c')  = softmax_d(d mu / sigma^2 - d^2 / 2 sigma^2),  mu = mood_c' + fit, pushy terms + o'(industry, r)
     p_end(kind, I')    = sigmoid(bias + intercept + per_interest x + authority, budget, urgency terms)
+
+with the industry offsets ``o``, ``o'`` (`salesrl_jax.sim.dynamics.industry_dynamics`) only where
+`SimulatorConfig.industry_dynamics` is set; otherwise the programs carry none.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Constants:
     helpful: jnp.ndarray  # [R]
     pushy: jnp.ndarray  # [R]
     industries: jnp.ndarray  # [K, 3]  competition, price sensitivity, authority base
+    industry_customer: jnp.ndarray  # [K, R, C]  each industry's offsets to P(c' | I, r, fit)'s logits (zero: shared)
+    industry_shift: jnp.ndarray  # [K, R]  ... and to the interest drift mu (`sim.dynamics.industry_dynamics`)
     beta_quantiles: jnp.ndarray  # [6, QUANTILES + 1]  the profile priors' quantile functions, by BETA_PRIORS
 
 
@@ -67,8 +72,11 @@ BETA_PRIORS = ("need", "budget", "authority", "urgency", "skepticism", "rep_skil
 QUANTILES = 4096
 
 
-def constants(dyn: DynamicsParams, exchanges: int, pace: float, industries: np.ndarray) -> Constants:
-    """The numpy simulator's profile-independent tables (the same code paths as ``build_tensors``)."""
+def constants(dyn: DynamicsParams, exchanges: int, pace: float, industries: np.ndarray,
+              industry_dynamics: sim.IndustryDynamics | None = None) -> Constants:
+    """The numpy simulator's profile-independent tables (the same code paths as ``build_tensors``);
+    ``industry_dynamics``: the industries' offsets stacked (``customer [K, R, C]``, ``shift [K, R]``), or None where
+    they share the dynamics."""
     rp, cr, sh = dyn.rep, dyn.customer, dyn.shift
     e_idx = np.arange(exchanges)
     phase = np.zeros((exchanges, R))
@@ -101,6 +109,10 @@ def constants(dyn: DynamicsParams, exchanges: int, pace: float, industries: np.n
         helpful=jnp.asarray(sim._by_act(tuple((a, 1.0) for a in sh.helpful_acts), sim.REP_ACTS), jnp.float32),
         pushy=jnp.asarray(sim._by_act(tuple((a, 1.0) for a in sh.pushy_acts), sim.REP_ACTS), jnp.float32),
         industries=jnp.asarray(industries, jnp.float32),
+        industry_customer=jnp.asarray(np.zeros((len(industries), R, C)) if industry_dynamics is None
+                                      else industry_dynamics.customer, jnp.float32),
+        industry_shift=jnp.asarray(np.zeros((len(industries), R)) if industry_dynamics is None
+                                   else industry_dynamics.shift, jnp.float32),
         beta_quantiles=jnp.asarray(beta_quantile_table(dyn), jnp.float32))
 
 
@@ -165,18 +177,24 @@ def customer_own_logits(p: Profile, dyn: DynamicsParams, pace: float) -> jnp.nda
     return a
 
 
-def customer_response(own: jnp.ndarray, const: Constants, level: jnp.ndarray, rep: jnp.ndarray, fit: jnp.ndarray
-                      ) -> jnp.ndarray:
-    """``P(c' | I, r, fit)`` ``[C]`` from the customer's own logits ``own`` (`customer_own_logits`)."""
-    return jax.nn.softmax(own + const.customer_shared[level, rep, fit])
+def customer_response(own: jnp.ndarray, const: Constants, level: jnp.ndarray, rep: jnp.ndarray, fit: jnp.ndarray,
+                      industry: jnp.ndarray | None = None) -> jnp.ndarray:
+    """``P(c' | I, r, fit)`` ``[C]`` from the customer's own logits ``own`` (`customer_own_logits`), plus the offsets
+    of ``industry`` (an index; None where industries share the dynamics)."""
+    logits = own + const.customer_shared[level, rep, fit]
+    if industry is not None:
+        logits = logits + const.industry_customer[industry, rep]
+    return jax.nn.softmax(logits)
 
 
 def interest_shift(p: Profile, const: Constants, dyn: DynamicsParams, rep: jnp.ndarray, fit: jnp.ndarray,
-                   customer: jnp.ndarray) -> jnp.ndarray:
-    """``P(d | r, fit, c')`` ``[3]`` for d in (-1, 0, 1)."""
+                   customer: jnp.ndarray, industry: jnp.ndarray | None = None) -> jnp.ndarray:
+    """``P(d | r, fit, c')`` ``[3]`` for d in (-1, 0, 1) (``industry`` as in `customer_response`)."""
     sh = dyn.shift
     mu = (const.mood[customer] + fit * const.helpful[rep] * (sh.helpful + sh.helpful_per_skill * p.rep_skill)
           + (1 - fit) * sh.misfit + sh.pushy_per_skepticism * p.skepticism * const.pushy[rep])
+    if industry is not None:
+        mu = mu + const.industry_shift[industry, rep]
     deltas = jnp.asarray(sim.DELTAS, jnp.float32)
     inv_var = 1.0 / sh.sigma ** 2
     return jax.nn.softmax(deltas * mu * inv_var - 0.5 * deltas ** 2 * inv_var)
@@ -190,16 +208,20 @@ def end_odds(p: Profile, dyn: DynamicsParams, outcome_bias: jnp.ndarray, level: 
 
 
 def customer_tensors(p: Profile, const: Constants, dyn: DynamicsParams, outcome_bias: jnp.ndarray,
-                     pace: float) -> CustomerTensors:
-    """``build_tensors`` for one profile: every entry of the element functions above (which ``step`` evaluates
-    one at a time), tabulated for the exact values (`salesrl_jax.env.values`)."""
+                     pace: float, industry: jnp.ndarray | None = None) -> CustomerTensors:
+    """``build_tensors`` for one profile (of ``industry``, as in `customer_response`): every entry of the element
+    functions above (which ``step`` evaluates one at a time), tabulated for the exact values
+    (`salesrl_jax.env.values`)."""
     exchanges = const.by_phase.shape[0]
     levels, reps, fits = jnp.arange(L), jnp.arange(R), jnp.arange(2)
     own = customer_own_logits(p, dyn, pace)
     policy = jax.vmap(lambda e: jax.vmap(lambda c: rep_policy(p, const, dyn, e, c))(jnp.arange(PREV)))(
         jnp.arange(exchanges))
-    customer = jax.nn.softmax(own + const.customer_shared, axis=-1)
+    logits = own + const.customer_shared
+    if industry is not None:
+        logits = logits + const.industry_customer[industry][None, :, None, :]
+    customer = jax.nn.softmax(logits, axis=-1)
     shift = jax.vmap(lambda r: jax.vmap(lambda f: jax.vmap(
-        lambda c: interest_shift(p, const, dyn, r, f, c))(jnp.arange(C)))(fits))(reps)
+        lambda c: interest_shift(p, const, dyn, r, f, c, industry))(jnp.arange(C)))(fits))(reps)
     end = jax.vmap(lambda level: end_odds(p, dyn, outcome_bias, level.astype(jnp.float32)))(levels)
     return CustomerTensors(init=initial_interest(p, dyn), policy=policy, customer=customer, shift=shift, end=end)

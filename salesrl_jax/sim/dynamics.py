@@ -149,6 +149,15 @@ def industry_dynamics(name: str, scale: float) -> IndustryDynamics:
     return IndustryDynamics(customer=customer, shift=shift)
 
 
+def stacked_industry_dynamics(names, scale: float) -> IndustryDynamics | None:
+    """The offsets of each industry in ``names``, stacked (``customer [K, R, C]``, ``shift [K, R]``); None at scale 0,
+    where the industries share the dynamics."""
+    if scale == 0:
+        return None
+    tables = [industry_dynamics(name, scale) for name in names]
+    return IndustryDynamics(customer=np.stack([t.customer for t in tables]), shift=np.stack([t.shift for t in tables]))
+
+
 @dataclasses.dataclass(frozen=True)
 class Tensors:
     """Every probability of the model for a batch: sampling and the oracle share them."""

@@ -42,14 +42,11 @@ def _industry_arrays(industries: Sequence[Industry], index: np.ndarray) -> tuple
     return rows[:, 0], rows[:, 1], rows[:, 2]
 
 
-def _industry_offsets(industries: Sequence[Industry], index: np.ndarray, scale: float
+def _of_conversations(industries: Sequence[Industry], index: np.ndarray, scale: float
                       ) -> dynamics.IndustryDynamics | None:
-    """Each conversation's industry dynamics (`dynamics.industry_dynamics`), or None where industries share them."""
-    if scale == 0:
-        return None
-    tables = [dynamics.industry_dynamics(ind.name, scale) for ind in industries]
-    return dynamics.IndustryDynamics(customer=np.stack([t.customer for t in tables])[index],
-                                     shift=np.stack([t.shift for t in tables])[index])
+    """Each conversation's industry dynamics (by ``index`` into ``industries``), or None where they share them."""
+    stacked = dynamics.stacked_industry_dynamics([ind.name for ind in industries], scale)
+    return None if stacked is None else dynamics.IndustryDynamics(stacked.customer[index], stacked.shift[index])
 
 
 def _draw_batch(rng: np.random.Generator, config: SimulatorConfig, n: int, bias: float, params: DynamicsParams):
@@ -57,7 +54,7 @@ def _draw_batch(rng: np.random.Generator, config: SimulatorConfig, n: int, bias:
     industry_index = rng.integers(len(industries), size=n)
     profile = dynamics.draw_profiles(rng, *_industry_arrays(industries, industry_index), priors=params.profile)
     tensors = dynamics.build_tensors(profile, config.max_exchanges, bias, config.pace, params,
-                                     _industry_offsets(industries, industry_index, config.industry_dynamics))
+                                     _of_conversations(industries, industry_index, config.industry_dynamics))
     return industries, industry_index, profile, tensors
 
 

@@ -25,19 +25,33 @@ def params():
     return make_params(SimulatorConfig(seed=3))
 
 
+@pytest.fixture(scope="module")
+def varied():
+    """Industries that differ in what works (`salesrl_jax.sim.dynamics.industry_dynamics`)."""
+    return make_params(SimulatorConfig(seed=3, industry_dynamics=1.0))
+
+
 def _customers(params, n, seed=0):
     keys = jax.random.split(jax.random.PRNGKey(seed), n)
     industry = jax.random.randint(jax.random.PRNGKey(seed + 1), (n,), 0, len(params.industries))
     profiles = jax.vmap(lambda k, i: draw_profile(k, i, params.const, params.dynamics))(keys, industry)
-    tensors = jax.vmap(lambda p: customer_tensors(p, params.const, params.dynamics, params.outcome_bias,
-                                                  params.pace))(profiles)
-    return profiles, tensors
+    tensors = jax.vmap(lambda p, i: customer_tensors(p, params.const, params.dynamics, params.outcome_bias,
+                                                     params.pace, i if params.industry_dynamics else None)
+                       )(profiles, industry)
+    return profiles, industry, tensors
 
 
-def test_tensors_and_oracle_equal_the_numpy_simulator_for_the_same_customers(params):
-    profiles, tensors = _customers(params, 128)
+@pytest.mark.parametrize("which", ["params", "varied"])
+def test_tensors_and_oracle_equal_the_numpy_simulator_for_the_same_customers(which, request):
+    params = request.getfixturevalue(which)
+    profiles, industry, tensors = _customers(params, 128)
     profile = sim.Profile(**{f: np.asarray(getattr(profiles, f), np.float64) for f in FIELDS})
-    expected = sim.build_tensors(profile, params.exchanges, float(params.outcome_bias), params.pace, params.dynamics)
+    stacked = sim.stacked_industry_dynamics(params.industries, params.industry_dynamics)
+    offsets = None if stacked is None else sim.IndustryDynamics(stacked.customer[np.asarray(industry)],
+                                                                stacked.shift[np.asarray(industry)])
+    assert (offsets is None) == (which == "params")
+    expected = sim.build_tensors(profile, params.exchanges, float(params.outcome_bias), params.pace, params.dynamics,
+                                 offsets)
     for field in ("init", "policy", "customer", "shift", "end"):
         np.testing.assert_allclose(np.asarray(getattr(tensors, field)), getattr(expected, field), atol=2e-6,
                                    err_msg=field)
@@ -52,10 +66,12 @@ def test_tensors_and_oracle_equal_the_numpy_simulator_for_the_same_customers(par
     assert float(best.mean()) > float(values.prior.mean()) + 0.05
 
 
-def test_the_scripted_rep_reproduces_the_simulators_distribution(params):
+@pytest.mark.parametrize("which", ["params", "varied"])
+def test_the_scripted_rep_reproduces_the_simulators_distribution(which, request):
+    params = request.getfixturevalue(which)
     n = 12_000
     episodes = run_episodes(scripted(), jax.random.PRNGKey(7), n, params)
-    config = SimulatorConfig(seed=3)
+    config = SimulatorConfig(seed=3, industry_dynamics=params.industry_dynamics)
     rng = np.random.default_rng(11)
     _, industry, _, tensors = _draw_batch(rng, config, n, float(params.outcome_bias), params.dynamics)
     roll = sim.rollout(rng, tensors, sim.solve_oracle(tensors))
@@ -106,7 +122,7 @@ def test_common_random_numbers_and_the_ceiling(params):
     assert np.array_equal(rule.industry, a.industry)  # the same customers in both arms
     assert not np.array_equal(rule.rep_counts, a.rep_counts)
     best = run_episodes(ceiling(), key, 8_000, params)
-    _, tensors = _customers(params, 8_000, seed=9)
+    _, _, tensors = _customers(params, 8_000, seed=9)
     exact = float(jax.vmap(lambda t: solve(t, params.const.fit, "optimal"))(tensors).prior.mean())
     assert abs(best.sale.mean() - exact) < 0.02  # simulated ceiling = its exact value
     assert best.sale.mean() > a.sale.mean() + 0.1
