@@ -171,6 +171,22 @@ def ood_tables(inside: TurnPredictions, outside: TurnPredictions) -> dict:
                         for name, of in (("interval_width", _width), ("coverage", _coverage))}}}
 
 
+def _ood_coverage_lines(coverage: dict, level: float | None) -> list[str]:
+    """The intervals' coverage on both sets where the other set has a true probability, and what to do where it
+    falls short: split-conformal validity holds for conversations like the calibration split's, and the gate widens
+    the intervals only for the least familiar turns, so a shifted population (an industry whose buyers answer
+    differently, docs/benchmarks.md, session 25) can read several points below nominal."""
+    if coverage.get("out") is None:
+        return []
+    lines = [f"Interval coverage of the true probability over all turns: {coverage['in']:.3f} in, "
+             f"{coverage['out']:.3f} out" + (f" (nominal {level:.0%})" if level else "")]
+    if level and coverage["out"] < level - COVERAGE_BAND:
+        lines.append(f"The intervals do not hold their level on the other set ({coverage['out']:.3f} against "
+                     f"{level:.2f}): refit them on its conversations before trusting them there (`salesrl confidence "
+                     "--model MODEL --data ITS_ARRAYS --split all`).")
+    return lines
+
+
 def _f(x) -> str:
     return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
 
@@ -225,6 +241,7 @@ def format_confidence(tables: dict) -> list[str]:
         lines += ["", "Mixed set AURC: " + "; ".join(
             f"{loss}: " + ", ".join(f"{n} {_f(mixed[f'aurc_{loss}'][n])}" for n in names) for loss in ("error",
                                                                                                          "squared"))]
+        lines += _ood_coverage_lines(ood["mean"]["coverage"], level)
         cal = ood["ood_calibration"]
         if cal.get("last_turn"):
             c = cal["last_turn"]

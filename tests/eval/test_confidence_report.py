@@ -35,3 +35,14 @@ def test_the_report_states_the_summary():
     text = "\n".join(format_confidence(tables))
     assert ("Coverage at turns 1-2 (at least 500 conversations each): 0.875 (turn 2) to 0.905 (turn 1); outside "
             "0.88-0.92: turn 2; outside the range of a valid interval: turn 2.") in text
+
+
+def test_the_out_of_distribution_section_warns_where_the_intervals_lose_their_level():
+    from salesrl_jax.eval.confidence_report import _ood_coverage_lines
+
+    assert _ood_coverage_lines({"in": 0.9, "out": None}, 0.9) == []  # real dialogues: nothing to cover
+    holding = _ood_coverage_lines({"in": 0.901, "out": 0.889}, 0.9)
+    assert holding == ["Interval coverage of the true probability over all turns: 0.901 in, 0.889 out (nominal 90%)"]
+    short = _ood_coverage_lines({"in": 0.898, "out": 0.853}, 0.9)
+    assert len(short) == 2 and "do not hold their level on the other set (0.853 against 0.90)" in short[1]
+    assert "salesrl confidence --model MODEL --data ITS_ARRAYS --split all" in short[1]
