@@ -3,7 +3,10 @@
 The model (all per conversation, vectorised over a batch of ``N`` conversations):
 
 * Static latent profile drawn once: need, budget fit, decision authority,
-  urgency, skepticism (customer) and skill (rep), all in [0, 1].
+  urgency, skepticism (customer) and skill (rep), all in [0, 1]; with
+  ``industry_dynamics`` also the industry's own offsets to the customer's
+  answers and the interest drift (`industry_dynamics`; by default the
+  industries share every coefficient).
 * Dynamic latent state after exchange ``e``: interest level ``I in {0..L-1}``
   and the customer's last act ``c`` (what the rep has observed).
 * Exchange ``e`` (rep turn ``2e``, customer turn ``2e+1``):
@@ -130,8 +133,8 @@ def draw_profiles(rng: np.random.Generator, competition: np.ndarray, price_sensi
 class IndustryDynamics:
     """How one industry's buyers answer what the rep does, beyond the shared coefficients: offsets to the logit of
     every customer act after every rep act but the opening, and to the drift of interest after each rep act. With
-    these, what works differs by industry (a demo sells medical devices, a discount sells travel), so a model trained
-    on some industries meets dynamics it never saw in the others, and not only new words and another population."""
+    these, what works differs by industry (in one a demo may win buyers over, in another a discount), so a model
+    trained on some industries meets dynamics it never saw in the others, not only new words and another population."""
 
     customer: np.ndarray  # [R, C] added to logit P(c' | I, r, fit)
     shift: np.ndarray  # [R] added to the interest drift mu after rep act r
