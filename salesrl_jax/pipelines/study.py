@@ -117,15 +117,18 @@ def prepare_data(name: str, data: Data, study: Study, workdir: Path) -> tuple[Pa
     if data.synthetic is None:
         return data_paths(name, data, workdir)
     from salesrl_jax.arrays.build import embed_archive
-    from salesrl_jax.sim.config import SimulatorConfig
-    from salesrl_jax.sim.generate import generate
+    from salesrl_jax.sim.generate import generate, simulated_config
 
     root = workdir / "data" / name
-    spec = data.synthetic
-    sim = SimulatorConfig(num_conversations=spec.conversations, seed=spec.seed,
-                          exclude_industries=spec.exclude_industries)
-    if not (root / "archive" / "manifest.json").exists():
+    sim = data.synthetic.simulator_config()
+    made = simulated_config(root / "archive")
+    if made is None:
         generate(sim, root / "archive", fmt="parquet")
+    elif made != sim:  # the study file's data set changed since this workdir's runs were trained on it
+        changed = [f.name for f in dataclasses.fields(sim) if getattr(made, f.name) != getattr(sim, f.name)]
+        raise ValueError(f"{root}: generated with other {', '.join(changed)} ("
+                         + ", ".join(f"{k}={getattr(made, k)!r}" for k in changed) + f") than the study's {name!r} "
+                         "data set asks for; its runs were trained on that data: use a new --workdir or delete it")
     embed_archive(root / "archive", root / "arrays", study.embedder)
     return root / "arrays", root / "archive"
 

@@ -44,6 +44,22 @@ class Synthetic:
     conversations: int
     seed: int
     exclude_industries: tuple[str, ...] = ()
+    industries: tuple[str, ...] | None = None
+    """Industries to draw from (None: all of the simulator's)."""
+    industry_dynamics: float = 0.0
+    """`SimulatorConfig.industry_dynamics`: how much the industries differ in what works."""
+
+    def __post_init__(self) -> None:
+        self.simulator_config()  # an unknown industry or a bad value fails when the study file is read
+
+    def simulator_config(self):
+        """The `SimulatorConfig` this data set is generated with."""
+        from salesrl_jax.sim.config import SimulatorConfig
+
+        industries = {} if self.industries is None else {"industries": tuple(self.industries)}
+        return SimulatorConfig(num_conversations=self.conversations, seed=self.seed,
+                               exclude_industries=tuple(self.exclude_industries),
+                               industry_dynamics=self.industry_dynamics, **industries)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -249,6 +249,17 @@ MANIFEST = "manifest.json"
 PARTIAL_MANIFEST = "manifest.partial.json"  # an unfinished run's arguments ("manifest" in the name: not a shard)
 
 
+def simulated_config(out_dir: str | os.PathLike[str]) -> SimulatorConfig | None:
+    """The config a finished `generate` run in ``out_dir`` was made with (fields its manifest predates take their
+    defaults, which reproduce the older simulator), or None where there is none."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return None
+    recorded = json.loads(path.read_text())["config"]
+    known = {f.name for f in dataclasses.fields(SimulatorConfig)}
+    return SimulatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in known})
+
+
 def generate(config: SimulatorConfig, out_dir: str | os.PathLike[str], *, fmt: str = "jsonl",
              workers: int | None = None, progress: Callable[[int], None] | None = None,
              params: DynamicsParams = DynamicsParams()) -> GenerationResult:

@@ -96,6 +96,19 @@ def test_a_killed_study_resumes_to_the_same_table(smoke, tmp_path):
     assert again.runs_trained == 0 and (work / "table.md").read_text() == (smoke / "table.md").read_text()
 
 
+def test_a_changed_data_set_is_refused_not_silently_reused(smoke, tmp_path):
+    """A study file whose simulated data set changed (here the training seed) meets the old data in its workdir:
+    refused, naming the field and the way out, before anything trains on either."""
+    work = tmp_path / "changed"
+    shutil.copytree(smoke / "data", work / "data")
+    changed = tmp_path / "smoke_seed.py"
+    changed.write_text(SMOKE.read_text().replace("Synthetic(400, seed=21)", "Synthetic(400, seed=23)"))
+    with pytest.raises(ValueError, match=r"generated with other seed \(seed=21\) than the study's 'train' data set "
+                                         r"asks for; its runs were trained on that data: use a new --workdir"):
+        run_study(changed, work, progress=False)
+    assert not (work / "runs").exists()
+
+
 @pytest.mark.parametrize("mistake, named", [
     ('overrides={"model.no_such_field": 1}', "model.no_such_field"),
     ('variants=(Variant("full", overide={"x": 1}),)', "overide"),

@@ -10,7 +10,7 @@ import pytest
 
 from salesrl_jax.data.readers import read_conversations
 from salesrl_jax.sim.config import SimulatorConfig
-from salesrl_jax.sim.generate import generate
+from salesrl_jax.sim.generate import generate, simulated_config
 from salesrl_jax.sim.industries import INDUSTRY_NAMES
 from salesrl_jax.sim.params import DynamicsParams, OutcomeLogits, Outcomes
 
@@ -138,6 +138,12 @@ def test_a_killed_generation_resumes_to_the_same_bytes(tmp_path):
 def test_industry_dynamics_are_opt_in_and_recorded(tmp_path):
     config = SimulatorConfig(num_conversations=200, seed=0)
     base = generate(config, tmp_path / "base", fmt="jsonl", workers=1)
+    assert simulated_config(tmp_path / "base") == config and simulated_config(tmp_path / "none") is None
+    # A manifest from before the field existed reads as the default, which is the simulator it was made by.
+    manifest = json.loads((tmp_path / "base" / "manifest.json").read_text())
+    del manifest["config"]["industry_dynamics"]
+    (tmp_path / "base" / "manifest.json").write_text(json.dumps(manifest))
+    assert simulated_config(tmp_path / "base") == config
     varied = generate(dataclasses.replace(config, industry_dynamics=1.0), tmp_path / "varied", fmt="jsonl", workers=1)
     assert _files_digest(base.files) != _files_digest(varied.files)
     manifest = json.loads((tmp_path / "varied" / "manifest.json").read_text())
