@@ -72,10 +72,10 @@ class EnvParams:
     industries: tuple[str, ...] = struct.field(pytree_node=False)
     industry_dynamics: float = struct.field(pytree_node=False, default=0.0)  # 0: the industries share the dynamics
 
-    def industry_of(self, state: "EnvState") -> jnp.ndarray | None:
-        """The index the industry offsets are read by, or None where the industries share the dynamics (the
-        program then has no offsets in it at all)."""
-        return state.industry if self.industry_dynamics else None
+    def offsets_index(self, industry: jnp.ndarray) -> jnp.ndarray | None:
+        """The index the industry offsets are read by (``industry``), or None where the industries share the
+        dynamics (the program then has no offsets in it at all)."""
+        return industry if self.industry_dynamics else None
 
 
 def make_params(sim_config: SimulatorConfig = SimulatorConfig(), dynamics: DynamicsParams = DynamicsParams(),
@@ -146,7 +146,7 @@ def reset(key: jnp.ndarray, params: EnvParams) -> tuple[jnp.ndarray, EnvState]:
 def tensors_of(state: EnvState, params: EnvParams) -> CustomerTensors:
     """Every probability of the state's customer (for exact values: `salesrl_jax.env.values`)."""
     return customer_tensors(state.profile, params.const, params.dynamics, params.outcome_bias, params.pace,
-                            params.industry_of(state))
+                            params.offsets_index(state.industry))
 
 
 def step(key: jnp.ndarray, state: EnvState, action: jnp.ndarray, params: EnvParams
@@ -160,7 +160,7 @@ def step(key: jnp.ndarray, state: EnvState, action: jnp.ndarray, params: EnvPara
     rep = jnp.minimum(action, R - 1).astype(jnp.int32)
     fit = const.fit[state.prev, rep]
     own = customer_own_logits(p, dyn, params.pace)
-    industry = params.industry_of(state)
+    industry = params.offsets_index(state.industry)
     customer = sample(k_customer, customer_response(own, const, state.level, rep, fit, industry))
     delta = jnp.asarray(sim.DELTAS, jnp.int32)[sample(k_shift, interest_shift(p, const, dyn, rep, fit, customer,
                                                                                industry))]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -136,8 +137,12 @@ class IndustryDynamics:
     these, what works differs by industry (in one a demo may win buyers over, in another a discount), so a model
     trained on some industries meets dynamics it never saw in the others, not only new words and another population."""
 
-    customer: np.ndarray  # [R, C] added to logit P(c' | I, r, fit)
-    shift: np.ndarray  # [R] added to the interest drift mu after rep act r
+    customer: np.ndarray  # [R, C] added to logit P(c' | I, r, fit) ([K, R, C] stacked, [N, R, C] per conversation)
+    shift: np.ndarray  # [R] added to the interest drift mu after rep act r ([K, R], [N, R])
+
+    def rows(self, index: np.ndarray) -> "IndustryDynamics":
+        """Stacked offsets (`stacked_industry_dynamics`) taken at ``index``: each conversation's, by its industry."""
+        return IndustryDynamics(customer=self.customer[index], shift=self.shift[index])
 
 
 def industry_dynamics(name: str, scale: float) -> IndustryDynamics:
@@ -152,7 +157,7 @@ def industry_dynamics(name: str, scale: float) -> IndustryDynamics:
     return IndustryDynamics(customer=customer, shift=shift)
 
 
-def stacked_industry_dynamics(names, scale: float) -> IndustryDynamics | None:
+def stacked_industry_dynamics(names: Sequence[str], scale: float) -> IndustryDynamics | None:
     """The offsets of each industry in ``names``, stacked (``customer [K, R, C]``, ``shift [K, R]``); None at scale 0,
     where the industries share the dynamics."""
     if scale == 0:

@@ -46,7 +46,7 @@ def _of_conversations(industries: Sequence[Industry], index: np.ndarray, scale: 
                       ) -> dynamics.IndustryDynamics | None:
     """Each conversation's industry dynamics (by ``index`` into ``industries``), or None where they share them."""
     stacked = dynamics.stacked_industry_dynamics([ind.name for ind in industries], scale)
-    return None if stacked is None else dynamics.IndustryDynamics(stacked.customer[index], stacked.shift[index])
+    return None if stacked is None else stacked.rows(index)
 
 
 def _draw_batch(rng: np.random.Generator, config: SimulatorConfig, n: int, bias: float, params: DynamicsParams):

@@ -36,7 +36,7 @@ def _customers(params, n, seed=0):
     industry = jax.random.randint(jax.random.PRNGKey(seed + 1), (n,), 0, len(params.industries))
     profiles = jax.vmap(lambda k, i: draw_profile(k, i, params.const, params.dynamics))(keys, industry)
     tensors = jax.vmap(lambda p, i: customer_tensors(p, params.const, params.dynamics, params.outcome_bias,
-                                                     params.pace, i if params.industry_dynamics else None)
+                                                     params.pace, params.offsets_index(i))
                        )(profiles, industry)
     return profiles, industry, tensors
 
@@ -47,8 +47,7 @@ def test_tensors_and_oracle_equal_the_numpy_simulator_for_the_same_customers(whi
     profiles, industry, tensors = _customers(params, 128)
     profile = sim.Profile(**{f: np.asarray(getattr(profiles, f), np.float64) for f in FIELDS})
     stacked = sim.stacked_industry_dynamics(params.industries, params.industry_dynamics)
-    offsets = None if stacked is None else sim.IndustryDynamics(stacked.customer[np.asarray(industry)],
-                                                                stacked.shift[np.asarray(industry)])
+    offsets = None if stacked is None else stacked.rows(np.asarray(industry))
     assert (offsets is None) == (which == "params")
     expected = sim.build_tensors(profile, params.exchanges, float(params.outcome_bias), params.pace, params.dynamics,
                                  offsets)

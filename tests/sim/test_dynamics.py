@@ -27,9 +27,7 @@ def _one_profile(rng, n):
 
 def _with_industry(n, name, scale):
     """One industry's offsets for ``n`` conversations."""
-    table = dynamics.industry_dynamics(name, scale)
-    return dynamics.IndustryDynamics(customer=np.repeat(table.customer[None], n, 0),
-                                     shift=np.repeat(table.shift[None], n, 0))
+    return dynamics.stacked_industry_dynamics([name], scale).rows(np.zeros(n, int))
 
 
 @pytest.mark.parametrize("industry", [None, ("medical_devices", 1.0)])
