@@ -41,6 +41,11 @@ def random_ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBa
     return PPOBatch(batches.inputs, batches.labels, batches.bootstrap)
 
 
+def _dropouts(pre: PretrainConfig) -> dict[str, bool]:
+    """The dropout programs a run with ``pre`` trains with (timed as the run would)."""
+    return {"input_dropout": pre.input_dropout > 0, "text_dropout": pre.text_dropout > 0}
+
+
 def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"), peak_flops: float | None = None,
                         min_seconds: float = 2.0, rows: int | None = None) -> list[dict]:
     """Supervised and PPO throughput of each model size at each embedding width; ``rows`` turn slots per packed
@@ -58,7 +63,7 @@ def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"),
                    "parameters": int(sum(np.asarray(x).size for x in jax.tree.leaves(params)))}
 
             optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
-            train_chunk = make_train_chunk(graphdef, optimizer)
+            train_chunk = make_train_chunk(graphdef, optimizer, **_dropouts(pre))
             state = init_state(params, optimizer, 0)
             batches = _supervised_batches(dim, pre.rows_per_minibatch, 4, model.ensemble_size)
             hp = Hyperparams.pretrain(config)
@@ -130,7 +135,7 @@ def mesh_throughput(dim: int = 3072, model: str = "default", device_counts=(1, 2
             return batch._replace(inputs=batch.inputs.replace(segments=devices))
 
         optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
-        chunk = make_train_chunk(graphdef, optimizer, placement=placement)
+        chunk = make_train_chunk(graphdef, optimizer, placement=placement, **_dropouts(pre))
         state = placement.put_state(init_state(params, optimizer, 0))
         batches = placement.put_batch(sliced(host_pre))
         compile_s, times = compile_and_time(chunk, state, batches, Hyperparams.pretrain(config),

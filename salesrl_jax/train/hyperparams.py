@@ -20,16 +20,17 @@ class Hyperparams:
     gae_lambda: jnp.ndarray
     input_dropout: jnp.ndarray  # share of turn-embedding entries zeroed in supervised training (0: none)
     last_turn_share: jnp.ndarray  # share of the supervised loss on conversations' last turns (0: every turn alike)
+    text_dropout: jnp.ndarray  # share of turns whose whole text is taken away in supervised training (0: none)
 
     @classmethod
     def pretrain(cls, config: TrainConfig) -> "Hyperparams":
         p = config.ppo
         return cls(*(jnp.asarray(v, jnp.float32) for v in (
             config.pretrain.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda,
-            config.pretrain.input_dropout, config.pretrain.last_turn_share)))
+            config.pretrain.input_dropout, config.pretrain.last_turn_share, config.pretrain.text_dropout)))
 
     @classmethod
     def ppo(cls, config: TrainConfig) -> "Hyperparams":
         p = config.ppo
         return cls(*(jnp.asarray(v, jnp.float32) for v in (
-            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda, 0.0, 0.0)))
+            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda, 0.0, 0.0, 0.0)))

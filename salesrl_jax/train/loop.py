@@ -376,9 +376,11 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
         if position.phase == "pretrain":
             # Dropout's program serves a run without it too (rate 0 keeps every entry, and the key is split alike).
             dropout = any(c.pretrain.input_dropout > 0 for c in configs)
+            text_dropout = any(c.pretrain.text_dropout > 0 for c in configs)
             train_chunk = shared_program(
-                ("pretrain", graphdef, optimizers[0].pretrain_shape, dropout, placement, len(members)),
+                ("pretrain", graphdef, optimizers[0].pretrain_shape, dropout, text_dropout, placement, len(members)),
                 lambda: make_train_chunk(graphdef, optimizers[0].pretrain, input_dropout=dropout,
+                                         text_dropout=text_dropout,
                                          placement=placement, members=len(members)))
             plans = [functools.partial(lambda first, seed, epoch: first if epoch == 0 else epoch_plan(seed, epoch),
                                        first, seed) for first, seed in zip(first_epochs, seeds)]

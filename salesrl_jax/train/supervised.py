@@ -66,6 +66,22 @@ def drop_inputs(inputs: TurnInputs, rate: jnp.ndarray, key: jnp.ndarray) -> Turn
     return inputs.replace(embeddings=embeddings)
 
 
+def drop_text(inputs: TurnInputs, rate: jnp.ndarray, key: jnp.ndarray) -> TurnInputs:
+    """Each conversation's whole text taken away with probability ``rate``, at every one of its turns: its
+    embeddings set to zero (not rescaled: absent text, not noise), or its n-gram bags emptied. Features, starts and
+    validity stay as they were. Rows are a packed minibatch: conversation ``c`` is the rows from its ``c``-th start
+    on, so row ``i`` belongs to conversation ``cumsum(starts)[i] - 1``, and every row draws its conversation's
+    coin."""
+    n = inputs.valid.shape[0]
+    coins = jax.random.bernoulli(key, 1.0 - rate, (n,))
+    keep = coins[jnp.maximum(jnp.cumsum(inputs.starts) - 1, 0)]
+    if isinstance(inputs.embeddings, GramBags):
+        bags = inputs.embeddings
+        return inputs.replace(embeddings=bags.replace(counts=jnp.where(keep[:, None], bags.counts, 0)))
+    embeddings = jnp.where(keep[:, None], inputs.embeddings.astype(jnp.float32), 0.0)
+    return inputs.replace(embeddings=embeddings)
+
+
 def last_turns(starts: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
     """``[N]`` bool: the valid rows that end their conversation (the next row starts another, or is padding).
     Packed minibatches hold whole conversations, so a valid last row of the batch ends its conversation."""
@@ -90,13 +106,18 @@ def turn_weights(starts: jnp.ndarray, valid: jnp.ndarray, last_turn_share: jnp.n
 
 
 def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: SupervisedBatch, hp: Hyperparams,
-                    key: jnp.ndarray, input_dropout: bool = False) -> tuple[jnp.ndarray, SupervisedMetrics]:
+                    key: jnp.ndarray, input_dropout: bool = False, text_dropout: bool = False
+                    ) -> tuple[jnp.ndarray, SupervisedMetrics]:
     """Per-turn cross-entropy of the policy mean against the outcome (+ the ensemble heads' bootstrap-weighted
-    cross-entropy). ``input_dropout`` (static) applies `drop_inputs` at rate ``hp.input_dropout``."""
+    cross-entropy). ``input_dropout`` (static) applies `drop_inputs` at rate ``hp.input_dropout``;
+    ``text_dropout`` (static) applies `drop_text` at rate ``hp.text_dropout``, with its own key folded from
+    ``key`` (so a run's input dropout draws the same masks with or without it)."""
     chex.assert_rank([batch.labels, batch.bootstrap], [1, 2])
     agent = without_wide_term(nnx.merge(graphdef, params))  # the deep heads; the offset stands in for the wide term
     if input_dropout:
         batch = batch._replace(inputs=drop_inputs(batch.inputs, hp.input_dropout, key))
+    if text_dropout:
+        batch = batch._replace(inputs=drop_text(batch.inputs, hp.text_dropout, jax.random.fold_in(key, 1)))
     valid = batch.inputs.valid.astype(jnp.float32)
     weight = turn_weights(batch.inputs.starts, batch.inputs.valid, hp.last_turn_share)
     offset = added_offset(batch.offset)
@@ -120,10 +141,11 @@ def supervised_loss(params: nnx.State, graphdef: nnx.GraphDef, batch: Supervised
 
 
 def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, input_dropout: bool = False,
-                     placement: Placement | None = None, members: int = 1
+                     text_dropout: bool = False, placement: Placement | None = None, members: int = 1
                      ) -> Callable[[TrainState, SupervisedBatch, Hyperparams], tuple[TrainState, SupervisedMetrics]]:
     """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches.
-    ``input_dropout`` (static: it shapes the program) turns on dropout of the turn embeddings. ``placement``: the
+    ``input_dropout`` and ``text_dropout`` (static: they shape the program) turn on dropout of the turn embeddings'
+    entries and of whole turns' text. ``placement``: the
     mesh the state and batches live on (`salesrl_jax.parallel`); the step is the same, its output state is pinned
     to the input's layout. ``members > 1``: states, batches and hyperparameters carry a leading axis of that many
     runs (seeds, hyperparameter settings), the chunk vmapped over it, one compiled program for all; the optimizer's
@@ -133,7 +155,8 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
 
     def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
         key, step_key = jax.random.split(state.key)
-        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key, input_dropout)
+        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key, input_dropout,
+                                           text_dropout)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stepped = state.replace(params=params, opt_state=opt_state, step=state.step + 1, key=key)

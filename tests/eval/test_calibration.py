@@ -69,7 +69,12 @@ def test_calibrate_writes_a_model_whose_probabilities_follow_the_fitted_map(tiny
     np.testing.assert_allclose(after.prediction, scaling(logits_of(before.prediction)), rtol=1e-4, atol=2e-6)
     # The ensemble (the uncertainty signal) is untouched, and so is the ranking.
     np.testing.assert_array_equal(after.uncertainty, before.uncertainty)
-    assert abs(metrics.roc_auc(after.prediction, after.outcome) - metrics.roc_auc(before.prediction, before.outcome)) < 1e-6
+    # A monotone map keeps the ranking; float32 rounding may tie (or untie) a few near-equal pairs, each worth
+    # half a pair of the AUC's denominator.
+    positives = int(np.sum(before.outcome))
+    one_pair = 1.0 / (positives * (len(before.outcome) - positives))
+    assert abs(metrics.roc_auc(after.prediction, after.outcome)
+               - metrics.roc_auc(before.prediction, before.outcome)) <= 2 * one_pair
     # Maximum likelihood over a family holding the identity: the fit turns' log loss cannot rise.
     assert metrics.log_loss(after.prediction, after.outcome) <= metrics.log_loss(before.prediction, before.outcome) + 1e-6
     # The streaming scorer serves the same recalibrated probabilities.

@@ -21,7 +21,7 @@ from salesrl_jax.arrays.split import validation_mask
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.predict import make_predict, predict_arrays
-from salesrl_jax.run.config import ParallelConfig
+from salesrl_jax.run.config import ParallelConfig, PretrainConfig
 from salesrl_jax.run.trained_model import TrainedModel
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.loop import TrainingDiverged, train_and_evaluate
@@ -261,7 +261,7 @@ def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
     weights = jnp.asarray([0.0, 2.0], jnp.float32)
     sweep = base.replace(ensemble_weight=weights)
     states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
-    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None, None))
+    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None, None, None))
     swept, metrics = jax.vmap(train_chunk, in_axes=in_axes)(states, batches, sweep)
     for i, w in enumerate(weights):
         single, m = train_chunk(state, batches, base.replace(ensemble_weight=w))
@@ -315,6 +315,74 @@ def test_input_dropout_keeps_the_expected_input_and_is_off_by_default(tiny_array
     assert Hyperparams.pretrain(config).input_dropout == 0.0
     with pytest.raises(ValueError, match="input_dropout"):
         dataclasses.replace(config.pretrain, input_dropout=1.0)
+
+
+def _conversation_of_rows(starts) -> np.ndarray:
+    return np.cumsum(np.asarray(starts)) - 1
+
+
+def test_text_dropout_takes_whole_conversations_text_away_and_keeps_their_features(tiny_arrays):
+    from salesrl_jax.train.supervised import drop_text
+
+    config = tiny_config(tiny_arrays)
+    _, batches = _first_chunk(tiny_arrays, config)
+    inputs = jax.tree.map(lambda x: x[0], batches.inputs)
+    dropped = drop_text(inputs, jnp.float32(0.5), jax.random.PRNGKey(0))
+    before = np.asarray(inputs.embeddings, np.float32)
+    after = np.asarray(dropped.embeddings)
+    gone = np.all(after == 0, axis=1)
+    kept = np.all(after == before, axis=1)
+    assert np.all(gone | kept)  # a turn loses all of its text or none of it, never rescaled
+    valid = np.asarray(inputs.valid)
+    conversation = _conversation_of_rows(inputs.starts)
+    fate = {}
+    for c, g in zip(conversation[valid], gone[valid]):
+        assert fate.setdefault(c, g) == g  # every turn of a conversation shares its fate
+    shares = [np.mean([np.all(np.asarray(drop_text(inputs, jnp.float32(0.5), jax.random.PRNGKey(k)).embeddings)[
+        valid & (conversation == c)] == 0) for c in fate]) for k in range(20)]
+    assert len(fate) >= 5 and 0.35 < np.mean(shares) < 0.65  # a coin per conversation
+    np.testing.assert_array_equal(np.asarray(dropped.features), np.asarray(inputs.features))
+    np.testing.assert_array_equal(np.asarray(drop_text(inputs, jnp.float32(0.0), jax.random.PRNGKey(0)).embeddings),
+                                  before)
+    assert PretrainConfig().text_dropout == 0.8  # the default recipe (docs/benchmarks.md, session 26)
+    assert float(Hyperparams.pretrain(config).text_dropout) == pytest.approx(config.pretrain.text_dropout)
+    with pytest.raises(ValueError, match="text_dropout"):
+        dataclasses.replace(config.pretrain, text_dropout=1.0)
+
+
+def test_the_text_dropout_program_serves_a_run_without_it(tiny_arrays):
+    config = tiny_config(tiny_arrays)
+    arrays, batches = _first_chunk(tiny_arrays, config)
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    one = jax.tree.map(lambda x: x[0], batches)
+    key = jax.random.PRNGKey(3)
+    hp = Hyperparams.pretrain(config)
+    off, _ = supervised_loss(params, graphdef, one, hp.replace(text_dropout=jnp.float32(0.0)), key)
+    zero, _ = supervised_loss(params, graphdef, one, hp.replace(text_dropout=jnp.float32(0.0)), key,
+                              text_dropout=True)
+    half, _ = supervised_loss(params, graphdef, one, hp.replace(text_dropout=jnp.float32(0.5)), key,
+                              text_dropout=True)
+    assert float(zero) == float(off)
+    assert abs(float(half) - float(off)) > 1e-4
+
+
+def test_text_dropout_empties_whole_n_gram_bags():
+    from salesrl_jax.models.inputs import GramBags
+    from salesrl_jax.train.supervised import drop_text
+
+    rng = np.random.default_rng(0)
+    n, k = 400, 6
+    bags = GramBags(ids=jnp.asarray(rng.integers(1, 1000, (n, k)), jnp.int32),
+                    counts=jnp.asarray(rng.integers(1, 4, (n, k)), jnp.float32))
+    inputs = TurnInputs(bags, jnp.ones((n, 3)), jnp.arange(n) % 5 == 0, jnp.ones((n,), bool))
+    dropped = drop_text(inputs, jnp.float32(0.25), jax.random.PRNGKey(1)).embeddings
+    counts = np.asarray(dropped.counts)
+    gone = np.all(counts == 0, axis=1)
+    assert np.all(gone | np.all(counts == np.asarray(bags.counts), axis=1))
+    by_conversation = gone.reshape(80, 5)  # a conversation starts every 5 rows
+    assert np.all(by_conversation == by_conversation[:, :1])
+    assert 0.1 < by_conversation[:, 0].mean() < 0.4
+    np.testing.assert_array_equal(np.asarray(dropped.ids), np.asarray(bags.ids))
 
 
 def test_runs_of_one_structure_share_their_programs_and_end_where_they_end_alone(tiny_arrays, tmp_path):
