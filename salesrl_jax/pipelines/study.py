@@ -35,12 +35,16 @@ import math
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
-from salesrl_jax.run.config import SMALL_DATA_OVERRIDES, program_fields, resolve_regime
+from salesrl_jax.run.config import SMALL_DATA_OVERRIDES, TrainConfig, dotted_fields, program_fields, resolve_regime
 from salesrl_jax.run.study import Data, Study, load_study, variant_config
+
+if TYPE_CHECKING:
+    from salesrl_jax.arrays.store import TurnArrays
 
 POINTS = (2, 4, 8)  # turn indices tabulated beside the last turn
 # Last-turn accuracy (at 0.5) because the paper's Table III reports accuracies; AUC is the column to compare rows by.
@@ -133,6 +137,26 @@ def prepare_data(name: str, data: Data, study: Study, workdir: Path) -> tuple[Pa
     return root / "arrays", root / "archive"
 
 
+def check_finished_run(config: TrainConfig, run_dir: Path, arrays: TurnArrays | None = None) -> None:
+    """Refuse a finished run (``result.json``) whose saved config is not the one the study now asks for: the
+    study file, its overrides or the library's defaults changed since it trained, and keeping it would put another
+    recipe's numbers in this row. ``config`` is compared as a run on ``arrays`` saves it (`resolve_run_config`;
+    None: as given). The name is left out (runs of one config share a directory across variants)."""
+    if not (run_dir / "result.json").exists():
+        return  # an unfinished run resumes, and resuming refuses a changed config itself
+    if arrays is not None:
+        from salesrl_jax.train.loop import resolve_run_config
+
+        config = resolve_run_config(config, arrays)[0]
+    saved = dotted_fields(json.loads((run_dir / "config.json").read_text()))
+    wanted = dotted_fields(json.loads(config.to_json()))
+    changed = sorted(k for k in set(saved) | set(wanted) if k != "name" and saved.get(k, "absent") != wanted.get(k))
+    if changed:
+        raise ValueError(f"{run_dir}: trained with other {', '.join(changed)} than the study now asks for ("
+                         + "; ".join(f"{k}: saved {saved.get(k, 'absent')!r}, now {wanted.get(k)!r}" for k in changed)
+                         + "); use a new --workdir, or delete this run to train it again")
+
+
 def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, ...] | None = None,
               overrides: dict | None = None, progress: bool = True, max_runs: int | None = None) -> StudyResult:
     """Run (or continue, or re-tabulate) the study of ``study_file`` in ``workdir``.
@@ -178,6 +202,8 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     # The programs are fixed by the study, not by what is finished (a killed study's runs resume in the program
     # they started in, with the same companions: the same float rounding as uninterrupted).
     owned = [key for key in configs if run_dirs[key] == workdir / "runs" / key[0] / f"seed-{key[1]}"]
+    for key in owned:
+        check_finished_run(resolved[key], run_dirs[key], TurnArrays.open(train_arrays))
     groups: dict[str, list[tuple[str, int]]] = {}
     for key in owned:
         groups.setdefault(json.dumps(program_fields(resolved[key]), sort_keys=True, default=str), []).append(key)

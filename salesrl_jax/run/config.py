@@ -344,9 +344,8 @@ study sweeps them (`salesrl_jax.run.study.Sweep`)."""
 BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard")  # per run, outside the compiled programs
 
 
-def program_fields(config: TrainConfig) -> dict[str, Any]:
-    """The flattened (dotted) fields that shape a run's compiled programs: all but `NUMERIC_FIELDS` and the
-    per-run bookkeeping (seed, name, TensorBoard)."""
+def dotted_fields(raw: dict) -> dict[str, Any]:
+    """A config as saved (``json.loads(config.to_json())``), flattened to its dotted fields."""
     flat: dict[str, Any] = {}
 
     def walk(node: dict, prefix: str) -> None:
@@ -356,7 +355,14 @@ def program_fields(config: TrainConfig) -> dict[str, Any]:
             else:
                 flat[f"{prefix}{key}"] = value
 
-    walk(json.loads(config.to_json()), "")
+    walk(raw, "")
+    return flat
+
+
+def program_fields(config: TrainConfig) -> dict[str, Any]:
+    """The flattened (dotted) fields that shape a run's compiled programs: all but `NUMERIC_FIELDS` and the
+    per-run bookkeeping (seed, name, TensorBoard)."""
+    flat = dotted_fields(json.loads(config.to_json()))
     for dotted in (*NUMERIC_FIELDS, *BOOKKEEPING_FIELDS):
         flat.pop(dotted)
     return flat

@@ -276,7 +276,9 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def _resolve(config: TrainConfig, arrays: TurnArrays) -> tuple[TrainConfig, Placement]:
+def resolve_run_config(config: TrainConfig, arrays: TurnArrays) -> tuple[TrainConfig, Placement]:
+    """The config a run of ``config`` on ``arrays`` trains with and saves (``config.json``, the checkpoints): the
+    text space, the regime and the placement resolved; and its mesh."""
     config = resolve_text(config, arrays)
     check_embedding_space(config, arrays)
     config = resolve_regime(config, int(arrays.manifest["counts"]["labelled"]))
@@ -301,7 +303,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
                    stop_after_chunks: int | None) -> list[RunResult]:
     # --- inputs, checked before any work ---------------------------------------------------------
     arrays = TurnArrays.open(configs[0].data.train)
-    resolved = [_resolve(c, arrays) for c in configs]
+    resolved = [resolve_run_config(c, arrays) for c in configs]
     configs, placement = [c for c, _ in resolved], resolved[0][1]
     for c in configs[1:]:  # the regime may set numeric fields: the resolved configs must still share one program
         if program_difference(configs[0], c):

@@ -94,6 +94,33 @@ def test_a_killed_study_resumes_to_the_same_table(smoke, tmp_path):
     assert (work / "table.json").read_text() == (smoke / "table.json").read_text()
     again = run_study(SMOKE, work, progress=False)
     assert again.runs_trained == 0 and (work / "table.md").read_text() == (smoke / "table.md").read_text()
+    # The study file changed since (every variant now trains 3 epochs): its finished runs are refused, not reused.
+    changed = tmp_path / "smoke_epochs.py"
+    changed.write_text(SMOKE.read_text().replace('"pretrain.epochs": 2', '"pretrain.epochs": 3'))
+    with pytest.raises(ValueError, match=r"seed-0: trained with other pretrain.epochs than the study now asks for "
+                                         r"\(pretrain.epochs: saved 2, now 3\); use a new --workdir"):
+        run_study(changed, work, progress=False)
+
+
+def test_a_finished_run_from_before_a_new_config_field_is_refused(tmp_path):
+    """A run saved before a field existed (here the session-26 text dropout) trained without it: a study that
+    now asks for the field's default must not take that run as its own."""
+    from salesrl_jax.pipelines.study import check_finished_run
+    from salesrl_jax.run.config import TrainConfig
+
+    config = TrainConfig(name="full")
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = json.loads(config.to_json())
+    (run / "config.json").write_text(json.dumps({**saved, "name": "another_variant"}))
+    (run / "result.json").write_text("{}")
+    check_finished_run(config, run)  # the same config under another variant's name: the same run
+    del saved["pretrain"]["text_dropout"]
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"pretrain.text_dropout: saved 'absent', now 0.8"):
+        check_finished_run(config, run)
+    (run / "result.json").unlink()
+    check_finished_run(config, run)  # unfinished: resuming checks the config itself
 
 
 def test_a_changed_data_set_is_refused_not_silently_reused(smoke, tmp_path):
