@@ -20,7 +20,7 @@ class Hyperparams:
     gae_lambda: jnp.ndarray
     input_dropout: jnp.ndarray  # share of turn-embedding entries zeroed in supervised training (0: none)
     last_turn_share: jnp.ndarray  # share of the supervised loss on conversations' last turns (0: every turn alike)
-    text_dropout: jnp.ndarray  # share of turns whose whole text is taken away in supervised training (0: none)
+    text_dropout: jnp.ndarray  # share of conversations read without their text in supervised training (0: none)
 
     @classmethod
     def pretrain(cls, config: TrainConfig) -> "Hyperparams":

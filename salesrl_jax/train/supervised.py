@@ -145,8 +145,8 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
                      ) -> Callable[[TrainState, SupervisedBatch, Hyperparams], tuple[TrainState, SupervisedMetrics]]:
     """``train_chunk(state, batches [M, N], hp) -> (state, metrics [M])``: one jitted scan over minibatches.
     ``input_dropout`` and ``text_dropout`` (static: they shape the program) turn on dropout of the turn embeddings'
-    entries and of whole turns' text. ``placement``: the
-    mesh the state and batches live on (`salesrl_jax.parallel`); the step is the same, its output state is pinned
+    entries (`drop_inputs`) and of whole conversations' text (`drop_text`). ``placement``: the mesh the state and
+    batches live on (`salesrl_jax.parallel`); the step is the same, its output state is pinned
     to the input's layout. ``members > 1``: states, batches and hyperparameters carry a leading axis of that many
     runs (seeds, hyperparameter settings), the chunk vmapped over it, one compiled program for all; the optimizer's
     numeric settings are read from each run's state (``optax.inject_hyperparams``), so ``optimizer`` is any one
@@ -155,8 +155,7 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
 
     def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
         key, step_key = jax.random.split(state.key)
-        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key, input_dropout,
-                                           text_dropout)
+        (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key, input_dropout, text_dropout)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stepped = state.replace(params=params, opt_state=opt_state, step=state.step + 1, key=key)
