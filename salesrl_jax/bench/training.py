@@ -25,7 +25,10 @@ INCUMBENT_SIZED = ModelConfig(turn_dim=512, hidden_dim=256, state_dim=64, head_h
 MODELS = {"default": ModelConfig(), "incumbent-sized": INCUMBENT_SIZED}
 
 
-def _supervised_batches(dim: int, rows: int, minibatches: int, heads: int) -> SupervisedBatch:
+def random_supervised_batches(dim: int, rows: int, minibatches: int, heads: int) -> SupervisedBatch:
+    """``minibatches`` x ``rows`` random turns for supervised pretraining (conversations of
+    `TURNS_PER_CONVERSATION`), random outcomes and ``heads`` bootstrap weights per row: what the throughput
+    benchmarks time (values do not matter)."""
     inputs = [random_inputs(rows, dim, seed=m) for m in range(minibatches)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *inputs)  # [minibatches, rows, ...]
     labels = jnp.asarray(np.random.default_rng(0).integers(0, 2, (minibatches, rows)), jnp.float32)
@@ -37,7 +40,7 @@ def _supervised_batches(dim: int, rows: int, minibatches: int, heads: int) -> Su
 def random_ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBatch:
     """A PPO batch of ``minibatches`` x ``rows`` random turns (conversations of `TURNS_PER_CONVERSATION`), random
     outcomes and ``heads`` bootstrap weights per row: what the throughput benchmarks time (values do not matter)."""
-    batches = _supervised_batches(dim, rows, minibatches, heads)
+    batches = random_supervised_batches(dim, rows, minibatches, heads)
     return PPOBatch(batches.inputs, batches.labels, batches.bootstrap)
 
 
@@ -65,7 +68,7 @@ def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"),
             optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
             train_chunk = make_train_chunk(graphdef, optimizer, **_dropouts(pre))
             state = init_state(params, optimizer, 0)
-            batches = _supervised_batches(dim, pre.rows_per_minibatch, 4, model.ensemble_size)
+            batches = random_supervised_batches(dim, pre.rows_per_minibatch, 4, model.ensemble_size)
             hp = Hyperparams.pretrain(config)
             compile_s, times = compile_and_time(train_chunk, state, batches, hp, min_seconds=min_seconds)
             seconds = float(np.median(times))
@@ -123,7 +126,7 @@ def mesh_throughput(dim: int = 3072, model: str = "default", device_counts=(1, 2
     graphdef, params = create_agent(config.model, dim, 0)
     counts = [d for d in device_counts if d <= jax.device_count()]
     layouts = [(d, "replicated") for d in counts] + ([(counts[-1], "fsdp")] if counts[-1] > 1 else [])
-    host_pre = jax.tree.map(np.asarray, _supervised_batches(dim, rows_pre, 4, config.model.ensemble_size))
+    host_pre = jax.tree.map(np.asarray, random_supervised_batches(dim, rows_pre, 4, config.model.ensemble_size))
     host_ppo = jax.tree.map(np.asarray, random_ppo_batch(dim, rows_ppo, ppo.minibatches, config.model.ensemble_size))
     out = []
     for devices, layout in layouts:

@@ -189,7 +189,8 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
                                                "overrides": dict(study.overrides)})
     # Runs that train the same config once resolved for the data (the int8 row is the full model evaluated
     # quantized; on small data "supervised only" is the full model) share one run directory.
-    labelled = int(TurnArrays.open(train_arrays).manifest["counts"]["labelled"])
+    train_set = TurnArrays.open(train_arrays)
+    labelled = int(train_set.manifest["counts"]["labelled"])
     resolved = {key: resolve_regime(config, labelled) for key, config in configs.items()}
     owner: dict[tuple[str, int], Path] = {}
     run_dirs = {}
@@ -203,7 +204,7 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     # they started in, with the same companions: the same float rounding as uninterrupted).
     owned = [key for key in configs if run_dirs[key] == workdir / "runs" / key[0] / f"seed-{key[1]}"]
     for key in owned:
-        check_finished_run(resolved[key], run_dirs[key], TurnArrays.open(train_arrays))
+        check_finished_run(resolved[key], run_dirs[key], train_set)
     groups: dict[str, list[tuple[str, int]]] = {}
     for key in owned:
         groups.setdefault(json.dumps(program_fields(resolved[key]), sort_keys=True, default=str), []).append(key)
