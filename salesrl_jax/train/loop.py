@@ -14,11 +14,13 @@ import contextlib
 import dataclasses
 import functools
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import optax
+from tqdm import tqdm
 
 from salesrl_jax.arrays import batches as batch_lib
 from salesrl_jax.arrays.split import require_held_out
@@ -29,7 +31,7 @@ from salesrl_jax.models.agent import create_agent
 from salesrl_jax.parallel.distributed import start_distributed
 from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
-from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, program_difference, resolve_regime
+from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, program_difference, resolution_note, resolve_regime
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import MetricsLog, NoLog
 from salesrl_jax.train.phases import Members, PPOFinetuning, Pretraining, RunContext, TrainingDiverged
@@ -304,6 +306,9 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     # --- inputs, checked before any work ---------------------------------------------------------
     arrays = TurnArrays.open(configs[0].data.train)
     resolved = [resolve_run_config(c, arrays) for c in configs]
+    if progress and is_primary():  # what the data changed of the recipe, before any work (config.json holds it)
+        tqdm.write(f"{arrays.path}: " + resolution_note(configs[0], resolved[0][0],
+                                                        int(arrays.manifest["counts"]["labelled"])), file=sys.stderr)
     configs, placement = [c for c, _ in resolved], resolved[0][1]
     for c in configs[1:]:  # the regime may set numeric fields: the resolved configs must still share one program
         if program_difference(configs[0], c):

@@ -126,7 +126,7 @@ def test_numeric_fields_are_validated_in_their_dataclasses():
 
 
 def test_the_regime_follows_the_amount_of_data():
-    from salesrl_jax.run.config import SMALL_DATA_CONVERSATIONS, SMALL_DATA_OVERRIDES, resolve_regime
+    from salesrl_jax.run.config import SMALL_DATA_OVERRIDES, resolve_regime
 
     config = TrainConfig()
     small = resolve_regime(config, 800)
@@ -135,9 +135,32 @@ def test_the_regime_follows_the_amount_of_data():
     ppo_only = resolve_regime(load_config(CONFIGS / "ablations" / "ppo_only.py"), 800)  # its only phase stays on
     assert ppo_only.ppo.enabled and not ppo_only.pretrain.enabled and ppo_only.regime == "small"
     assert with_overrides(small, {k: v for k, v in SMALL_DATA_OVERRIDES.items()}) == small
-    large = resolve_regime(config, SMALL_DATA_CONVERSATIONS)
+    large = resolve_regime(config, 10**6)
     assert large == dataclasses.replace(config, regime="large")
     pinned = resolve_regime(dataclasses.replace(config, regime="large"), 800)
     assert pinned.ppo.enabled and pinned.pretrain == config.pretrain
     assert resolve_regime(dataclasses.replace(config, regime="small"), 10**6).regime == "small"
     assert resolve_regime(small, 800) == small  # resolving twice changes nothing (resume compares configs)
+
+
+def test_large_data_near_the_threshold_pretrains_longer():
+    """Auto on large data reads at least MIN_CONVERSATION_READS training conversations (more epochs); a pinned
+    large regime, and data large enough already, keep the epochs."""
+    from salesrl_jax.run.config import MIN_CONVERSATION_READS, SMALL_DATA_CONVERSATIONS, resolution_note, resolve_regime
+
+    config = TrainConfig()
+    near = resolve_regime(config, SMALL_DATA_CONVERSATIONS)  # 18,000 training conversations after the 10% split
+    assert near.regime == "large" and near.pretrain.epochs == 12
+    assert near == dataclasses.replace(config, regime="large",
+                                       pretrain=dataclasses.replace(config.pretrain, epochs=12))
+    assert resolve_regime(near, SMALL_DATA_CONVERSATIONS) == near  # resolving twice changes nothing
+    training = 50_000 * (1 - config.data.valid_fraction)
+    assert resolve_regime(config, 50_000).pretrain.epochs == -(-MIN_CONVERSATION_READS // int(training)) == 5
+    assert resolve_regime(config, 100_000).pretrain.epochs == config.pretrain.epochs == 4
+    longer = with_overrides(config, {"pretrain.epochs": 20})
+    assert resolve_regime(longer, SMALL_DATA_CONVERSATIONS).pretrain.epochs == 20  # never fewer than asked for
+    pinned = dataclasses.replace(config, regime="large")
+    assert resolve_regime(pinned, SMALL_DATA_CONVERSATIONS).pretrain.epochs == 4
+    note = resolution_note(config, near, SMALL_DATA_CONVERSATIONS)
+    assert note == "20,000 labelled conversations: regime large (auto given); pretrain.epochs 4 -> 12"
+    assert resolution_note(pinned, resolve_regime(pinned, 10**6), 10**6).endswith("every field as given")

@@ -418,3 +418,15 @@ def test_runs_of_one_structure_share_their_programs_and_end_where_they_end_alone
     longer = with_overrides(config, {"pretrain.epochs": config.pretrain.epochs + 1})
     train_and_evaluate(longer, tmp_path / "longer", progress=False)
     assert len(loop._PROGRAMS) == 3  # a longer schedule is another pretraining program
+
+
+def test_the_run_says_what_the_data_changed_of_the_recipe(tiny_arrays, tmp_path, capsys):
+    """On stderr, before any work: the regime auto resolved to and each field it set, as config.json holds them."""
+    config = tiny_config(tiny_arrays, regime="auto")
+    train_and_evaluate(config, tmp_path / "run", progress=True, stop_after_chunks=1)
+    err = capsys.readouterr().err
+    labelled = TurnArrays.open(tiny_arrays).manifest["counts"]["labelled"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert f"{labelled:,} labelled conversations: regime small (auto given); " in err
+    assert f"pretrain.rows_per_minibatch 128 -> {saved['pretrain']['rows_per_minibatch']}" in err
+    assert "ppo.enabled True -> False" in err and not saved["ppo"]["enabled"]
