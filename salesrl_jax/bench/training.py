@@ -45,8 +45,9 @@ def random_ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBa
 
 
 def _dropouts(pre: PretrainConfig) -> dict[str, bool]:
-    """The dropout programs a run with ``pre`` trains with (timed as the run would)."""
-    return {"input_dropout": pre.input_dropout > 0, "text_dropout": pre.text_dropout > 0}
+    """The pretraining program's static switches a run with ``pre`` trains with (dropouts, the parameters' running
+    average), so it is timed as the run would be."""
+    return {"input_dropout": pre.input_dropout > 0, "text_dropout": pre.text_dropout > 0, "average": pre.ema_decay > 0}
 
 
 def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"), peak_flops: float | None = None,
@@ -67,7 +68,7 @@ def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"),
 
             optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
             train_chunk = make_train_chunk(graphdef, optimizer, **_dropouts(pre))
-            state = init_state(params, optimizer, 0)
+            state = init_state(params, optimizer, 0, average=_dropouts(pre)["average"])
             batches = random_supervised_batches(dim, pre.rows_per_minibatch, 4, model.ensemble_size)
             hp = Hyperparams.pretrain(config)
             compile_s, times = compile_and_time(train_chunk, state, batches, hp, min_seconds=min_seconds)
@@ -139,7 +140,7 @@ def mesh_throughput(dim: int = 3072, model: str = "default", device_counts=(1, 2
 
         optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
         chunk = make_train_chunk(graphdef, optimizer, placement=placement, **_dropouts(pre))
-        state = placement.put_state(init_state(params, optimizer, 0))
+        state = placement.put_state(init_state(params, optimizer, 0, average=_dropouts(pre)["average"]))
         batches = placement.put_batch(sliced(host_pre))
         compile_s, times = compile_and_time(chunk, state, batches, Hyperparams.pretrain(config),
                                             min_seconds=min_seconds)

@@ -21,16 +21,18 @@ class Hyperparams:
     input_dropout: jnp.ndarray  # share of turn-embedding entries zeroed in supervised training (0: none)
     last_turn_share: jnp.ndarray  # share of the supervised loss on conversations' last turns (0: every turn alike)
     text_dropout: jnp.ndarray  # share of conversations read without their text in supervised training (0: none)
+    ema_decay: jnp.ndarray  # the parameters' running average's decay in supervised training (0: the parameters)
 
     @classmethod
     def pretrain(cls, config: TrainConfig) -> "Hyperparams":
         p = config.ppo
         return cls(*(jnp.asarray(v, jnp.float32) for v in (
             config.pretrain.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda,
-            config.pretrain.input_dropout, config.pretrain.last_turn_share, config.pretrain.text_dropout)))
+            config.pretrain.input_dropout, config.pretrain.last_turn_share, config.pretrain.text_dropout,
+            config.pretrain.ema_decay)))
 
     @classmethod
     def ppo(cls, config: TrainConfig) -> "Hyperparams":
         p = config.ppo
         return cls(*(jnp.asarray(v, jnp.float32) for v in (
-            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda, 0.0, 0.0, 0.0)))
+            p.ensemble_weight, p.clip_eps, p.value_coef, p.entropy_coef, p.gamma, p.gae_lambda, 0.0, 0.0, 0.0, 0.0)))

@@ -37,7 +37,7 @@ from salesrl_jax.train.metrics_log import MetricsLog, NoLog
 from salesrl_jax.train.phases import Members, PPOFinetuning, Pretraining, RunContext, TrainingDiverged
 from salesrl_jax.train.position import RunPosition
 from salesrl_jax.train.ppo import make_ppo_update
-from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, freeze_statistics, init_state
+from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, averaged, freeze_statistics, init_state
 from salesrl_jax.train.statistics import fit_statistics
 from salesrl_jax.train.supervised import make_train_chunk
 from salesrl_jax.train.validation import Validator, make_validator
@@ -187,7 +187,8 @@ def _optimizers(config: TrainConfig, pretrain_steps: int, params) -> Optimizers:
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
             optimizers: Optimizers, placement: Placement) -> tuple[TrainState, RunPosition, dict | None, int]:
     """The latest checkpoint's state, position, position as saved, and count of stalled validations (early
-    stopping) if the run was started before, else a fresh start."""
+    stopping) if the run was started before, else a fresh start (``fresh``: pretraining's state keeps the
+    parameters' running average where the run averages, as a saved one does; the next phases' do not)."""
     if checkpoints.latest.latest_step() is None:
         return fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None, 0
     saved = read_meta(checkpoints.root / "latest")
@@ -195,7 +196,8 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
         raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
                          f"(saved: {workdir / 'checkpoints' / 'latest'})")
     phase = saved["position"]["phase"]
-    like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed))
+    like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed,
+                                          average=phase == "pretrain" and fresh.ema is not None))
     state, meta = checkpoints.restore_latest(like)  # onto the mesh: the arrays' shardings come from ``like``
     return state, RunPosition.from_dict(meta["position"]), dict(meta["position"]), meta.get("stalled", 0)
 
@@ -347,8 +349,12 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     optimizers = [_optimizers(c, pretrain_steps, initial[0]) for c in configs]  # same structure, own numbers
     checkpoints = [Checkpoints(workdir) for workdir in workdirs]
     starts = []
+    # One program serves every member: the running average is kept if any member averages (decay 0 keeps the
+    # parameters themselves).
+    average = pre.enabled and any(c.pretrain.ema_decay > 0 for c in configs)
     for c, workdir, params, ckpt, opt in zip(configs, workdirs, initial, checkpoints, optimizers):
-        fresh = placement.put_state(init_state(params, opt.for_phase("pretrain" if pre.enabled else "ppo"), c.seed))
+        fresh = placement.put_state(init_state(params, opt.for_phase("pretrain" if pre.enabled else "ppo"), c.seed,
+                                               average=average))
         starts.append(_resume(c, workdir, ckpt, fresh, opt, placement))
     position, resumed_from = starts[0][1], starts[0][2]
     if any(start[1] != position for start in starts):
@@ -385,9 +391,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             dropout = any(c.pretrain.input_dropout > 0 for c in configs)
             text_dropout = any(c.pretrain.text_dropout > 0 for c in configs)
             train_chunk = shared_program(
-                ("pretrain", graphdef, optimizers[0].pretrain_shape, dropout, text_dropout, placement, len(members)),
+                ("pretrain", graphdef, optimizers[0].pretrain_shape, dropout, text_dropout, average, placement,
+                 len(members)),
                 lambda: make_train_chunk(graphdef, optimizers[0].pretrain, input_dropout=dropout,
-                                         text_dropout=text_dropout,
+                                         text_dropout=text_dropout, average=average,
                                          placement=placement, members=len(members)))
             plans = [functools.partial(lambda first, seed, epoch: first if epoch == 0 else epoch_plan(seed, epoch),
                                        first, seed) for first, seed in zip(first_epochs, seeds)]
@@ -399,7 +406,9 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             throughput.update(done.throughput)
             if done.stopped:
                 return stopped()
-            state, position = done.state, done.position
+            # From here on the model is the parameters' running average: PPO starts from it (or it is the final
+            # model), as the validations of pretraining and its best checkpoint read it.
+            state, position = averaged(done.state), done.position
             if ppo.enabled:  # PPO starts with a fresh optimizer (and its own PRNG stream)
                 state = members.stack([placement.put_state(init_state(members.pick(state, m).params,
                                                                       optimizers[m].ppo, seed + 1))

@@ -28,7 +28,7 @@ from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import Meter, MetricsLog
 from salesrl_jax.train.position import RunPosition
 from salesrl_jax.train.ppo import PPOBatch
-from salesrl_jax.train.state import TrainState
+from salesrl_jax.train.state import TrainState, averaged
 from salesrl_jax.train.supervised import SupervisedBatch
 from salesrl_jax.train.validation import Validator
 
@@ -83,6 +83,7 @@ class RunContext:
         self.checkpoints.save_latest(state, {**self.meta, "position": position.to_dict(), "stalled": self.stalled})
 
     def validate_and_keep_best(self, state: TrainState, position: RunPosition, tag: str) -> dict[str, float]:
+        state = averaged(state)  # the model a phase that averages its parameters stands for is the average
         valid = self.validate(state.params)
         improved = self.checkpoints.save_best(state, {**self.meta, "position": position.to_dict(), "valid": valid},
                                               valid["log_loss"])

@@ -18,6 +18,7 @@ class TrainState:
     opt_state: optax.OptState
     step: jnp.ndarray  # [] int32 optimizer steps taken in this phase
     key: jnp.ndarray  # [2] uint32 PRNG key (raw, so checkpoints hold a plain array)
+    ema: nnx.State | None = None  # the parameters' running average (`average_parameters`), where the phase keeps one
 
 
 def pretrain_schedule(learning_rate: float, total_steps: int, kind: str = "cosine",
@@ -78,6 +79,39 @@ def freeze_statistics(optimizer: optax.GradientTransformation, params: nnx.State
     return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
 
 
-def init_state(params: nnx.State, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
-                      jax.random.PRNGKey(seed))
+def init_state(params: nnx.State, optimizer: optax.GradientTransformation, seed: int,
+               average: bool = False) -> TrainState:
+    """A phase's first state; ``average``: it keeps a running average of the parameters, starting at them."""
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed),
+                      jax.tree.map(jnp.array, params) if average else None)
+
+
+def average_decay(first_step: jnp.ndarray, decay: jnp.ndarray, steps: jnp.ndarray, length: int) -> jnp.ndarray:
+    """``prod_{i < steps} d_{t_i}``, ``d_t = min(decay, (1 + t) / (10 + t))``, ``t_i = first_step + i``: the weight
+    the running average keeps over ``steps`` optimizer steps (at most ``length``, static) when it is updated once for
+    all of them. The cap (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``) makes the average span
+    about the last tenth of the steps early on, so the first steps' parameters are forgotten however short the run,
+    and ``1 / (1 - decay)`` steps later."""
+    i = jnp.arange(length)
+    t = (first_step + i).astype(jnp.float32)
+    return jnp.prod(jnp.where(i < steps, jnp.minimum(decay, (1.0 + t) / (10.0 + t)), 1.0))
+
+
+def average_parameters(ema: nnx.State, params: nnx.State, kept: jnp.ndarray) -> nnx.State:
+    """The parameters' exponential moving average (Polyak averaging) moved toward ``params``:
+    ``ema <- kept ema + (1 - kept) params`` (``kept`` from `average_decay`; 0 gives the parameters exactly). Only
+    floating-point leaves are averaged; others take the parameters' value."""
+    kept = jnp.asarray(kept, jnp.float32)
+
+    def one(e, p):
+        if not jnp.issubdtype(e.dtype, jnp.inexact):
+            return p
+        return kept.astype(e.dtype) * e + (1.0 - kept).astype(e.dtype) * p
+
+    return jax.tree.map(one, ema, params)
+
+
+def averaged(state: TrainState) -> TrainState:
+    """``state`` with its running average as its parameters and no average kept: what validation, the best
+    checkpoint and the next phase read (``state`` itself where it keeps none)."""
+    return state if state.ema is None else state.replace(params=state.ema, ema=None)

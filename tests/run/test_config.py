@@ -132,6 +132,7 @@ def test_the_regime_follows_the_amount_of_data():
     small = resolve_regime(config, 800)
     assert small.regime == "small" and not small.ppo.enabled and small.data.valid_fraction == 0.2
     assert small.pretrain.schedule == "constant" and config.pretrain.schedule == "cosine"
+    assert small.pretrain.ema_decay == 0.99 and config.pretrain.ema_decay == 0.0  # the average anneals for it
     ppo_only = resolve_regime(load_config(CONFIGS / "ablations" / "ppo_only.py"), 800)  # its only phase stays on
     assert ppo_only.ppo.enabled and not ppo_only.pretrain.enabled and ppo_only.regime == "small"
     assert with_overrides(small, {k: v for k, v in SMALL_DATA_OVERRIDES.items()}) == small

@@ -21,14 +21,14 @@ from salesrl_jax.arrays.split import validation_mask
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.models.inputs import TurnInputs
 from salesrl_jax.models.predict import make_predict, predict_arrays
-from salesrl_jax.run.config import ParallelConfig, PretrainConfig
+from salesrl_jax.run.config import ParallelConfig, PretrainConfig, with_overrides
 from salesrl_jax.run.trained_model import TrainedModel
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.loop import TrainingDiverged, train_and_evaluate
 from salesrl_jax.train.phases import ppo_batch as _ppo_batch
 from salesrl_jax.train.phases import supervised_batch as _supervised_batch
 from salesrl_jax.train.ppo import episode_ends, gae, gae_flat, make_ppo_update, ppo_loss, rollout
-from salesrl_jax.train.state import adam_linear, adamw_schedule, init_state
+from salesrl_jax.train.state import adam_linear, adamw_schedule, average_decay, average_parameters, averaged, init_state
 from salesrl_jax.train.supervised import make_train_chunk, supervised_loss
 from tests.conftest import TINY_DIM, tiny_config
 
@@ -94,6 +94,76 @@ def test_all_padding_minibatches_do_not_move_the_parameters(tiny_arrays):
     still, _ = train_chunk(moved, empty, Hyperparams.pretrain(config))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), still.params, moved.params))
     assert int(still.step) == int(moved.step)
+
+
+def test_the_running_average_keeps_the_capped_decay_of_each_step_and_leaves_integers_alone():
+    """kept = prod_i min(decay, (1 + t_i) / (10 + t_i)) over the steps taken; ema <- kept ema + (1 - kept) p."""
+    caps = [(1 + t) / (10 + t) for t in range(3, 6)]
+    kept = average_decay(jnp.asarray(3), jnp.asarray(0.45), jnp.asarray(3), 8)  # 8 slots, 3 steps taken
+    np.testing.assert_allclose(kept, np.prod([min(0.45, c) for c in caps]), rtol=1e-6)
+    np.testing.assert_allclose(average_decay(jnp.asarray(1000), jnp.asarray(0.9), jnp.asarray(2), 4), 0.81, rtol=1e-6)
+    assert float(average_decay(jnp.asarray(7), jnp.asarray(0.9), jnp.asarray(0), 4)) == 1.0  # no step: kept whole
+    assert float(average_decay(jnp.asarray(50), jnp.asarray(0.0), jnp.asarray(2), 4)) == 0.0  # decay 0: none
+    ema = {"w": jnp.array([1.0, -2.0]), "n": jnp.array(3, jnp.int32)}
+    params = {"w": jnp.array([3.0, 0.0]), "n": jnp.array(7, jnp.int32)}
+    out = average_parameters(ema, params, jnp.asarray(0.25))
+    np.testing.assert_allclose(out["w"], [0.25 * 1.0 + 0.75 * 3.0, 0.25 * -2.0], rtol=1e-6)
+    assert int(out["n"]) == 7 and out["n"].dtype == jnp.int32
+    np.testing.assert_array_equal(average_parameters(ema, params, jnp.asarray(0.0))["w"], params["w"])
+
+
+def test_a_chunk_averages_the_parameters_it_ends_with(tiny_arrays):
+    """After a chunk the average moved toward its last parameters by the decay of the steps it took; the parameters
+    are those of the same chunk without an average; with decay 0 the average is the parameters."""
+    config = tiny_config(tiny_arrays)
+    arrays, batches = _first_chunk(tiny_arrays, config)
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    optimizer = adamw_schedule(1e-3, 100, 1e-4, 1.0)
+    hp = Hyperparams.pretrain(config).replace(ema_decay=jnp.asarray(0.5, jnp.float32))
+    start = init_state(params, optimizer, 0, average=True)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), start.ema, params))
+    averaging = make_train_chunk(graphdef, optimizer, average=True)
+    once, _ = averaging(start, batches, hp)
+    twice, _ = averaging(once, batches, hp)
+    plain, _ = make_train_chunk(graphdef, optimizer)(init_state(params, optimizer, 0), batches, hp)
+    leaves = jax.tree.leaves
+    for got, want in zip(leaves(once.params), leaves(plain.params)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    n = batches.labels.shape[0]
+    kept = average_decay(once.step, hp.ema_decay, jnp.asarray(n), n)
+    want = average_parameters(once.ema, twice.params, kept)
+    for got, expected in zip(leaves(twice.ema), leaves(want)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(leaves(twice.ema), leaves(twice.params)))
+    zero, _ = averaging(start, batches, hp.replace(ema_decay=jnp.asarray(0.0, jnp.float32)))
+    for got, expected in zip(leaves(zero.ema), leaves(zero.params)):
+        np.testing.assert_array_equal(got, expected)
+    served = averaged(twice)
+    assert served.ema is None and averaged(served) is served
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(served.params), leaves(twice.ema)))
+
+
+def test_validation_and_the_best_checkpoint_read_the_averaged_parameters(tiny_arrays, tmp_path):
+    """One epoch of pretraining with and without the average (decay 0): the parameters step alike, so the plain
+    run's checkpoint holds the last step's parameters and the averaging run's must hold their average, the model
+    its validation scored and its final model is."""
+    from salesrl_jax.run.checkpoints import restore_params
+    from salesrl_jax.train.validation import make_validator
+
+    base = tiny_config(tiny_arrays)
+    results, best = {}, {}
+    arrays = TurnArrays.open(tiny_arrays)
+    graphdef, like = create_agent(base.model, arrays.dim, 0)
+    for name, decay in (("avg", 0.9), ("plain", 0.0)):
+        config = with_overrides(base, {"pretrain.ema_decay": decay, "pretrain.epochs": 1, "ppo.enabled": False})
+        results[name] = train_and_evaluate(config, tmp_path / name, progress=False)
+        best[name] = restore_params(tmp_path / name / "checkpoints" / "best", like)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(best["avg"]), jax.tree.leaves(best["plain"])))
+    validate = make_validator(graphdef, arrays, base)
+    for name in results:
+        scored = validate(best[name])["log_loss"]
+        assert scored == pytest.approx(results[name].best_valid["log_loss"], rel=1e-5)
+        assert scored == pytest.approx(results[name].valid["log_loss"], rel=1e-5)  # the final model is the best
 
 
 @pytest.mark.parametrize("feed_prediction", [False, True])
@@ -261,7 +331,7 @@ def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
     weights = jnp.asarray([0.0, 2.0], jnp.float32)
     sweep = base.replace(ensemble_weight=weights)
     states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
-    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None, None, None))
+    in_axes = (0, None, Hyperparams(0, None, None, None, None, None, None, None, None, None))
     swept, metrics = jax.vmap(train_chunk, in_axes=in_axes)(states, batches, sweep)
     for i, w in enumerate(weights):
         single, m = train_chunk(state, batches, base.replace(ensemble_weight=w))
