@@ -89,13 +89,13 @@ class PretrainConfig:
     ema_decay: float = 0.0
     """Decay of the parameters' exponential moving average (Polyak averaging), per optimizer step, capped by
     (1 + t) / (10 + t) early on, updated at the end of each chunk (`salesrl_jax.train.state.average_decay`); 0:
-    none, the parameters themselves. With an average, validation, the best checkpoint, the PPO phase's start and the final model read
-    it, not the last step's parameters. The small-data regime sets 0.99: at its constant rate and small
-    minibatches the last steps of an epoch move the model by noise, the validation loss jumps between epochs and
-    early stopping picks a noisy model; averaging does the annealing the constant rate does not (2,000 simulator
-    conversations: AUC +0.011 at turns 2-12, ECE 0.031-0.043 against 0.049-0.100; real corpora: AUC level, last-turn
-    ECE 0.035 and 0.022 against 0.045 and 0.026). Under the cosine schedule, which anneals, it changes nothing
-    (docs/benchmarks.md, "Averaged parameters")."""
+    none, the parameters themselves. With an average, validation, the best checkpoint, the PPO phase's start and
+    the final model read it, not the last step's parameters. The small-data regime sets 0.99: at its constant rate
+    and small minibatches the last steps of an epoch move the model by noise, the validation loss jumps between
+    epochs and early stopping keeps a noisy model; averaging does the annealing the constant rate does not (2,000
+    simulator conversations: AUC +0.011 at turns 2-12, ECE 0.027-0.041 against 0.049-0.100; real corpora: AUC
+    level, last-turn ECE 0.030 and 0.026 against 0.045 and 0.026). Under the cosine schedule, which anneals, it
+    changed nothing (docs/benchmarks.md, "Averaged parameters")."""
 
     patience: int = 3
     """Stop pretraining after this many epochs in a row whose validation found no new best checkpoint (early
