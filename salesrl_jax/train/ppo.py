@@ -234,6 +234,7 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     (`salesrl_jax.parallel`) and ``members`` (runs vmapped together), as in
     `salesrl_jax.train.supervised.make_train_chunk`."""
     grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
+    skipped = PPOMetrics(*(jnp.zeros((), jnp.float32) for _ in PPOMetrics._fields))
 
     def update(state: TrainState, batch: PPOBatch, hp: Hyperparams):
         key, rollout_key, shuffle_key = jax.random.split(state.key, 3)
@@ -241,18 +242,22 @@ def make_ppo_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         minibatches = batch.labels.shape[0]
 
         def epoch(carry, epoch_key):
-            def step(carry, index):
+            def step_on_rows(carry, index):
                 params, opt_state = carry
                 take = lambda x: x[index]  # noqa: E731
                 (_, metrics), grads = grad_fn(params, graphdef, jax.tree.map(take, batch.inputs),
                                               batch.labels[index], batch.bootstrap[index], jax.tree.map(take, roll),
                                               hp, None if batch.offset is None else batch.offset[index])
                 updates, new_opt_state = optimizer.update(grads, opt_state, params)
-                new_params = optax.apply_updates(params, updates)
-                # An all-padding minibatch (a part's last, short batch) must not move the optimizer.
+                return (optax.apply_updates(params, updates), new_opt_state), metrics
+
+            def step(carry, index):
+                # An all-padding minibatch (a part's last, short batch) must not move the optimizer, and is not
+                # computed (`lax.cond` runs one branch; vmapped over members it computes both and selects).
                 has_rows = jnp.any(batch.inputs.valid[index])
-                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), new, old)  # noqa: E731
-                return (keep(new_params, params), keep(new_opt_state, opt_state)), (metrics, has_rows)
+                carry, metrics = jax.lax.cond(has_rows, lambda: step_on_rows(carry, index),
+                                              lambda: (carry, skipped))
+                return carry, (metrics, has_rows)
 
             return jax.lax.scan(step, carry, jax.random.permutation(epoch_key, minibatches))
 

@@ -157,19 +157,27 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     of theirs."""
     grad_fn = jax.value_and_grad(supervised_loss, has_aux=True)
 
-    def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
+    def step_on_rows(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
         key, step_key = jax.random.split(state.key)
         (_, metrics), grads = grad_fn(state.params, graphdef, batch, hp, step_key, input_dropout, text_dropout)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stepped = state.replace(params=params, opt_state=opt_state, step=state.step + 1, key=key)
+        return stepped, metrics._replace(grad_norm=optax.global_norm(grads))
+
+    skipped = SupervisedMetrics(*(jnp.zeros((), jnp.float32) for _ in SupervisedMetrics._fields))
+
+    def train_step(state: TrainState, batch: SupervisedBatch, hp: Hyperparams):
         # An all-padding minibatch must not move the optimizer (Adam would still step on momentum), nor the key:
         # seeds trained together pad the shorter epochs with empty minibatches, and must match their runs alone.
-        has_rows = metrics.turns > 0
-        new = jax.tree.map(lambda a, b: jnp.where(has_rows, a, b), stepped, state)
+        # Nor is it computed: a part's last chunk is padded with empty minibatches (at the default sizes about a
+        # tenth of an epoch's, a third for parts of 5,000 conversations), and `lax.cond` runs one branch. Vmapped
+        # over members it computes both and selects, as a `jnp.where` would.
+        new, metrics = jax.lax.cond(jnp.any(batch.inputs.valid), lambda: step_on_rows(state, batch, hp),
+                                    lambda: (state, skipped))
         if placement is not None:
             new = placement.constrain(new)
-        return new, metrics._replace(grad_norm=optax.global_norm(grads))
+        return new, metrics
 
     def train_chunk(state: TrainState, batches: SupervisedBatch, hp: Hyperparams):
         new, metrics = jax.lax.scan(lambda s, b: train_step(s, b, hp), state, batches)

@@ -94,6 +94,12 @@ def test_all_padding_minibatches_do_not_move_the_parameters(tiny_arrays):
     still, _ = train_chunk(moved, empty, Hyperparams.pretrain(config))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), still.params, moved.params))
     assert int(still.step) == int(moved.step)
+    # Not computed at all (a part's last chunk is padded with such minibatches): inputs that would poison any
+    # arithmetic leave the metrics zero and finite.
+    poisoned = empty._replace(inputs=empty.inputs.replace(embeddings=jnp.full_like(empty.inputs.embeddings, jnp.nan)))
+    after, metrics = train_chunk(moved, poisoned, Hyperparams.pretrain(config))
+    assert all(np.all(np.asarray(m) == 0) for m in metrics)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), after.params, moved.params))
 
 
 def test_the_running_average_keeps_the_capped_decay_of_each_step_and_leaves_integers_alone():
