@@ -1,5 +1,5 @@
 """What a static switch of the pretraining program costs in training: the default model's pretraining chunk (4
-minibatches of the default 2,048 rows, random inputs, as `salesrl bench --parts training` times it) compiled with
+minibatches of the default 2,048 rows, random inputs, as `salesrl bench --parts train` times it) compiled with
 and without the switch (the default config's other switches as they are), the two alternated ``repeats`` times in
 one process, at each embedding width; prints turns/s and the ratio.
 
