@@ -44,7 +44,7 @@ def random_ppo_batch(dim: int, rows: int, minibatches: int, heads: int) -> PPOBa
     return PPOBatch(batches.inputs, batches.labels, batches.bootstrap)
 
 
-def _dropouts(pre: PretrainConfig) -> dict[str, bool]:
+def _pretrain_switches(pre: PretrainConfig) -> dict[str, bool]:
     """The pretraining program's static switches a run with ``pre`` trains with (dropouts, the parameters' running
     average), so it is timed as the run would be."""
     return {"input_dropout": pre.input_dropout > 0, "text_dropout": pre.text_dropout > 0, "average": pre.ema_decay > 0}
@@ -67,8 +67,9 @@ def training_throughput(dims=(512, 3072), models=("default", "incumbent-sized"),
                    "parameters": int(sum(np.asarray(x).size for x in jax.tree.leaves(params)))}
 
             optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
-            train_chunk = make_train_chunk(graphdef, optimizer, **_dropouts(pre))
-            state = init_state(params, optimizer, 0, average=_dropouts(pre)["average"])
+            switches = _pretrain_switches(pre)
+            train_chunk = make_train_chunk(graphdef, optimizer, **switches)
+            state = init_state(params, optimizer, 0, average=switches["average"])
             batches = random_supervised_batches(dim, pre.rows_per_minibatch, 4, model.ensemble_size)
             hp = Hyperparams.pretrain(config)
             compile_s, times = compile_and_time(train_chunk, state, batches, hp, min_seconds=min_seconds)
@@ -139,8 +140,9 @@ def mesh_throughput(dim: int = 3072, model: str = "default", device_counts=(1, 2
             return batch._replace(inputs=batch.inputs.replace(segments=devices))
 
         optimizer = adamw_schedule(pre.learning_rate, 1000, pre.weight_decay, pre.max_grad_norm)
-        chunk = make_train_chunk(graphdef, optimizer, placement=placement, **_dropouts(pre))
-        state = placement.put_state(init_state(params, optimizer, 0, average=_dropouts(pre)["average"]))
+        switches = _pretrain_switches(pre)
+        chunk = make_train_chunk(graphdef, optimizer, placement=placement, **switches)
+        state = placement.put_state(init_state(params, optimizer, 0, average=switches["average"]))
         batches = placement.put_batch(sliced(host_pre))
         compile_s, times = compile_and_time(chunk, state, batches, Hyperparams.pretrain(config),
                                             min_seconds=min_seconds)

@@ -40,7 +40,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
-from salesrl_jax.run.config import SMALL_DATA_OVERRIDES, TrainConfig, dotted_fields, program_fields, resolve_regime
+from salesrl_jax.run.config import (
+    ABSENT,
+    SMALL_DATA_OVERRIDES,
+    TrainConfig,
+    dotted_fields,
+    field_changes,
+    program_fields,
+    resolve_regime,
+)
 from salesrl_jax.run.study import Data, Study, load_study, variant_config
 
 if TYPE_CHECKING:
@@ -150,10 +158,11 @@ def check_finished_run(config: TrainConfig, run_dir: Path, arrays: TurnArrays | 
         config = resolve_run_config(config, arrays)[0]
     saved = dotted_fields(json.loads((run_dir / "config.json").read_text()))
     wanted = dotted_fields(json.loads(config.to_json()))
-    changed = sorted(k for k in set(saved) | set(wanted) if k != "name" and saved.get(k, "absent") != wanted.get(k))
+    changed = field_changes(saved, wanted, ignore=("name",))
     if changed:
         raise ValueError(f"{run_dir}: trained with other {', '.join(changed)} than the study now asks for ("
-                         + "; ".join(f"{k}: saved {saved.get(k, 'absent')!r}, now {wanted.get(k)!r}" for k in changed)
+                         + "; ".join(f"{k}: saved {saved.get(k, ABSENT)!r}, now {wanted.get(k, ABSENT)!r}"
+                                     for k in changed)
                          + "); use a new --workdir, or delete this run to train it again")
 
 

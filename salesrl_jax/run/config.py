@@ -373,8 +373,8 @@ def resolution_note(given: TrainConfig, resolved: TrainConfig, labelled_conversa
     """One line saying what a run changed of ``given`` for its data (`resolve_regime`, the text space): the regime
     and each field set, old and new value."""
     before, after = dotted_fields(json.loads(given.to_json())), dotted_fields(json.loads(resolved.to_json()))
-    changed = [f"{key} {before.get(key)} -> {value}" for key, value in after.items()
-               if key != "regime" and before.get(key) != value]
+    changed = [f"{key} {before.get(key, ABSENT)} -> {after.get(key, ABSENT)}"
+               for key in field_changes(before, after, ignore=("regime",))]
     return (f"{labelled_conversations:,} labelled conversations: regime {resolved.regime}"
             + (f" ({given.regime} given)" if given.regime != resolved.regime else "")
             + ("; " + ", ".join(changed) if changed else "; every field as given"))
@@ -391,6 +391,16 @@ and the seed train together in one program, vmapped over them (`salesrl_jax.trai
 study sweeps them (`salesrl_jax.run.study.Sweep`)."""
 
 BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard")  # per run, outside the compiled programs
+
+
+ABSENT = "absent"  # how `field_changes` and its callers show a field one of two configs lacks (an older save)
+
+
+def field_changes(before: dict[str, Any], after: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted fields (`dotted_fields`) whose values differ between two flattened configs, sorted; a field
+    present in one only differs."""
+    return sorted(key for key in set(before) | set(after)
+                  if key not in ignore and before.get(key, ABSENT) != after.get(key, ABSENT))
 
 
 def dotted_fields(raw: dict) -> dict[str, Any]:

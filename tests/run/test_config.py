@@ -121,6 +121,8 @@ def test_a_mismatched_embedding_space_is_refused(tiny_arrays, tmp_path):
 def test_numeric_fields_are_validated_in_their_dataclasses():
     with pytest.raises(ValueError, match="learning_rate"):
         PretrainConfig(learning_rate=0.0)
+    with pytest.raises(ValueError, match=r"pretrain.ema_decay must be in \[0, 1\), got 1.0"):
+        PretrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="minibatches"):
         PPOConfig(minibatches=0)
 

@@ -204,6 +204,27 @@ def test_ppo_update_jit_equals_eager_and_compiles_once(tiny_arrays, feed_predict
     assert int(stats.env_steps) == int(np.asarray(batch.inputs.valid).sum()) and np.isfinite(float(stats.train.loss))
 
 
+def test_an_all_padding_ppo_minibatch_does_not_move_the_optimizer(tiny_arrays):
+    """A PPO update whose minibatches are all padding (a part's last, short update) takes no optimizer step and
+    reports finite training metrics; one with rows moves the parameters."""
+    config = tiny_config(tiny_arrays)
+    arrays = TurnArrays.open(tiny_arrays)
+    plan = batch_lib.ppo_plan(arrays, 0.2, 0, 0, 1, 128, 2)
+    batch = _ppo_batch(batch_lib.gather_packed(arrays.part(plan[0].part), plan[0].minibatches, 128, 2),
+                       plan[0].part, config.seed, config.model.ensemble_size)
+    empty = batch._replace(inputs=batch.inputs.replace(valid=jnp.zeros_like(batch.inputs.valid)))
+    graphdef, params = create_agent(config.model, arrays.dim, 0)
+    optimizer = adam_linear(1e-3, 100, 0.5)
+    update = make_ppo_update(graphdef, optimizer, epochs=2, reward_kind="brier")
+    state = init_state(params, optimizer, 0)
+    still, stats = update(state, empty, Hyperparams.ppo(config))
+    same = lambda a, b: jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b))  # noqa: E731
+    assert same(still.params, state.params) and same(still.opt_state, state.opt_state)
+    assert all(np.isfinite(np.asarray(m)) for m in stats.train)
+    moved, _ = update(state, batch, Hyperparams.ppo(config))
+    assert not same(moved.params, state.params)
+
+
 def test_gae_over_packed_rows_equals_gae_per_episode(tiny_arrays):
     rng = np.random.default_rng(3)
     lengths = [4, 1, 6, 3]
