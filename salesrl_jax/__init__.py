@@ -24,7 +24,7 @@ _EXPORTS = {
     "load_config": "salesrl_jax.run.config", "train_and_evaluate": "salesrl_jax.train.loop",
     "Scorer": "salesrl_jax.infer.scorer", "score_archive": "salesrl_jax.infer.archive",
     "quantize_params": "salesrl_jax.infer.quantize",
-    "fit_platt": "salesrl_jax.eval.calibration", "recalibrated_params": "salesrl_jax.eval.calibration",
+    "fit_platt": "salesrl_jax.run.recalibration", "recalibrated_params": "salesrl_jax.run.recalibration",
     "fit_confidence": "salesrl_jax.eval.confidence_fit",
 }
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,7 @@ import tyro
 
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.guidance.config import GuidanceConfig, load_guidance_config
+from salesrl_jax.help_text import cli
 from salesrl_jax.run.compile_cache import enable_compile_cache
 from salesrl_jax.run.config import ConfidenceConfig, TrainConfig, load_config
 from salesrl_jax.sim.config import SimulatorConfig
@@ -240,7 +241,8 @@ class Evaluate:
     the simulator's oracle side by side; writes report.md, metrics.json and PNG plots."""
 
     model: Path
-    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    """Run directory of `salesrl train` (the model it serves: its best checkpoint, recalibrated on the validation
+    split) or a checkpoint directory."""
     data: Path
     """Cached arrays from `salesrl embed` (a test set the model never trained on)."""
     out: Path | None = None
@@ -281,7 +283,8 @@ class Score:
     uncertainty, plus a per-conversation summary. Resumable after a kill; a no-op when done."""
 
     model: Path
-    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    """Run directory of `salesrl train` (the model it serves: its best checkpoint, recalibrated on the validation
+    split) or a checkpoint directory."""
     data: Annotated[Path, tyro.conf.arg(aliases=("--input",))]
     """Archive file or directory of shards."""
     out: Annotated[Path, tyro.conf.arg(aliases=("--output",))]
@@ -351,7 +354,8 @@ class Calibrate:
     policy head; ranking unchanged) and save the result as a new model directory that every command loads."""
 
     model: Path
-    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    """Run directory of `salesrl train` (the model it serves: its best checkpoint, recalibrated on the validation
+    split) or a checkpoint directory."""
     out: Path
     """New model directory (a run directory with checkpoints/best)."""
     data: Path | None = None
@@ -379,7 +383,8 @@ class Confidence:
     (`salesrl_jax.models.confidence`). `salesrl train` does this itself when confidence.enabled."""
 
     model: Path
-    """Run directory of `salesrl train` (its best checkpoint is used) or a checkpoint directory."""
+    """Run directory of `salesrl train` (the model it serves: its best checkpoint, recalibrated on the validation
+    split) or a checkpoint directory."""
     data: Path | None = None
     """Cached arrays to calibrate on (default: the run's training arrays, data.train, with --split valid)."""
     split: Literal["valid", "all"] = "valid"
@@ -643,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
         train_default = Train(config_file=config_file, config=load_config(config_file))
         guidance_file = _config_file(argv) if argv[:2] == ["guidance", "train"] else None
         guidance = _guidance_type(GuidanceTrain(config_file=guidance_file, config=load_guidance_config(guidance_file)))
-        command = tyro.cli(_command_type(train_default, guidance), args=argv, prog="salesrl",
+        command = cli(_command_type(train_default, guidance), args=argv, prog="salesrl",
                            description="salesrl-jax: real-time, turn-by-turn sales-conversion prediction.")
         command.run()
     except Exception as err:

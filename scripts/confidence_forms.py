@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
+from salesrl_jax import help_text
 from salesrl_jax.eval.confidence_report import OOD_TURN, in_vs_out_auroc
 from salesrl_jax.eval.evaluate import predict_with_confidence
 from salesrl_jax.metrics import selective
@@ -169,4 +169,4 @@ def main(config: Config) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    main(help_text.cli(Config))

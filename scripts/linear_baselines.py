@@ -28,8 +28,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import tyro
 
+from salesrl_jax import help_text
 from salesrl_jax.arrays.split import validation_mask
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.data.readers import read_conversations
@@ -177,4 +177,4 @@ def main(config: BaselineConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(BaselineConfig))
+    main(help_text.cli(BaselineConfig))

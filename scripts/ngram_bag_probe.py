@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
-from salesrl_jax import metrics
+from salesrl_jax import help_text, metrics
 from salesrl_jax.arrays.split import stratified_folds
 from salesrl_jax.baselines.fit import TFIDF_METHODS
 from salesrl_jax.data.readers import read_conversations
@@ -255,7 +254,7 @@ def probe(config: ProbeConfig) -> dict[str, dict]:
 
 
 def main() -> None:
-    config = tyro.cli(ProbeConfig)
+    config = help_text.cli(ProbeConfig)
     tables = probe(config)
     columns = [*POINTS, "last", "mean_4_12"]
     print("| method | " + " | ".join(f"turn {c}" if isinstance(c, int) else c for c in columns) + " |")

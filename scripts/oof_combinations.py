@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import tyro
 
+from salesrl_jax import help_text
 from salesrl_jax.baselines.fit import TFIDF_METHODS
 from salesrl_jax.metrics.binary import roc_auc
 
@@ -108,4 +109,4 @@ def main(config: Config) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    main(help_text.cli(Config))

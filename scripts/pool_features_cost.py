@@ -16,8 +16,8 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
+from salesrl_jax import help_text
 from salesrl_jax.bench import inference, training
 from salesrl_jax.bench.timing import compile_and_time, interleaved_times
 from salesrl_jax.embed.config import EmbedderConfig
@@ -112,4 +112,4 @@ def main(config: Config) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    main(help_text.cli(Config))

@@ -13,8 +13,8 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
-import tyro
 
+from salesrl_jax import help_text
 from salesrl_jax.bench.timing import compile_and_time
 from salesrl_jax.bench.training import random_supervised_batches
 from salesrl_jax.models.agent import create_agent
@@ -61,4 +61,4 @@ def main(config: Config) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    main(help_text.cli(Config))

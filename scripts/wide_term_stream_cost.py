@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tyro
 
+from salesrl_jax import help_text
 from salesrl_jax.bench import inference
 from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.embed.ngrams import NGRAM_BUCKETS, NgramHasher
@@ -41,4 +41,4 @@ def main(config: Config) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    main(help_text.cli(Config))

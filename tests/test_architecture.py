@@ -18,6 +18,7 @@ PACKAGE = ROOT / "salesrl_jax"
 # data -> embed / features / sim -> arrays -> models -> run -> train | eval | infer -> bench | pipelines -> cli
 LAYERS = {
     "_lazy": 0, "io": 0, "metrics": 0, "parallel": 0,  # knows nothing of conversations or models
+    "help_text": 0,  # the command lines' --help (cli and scripts/)
     "data": 1,  # records, readers, writers, validation
     "embed": 2, "features": 2, "sim": 2,  # what is computed from records
     "arrays": 3, "env": 3,  # cached per-turn arrays, batching, the validation split; the simulator as a JAX env

@@ -5,9 +5,10 @@ Per fold (folds stratified by outcome, a conversation never split):
 * **the model**: the training folds' cached arrays (embedded once for the whole archive, through the
   cache) train the config with early stopping on an inner validation split of the training folds only
   (the best checkpoint by its log loss; each fold its own split, ``data.split_seed + fold``), are
-  recalibrated on that same inner split (temperature scaling: the slope of the logit alone; a Platt
-  intercept fitted on 150-180 conversations did not carry over to the held-out fold, docs/benchmarks.md),
-  and predict every turn of the held-out fold;
+  recalibrated on that same inner split as every training run is (the config's ``recalibration``, temperature
+  scaling by default: the slope of the logit alone; a Platt intercept fitted on 150-180 conversations did not
+  carry over to the held-out fold, docs/benchmarks.md), and predict every turn of the held-out fold (the
+  recalibrated model, and the best checkpoint before it as ``model_uncalibrated``);
   with ``seeds > 1`` the held-out predictions are the mean over independently seeded models;
 * **the baselines** (`salesrl_jax.baselines`): fitted on the same training conversations, predicting
   the same prefixes.
@@ -50,7 +51,6 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.arrays.subset import write_subset
 from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.validation import Limits
-from salesrl_jax.eval.calibration import recalibrate_model
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
 from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
@@ -109,13 +109,10 @@ def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_
         seed_dir = fold_dir / f"seed-{s}"
         run_config = with_overrides(config, {"data.train": str(train_arrays.path), "seed": config.seed + s,
                                              "data.split_seed": config.data.split_seed + fold})
+        # The run recalibrates its best model on the inner split (``recalibration``, temperature by default) and
+        # its directory serves that; the best checkpoint is the model before it.
         train_and_evaluate(run_config, seed_dir / "model", progress=False)
-        served = seed_dir / "model"
-        if not run_config.model.feed_prediction:  # a feed_prediction model cannot be recalibrated by its head
-            if not (seed_dir / "calibrated" / "checkpoints" / "best").is_dir():
-                recalibrate_model(seed_dir / "model", seed_dir / "calibrated", split="valid", form="temperature")
-            served = seed_dir / "calibrated"
-        for directory, sink in ((served, calibrated), (seed_dir / "model", raw)):
+        for directory, sink in ((seed_dir / "model", calibrated), (seed_dir / "model" / "checkpoints" / "best", raw)):
             model = TrainedModel.load(directory)
             sink.append(predict_arrays(shared_predict(model.graphdef), model.params, test_arrays,
                                        rows=model.config.eval_rows_per_minibatch))

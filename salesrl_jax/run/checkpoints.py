@@ -1,7 +1,9 @@
 """A run directory's checkpoints: one wrapper around orbax's `CheckpointManager`, both sides.
 
 A run directory keeps two: ``checkpoints/latest`` (the most recent, for resuming) and
-``checkpoints/best`` (the best by validation log loss, for evaluation and scoring). Each holds the
+``checkpoints/best`` (the best by validation log loss). A finished run adds ``checkpoints/calibrated``, the best
+with its probabilities recalibrated on the validation split (`salesrl_jax.run.recalibration.recalibrate_run`): the
+model a run directory serves to evaluation and scoring when it is there (`find_checkpoint`). Each holds the
 training state (any pytree: `salesrl_jax.train.state.TrainState` for a training run),
 its parameters apart (what inference restores) and a JSON ``meta`` item: the resolved
 config, the data position (phase, epoch, chunk or update), the embedding identity and feature
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -28,6 +31,8 @@ import orbax.checkpoint as ocp
 from salesrl_jax.io.digest import check_tree, tree_digest
 
 PARAMS_DIGEST = "params_sha256"
+CALIBRATED = "calibrated"
+"""The manager directory, beside ``best``, of a run's recalibrated best model: what the run directory serves."""
 IMPROVEMENT_TOLERANCE = 1e-9
 """How much lower a validation log loss must be to count as a new best: a float32 model whose step moved nothing but
 the rounding of a few predictions (measured: 1.1e-10, a frozen PPO step) has not improved, and early stopping must
@@ -75,6 +80,8 @@ class Checkpoints:
         current = self.best_meta()
         if current is not None and current["valid"]["log_loss"] - IMPROVEMENT_TOLERANCE <= valid_log_loss:
             return False
+        # A recalibration of the previous best must not outlive it: the run directory would serve it.
+        shutil.rmtree(self.root / CALIBRATED, ignore_errors=True)
         meta = {**meta, PARAMS_DIGEST: tree_digest(state.params)}
         state = _on_host(state)
         self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -136,8 +143,17 @@ def export_model(workdir: str | os.PathLike[str], params, meta: dict) -> Path:
     path = Path(workdir) / "checkpoints" / "best"
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"{workdir}: already holds a checkpoint; choose a new directory")
+    return export_checkpoint(path, params, meta)
+
+
+def export_checkpoint(path: str | os.PathLike[str], params, meta: dict) -> Path:
+    """Write inference parameters and their meta as the manager directory ``path`` (one step), which every command
+    loads as a model. Returns ``path``."""
+    path = Path(path)
     meta = {**meta, PARAMS_DIGEST: tree_digest(params)}
-    params = _on_host(params)
+    # Host arrays in every process: what inference restores needs no devices, and in a distributed run orbax writes
+    # a host array once (the primary process), where per-process device arrays would all claim the same chunks.
+    params = jax.device_get(params)
     with _manager(path, best=False) as manager:
         manager.save(1, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
                      force=True)
@@ -168,12 +184,23 @@ def read_meta(directory: Path) -> dict:
     return meta
 
 
+def _on_this_device(like) -> jax.ShapeDtypeStruct:
+    """What to restore a leaf as: its shape and dtype, on its sharding if it has one, else on this process's first
+    device. Without a sharding orbax restores to the devices the checkpoint was saved from, and a model trained by
+    several processes (jax.distributed) could not be loaded by one ("topology mismatch")."""
+    abstract = ocp.utils.to_shape_dtype_struct(like)
+    if getattr(abstract, "sharding", None) is not None:
+        return abstract
+    return jax.ShapeDtypeStruct(abstract.shape, abstract.dtype,
+                                sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+
+
 def restore_params(directory: Path, like_params, recorded_digest: str | None = None):
     """Only the parameters (what inference needs) of the newest step in a manager directory, checked against
     ``recorded_digest`` (the meta's ``params_sha256``) and for finiteness."""
     with _readable(directory):
         manager = _read_only_manager(directory)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
+        abstract = jax.tree.map(_on_this_device, like_params)
         step = manager.latest_step()
         params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
     check_tree(params, recorded_digest, f"checkpoint {directory / str(step)}")
@@ -184,15 +211,19 @@ def _has_step(directory: Path) -> bool:
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A run directory (its ``checkpoints/best``), a manager directory (``checkpoints/best`` or
-    ``checkpoints/latest``, named explicitly) or one step directory -> the manager directory to load.
+def find_checkpoint(path: str | os.PathLike[str], *, served: bool = True) -> Path:
+    """A run directory (its ``checkpoints/calibrated`` when the run recalibrated its best model, else
+    ``checkpoints/best``), a manager directory (``checkpoints/best``, ``checkpoints/latest``, named explicitly) or one
+    step directory -> the manager directory to load. ``served=False``: a run directory's ``checkpoints/best``, the
+    model as training left it (what a warm start reads).
 
     A run directory whose best checkpoint is missing is an error, never a silent switch to ``latest``
     (a different model): name ``RUN/checkpoints/latest`` to load that one on purpose."""
     path = Path(path)
     runs = path / "checkpoints"
     if runs.is_dir():
+        if served and _has_step(runs / CALIBRATED):
+            return runs / CALIBRATED
         if _has_step(runs / "best"):
             return runs / "best"
         latest = " (the latest checkpoint is there: pass RUN/checkpoints/latest to use it on purpose)" \

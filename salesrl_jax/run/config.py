@@ -19,7 +19,9 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from salesrl_jax.embed.config import SMALL_DATA_CONVERSATIONS, EmbedderConfig
 from salesrl_jax.models.config import ModelConfig
@@ -35,7 +37,8 @@ def _positive(config, prefix: str, names: tuple[str, ...]) -> None:
 class DataConfig:
     """Which cached arrays to train on, and the validation split."""
 
-    train: Path = Path("runs/demo/arrays")
+    # --data as well, the flag every other subcommand reads its input from
+    train: Annotated[Path, tyro.conf.arg(aliases=("--data",))] = Path("runs/demo/arrays")
     """Cached arrays from `salesrl embed` (the training set; validation is held out of it)."""
     valid_fraction: float = 0.1
     """Share of conversations held out for validation, chosen by a seeded hash of the id."""
@@ -268,10 +271,16 @@ class TrainConfig:
     on a small real set. Its model settings, embedding space and turn features must be this run's; fitted
     statistics (the n-gram idf) are fitted on this run's training split."""
     regime: Literal["auto", "small", "large"] = "auto"
-    """How the recipe adapts to the amount of data (`resolve_regime`): auto is small below
-    SMALL_DATA_CONVERSATIONS labelled training conversations, else large with pretrain.epochs raised to
-    read MIN_CONVERSATION_READS training conversations (20k: 12 epochs; from 50k the given 4); small sets the
-    fields of SMALL_DATA_OVERRIDES whatever this config says; large (pinned) keeps every field as given."""
+    """How the recipe adapts to the amount of data (`resolve_regime`): auto is small below 20,000 labelled
+    conversations (SMALL_DATA_CONVERSATIONS), else large, with pretrain.epochs raised so that pretraining reads
+    200,000 training conversations (MIN_CONVERSATION_READS; 12 epochs at 20k, 5 at 50k, the given 4 from about
+    56k); small sets the fields of SMALL_DATA_OVERRIDES whatever this config says; large (pinned) keeps every
+    field as given. `salesrl train` prints what the regime changed."""
+    recalibration: Literal["temperature", "platt", "none"] = "temperature"
+    """How the finished run recalibrates its best model's probabilities on the validation split, served by the run
+    directory as checkpoints/calibrated (`salesrl_jax.run.recalibration.recalibrate_run`): temperature, the logit's
+    slope alone (the model's base rate kept; what `salesrl crossval` measures); platt, slope and intercept; none.
+    Skipped without a validation split and for model.feed_prediction, whose state reads its own prediction."""
 
     def __post_init__(self) -> None:
         if not (self.pretrain.enabled or self.ppo.enabled):
@@ -390,7 +399,7 @@ optimizers' (held in the optimizer state by ``optax.inject_hyperparams``). Runs 
 and the seed train together in one program, vmapped over them (`salesrl_jax.train.loop.train_together`), and a
 study sweeps them (`salesrl_jax.run.study.Sweep`)."""
 
-BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard")  # per run, outside the compiled programs
+BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard", "recalibration")  # per run, outside the compiled programs
 
 
 ABSENT = "absent"  # how `field_changes` and its callers show a field one of two configs lacks (an older save)

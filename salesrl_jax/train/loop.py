@@ -32,6 +32,7 @@ from salesrl_jax.parallel.distributed import start_distributed
 from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
 from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, program_difference, resolution_note, resolve_regime
+from salesrl_jax.run.recalibration import Recalibration, recalibrate_run
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import MetricsLog, NoLog
 from salesrl_jax.train.phases import Members, PPOFinetuning, Pretraining, RunContext, TrainingDiverged
@@ -56,6 +57,7 @@ class RunResult:
     best_valid: dict[str, float] | None
     throughput: dict[str, float]
     resumed_from: dict | None
+    recalibration: Recalibration | None = None  # the best model's `Recalibration`, which the run directory serves (None: not fitted)
 
     @property
     def learned(self) -> bool | None:
@@ -74,6 +76,12 @@ class RunResult:
         if self.learned is not None:
             lines.append(f"{'base rate':<18}validation: all turns log loss {self.valid['base_rate_log_loss']:.4f}; the "
                          "best checkpoint " + ("beats it" if self.learned else "does NOT beat it: it learned nothing"))
+        if self.recalibration is not None:
+            fit, (before, after) = self.recalibration.fit, (self.recalibration.before, self.recalibration.after)
+            lines.append(f"{'recalibrated':<18}{fit['form']} scaling (slope {fit['slope']:.3f}) fitted on the "
+                         f"validation split's {fit['conversations']:,} conversations, all turns: log loss "
+                         f"{before['log_loss']:.4f} -> {after['log_loss']:.4f}, ECE {before['ece']:.3f} -> "
+                         f"{after['ece']:.3f} (in-sample); the run serves it ({self.recalibration.path})")
         lines += [f"{key:<28}{value:,.1f}" for key, value in self.throughput.items()]
         return "\n".join(lines)
 
@@ -439,8 +447,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             save_all(state, position)
 
         # --- the final models, the best checkpoints, and the record of each run ------------------
-        return [_finish(ctx, workdir, members.pick(state, m), position, throughput, resumed_from)
-                for m, (ctx, workdir) in enumerate(zip(contexts, workdirs))]
+        return [_finish(c, ctx, workdir, members.pick(state, m), position, throughput, resumed_from)
+                for m, (c, ctx, workdir) in enumerate(zip(configs, contexts, workdirs))]
     except TrainingDiverged as err:
         raise TrainingDiverged(f"{err} {' '.join(_kept_best(c) for c in checkpoints)}") from None
     finally:
@@ -449,8 +457,8 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             ckpt.close()
 
 
-def _finish(ctx: RunContext, workdir: Path, state: TrainState, position: RunPosition, throughput: dict,
-            resumed_from: dict | None) -> RunResult:
+def _finish(config: TrainConfig, ctx: RunContext, workdir: Path, state: TrainState, position: RunPosition,
+            throughput: dict, resumed_from: dict | None) -> RunResult:
     valid = ctx.validate(state.params)
     best = ctx.checkpoints.best_meta()
     if best is None:
@@ -461,12 +469,22 @@ def _finish(ctx: RunContext, workdir: Path, state: TrainState, position: RunPosi
                       f"no better than always predicting the training base rate "
                       f"({valid['base_rate_log_loss']:.4f}): the model learned nothing usable. Check the labels "
                       "and the learning rate, or add data", stacklevel=3)
+    result.recalibration = _recalibrate(config, workdir)  # every process: orbax saves together
     if is_primary():
         write_json_atomic(workdir / "result.json",
                           {"valid": valid, "best_valid": result.best_valid, "throughput": throughput,
-                           "better_than_base_rate": result.learned})
+                           "better_than_base_rate": result.learned,
+                           "recalibration": result.recalibration.fit if result.recalibration else None})
     ctx.log.write({"seq": position.seq, "event": "done", **valid})
     return result
+
+
+def _recalibrate(config: TrainConfig, workdir: Path):
+    """The finished run's recalibration on its validation split (``config.recalibration``; `recalibrate_run`), or
+    None where there is none to fit: ``none``, no validation split, or a model that reads its own prediction."""
+    if config.recalibration == "none" or config.data.valid_fraction <= 0 or config.model.feed_prediction:
+        return None
+    return recalibrate_run(workdir, config.recalibration)
 
 
 def _kept_best(checkpoints: Checkpoints) -> str:

@@ -14,6 +14,7 @@ from flax import nnx
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.bag import Statistic
 from salesrl_jax.models.config import ModelConfig
+from salesrl_jax.run.checkpoints import find_checkpoint
 from salesrl_jax.run.trained_model import TrainedModel
 
 
@@ -36,7 +37,7 @@ def warm_start_params(fresh: list[nnx.State], source: str | Path, arrays: TurnAr
     this run's values: they describe this run's training split, not the source's. The source must have this run's
     model structure, embedding space and turn features; anything else is refused with the difference named (a
     parameter from another space would be silently meaningless)."""
-    trained = TrainedModel.load(source)
+    trained = TrainedModel(find_checkpoint(source, served=False))  # a run's best as training left it, not recalibrated
     trained.require_compatible(arrays.identity, arrays.feature_names, what=f"{arrays.path} (training data)")
     differ = model_difference(trained.config.model, model)
     if differ:

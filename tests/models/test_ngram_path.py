@@ -104,7 +104,7 @@ def test_idf_is_fitted_on_the_training_split_only_and_frozen_in_training(ngram_t
 def test_the_wide_term_is_fitted_on_the_training_split_and_frozen_in_training(ngram_trained, ngram_arrays):
     from salesrl_jax.train.wide_fit import fit_wide
 
-    model = TrainedModel.load(ngram_trained)
+    model = TrainedModel.load(ngram_trained / "checkpoints" / "best")  # as training left it (not recalibrated)
     project = model.params["encoder"]["project"]
     data = model.config.data
     assert model.config.model.wide_text
@@ -299,7 +299,7 @@ def test_a_warm_started_run_takes_the_source_parameters_and_fits_its_own_statist
     # The new run trains on other conversations (odd ones), so its idf differs from the source's.
     other = write_subset(TurnArrays.open(ngram_arrays), lambda p: np.arange(p.num_conversations) % 2 == 1,
                          tmp_path / "odd")
-    source = TrainedModel.load(ngram_trained)
+    source = TrainedModel.load(ngram_trained / "checkpoints" / "best")  # the best as trained, not recalibrated
     config = dataclasses.replace(source.config, data=dataclasses.replace(source.config.data, train=other.path),
                                  init_from=ngram_trained, ppo=dataclasses.replace(source.config.ppo, enabled=False))
     # A step far below float32's resolution of the parameters: the run ends where it started.

@@ -235,7 +235,7 @@ def test_runs_saved_before_a_wide_statistic_existed_load_and_serve_what_they_ser
 
 
 def test_recalibration_scales_the_wide_gain_and_refuses_a_slope_that_would_switch_it_off():
-    from salesrl_jax.eval.calibration import PlattScaling, recalibrated_params
+    from salesrl_jax.run.recalibration import PlattScaling, recalibrated_params
 
     agent = wide_agent(6)
     inputs, _, _ = batch(LENGTHS)

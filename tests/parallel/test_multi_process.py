@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,3 +55,13 @@ def test_two_processes_train_as_one_and_resume(tiny_arrays, tmp_path):
     log = [json.loads(line) for line in (pair / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["event"] == "done"  # process 0 wrote the log, continued across the restart
     assert not list(pair.glob("*.process*"))
+    # The pair's best model loads in one process (before session 28 orbax refused its two-process topology), and both
+    # processes recalibrated it together, to the single process's map.
+    from salesrl_jax.run.trained_model import TrainedModel
+
+    best = [TrainedModel.load(run / "checkpoints" / "best") for run in (pair, tmp_path / "single")]
+    assert best[0].params_digest == best[1].params_digest
+    served = [TrainedModel.load(run) for run in (pair, tmp_path / "single")]
+    assert [m.directory.name for m in served] == ["calibrated", "calibrated"]
+    assert served[0].meta["recalibration"]["slope"] == pytest.approx(served[1].meta["recalibration"]["slope"],
+                                                                      rel=1e-5)

@@ -10,6 +10,7 @@ from salesrl_jax.arrays.split import stratified_folds
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.arrays.subset import write_subset
 from salesrl_jax.pipelines.crossval import crossval
+from salesrl_jax.run.config import DataConfig
 from tests.conftest import tiny_config
 
 pytest.importorskip("sklearn")
@@ -45,7 +46,9 @@ def test_subset_arrays_hold_exactly_the_chosen_conversations(tiny_arrays, tmp_pa
 
 
 def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp_path):
-    config = tiny_config(tiny_arrays, ppo=tiny_config(tiny_arrays).ppo.__class__(enabled=False))
+    # An inner split of 120 conversations (of 400): enough to recalibrate on.
+    config = tiny_config(tiny_arrays, ppo=tiny_config(tiny_arrays).ppo.__class__(enabled=False),
+                         data=DataConfig(train=tiny_arrays, valid_fraction=0.3))
     out = tmp_path / "cv"
     result = crossval(tiny_archive, out, folds=3, config=config, bootstrap=40, progress=False)
     for name in ("report.md", "metrics.json", "oof_predictions.parquet", "auc_by_turn.png", "reliability.png"):
@@ -84,8 +87,10 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     # Recalibrated by temperature (the slope alone): an intercept fitted on a small inner split did not carry over.
     from salesrl_jax.run.trained_model import TrainedModel
 
-    fit = TrainedModel.load(out / "fold-0" / "seed-0" / "calibrated").meta["recalibration"]
+    model = TrainedModel.load(out / "fold-0" / "seed-0" / "model")
+    fit = model.meta["recalibration"]
     assert fit["form"] == "temperature" and fit["intercept"] == 0.0 and fit["split"] == "valid"
+    assert fit["from_sha256"] == TrainedModel.load(model.directory.parent / "best").params_digest
 
     # A kill: one fold's predictions and the pooled outputs lost. The rerun redoes only what is missing.
     kept = (out / "fold-0" / "model.parquet").stat().st_mtime_ns

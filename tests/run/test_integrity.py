@@ -16,8 +16,11 @@ from salesrl_jax.run.trained_model import TrainedModel
 
 @pytest.fixture
 def run(tiny_trained, tmp_path):
+    """A copy of a trained run without its recalibration: the model it serves is its best checkpoint, which these
+    tests damage (a recalibrated model is a checkpoint like any other, read by the same code)."""
     copy = tmp_path / "run"
     shutil.copytree(tiny_trained, copy)
+    shutil.rmtree(copy / "checkpoints" / "calibrated")
     return copy
 
 

@@ -10,9 +10,9 @@ import pytest
 from salesrl_jax import metrics
 from salesrl_jax.arrays import TurnArrays
 from salesrl_jax.cli import main
-from salesrl_jax.eval.calibration import PlattScaling, check_recalibratable, fit_platt, logits_of
 from salesrl_jax.infer.scorer import Scorer
 from salesrl_jax.models.predict import make_predict, predict_arrays
+from salesrl_jax.run.recalibration import PlattScaling, check_recalibratable, fit_platt, logits_of
 from salesrl_jax.run.trained_model import TrainedModel
 from tests.conftest import tiny_model
 
@@ -151,3 +151,85 @@ def test_recalibrating_an_ngram_model_scales_its_wide_term_too(ngram_trained, ng
     before = predict_arrays(predict, model.params, arrays, rows=512)
     after = predict_arrays(predict, TrainedModel.load(tmp_path / "platt").params, arrays, rows=512)
     np.testing.assert_allclose(after.prediction, result.scaling(logits_of(before.prediction)), rtol=1e-4, atol=2e-6)
+
+
+def test_a_finished_run_serves_its_best_model_recalibrated_on_its_validation_split(tiny_trained, tiny_arrays):
+    """`salesrl train` hands over a calibrated model: the run directory serves checkpoints/calibrated, the best
+    checkpoint with the temperature fitted on the validation split folded in (the fit `salesrl crossval` measures)."""
+    from salesrl_jax.run.recalibration import fit_recalibration
+
+    served, best = TrainedModel.load(tiny_trained), TrainedModel.load(tiny_trained / "checkpoints" / "best")
+    assert served.directory == tiny_trained / "checkpoints" / "calibrated"
+    fit = served.meta["recalibration"]
+    assert fit["form"] == "temperature" and fit["intercept"] == 0.0 and fit["split"] == "valid"
+    assert fit["from_sha256"] == best.params_digest != served.params_digest
+    assert fit["after"]["log_loss"] <= fit["before"]["log_loss"]
+    assert json.loads((tiny_trained / "result.json").read_text())["recalibration"]["slope"] == fit["slope"]
+    assert fit_recalibration(best, None, "valid", "all", "temperature")[0].slope == pytest.approx(fit["slope"],
+                                                                                                   rel=1e-9)
+    arrays = TurnArrays.open(tiny_arrays)
+    predict = make_predict(best.graphdef)
+    before = predict_arrays(predict, best.params, arrays, rows=512)
+    after = predict_arrays(predict, served.params, arrays, rows=512)
+    np.testing.assert_allclose(after.prediction, PlattScaling(fit["slope"], 0.0)(logits_of(before.prediction)),
+                               rtol=1e-4, atol=2e-6)
+
+
+def test_the_recalibration_follows_the_best_checkpoint(tiny_trained, tmp_path):
+    """A rerun keeps a recalibration made for the current best; a damaged one is fitted again; a new best
+    removes it (the run directory must never serve a recalibration of another model)."""
+    import shutil
+    from typing import NamedTuple
+
+    from salesrl_jax.run.checkpoints import Checkpoints, find_checkpoint
+    from salesrl_jax.run.recalibration import recalibrate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained, run)
+    target = run / "checkpoints" / "calibrated"
+    step = next(p for p in target.iterdir() if p.name.isdigit())
+    written = step.stat().st_mtime_ns
+    again = recalibrate_run(run)
+    assert again.path == target and step.stat().st_mtime_ns == written and again.scaling.intercept == 0.0
+    shutil.rmtree(step / "params")  # damaged: fitted and written again
+    redone = recalibrate_run(run)
+    assert {**redone.fit, "from": ""} == {**again.fit, "from": ""} and TrainedModel.load(run).directory == target
+    class State(NamedTuple):
+        params: dict
+
+    checkpoints = Checkpoints(run)
+    try:
+        assert checkpoints.save_best(State({"w": np.zeros(2, np.float32)}), {}, valid_log_loss=-1.0)
+    finally:
+        checkpoints.close()
+    assert not target.exists() and find_checkpoint(run) == run / "checkpoints" / "best"
+
+
+def test_no_recalibration_where_there_is_none_to_fit(tiny_trained, tiny_arrays, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from salesrl_jax.run import recalibration
+    from salesrl_jax.run.config import DataConfig
+    from salesrl_jax.train.loop import _recalibrate
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tiny_arrays)
+    for off in (dataclasses.replace(config, recalibration="none"),
+                dataclasses.replace(config, data=DataConfig(train=tiny_arrays, valid_fraction=0.0)),
+                dataclasses.replace(config, model=tiny_model(feed_prediction=True))):
+        assert _recalibrate(off, tmp_path / "never-read") is None
+    # A slope that is not positive would reverse the ranking (or switch the wide term off): the best is served.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained, run)
+    shutil.rmtree(run / "checkpoints" / "calibrated")
+    monkeypatch.setattr(recalibration, "fit_recalibration",
+                        lambda *args, **kwargs: (PlattScaling(-0.2, 0.0), {"conversations": 120}))
+    with pytest.warns(UserWarning, match="not recalibrated: its fitted slope -0.2000 is not positive"):
+        assert recalibration.recalibrate_run(run) is None
+    assert TrainedModel.load(run).directory == run / "checkpoints" / "best"
+    # Nor on a validation split of a few dozen conversations: a temperature fitted there can be anything.
+    monkeypatch.setattr(recalibration, "fit_recalibration",
+                        lambda *args, **kwargs: (PlattScaling(40.0, 0.0), {"conversations": 23}))
+    with pytest.warns(UserWarning, match="holds 23 conversations, too few to fit a temperature scaling on"):
+        assert recalibration.recalibrate_run(run) is None

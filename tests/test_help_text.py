@@ -1,0 +1,40 @@
+"""`salesrl_jax.help_text`: docstrings' wrapped lines read as paragraphs in ``--help``."""
+
+import pytest
+
+from salesrl_jax.cli import main
+from salesrl_jax.help_text import _paragraphs
+
+
+def test_wrapped_lines_join_whatever_they_start_with():
+    doc = ("First line of a field's docstring that\n    continues here, then\n    3,088 floats and\n"
+           "    `code` too.\n\n    A second paragraph:\n    - an item\n      wrapped\n    - 2nd item\n    1. numbered")
+    assert _paragraphs(doc) == ("First line of a field's docstring that continues here, then 3,088 floats and "
+                                "`code` too.\n\nA second paragraph:\n- an item wrapped\n- 2nd item\n1. numbered")
+    assert _paragraphs("one line") == "one line"
+
+
+def test_a_long_option_help_reads_as_one_paragraph(capsys, monkeypatch):
+    # Before, tyro kept each source line break of the docstring and the terminal wrapped the pieces again, leaving
+    # short lines mid-sentence; as a paragraph every line but the last fills the column.
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if "--regime" in line) + 1
+    block = []
+    for line in out[start:]:
+        text = line.strip("│ ")
+        if text.startswith("--") or not text:
+            break
+        block.append(text)
+    assert "How the recipe adapts" in block[0] and "(default: auto)" in block[-1]
+    assert all(len(text) > 70 for text in block[:-1]), block
+
+
+def test_train_reads_its_arrays_from_data_like_every_subcommand(tmp_path, capsys):
+    # --data is --data.train: the run gets as far as the missing arrays, named in one error line.
+    missing = tmp_path / "no-arrays"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(missing), "--workdir", str(tmp_path / "run")])
+    assert str(exit_info.value.code).startswith("error: ") and "no-arrays" in str(exit_info.value.code)
