@@ -230,6 +230,14 @@ class Train:
             raise SystemExit(f"error: training diverged: {err}") from None
         print(result.summary())
         if self.config.confidence.enabled and self.config.data.valid_fraction > 0 and result.best_valid:
+            if self.config.parallel.distributed:
+                # Every process would write the same fit to the same directory: one process fits it afterwards.
+                import jax
+
+                if jax.process_index() == 0:
+                    print(f"confidence module not fitted in a distributed run: fit it in one process with "
+                          f"`salesrl confidence --model {self.workdir}`")
+                return
             from salesrl_jax.eval.confidence_fit import fit_confidence
 
             print(fit_confidence(self.workdir).summary())

@@ -117,7 +117,7 @@ class Scorer:
         self._step = step
         # Committed to the device, as the carries the step returns are (a restored model's parameters are
         # committed): an uncommitted first carry compiled the step again at every process's second turn (0.3 s).
-        self._initial_carry = jax.device_put(nnx.merge(graphdef, params).encoder.init_carry(), jax.devices()[0])
+        self._initial_carry = jax.device_put(nnx.merge(graphdef, params).encoder.init_carry(), jax.local_devices()[0])
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike[str], *, quantized: bool = False, embedder: Embedder | None = None,

@@ -94,7 +94,7 @@ def make_predict(graphdef: nnx.GraphDef, block_rows: int | None = None, extra: C
             return whole(params, inputs, args)
         # Committed to the device, as the carries the blocks return are: an uncommitted first carry compiled the
         # block program twice (2 s of every archive scored).
-        carry = jax.device_put(encoder.init_carry(), jax.devices()[0])
+        carry = jax.device_put(encoder.init_carry(), jax.local_devices()[0])
         host = jax.tree.map(np.asarray, inputs)  # numpy slices are free; slicing device arrays costs an op each
         results = []
         for start in range(0, n, block_rows):

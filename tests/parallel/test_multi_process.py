@@ -65,3 +65,16 @@ def test_two_processes_train_as_one_and_resume(tiny_arrays, tmp_path):
     assert [m.directory.name for m in served] == ["calibrated", "calibrated"]
     assert served[0].meta["recalibration"]["slope"] == pytest.approx(served[1].meta["recalibration"]["slope"],
                                                                       rel=1e-5)
+
+
+def test_the_library_places_arrays_on_this_process_devices():
+    """In a multi-process run ``jax.devices()[0]`` is process 0's device, which no other process can address: a
+    carry put there made every other process's block-wise validation fail (found in session 28 with
+    `salesrl train --parallel.distributed` on n-gram arrays). Placement reads ``jax.local_devices()``."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "salesrl_jax"
+    offenders = [f"{path.relative_to(root.parent)}:{n}" for path in root.rglob("*.py")
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"jax\.devices\(\)\[\d+\](?!\.platform)", line)]  # its platform is everyone's
+    assert not offenders, offenders
