@@ -15,6 +15,10 @@ beta)`` (``a > 0``). Every way of running the model (batch, streaming, int8, arc
 recalibrated probability with no extra operation. The ensemble members add the same wide term, so their logits
 move together with it. A model that feeds its previous prediction back into its state cannot be recalibrated
 this way (the fed-back value would change what the state sees), so it is refused.
+
+Every finished training run recalibrates its own best model on its validation split (`recalibrate_run`, temperature
+scaling by default) and its directory serves the result; `salesrl calibrate` (`salesrl_jax.eval.calibration`)
+writes a recalibrated copy fitted on any arrays.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ def recalibrated_params(params: nnx.State, config: ModelConfig, scaling: PlattSc
 
 @dataclasses.dataclass
 class Recalibration:
-    """What `recalibrate_model` fitted and wrote, with in-sample metrics before and after."""
+    """What a recalibration fitted and wrote, with in-sample metrics before and after."""
 
     scaling: PlattScaling
     fit: dict  # saved in the new model's meta as ``recalibration``

@@ -57,7 +57,8 @@ class RunResult:
     best_valid: dict[str, float] | None
     throughput: dict[str, float]
     resumed_from: dict | None
-    recalibration: Recalibration | None = None  # the best model's `Recalibration`, which the run directory serves (None: not fitted)
+    # The best model's recalibration on the validation split, which the run directory serves (None: not fitted).
+    recalibration: Recalibration | None = None
 
     @property
     def learned(self) -> bool | None:
