@@ -61,9 +61,11 @@ COLUMNS = ("last_auc", "last_accuracy", "last_ece", "last_brier", *(f"auc_t{k}" 
 
 # --- numbers ------------------------------------------------------------------------------------
 
-def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+def mean_interval(values: list[float], level: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+                  ) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the Student-t interval ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` over ``values``
-    (NaN ends for fewer than two values; NaN values are left out)."""
+    (NaN ends for fewer than two values; NaN values are left out), its ends clipped to ``bounds``, the range the
+    metric can take: over two seeds ``t`` is 12.7, and an accuracy interval reached 1.62."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
@@ -73,7 +75,7 @@ def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, floa
     if len(x) < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
 
 def paired_test(values: list[float], base: list[float], level: float = 0.95) -> dict[str, float]:
@@ -82,7 +84,7 @@ def paired_test(values: list[float], base: list[float], level: float = 0.95) -> 
     from scipy import stats
 
     diffs = [a - b for a, b in zip(values, base) if math.isfinite(a) and math.isfinite(b)]
-    mean, lo, hi = mean_interval(diffs, level)
+    mean, lo, hi = mean_interval(diffs, level, bounds=(-1.0, 1.0))  # differences of metrics in [0, 1]
     p = math.nan
     if len(diffs) >= 2:
         p = 0.0 if np.std(diffs) == 0 and mean != 0 else (1.0 if np.std(diffs) == 0 else
@@ -291,7 +293,7 @@ def choose_setting(sweep, seeds: tuple[int, ...], run_dirs: dict, workdir: Path)
     for variant, setting in zip(sweep.variants(), sweep.expanded()):
         losses = [json.loads((run_dirs[variant.name, s] / "result.json").read_text())["best_valid"]["log_loss"]
                   for s in seeds]
-        mean, lo, hi = mean_interval(losses)
+        mean, lo, hi = mean_interval(losses, bounds=(0.0, math.inf))
         settings.append({"variant": variant.name, "setting": setting, "valid_log_loss": losses,
                          "mean": mean, "lo": lo, "hi": hi})
     best = min(range(len(settings)), key=lambda k: settings[k]["mean"])
@@ -417,7 +419,7 @@ def tabulate(study: Study, workdir: Path, baselines: dict[str, dict]) -> dict:
             variants[row] = {}
             for column in COLUMNS:
                 values = [per_seed[row][s][column] for s in study.seeds]
-                mean, lo, hi = mean_interval(values)
+                mean, lo, hi = mean_interval(values, bounds=(-1.0, 1.0) if column == "oracle_gap" else (0.0, 1.0))
                 variants[row][column] = {"mean": mean, "lo": lo, "hi": hi, "seeds": values}
             base = [per_seed[study.base_variant][s]["last_auc"] for s in study.seeds]
             variants[row]["vs_base"] = paired_test([per_seed[row][s]["last_auc"] for s in study.seeds], base)

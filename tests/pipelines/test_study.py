@@ -20,6 +20,9 @@ def test_mean_interval_and_paired_test_by_hand():
     assert mean == pytest.approx(0.82) and lo == pytest.approx(0.82 - 0.049683, abs=1e-6)
     assert hi == pytest.approx(0.82 + 0.049683, abs=1e-6)
     assert math.isnan(mean_interval([0.7])[1]) and mean_interval([0.7])[0] == 0.7
+    # Two seeds far apart: t_{0.975, 1} = 12.7 reaches past an accuracy's range, so the ends stop at its bounds.
+    assert mean_interval([0.55, 0.79], bounds=(0.0, 1.0)) == (pytest.approx(0.67), 0.0, 1.0)
+    assert mean_interval([0.55, 0.79])[2] > 1.0
     test = paired_test([0.80, 0.83, 0.86], [0.78, 0.80, 0.81])  # differences 0.02, 0.03, 0.05
     assert test["diff"] == pytest.approx(0.1 / 3) and test["pairs"] == 3
     # t = mean / (s / sqrt(3)) with s = 0.015275: t = 3.7796, two-sided p with 2 df = 0.0634
