@@ -38,3 +38,21 @@ def test_train_reads_its_arrays_from_data_like_every_subcommand(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data", str(missing), "--workdir", str(tmp_path / "run")])
     assert str(exit_info.value.code).startswith("error: ") and "no-arrays" in str(exit_info.value.code)
+
+
+SUBCOMMANDS = [["generate"], ["split"], ["embed"], ["train"], ["evaluate"], ["score"], ["quantize"], ["calibrate"],
+               ["confidence"], ["crossval"], ["study"], ["bench"], ["demo"], ["guidance", "train"],
+               ["guidance", "ab"], ["convert", "archive"], ["convert", "persuasionforgood"], ["convert", "casino"]]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
+def test_every_option_says_what_it_does(argv, capsys, monkeypatch):
+    """``--help`` is the documentation: an option shown with its default alone is a field without a docstring."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    bare = [line.strip("│ ") for line in capsys.readouterr().out.splitlines()
+            if re.match(r"^│ --\S+( \S+)?\s+\(default[^)]*\)\s*│", line)]
+    assert not bare, bare

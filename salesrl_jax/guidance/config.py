@@ -21,6 +21,7 @@ class GuidanceConfig:
     whole run one jitted function, seeds vmapped."""
 
     name: str = "default"
+    """A label for reports."""
     seeds: tuple[int, ...] = (0,)
     """Seeds trained together in one program (vmapped); the first is the one saved as the policy."""
     simulator: SimulatorConfig = SimulatorConfig()
@@ -45,17 +46,27 @@ class GuidanceConfig:
     total_steps: int = 2_000_000
     """Environment steps (exchanges) per seed."""
     update_epochs: int = 4
+    """Passes of clipped-surrogate updates over each rollout."""
     num_minibatches: int = 8
+    """Minibatches each pass splits a rollout's num_envs x num_steps transitions into."""
     learning_rate: float = 1e-3
+    """Adam's step size at the start (see anneal_lr)."""
     anneal_lr: bool = True
     """Linear decay of the learning rate to 0 over the run."""
     gamma: float = 1.0
     """Episodic and undiscounted: the return is the sale (minus the time cost)."""
     gae_lambda: float = 0.95
+    """lambda of generalised advantage estimation: 0 uses the critic's one-step target, 1 the whole return."""
     clip_eps: float = 0.2
+    """epsilon of PPO's clipped surrogate: an action's probability ratio is clipped to [1 - eps, 1 + eps] (and the
+    critic's value moves at most eps from the rollout's)."""
     entropy_coef: float = 0.01
+    """Weight of the policy's entropy bonus in the loss (keeps it exploring)."""
     value_coef: float = 0.5
+    """Weight in the loss of the critics' squared errors: the state value's and the taken act's estimate's (the
+    per-act estimates the guidance reports)."""
     max_grad_norm: float = 0.5
+    """Global gradient norm each update is clipped to."""
     hidden: int = 64
     """Width of the actor's and the critic's two hidden layers (64 and 128 reach the same conversion, 0.565 after
     2M steps; 64 runs PPO at 1.6x the rate: 146k against 90k steps/s on 2 cores)."""
