@@ -14,7 +14,6 @@ import re
 import textwrap
 
 import tyro
-from tyro import _strings
 
 _ITEM = re.compile(r"([-*\u2022]|\d+[.)])\s")
 """The start of a list item, which begins a line of its own."""
@@ -36,7 +35,15 @@ def _paragraphs(helptext: str) -> str:
 
 @functools.cache
 def _join_indented_lines() -> None:
-    join = _strings.remove_single_line_breaks  # tyro reads it from the module at each call
+    # tyro reads this private helper from its module at each call. Should a tyro release move it, the help keeps
+    # tyro's own line breaks: a worse-looking --help, never a command line that fails to start.
+    try:
+        from tyro import _strings
+    except ImportError:
+        return
+    join = getattr(_strings, "remove_single_line_breaks", None)
+    if join is None:
+        return
 
     def remove_single_line_breaks(helptext: str) -> str:
         return join(_paragraphs(helptext))

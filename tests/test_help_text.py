@@ -14,6 +14,20 @@ def test_wrapped_lines_join_whatever_they_start_with():
     assert _paragraphs("one line") == "one line"
 
 
+def test_a_tyro_without_the_private_helper_keeps_its_own_help(monkeypatch, capsys):
+    """The paragraph joining patches a private tyro function: were it gone, --help must still work."""
+    from tyro import _strings
+
+    from salesrl_jax import help_text
+
+    help_text._join_indented_lines.cache_clear()
+    monkeypatch.delattr(_strings, "remove_single_line_breaks")
+    help_text._join_indented_lines()  # nothing to patch: returns
+    assert not hasattr(_strings, "remove_single_line_breaks")
+    monkeypatch.undo()
+    help_text._join_indented_lines.cache_clear()
+
+
 def test_a_long_option_help_reads_as_one_paragraph(capsys, monkeypatch):
     # Before, tyro kept each source line break of the docstring and the terminal wrapped the pieces again, leaving
     # short lines mid-sentence; as a paragraph every line but the last fills the column.

@@ -56,6 +56,7 @@ from salesrl_jax.io.resumable_map import check_run_record
 from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.models.predict import predict_arrays, shared_predict
+from salesrl_jax.run.checkpoints import find_checkpoint
 from salesrl_jax.run.config import TrainConfig, with_overrides
 from salesrl_jax.run.trained_model import TrainedModel
 from salesrl_jax.train.loop import train_and_evaluate
@@ -112,10 +113,16 @@ def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_
         # The run recalibrates its best model on the inner split (``recalibration``, temperature by default) and
         # its directory serves that; the best checkpoint is the model before it.
         train_and_evaluate(run_config, seed_dir / "model", progress=False)
-        for directory, sink in ((seed_dir / "model", calibrated), (seed_dir / "model" / "checkpoints" / "best", raw)):
-            model = TrainedModel.load(directory)
-            sink.append(predict_arrays(shared_predict(model.graphdef), model.params, test_arrays,
-                                       rows=model.config.eval_rows_per_minibatch))
+        served, best = find_checkpoint(seed_dir / "model"), find_checkpoint(seed_dir / "model", served=False)
+
+        def predicted(directory: Path):
+            model = TrainedModel(directory)
+            return predict_arrays(shared_predict(model.graphdef), model.params, test_arrays,
+                                  rows=model.config.eval_rows_per_minibatch)
+
+        calibrated.append(predicted(served))
+        # Not recalibrated (an inner split too small to fit on): the served model is the best, predicted once.
+        raw.append(calibrated[-1] if served == best else predicted(best))
     first = calibrated[0]
     return {"conversation_id": [first.ids[c] for c in first.conversation], "turn_index": first.turn_index,
             "length": first.length, "outcome": first.outcome,

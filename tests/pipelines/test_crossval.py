@@ -101,3 +101,21 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     assert again.metrics == json.loads(json.dumps(metrics)) == json.loads((out / "metrics.json").read_text())
     with pytest.raises(ValueError, match="different folds"):
         crossval(tiny_archive, out, folds=4, config=config, progress=False)
+
+
+def test_a_fold_whose_inner_split_is_too_small_to_recalibrate_serves_its_best(tiny_archive, tiny_arrays, tmp_path):
+    """400 training conversations x 0.2 = 80 inner ones, under the recalibration's 100: the run keeps its best
+    checkpoint, and the model's held-out predictions are the uncalibrated ones (computed once)."""
+    import dataclasses
+    import warnings
+
+    config = tiny_config(tiny_arrays, ppo=tiny_config(tiny_arrays).ppo.__class__(enabled=False))
+    config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, epochs=1))
+    out = tmp_path / "cv"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        crossval(tiny_archive, out, folds=3, config=config, baselines=False, bootstrap=20, progress=False)
+    assert any("not recalibrated" in str(w.message) for w in caught)
+    assert not (out / "fold-0" / "seed-0" / "model" / "checkpoints" / "calibrated").exists()
+    oof = pq.read_table(out / "oof_predictions.parquet").to_pydict()
+    np.testing.assert_array_equal(oof["model"], oof["model_uncalibrated"])
