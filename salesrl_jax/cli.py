@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -359,7 +360,11 @@ class Quantize:
 @dataclasses.dataclass
 class Calibrate:
     """Recalibrate a trained model's probabilities on held-out turns (Platt scaling of its logit, folded into the
-    policy head; ranking unchanged) and save the result as a new model directory that every command loads."""
+    policy head; ranking unchanged) and save the result as a new model directory that every command loads.
+
+    A `salesrl train` run already serves its model recalibrated on its validation split (its recalibration field,
+    temperature by default); this command fits again on top of that, for what the run could not see: conversations
+    of another domain or period (--data ARRAYS --split all), last turns only, or another form."""
 
     model: Path
     """Run directory of `salesrl train` (the model it serves: its best checkpoint, recalibrated on the validation
@@ -374,8 +379,9 @@ class Calibrate:
     turns: Literal["all", "last"] = "all"
     """Fit on every turn of those conversations, or on each one's last turn only."""
     form: Literal["platt", "temperature"] = "platt"
-    """platt: sigmoid(a z + b); temperature: sigmoid(a z), the model's base rate kept (what `salesrl crossval` fits
-    on its small inner splits, where a fitted intercept did not carry over to the held-out fold)."""
+    """platt: sigmoid(a z + b), which also moves the base rate (a new domain's); temperature: sigmoid(a z), the
+    model's base rate kept (what `salesrl train` fits on its validation split: on small inner splits a fitted
+    intercept did not carry over to the held-out fold)."""
 
     def run(self) -> None:
         from salesrl_jax.eval.calibration import recalibrate_model
@@ -649,6 +655,23 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
+    formatwarning = warnings.formatwarning
+    if not debug:  # a warning is a line for the user, not a source location and the line of code that raised it
+        warnings.formatwarning = _warning_line
+    try:
+        _main(argv, debug)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """One warning as the command line prints it: ``warning: MESSAGE``, with the category where it says more than
+    UserWarning (``warning (NoWideTerm): ...``)."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"warning{kind}: {message}\n"
+
+
+def _main(argv: list[str], debug: bool) -> None:
     if argv[:1] != ["bench"] and not {"-h", "--help"} & set(argv):  # bench reports compile times: it compiles afresh
         enable_compile_cache()
     try:

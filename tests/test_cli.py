@@ -65,3 +65,38 @@ def test_missing_input_is_one_clear_line(tmp_path):
         main(["convert", "archive", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")])
     with pytest.raises(SystemExit, match="target_conversion_rate"):
         main(["generate", "--target-conversion-rate", "1.5", "--out", str(tmp_path)])
+
+
+
+def test_warnings_print_as_one_line_each(tmp_path, capsys, monkeypatch):
+    """A warning reaches the user as `warning: MESSAGE`, without the source location and the line of library code
+    that raised it (its category where it is not UserWarning); --debug keeps Python's form; the process's own format
+    is restored after the command."""
+    import warnings
+
+    import salesrl_jax.eval.calibration as calibration
+    from salesrl_jax.train.wide_fit import NoWideTerm
+
+    class Fitted:
+        def summary(self) -> str:
+            return "fitted"
+
+    def recalibrate(*args, **kwargs):
+        warnings.warn("fitted on 12 conversations only", stacklevel=2)
+        warnings.warn("no wide term here", NoWideTerm, stacklevel=2)
+        return Fitted()
+
+    monkeypatch.setattr(calibration, "recalibrate_model", recalibrate)
+    before = warnings.formatwarning
+    for debug in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = warnings._showwarning_orig  # to stderr, as outside pytest
+            main(["calibrate", "--model", str(tmp_path), "--out", str(tmp_path / "out")] + ["--debug"] * debug)
+        err = capsys.readouterr().err
+        if debug:
+            assert "UserWarning: fitted on 12" in err and "cli.py:" in err, err
+        else:
+            assert err.splitlines() == ["warning: fitted on 12 conversations only",
+                                        "warning (NoWideTerm): no wide term here"], err
+        assert warnings.formatwarning is before
