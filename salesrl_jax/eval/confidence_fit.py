@@ -39,7 +39,7 @@ from salesrl_jax.models.confidence import (
     standardised_novelty,
     turn_bucket,
 )
-from salesrl_jax.models.predict import make_predict, predict_arrays, shared_predict
+from salesrl_jax.models.predict import HOLDOUT, cross_fitted, make_predict, predict_arrays, shared_predict, wide_map_of
 from salesrl_jax.run.confidence_store import confidence_directory, save_confidence
 from salesrl_jax.run.config import ConfidenceConfig
 from salesrl_jax.run.trained_model import TrainedModel
@@ -161,6 +161,8 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
     pred = predict_arrays(shared_predict(model.graphdef, signals_of), model.params, calibration_arrays,
                           split=split, valid_fraction=run_data.valid_fraction, split_seed=run_data.split_seed,
                           rows=rows, args=shell)
+    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), data, split,
+                        run_data.valid_fraction, run_data.split_seed)  # the wide term out of fold, as validation
     if len(pred.ids) < FEW_CONVERSATIONS:
         warnings.warn(f"the confidence module is calibrated on {len(pred.ids)} conversations only ({data}, split "
                       f"{split}): its familiarity and intervals are coarse; calibrate on more held-out conversations "

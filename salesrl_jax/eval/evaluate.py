@@ -14,7 +14,14 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.eval.confidence_report import confidence_tables, ood_tables
 from salesrl_jax.eval.report import evaluation_tables, format_tables, write_report
 from salesrl_jax.models.confidence import confidence_outputs, signals_of, turn_bucket
-from salesrl_jax.models.predict import TurnPredictions, predict_arrays, shared_predict
+from salesrl_jax.models.predict import (
+    HOLDOUT,
+    TurnPredictions,
+    cross_fitted,
+    predict_arrays,
+    shared_predict,
+    wide_map_of,
+)
 from salesrl_jax.run.trained_model import TrainedModel
 
 
@@ -53,6 +60,9 @@ def predict_with_confidence(model: TrainedModel, graphdef, params, data, split: 
                           split=split, valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch,
                           max_conversations=max_conversations, args=confidence)
+    # The run's own validation split as its training read it: the wide term out of fold (`cross_fitted`).
+    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), data, split,
+                        model.config.data.valid_fraction, model.config.data.split_seed)
     check_labels(pred, data)
     if confidence is not None:
         pred.confidence = confidence_outputs(confidence, pred.prediction, pred.uncertainty, pred.extra,

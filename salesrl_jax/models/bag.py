@@ -26,14 +26,16 @@ tf-idf vector, and a gain that grows with the turns seen,
     m_t     = (1 / t) sum_{i<=t} omega_i                   its running mean (the encoder carries sum and count)
     wide_t  = max(alpha + beta log t, 0) (m_t + shift)     what the heads add to their logits
 
-``(w, u)`` is a whole-dialogue logistic regression fitted on the training split (`salesrl_jax.train.wide_fit`), and
+``(w, u)`` is a whole-dialogue logistic regression fitted on every labelled conversation, cross-fitted so that no
+validation turn is read in-sample (`salesrl_jax.train.wide_fit`), and
 ``(alpha, beta, shift)`` (``wide_map``) how much its running mean is worth at turn ``t``, fitted on its out-of-fold
 logits at every training turn: a mean over few turns is noisier than the whole dialogue it was fitted on. All are
 `Statistic` s, fitted before training and never moved by it. The deep model trains with the term off
 (`without_wide_term`), because on its own training turns ``(w, u)`` is more confident than anywhere else; in its place
 the supervised loss adds each training turn's out-of-fold wide logit (`salesrl_jax.train.wide_fit`,
 ``WideFit.offsets``), so the deep heads learn what the linear model misses on conversations it did not fit. The sum
-is what validation, early stopping and every inference path read. Why raw: a linear probe on the library's own grams
+is what validation (its conversations read with the weights of the fold that held them out,
+`salesrl_jax.models.predict.cross_fitted`), early stopping and every inference path read. Why raw: a linear probe on the library's own grams
 (PersuasionForGood, last turn) reads AUC 0.698 on the mean of raw turn vectors and 0.551 on the mean of
 row-normalised ones, which is what the deep path's pools average (docs/benchmarks.md, sessions 16-18).
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from typing import Callable
 
 import jax
@@ -183,3 +184,45 @@ def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: Spli
         raise AssertionError("a turn was not predicted")  # a packing bug, never bad input
     extra = jax.tree.map(lambda *xs: np.concatenate(xs), *extras) if extras else None
     return TurnPredictions(**out, ids=ids, industries=industries, extra=extra)
+
+
+HOLDOUT = "wide_holdout"
+"""The checkpoint meta key of a run's validation cross-fitting (`cross_fitted`): the data it was fitted on, its
+``valid_fraction`` and ``split_seed``, and per validation conversation id the wide term's out-of-fold running logit less
+the full weights' at each turn (`salesrl_jax.train.wide_fit`)."""
+
+
+def wide_map_of(params) -> np.ndarray | None:
+    """The model's wide-term map ``(alpha, beta, shift)`` (None: no wide term)."""
+    project = nnx.to_pure_dict(params).get("encoder", {}).get("project", {})
+    return None if "wide_map" not in project else np.asarray(project["wide_map"], np.float64)
+
+
+def cross_fitted(pred: TurnPredictions, record: dict | None, wide_map, data, split: Split, valid_fraction: float,
+                 split_seed: int) -> TurnPredictions:
+    """``pred`` of a run's own validation split as if the wide term had not read its conversations.
+
+    The wide term's weights are fitted on every labelled conversation, the validation split's included, and the
+    model serves them; a validation turn read with them is partly in-sample. With ``m_t`` the running logit under the
+    full weights and ``m_t^oof`` under the weights of the cross-validation fold that held the conversation out, the
+    turn's logit moves by
+
+        max(alpha + beta log t, 0) (m_t^oof - m_t)
+
+    (the model's own ``alpha, beta``: a recalibration scales them), which is the prediction the same model makes with
+    the out-of-fold weights, as its training turns were read. Early stopping, the recalibration and the confidence
+    fit all read the validation split so. The ensemble's uncertainty is left as predicted. Unchanged when ``record``
+    (`HOLDOUT`) is None or was fitted on other data, another split, or ``split`` is not ``valid``."""
+    if (record is None or wide_map is None or split != "valid" or record["valid_fraction"] != valid_fraction
+            or record["split_seed"] != split_seed or Path(record["data"]).resolve() != Path(data).resolve()):
+        return pred
+    alpha, beta = float(wide_map[0]), float(wide_map[1])
+    turns = record["turns"]
+    shift = np.zeros(len(pred.prediction), np.float64)
+    for i, (c, t) in enumerate(zip(pred.conversation, pred.turn_index)):
+        difference = turns.get(pred.ids[c])
+        if difference is not None:
+            shift[i] = max(alpha + beta * np.log(t + 1.0), 0.0) * difference[t]
+    p = np.clip(pred.prediction.astype(np.float64), 1e-7, 1 - 1e-7)
+    z = np.log(p) - np.log1p(-p) + shift
+    return dataclasses.replace(pred, prediction=(1.0 / (1.0 + np.exp(-z))).astype(pred.prediction.dtype))

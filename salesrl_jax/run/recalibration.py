@@ -38,7 +38,7 @@ from salesrl_jax import metrics
 from salesrl_jax.arrays.split import Split
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.config import ModelConfig
-from salesrl_jax.models.predict import predict_arrays, shared_predict
+from salesrl_jax.models.predict import HOLDOUT, cross_fitted, predict_arrays, shared_predict, wide_map_of
 from salesrl_jax.run.checkpoints import CALIBRATED, export_checkpoint, find_checkpoint
 from salesrl_jax.run.trained_model import TrainedModel
 
@@ -218,6 +218,9 @@ def fit_recalibration(model: TrainedModel, data: str | os.PathLike[str] | None, 
     pred = predict_arrays(shared_predict(model.graphdef), model.params, arrays, split=split,
                           valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
+    # The run's own validation split with the wide term out of fold, as early stopping read it (`cross_fitted`).
+    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), data, split,
+                        model.config.data.valid_fraction, model.config.data.split_seed)
     if warn_few and len(pred.ids) < FEW_CONVERSATIONS:
         warnings.warn(f"{form.capitalize()} scaling fitted on {len(pred.ids)} conversations only ({data}, split "
                       f"{split}): the map "

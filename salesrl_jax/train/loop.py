@@ -28,6 +28,7 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.io.atomic import write_json_atomic, write_text_atomic
 from salesrl_jax.io.lock import claim_output
 from salesrl_jax.models.agent import create_agent
+from salesrl_jax.models.predict import HOLDOUT
 from salesrl_jax.parallel.distributed import start_distributed
 from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
@@ -369,7 +370,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     if any(start[1] != position for start in starts):
         raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
                          f"({[s[1].to_dict() for s in starts]}); finish them one at a time (salesrl train)")
-    validate = _on_one_device(make_validator(graphdef, arrays, config), placement)
+    validate = _on_one_device(make_validator(graphdef, arrays, config, fitted.get(HOLDOUT)), placement)
     contexts = [RunContext(
         checkpoints=ckpt,
         log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None,

@@ -1,9 +1,11 @@
-"""Statistics a model fits from its training split before any gradient step (the n-gram bag's idf, the wide term's
-weights and gain), never from validation or test conversations."""
+"""Statistics a model fits before any gradient step: the n-gram bag's idf from its training split, and the wide term's
+weights and gain from every labelled conversation, cross-fitted so that no validation turn is read with weights
+fitted on its own conversation (`salesrl_jax.train.wide_fit`); never from test conversations."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ from flax import nnx
 from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.bag import document_frequency, smooth_idf
+from salesrl_jax.models.predict import HOLDOUT
 
 
 def training_idf(arrays: TurnArrays, valid_fraction: float, split_seed: int) -> np.ndarray:
@@ -41,10 +44,12 @@ class FittedStatistics(NamedTuple):
 def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: TurnArrays, valid_fraction: float,
                    split_seed: int) -> FittedStatistics:
     """Each of ``members`` (the initial parameters of runs trained together) with every fitted statistic set from
-    the training split of ``arrays``: the n-gram bag's idf and, with `ModelConfig.wide_text`, the wide term's
-    weights (`salesrl_jax.train.wide_fit`). Fitted once: they do not depend on the seed. Unchanged for dense text.
+    ``arrays``: the n-gram bag's idf (training split) and, with `ModelConfig.wide_text`, the wide term's weights
+    (`salesrl_jax.train.wide_fit`: every labelled conversation, cross-fitted). Fitted once: they do not depend on
+    the seed. Unchanged for dense text.
     The report holds the wide term's strength, cross-validated log loss per strength tried and gain (``wide_fit``), or
-    why none was fitted (``wide_fit.skipped``: the run then adds no wide term)."""
+    why none was fitted (``wide_fit.skipped``: the run then adds no wide term), and the validation turns' cross-fitting
+    (`salesrl_jax.models.predict.HOLDOUT`, read by `cross_fitted`)."""
     agents = [nnx.merge(graphdef, params) for params in members]
     if not arrays.sparse or not agents or not hasattr(agents[0].encoder.project, "idf"):  # dense, or features only
         return FittedStatistics(members, {})
@@ -63,6 +68,10 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
             report["wide_fit"] = {"skipped": skipped[0] if skipped else "no wide term was fitted"}
         else:
             wide, offsets = (jnp.asarray(fit.weights), jnp.asarray(fit.customer_weights)), fit.offsets
+            if fit.holdout:  # the validation turns' cross-fitting, for everything that predicts the split
+                report[HOLDOUT] = {"data": str(Path(arrays.path).resolve()), "valid_fraction": valid_fraction,
+                                   "split_seed": split_seed,
+                                   "turns": {c: [round(float(v), 6) for v in d] for c, d in fit.holdout.items()}}
             report["wide_fit"] = {"l2": fit.l2, "cv_log_loss": {str(k): v for k, v in fit.cv_log_loss.items()},
                                   "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,
                                   "nonzero_weights": int(np.count_nonzero(fit.weights)),

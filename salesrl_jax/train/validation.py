@@ -10,7 +10,7 @@ from flax import nnx
 from salesrl_jax import metrics
 from salesrl_jax.arrays.split import split_conversations
 from salesrl_jax.arrays.store import TurnArrays
-from salesrl_jax.models.predict import predict_arrays, shared_predict
+from salesrl_jax.models.predict import cross_fitted, predict_arrays, shared_predict, wide_map_of
 from salesrl_jax.run.config import TrainConfig
 
 Validator = Callable[[nnx.State], dict[str, float]]
@@ -33,17 +33,21 @@ def training_base_rate(arrays: TurnArrays, config: TrainConfig) -> float:
     return converted / turns
 
 
-def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConfig) -> Validator:
+def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConfig, holdout: dict | None = None
+                   ) -> Validator:
     """``validate(params) -> metrics``: log loss and Brier over every turn of the validation split (the best
     checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier and ECE for the log; beside them
     ``base_rate_log_loss``, the log loss of always predicting the training base rate on the same turns (a model
-    that does not beat it learned nothing)."""
+    that does not beat it learned nothing). ``holdout``: the wide term's cross-fitting of the split
+    (`salesrl_jax.models.predict.cross_fitted`), so that no validation turn reads weights fitted on it."""
     predict = shared_predict(graphdef)  # one compiled predictor per model structure in a process
     rate = training_base_rate(arrays, config)
 
     def validate(params: nnx.State) -> dict[str, float]:
         pred = predict_arrays(predict, params, arrays, split="valid", valid_fraction=config.data.valid_fraction,
                               split_seed=config.data.split_seed, rows=config.eval_rows_per_minibatch)
+        pred = cross_fitted(pred, holdout, wide_map_of(params), arrays.path, "valid", config.data.valid_fraction,
+                            config.data.split_seed)
         last = metrics.summary(pred.prediction[pred.last], pred.outcome[pred.last])
         return {"log_loss": metrics.log_loss(pred.prediction, pred.outcome),
                 "base_rate_log_loss": metrics.log_loss(np.full(len(pred.outcome), rate), pred.outcome),

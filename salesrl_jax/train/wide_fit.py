@@ -1,6 +1,6 @@
-"""The wide term's statistics (`salesrl_jax.models.bag`, `ModelConfig.wide_text`), fitted on the training split
-before the deep model trains: a whole-dialogue logistic regression on the mean of the turns' raw tf-idf vectors,
-and the gain its running mean earns at each turn, from its out-of-fold logits.
+"""The wide term's statistics (`salesrl_jax.models.bag`, `ModelConfig.wide_text`), fitted on every labelled
+conversation before the deep model trains: a whole-dialogue logistic regression on the mean of the turns' raw tf-idf
+vectors, and the gain its running mean earns at each turn, from its out-of-fold logits.
 
 With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), ``c_i`` 1 if the customer speaks it (the
 ``is_customer`` turn feature), conversation ``c`` of ``T_c`` turns and outcome ``y_c``:
@@ -9,19 +9,27 @@ With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), ``c_i`` 
 
        L(w, u, b) = mean_c [ log(1 + exp(z_c)) - y_c z_c ] + (lam / 2) (||w||^2 + ||u||^2)
 
-   minimised by L-BFGS, ``lam`` chosen from `L2_GRID` by k-fold cross-validation over the training conversations
-   (held-out log loss; each fold's path warm-started from strong to weak). With ``u = 0`` this is the TF-IDF
-   baselines' whole-dialogue variant, the strongest of them late in a conversation; ``u`` lets the same words weigh
-   differently from the customer (a linear probe on PersuasionForGood: last-turn AUC 0.698 without it, 0.710 with
+   minimised by L-BFGS, ``lam`` chosen from `L2_GRID` by k-fold cross-validation over the labelled conversations,
+   the validation split's included (held-out log loss; each fold's path warm-started from strong to weak). With
+   ``u = 0`` this is the TF-IDF baselines' whole-dialogue variant, the strongest of them late in a conversation;
+   ``u`` lets the same words weigh differently from the customer (a linear probe on PersuasionForGood: last-turn AUC 0.698 without it, 0.710 with
    it; CaSiNo level, 0.637 against 0.638; docs/benchmarks.md, session 19). It is fitted as one weight vector over
    ``2 buckets`` on each turn's slots twice (`speaker_slots`).
-2. **Gain.** Each training turn's out-of-fold running logit ``m_t = z_t`` (the weights of the fold that held its
+2. **Gain.** Each fitted turn's out-of-fold running logit ``m_t = z_t`` (the weights of the fold that held its
    conversation out, read at turn ``t``), centred by its mean ``mu``; then ``(alpha, beta)`` maximising the
-   likelihood of ``y`` under ``sigmoid(d + (alpha + beta log t) (m_t - mu))`` over every training turn. Stored as
+   likelihood of ``y`` under ``sigmoid(d + (alpha + beta log t) (m_t - mu))`` over every fitted turn. Stored as
    ``wide_map = (alpha, beta, -mu)`` with the full-data weights: ``d`` is dropped, the deep heads have their own
    base rate.
 
-3. **Offsets.** The deep model trains with the term off (`salesrl_jax.models.bag.without_wide_term`), its loss
+3. **Cross-fitting.** The fit reads the validation split too: a linear model gains most from every conversation,
+   and on small data the split is a fifth of them (`salesrl crossval` on 500 conversations: last-turn AUC +0.017 on
+   CaSiNo, +0.027 on PersuasionForGood for the linear model alone; docs/benchmarks.md, session 29). No validation
+   turn is read in-sample: `WideFit.holdout` keeps, per validation conversation, the difference between its running
+   logit under the weights of the fold that held it out and under the full weights, and whatever predicts the run's
+   validation split (early stopping, the recalibration, the confidence fit, `salesrl evaluate --split valid`) moves
+   each turn's logit by it (`salesrl_jax.models.predict.cross_fitted`), as the training turns are read.
+
+4. **Offsets.** The deep model trains with the term off (`salesrl_jax.models.bag.without_wide_term`), its loss
    adding at each training turn ``max(alpha + beta log t, 0) (m_t - mu)`` from that turn's out-of-fold ``m_t``
    (`WideFit.offsets`; the full weights for a training conversation beyond `MAX_FIT_CONVERSATIONS`, which no fit
    saw). So the deep heads learn what the linear model misses on turns it did not fit; everywhere else they are
@@ -94,6 +102,9 @@ class WideFit:
     gain_log_loss: float  # the out-of-fold running logits' log loss over every training turn, with the gain
     offsets: dict | None = None  # part number -> [turns of the part] float32: each training turn's wide logit, gain
     # included, out of fold (in-sample where no usable fold held its conversation out); NaN outside the training split
+    intercept: float = 0.0  # b of the full fit (in the shift of wide_map; the model's running mean has none)
+    holdout: dict | None = None  # validation conversation id -> [its turns] float32: m_t out of fold less m_t under
+    # the full weights (`salesrl_jax.models.predict.cross_fitted`); none for those the fit did not read
 
 
 def part_rows(part: Part, chosen: np.ndarray, number: int) -> TurnRows:
@@ -267,12 +278,14 @@ def speaker_slots(rows: TurnRows, idf: np.ndarray, buckets: int) -> tuple[jnp.nd
 
 def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_seed: int,
              grid: tuple[float, ...] = L2_GRID, folds: int = CV_FOLDS) -> WideFit | None:
-    """The wide term's statistics (module docstring) from the training split of sparse ``arrays``: conversations
-    are assigned to ``folds`` folds by a generator seeded with ``split_seed``. None (no wide term, with a warning)
-    with fewer than `MIN_FIT_CONVERSATIONS` training conversations or fewer than two folds holding out
-    conversations of the rest's both outcomes."""
-    train = turn_rows(arrays, "train", valid_fraction, split_seed)
-    conversations = 0 if train is None else int(train.starts.sum())
+    """The wide term's statistics (module docstring) from every labelled conversation of sparse ``arrays``, the
+    validation split's included (cross-fitted: `WideFit.holdout` gives each validation turn the logit of the weights
+    fitted without its conversation): conversations are assigned to ``folds`` folds by a generator seeded with
+    ``split_seed``. None (no wide term, with a warning) with fewer than `MIN_FIT_CONVERSATIONS` training
+    conversations or fewer than two folds holding out conversations of the rest's both outcomes."""
+    train = turn_rows(arrays, "all", valid_fraction, split_seed)
+    held = _validation_rows(arrays, train, valid_fraction, split_seed)
+    conversations = 0 if train is None else int((train.starts & ~held).sum())
     if conversations < MIN_FIT_CONVERSATIONS or len(np.unique(train.labels)) < 2:
         warnings.warn(f"{arrays.path}: {conversations} labelled training conversations (both outcomes needed, at least "
                       f"{MIN_FIT_CONVERSATIONS}): the run has no wide term", NoWideTerm, stacklevel=2)
@@ -343,10 +356,42 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     wide_map, gain_log_loss = fit_gain(m, turn, train.labels)
     # m above includes the fitted intercept b; the model's running mean does not: fold b into the shift.
     wide_map = (wide_map[0], wide_map[1], wide_map[2] + float(weights[1]))
-    offsets = training_offsets(arrays, train, gained(m - float(weights[1]), turn, wide_map), weights, idf,
-                               wide_map, valid_fraction, split_seed)
+    offsets = training_offsets(arrays, train, np.where(held, np.nan, gained(m - float(weights[1]), turn, wide_map)),
+                               weights, idf, wide_map, valid_fraction, split_seed)
+    difference = m - running(weights)  # out of fold less in-sample, at the validation turns
+    holdout = {}
+    row_ids = _row_ids(arrays, train)
+    for c in np.unique(row_conversation[held]):
+        rows = row_conversation == c
+        holdout[row_ids[np.flatnonzero(rows)[0]]] = difference[rows].astype(np.float32)
     w = np.asarray(weights[0], np.float32)
-    return WideFit(w[:arrays.dim], w[arrays.dim:], wide_map, chosen, held_out, gain_log_loss, offsets)
+    return WideFit(w[:arrays.dim], w[arrays.dim:], wide_map, chosen, held_out, gain_log_loss, offsets,
+                   float(weights[1]), holdout)
+
+
+def _validation_rows(arrays: TurnArrays, rows: TurnRows | None, valid_fraction: float, split_seed: int) -> np.ndarray:
+    """``[N]`` bool: the rows of ``rows`` whose conversation is in the validation split."""
+    if rows is None:
+        return np.zeros(0, bool)
+    pieces = []
+    for number, where in rows.source:
+        part = arrays.part(number)
+        valid = np.zeros(part.num_turns, bool)
+        bounds = np.asarray(part.offsets)
+        for c in split_conversations(part, "valid", valid_fraction, split_seed):
+            valid[bounds[c]:bounds[c + 1]] = True
+        pieces.append(valid[where])
+    return np.concatenate(pieces)
+
+
+def _row_ids(arrays: TurnArrays, rows: TurnRows) -> list[str]:
+    """The conversation id of each of ``rows``."""
+    out: list[str] = []
+    for number, where in rows.source:
+        part = arrays.part(number)
+        conversation = np.searchsorted(np.asarray(part.offsets), where, side="right") - 1
+        out.extend(part.ids[c] for c in conversation)
+    return out
 
 
 def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, weights: tuple, idf: np.ndarray,

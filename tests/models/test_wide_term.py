@@ -363,3 +363,42 @@ def test_with_prediction_feedback_training_feeds_forward_what_the_deployed_model
     take = jax.tree.map(lambda x: x[0], roll)
     _, replay = ppo_loss(params, graphdef, inputs, ppo.labels[0], ppo.bootstrap[0], take, hp, ppo.offset[0])
     assert float(replay.approx_kl) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngram_trained, ngram_arrays, tmp_path):
+    """The wide term's weights read the validation conversations too (cross-fitted), so whatever predicts the run's own
+    validation split moves each turn's logit to the out-of-fold weights' (`cross_fitted`): the shift by hand; the log
+    loss training logged for its best checkpoint is that of the cross-fitted predictions, not the in-sample ones, and
+    the recalibration's fit reads the same; other data, splits and seeds are left alone."""
+    from pathlib import Path
+
+    from salesrl_jax import metrics
+    from salesrl_jax.arrays.store import TurnArrays
+    from salesrl_jax.models.predict import HOLDOUT, cross_fitted, predict_arrays, shared_predict, wide_map_of
+    from salesrl_jax.run.checkpoints import find_checkpoint
+    from salesrl_jax.run.recalibration import fit_recalibration
+    from salesrl_jax.run.trained_model import TrainedModel
+
+    model = TrainedModel.load(find_checkpoint(ngram_trained, served=False))
+    record, data = model.meta[HOLDOUT], model.config.data
+    assert Path(record["data"]) == Path(ngram_arrays).resolve() and record["turns"]
+    arrays = TurnArrays.open(ngram_arrays)
+    raw = predict_arrays(shared_predict(model.graphdef), model.params, arrays, split="valid",
+                         valid_fraction=data.valid_fraction, split_seed=data.split_seed)
+    wide_map = wide_map_of(model.params)
+    pred = cross_fitted(raw, record, wide_map, ngram_arrays, "valid", data.valid_fraction, data.split_seed)
+    assert set(record["turns"]) == set(raw.ids)
+    for i in range(0, len(raw.prediction), 7):
+        t, p = raw.turn_index[i], float(raw.prediction[i])
+        z = np.log(p / (1 - p)) + max(wide_map[0] + wide_map[1] * np.log(t + 1), 0) * record["turns"][
+            raw.ids[raw.conversation[i]]][t]
+        np.testing.assert_allclose(pred.prediction[i], 1 / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6)
+    assert np.abs(pred.prediction - raw.prediction).max() > 1e-3
+    logged = model.meta["valid"]["log_loss"]
+    assert metrics.log_loss(pred.prediction, pred.outcome) == pytest.approx(logged, rel=1e-4)
+    assert metrics.log_loss(raw.prediction, raw.outcome) != pytest.approx(logged, rel=1e-4)
+    _, fit = fit_recalibration(model, None, "valid", "all", "temperature", warn_few=False)
+    assert fit["before"]["log_loss"] == pytest.approx(logged, rel=1e-4)
+    for other in ((tmp_path, "valid", data.split_seed), (ngram_arrays, "all", data.split_seed),
+                  (ngram_arrays, "valid", data.split_seed + 1)):
+        assert cross_fitted(raw, record, wide_map, other[0], other[1], data.valid_fraction, other[2]) is raw

@@ -1,6 +1,6 @@
 """The wide term's fit (`salesrl_jax.train.wide_fit`): its running mean and whole-dialogue forms, its optimum
-against scikit-learn's, the gain's recovery of a known map, and a fit on real arrays that reads the training split
-only."""
+against scikit-learn's, the gain's recovery of a known map, and a fit on real arrays whose validation turns are
+cross-fitted."""
 
 import json
 import shutil
@@ -168,12 +168,16 @@ def test_the_gain_recovers_a_known_map():
         y.mean() / (1 - y.mean()))))  # better than the base rate
 
 
-def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
+def test_fit_on_arrays_reads_every_labelled_conversation_and_no_validation_turn_in_sample(tiny_archive, tmp_path):
+    """The weights are fitted on the validation split too, cross-fitted: a validation conversation's out-of-fold
+    running logit ``m_t^oof`` (its `WideFit.holdout` entry plus the full weights' ``m_t``, computed by hand) does not
+    move when its own outcome is flipped, while the full weights do (they read it)."""
     from salesrl_jax.arrays import TurnArrays
     from salesrl_jax.arrays.build import embed_archive
     from salesrl_jax.arrays.split import split_conversations
     from salesrl_jax.arrays.store import part_digest
     from salesrl_jax.embed.config import EmbedderConfig
+    from salesrl_jax.train import wide_fit
     from salesrl_jax.train.statistics import training_idf
 
     embed_archive(tiny_archive, tmp_path / "arrays", EmbedderConfig(kind="ngrams", dim=4096, max_grams=64),
@@ -187,29 +191,42 @@ def test_fit_on_arrays_reads_the_training_split_only(tiny_archive, tmp_path):
     assert np.abs(fit.weights).max() > 0 and fit.wide_map[1] > 0  # the simulator's text carries signal
     # A gram no training conversation shows has idf 0 and so no gradient but the L2's: its weight is exactly 0.
     assert np.all(fit.weights[idf == 0] == 0) and np.all(fit.customer_weights[idf == 0] == 0)
-    # The same fit on a copy whose validation conversations' grams are scrambled: the weights do not change.
-    shutil.copytree(tmp_path / "arrays", tmp_path / "scrambled")
     part = arrays.part(0)
-    offsets = np.asarray(part.offsets)
+    bounds = np.asarray(part.offsets)
     valid = split_conversations(part, "valid", 0.2, 0)
-    assert len(valid)
-    ids_path = tmp_path / "scrambled" / "part-00000" / "gram_ids.npy"
-    ids = np.load(ids_path)
-    rng = np.random.default_rng(0)
+    every_valid = {p.ids[c] for p in arrays.iter_parts() for c in split_conversations(p, "valid", 0.2, 0)}
+    assert len(valid) and set(fit.holdout) == every_valid  # every validation conversation, no other
     for c in valid:
-        block = ids[offsets[c]:offsets[c + 1]]
-        block[block > 0] = rng.integers(1, 4096, int((block > 0).sum()))
-    np.save(ids_path, ids)
-    manifest = json.loads((tmp_path / "scrambled" / "manifest.json").read_text())
-    manifest["parts"][0]["sha256"] = part_digest(ids_path.parent)  # a changed part, declared as such
-    (tmp_path / "scrambled" / "manifest.json").write_text(json.dumps(manifest))
-    scrambled = TurnArrays.open(tmp_path / "scrambled")
+        assert len(fit.holdout[part.ids[c]]) == bounds[c + 1] - bounds[c]
+
+    def out_of_fold(f, c):
+        """m_t^oof of conversation c: the holdout difference plus the full fit's m_t, by hand."""
+        ids, counts = np.asarray(part.gram_ids), np.asarray(part.gram_counts).astype(np.float64)
+        x = np.where(ids > 0, (1 + np.log(np.maximum(counts, 1))) * idf[ids], 0.0)
+        customer = np.asarray(part.features)[:, wide_fit.CUSTOMER_FEATURE][:, None]
+        omega = np.sum(x * (f.weights[ids] + customer * f.customer_weights[ids]), axis=1)[bounds[c]:bounds[c + 1]]
+        m = f.intercept + np.cumsum(omega) / np.arange(1, len(omega) + 1)
+        return m + f.holdout[part.ids[c]]
+
+    # A copy with one validation conversation's outcome flipped (grid fixed: the strength is not chosen again).
+    flipped_conversation = valid[0]
+    shutil.copytree(tmp_path / "arrays", tmp_path / "flipped")
+    outcome_path = tmp_path / "flipped" / "part-00000" / "outcome.npy"
+    outcome = np.load(outcome_path)
+    outcome[flipped_conversation] = 1 - outcome[flipped_conversation]
+    np.save(outcome_path, outcome)
+    manifest = json.loads((tmp_path / "flipped" / "manifest.json").read_text())
+    manifest["parts"][0]["sha256"] = part_digest(outcome_path.parent)  # a changed part, declared as such
+    (tmp_path / "flipped" / "manifest.json").write_text(json.dumps(manifest))
     again = fit_wide(arrays, idf, 0.2, 0, grid=(fit.l2,))
-    scrambled_fit = fit_wide(scrambled, idf, 0.2, 0, grid=(fit.l2,))
-    np.testing.assert_array_equal(scrambled_fit.weights, again.weights)
-    np.testing.assert_array_equal(scrambled_fit.customer_weights, again.customer_weights)
-    assert scrambled_fit.wide_map == again.wide_map
-    np.testing.assert_array_equal(scrambled_fit.offsets[0], again.offsets[0])  # NaN where the validation rows are
+    flipped = fit_wide(TurnArrays.open(tmp_path / "flipped"), idf, 0.2, 0, grid=(fit.l2,))
+    assert np.abs(flipped.weights - again.weights).max() > 1e-4  # the full fit reads the validation conversation
+    np.testing.assert_allclose(out_of_fold(flipped, flipped_conversation), out_of_fold(again, flipped_conversation),
+                               rtol=1e-4, atol=1e-4)  # the weights that read it for validation never saw it
+    assert np.abs(again.holdout[part.ids[flipped_conversation]]).max() > 1e-3  # out of fold is not in-sample
+    # the training turns' offsets: NaN at every validation turn, as before
+    for c in valid:
+        assert np.all(np.isnan(again.offsets[0][bounds[c]:bounds[c + 1]]))
 
 
 def test_the_offsets_cover_the_training_turns_and_read_an_unfitted_conversation_with_the_full_weights(
