@@ -12,9 +12,9 @@ With ``x_i`` the sublinear tf-idf vector of turn ``i`` (the bag's idf), ``c_i`` 
    minimised by L-BFGS, ``lam`` chosen from `L2_GRID` by k-fold cross-validation over the labelled conversations,
    the validation split's included (held-out log loss; each fold's path warm-started from strong to weak). With
    ``u = 0`` this is the TF-IDF baselines' whole-dialogue variant, the strongest of them late in a conversation;
-   ``u`` lets the same words weigh differently from the customer (a linear probe on PersuasionForGood: last-turn AUC 0.698 without it, 0.710 with
-   it; CaSiNo level, 0.637 against 0.638; docs/benchmarks.md, session 19). It is fitted as one weight vector over
-   ``2 buckets`` on each turn's slots twice (`speaker_slots`).
+   ``u`` lets the same words weigh differently from the customer (a linear probe on PersuasionForGood: last-turn AUC
+   0.698 without it, 0.710 with it; CaSiNo level, 0.637 against 0.638; docs/benchmarks.md, session 19). It is
+   fitted as one weight vector over ``2 buckets`` on each turn's slots twice (`speaker_slots`).
 2. **Gain.** Each fitted turn's out-of-fold running logit ``m_t = z_t`` (the weights of the fold that held its
    conversation out, read at turn ``t``), centred by its mean ``mu``; then ``(alpha, beta)`` maximising the
    likelihood of ``y`` under ``sigmoid(d + (alpha + beta log t) (m_t - mu))`` over every fitted turn. Stored as
@@ -359,11 +359,10 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     offsets = training_offsets(arrays, train, np.where(held, np.nan, gained(m - float(weights[1]), turn, wide_map)),
                                weights, idf, wide_map, valid_fraction, split_seed)
     difference = m - running(weights)  # out of fold less in-sample, at the validation turns
-    holdout = {}
-    row_ids = _row_ids(arrays, train)
-    for c in np.unique(row_conversation[held]):
-        rows = row_conversation == c
-        holdout[row_ids[np.flatnonzero(rows)[0]]] = difference[rows].astype(np.float32)
+    first = np.flatnonzero(train.starts)  # a conversation's rows are consecutive: first[c] to first[c + 1]
+    bounds, row_ids = np.append(first, len(train.starts)), _row_ids(arrays, train)
+    holdout = {row_ids[first[c]]: difference[bounds[c]:bounds[c + 1]].astype(np.float32)
+               for c in np.unique(row_conversation[held])}
     w = np.asarray(weights[0], np.float32)
     return WideFit(w[:arrays.dim], w[arrays.dim:], wide_map, chosen, held_out, gain_log_loss, offsets,
                    float(weights[1]), holdout)
