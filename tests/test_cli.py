@@ -86,12 +86,16 @@ def test_warnings_print_as_one_line_each(tmp_path, capsys, monkeypatch):
         warnings.warn("no wide term here", NoWideTerm, stacklevel=2)
         return Fitted()
 
+    def to_stderr(message, category, filename, lineno, file=None, line=None):
+        """What Python's default `showwarning` does: the formatted warning to stderr."""
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
     monkeypatch.setattr(calibration, "recalibrate_model", recalibrate)
     before = warnings.formatwarning
     for debug in (False, True):
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            warnings.showwarning = warnings._showwarning_orig  # to stderr, as outside pytest
+            warnings.showwarning = to_stderr  # as outside pytest (whose warnings plugin records them instead)
             main(["calibrate", "--model", str(tmp_path), "--out", str(tmp_path / "out")] + ["--debug"] * debug)
         err = capsys.readouterr().err
         if debug:
