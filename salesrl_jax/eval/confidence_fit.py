@@ -161,7 +161,7 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
     pred = predict_arrays(shared_predict(model.graphdef, signals_of), model.params, calibration_arrays,
                           split=split, valid_fraction=run_data.valid_fraction, split_seed=run_data.split_seed,
                           rows=rows, args=shell)
-    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), data, split,
+    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), calibration_arrays, split,
                         run_data.valid_fraction, run_data.split_seed)  # the wide term out of fold, as validation
     if len(pred.ids) < FEW_CONVERSATIONS:
         warnings.warn(f"the confidence module is calibrated on {len(pred.ids)} conversations only ({data}, split "

@@ -61,7 +61,7 @@ def predict_with_confidence(model: TrainedModel, graphdef, params, data, split: 
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch,
                           max_conversations=max_conversations, args=confidence)
     # The run's own validation split as its training read it: the wide term out of fold (`cross_fitted`).
-    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), data, split,
+    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), arrays, split,
                         model.config.data.valid_fraction, model.config.data.split_seed)
     check_labels(pred, data)
     if confidence is not None:

@@ -198,8 +198,8 @@ def wide_map_of(params) -> np.ndarray | None:
     return None if "wide_map" not in project else np.asarray(project["wide_map"], np.float64)
 
 
-def cross_fitted(pred: TurnPredictions, record: dict | None, wide_map, data, split: Split, valid_fraction: float,
-                 split_seed: int) -> TurnPredictions:
+def cross_fitted(pred: TurnPredictions, record: dict | None, wide_map, arrays: TurnArrays, split: Split,
+                 valid_fraction: float, split_seed: int) -> TurnPredictions:
     """``pred`` of a run's own validation split as if the wide term had not read its conversations.
 
     The wide term's weights are fitted on every labelled conversation, the validation split's included, and the
@@ -212,9 +212,10 @@ def cross_fitted(pred: TurnPredictions, record: dict | None, wide_map, data, spl
     (the model's own ``alpha, beta``: a recalibration scales them), which is the prediction the same model makes with
     the out-of-fold weights, as its training turns were read. Early stopping, the recalibration and the confidence
     fit all read the validation split so. The ensemble's uncertainty is left as predicted. Unchanged when ``record``
-    (`HOLDOUT`) is None or was fitted on other data, another split, or ``split`` is not ``valid``."""
+    (`HOLDOUT`) is None or was fitted on other arrays (their parts' digests, or their path where the manifest has
+    none: a moved copy still matches), another split, or ``split`` is not ``valid``."""
     if (record is None or wide_map is None or split != "valid" or record["valid_fraction"] != valid_fraction
-            or record["split_seed"] != split_seed or Path(record["data"]).resolve() != Path(data).resolve()):
+            or record["split_seed"] != split_seed or not _same_arrays(record, arrays)):
         return pred
     alpha, beta = float(wide_map[0]), float(wide_map[1])
     turns = record["turns"]
@@ -226,3 +227,10 @@ def cross_fitted(pred: TurnPredictions, record: dict | None, wide_map, data, spl
     p = np.clip(pred.prediction.astype(np.float64), 1e-7, 1 - 1e-7)
     z = np.log(p) - np.log1p(-p) + shift
     return dataclasses.replace(pred, prediction=(1.0 / (1.0 + np.exp(-z))).astype(pred.prediction.dtype))
+
+
+def _same_arrays(record: dict, arrays: TurnArrays) -> bool:
+    digests = list(arrays.part_digests)
+    if record.get("parts") and None not in digests:
+        return record["parts"] == digests
+    return Path(record["data"]).resolve() == Path(arrays.path).resolve()

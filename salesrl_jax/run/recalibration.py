@@ -219,7 +219,7 @@ def fit_recalibration(model: TrainedModel, data: str | os.PathLike[str] | None, 
                           valid_fraction=model.config.data.valid_fraction,
                           split_seed=model.config.data.split_seed, rows=model.config.eval_rows_per_minibatch)
     # The run's own validation split with the wide term out of fold, as early stopping read it (`cross_fitted`).
-    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), data, split,
+    pred = cross_fitted(pred, model.meta.get(HOLDOUT), wide_map_of(model.params), arrays, split,
                         model.config.data.valid_fraction, model.config.data.split_seed)
     if warn_few and len(pred.ids) < FEW_CONVERSATIONS:
         warnings.warn(f"{form.capitalize()} scaling fitted on {len(pred.ids)} conversations only ({data}, split "

@@ -69,8 +69,8 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
         else:
             wide, offsets = (jnp.asarray(fit.weights), jnp.asarray(fit.customer_weights)), fit.offsets
             if fit.holdout:  # the validation turns' cross-fitting, for everything that predicts the split
-                report[HOLDOUT] = {"data": str(Path(arrays.path).resolve()), "valid_fraction": valid_fraction,
-                                   "split_seed": split_seed,
+                report[HOLDOUT] = {"data": str(Path(arrays.path).resolve()), "parts": list(arrays.part_digests),
+                                   "valid_fraction": valid_fraction, "split_seed": split_seed,
                                    "turns": {c: [round(float(v), 6) for v in d] for c, d in fit.holdout.items()}}
             report["wide_fit"] = {"l2": fit.l2, "cv_log_loss": {str(k): v for k, v in fit.cv_log_loss.items()},
                                   "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,

@@ -46,7 +46,7 @@ def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConf
     def validate(params: nnx.State) -> dict[str, float]:
         pred = predict_arrays(predict, params, arrays, split="valid", valid_fraction=config.data.valid_fraction,
                               split_seed=config.data.split_seed, rows=config.eval_rows_per_minibatch)
-        pred = cross_fitted(pred, holdout, wide_map_of(params), arrays.path, "valid", config.data.valid_fraction,
+        pred = cross_fitted(pred, holdout, wide_map_of(params), arrays, "valid", config.data.valid_fraction,
                             config.data.split_seed)
         last = metrics.summary(pred.prediction[pred.last], pred.outcome[pred.last])
         return {"log_loss": metrics.log_loss(pred.prediction, pred.outcome),

@@ -365,7 +365,8 @@ def test_with_prediction_feedback_training_feeds_forward_what_the_deployed_model
     assert float(replay.approx_kl) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngram_trained, ngram_arrays, tmp_path):
+def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngram_trained, ngram_arrays, tiny_arrays,
+                                                                              tmp_path):
     """The wide term's weights read the validation conversations too (cross-fitted), so whatever predicts the run's own
     validation split moves each turn's logit to the out-of-fold weights' (`cross_fitted`): the shift by hand; the log
     loss training logged for its best checkpoint is that of the cross-fitted predictions, not the in-sample ones, and
@@ -386,7 +387,7 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     raw = predict_arrays(shared_predict(model.graphdef), model.params, arrays, split="valid",
                          valid_fraction=data.valid_fraction, split_seed=data.split_seed)
     wide_map = wide_map_of(model.params)
-    pred = cross_fitted(raw, record, wide_map, ngram_arrays, "valid", data.valid_fraction, data.split_seed)
+    pred = cross_fitted(raw, record, wide_map, arrays, "valid", data.valid_fraction, data.split_seed)
     assert set(record["turns"]) == set(raw.ids)
     for i in range(0, len(raw.prediction), 7):
         t, p = raw.turn_index[i], float(raw.prediction[i])
@@ -399,6 +400,14 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     assert metrics.log_loss(raw.prediction, raw.outcome) != pytest.approx(logged, rel=1e-4)
     _, fit = fit_recalibration(model, None, "valid", "all", "temperature", warn_few=False)
     assert fit["before"]["log_loss"] == pytest.approx(logged, rel=1e-4)
-    for other in ((tmp_path, "valid", data.split_seed), (ngram_arrays, "all", data.split_seed),
-                  (ngram_arrays, "valid", data.split_seed + 1)):
+    # The same arrays moved elsewhere still match (by their parts' digests); other arrays, splits and seeds do not.
+    import shutil
+
+    shutil.copytree(ngram_arrays, tmp_path / "moved")
+    moved = cross_fitted(raw, record, wide_map, TurnArrays.open(tmp_path / "moved"), "valid", data.valid_fraction,
+                         data.split_seed)
+    np.testing.assert_array_equal(moved.prediction, pred.prediction)
+    other_arrays = TurnArrays.open(tiny_arrays)
+    for other in ((other_arrays, "valid", data.split_seed), (arrays, "all", data.split_seed),
+                  (arrays, "valid", data.split_seed + 1)):
         assert cross_fitted(raw, record, wide_map, other[0], other[1], data.valid_fraction, other[2]) is raw
