@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from salesrl_jax.arrays.split import split_conversations
+from salesrl_jax.arrays.split import split_conversations, validation_mask
 from salesrl_jax.arrays.store import Part, TurnArrays
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.models.bag import sublinear_tfidf
@@ -284,12 +284,14 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     ``split_seed``. None (no wide term, with a warning) with fewer than `MIN_FIT_CONVERSATIONS` training
     conversations or fewer than two folds holding out conversations of the rest's both outcomes."""
     train = turn_rows(arrays, "all", valid_fraction, split_seed)
-    held = _validation_rows(arrays, train, valid_fraction, split_seed)
-    conversations = 0 if train is None else int((train.starts & ~held).sum())
+    conversation_ids = [] if train is None else _conversation_ids(arrays, train)  # in row order
+    validation = validation_mask(conversation_ids, valid_fraction, split_seed)  # as split_conversations has it
+    conversations = int((~validation).sum())
     if conversations < MIN_FIT_CONVERSATIONS or len(np.unique(train.labels)) < 2:
         warnings.warn(f"{arrays.path}: {conversations} labelled training conversations (both outcomes needed, at least "
                       f"{MIN_FIT_CONVERSATIONS}): the run has no wide term", NoWideTerm, stacklevel=2)
         return None
+    held = validation[np.cumsum(train.starts) - 1]  # the validation split's rows
     x, ids = speaker_slots(train, idf, arrays.dim)
     entries = conversation_rows(train, np.asarray(x), np.asarray(ids))
     n = entries.count
@@ -359,39 +361,25 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
     offsets = training_offsets(arrays, train, np.where(held, np.nan, gained(m - float(weights[1]), turn, wide_map)),
                                weights, idf, wide_map, valid_fraction, split_seed)
     difference = m - running(weights)  # out of fold less in-sample, at the validation turns
-    first = np.flatnonzero(train.starts)  # a conversation's rows are consecutive: first[c] to first[c + 1]
-    bounds, row_ids = np.append(first, len(train.starts)), _row_ids(arrays, train)
-    holdout = {row_ids[first[c]]: difference[bounds[c]:bounds[c + 1]].astype(np.float32)
-               for c in np.unique(row_conversation[held])}
+    bounds = np.append(np.flatnonzero(train.starts), len(train.starts))  # conversation c: rows bounds[c]:bounds[c + 1]
+    holdout = {conversation_ids[c]: difference[bounds[c]:bounds[c + 1]].astype(np.float32)
+               for c in np.flatnonzero(validation)}
     w = np.asarray(weights[0], np.float32)
     return WideFit(w[:arrays.dim], w[arrays.dim:], wide_map, chosen, held_out, gain_log_loss, offsets,
                    float(weights[1]), holdout)
 
 
-def _validation_rows(arrays: TurnArrays, rows: TurnRows | None, valid_fraction: float, split_seed: int) -> np.ndarray:
-    """``[N]`` bool: the rows of ``rows`` whose conversation is in the validation split."""
-    if rows is None:
-        return np.zeros(0, bool)
-    pieces = []
-    for number, where in rows.source:
-        part = arrays.part(number)
-        valid = np.zeros(part.num_turns, bool)
-        bounds = np.asarray(part.offsets)
-        for c in split_conversations(part, "valid", valid_fraction, split_seed):
-            valid[bounds[c]:bounds[c + 1]] = True
-        pieces.append(valid[where])
-    return np.concatenate(pieces)
 
-
-def _row_ids(arrays: TurnArrays, rows: TurnRows) -> list[str]:
-    """The conversation id of each of ``rows``."""
-    out: list[str] = []
+def _conversation_ids(arrays: TurnArrays, rows: TurnRows) -> list[str]:
+    """The id of each conversation of ``rows``, in row order."""
+    ids: list[str] = []
+    at = 0
     for number, where in rows.source:
         part = arrays.part(number)
         conversation = np.searchsorted(np.asarray(part.offsets), where, side="right") - 1
-        out.extend(part.ids[c] for c in conversation)
-    return out
-
+        ids.extend(part.ids[c] for c in conversation[rows.starts[at:at + len(where)]])
+        at += len(where)
+    return ids
 
 def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, weights: tuple, idf: np.ndarray,
                      wide_map: tuple, valid_fraction: float, split_seed: int) -> dict[int, np.ndarray]:

@@ -370,11 +370,13 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     """The wide term's weights read the validation conversations too (cross-fitted), so whatever predicts the run's own
     validation split moves each turn's logit to the out-of-fold weights' (`cross_fitted`): the shift by hand; the log
     loss training logged for its best checkpoint is that of the cross-fitted predictions, not the in-sample ones, and
-    the recalibration's fit reads the same; other data, splits and seeds are left alone."""
+    the recalibration's fit and `salesrl evaluate --split valid` read the same; other data, splits and seeds are left
+    alone."""
     from pathlib import Path
 
     from salesrl_jax import metrics
     from salesrl_jax.arrays.store import TurnArrays
+    from salesrl_jax.eval.evaluate import predict_with_confidence
     from salesrl_jax.models.predict import HOLDOUT, cross_fitted, predict_arrays, shared_predict, wide_map_of
     from salesrl_jax.run.checkpoints import find_checkpoint
     from salesrl_jax.run.recalibration import fit_recalibration
@@ -400,6 +402,8 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     assert metrics.log_loss(raw.prediction, raw.outcome) != pytest.approx(logged, rel=1e-4)
     _, fit = fit_recalibration(model, None, "valid", "all", "temperature", warn_few=False)
     assert fit["before"]["log_loss"] == pytest.approx(logged, rel=1e-4)
+    evaluated, _ = predict_with_confidence(model, model.graphdef, model.params, ngram_arrays, "valid", None)
+    np.testing.assert_allclose(evaluated.prediction, pred.prediction, rtol=1e-6)  # `salesrl evaluate --split valid`
     # The same arrays moved elsewhere still match (by their parts' digests); other arrays, splits and seeds do not.
     import shutil
 
