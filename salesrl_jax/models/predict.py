@@ -218,12 +218,16 @@ def cross_fitted(pred: TurnPredictions, record: dict | None, wide_map, arrays: T
             or record["split_seed"] != split_seed or not _same_arrays(record, arrays)):
         return pred
     alpha, beta = float(wide_map[0]), float(wide_map[1])
-    turns = record["turns"]
-    shift = np.zeros(len(pred.prediction), np.float64)
-    for i, (c, t) in enumerate(zip(pred.conversation, pred.turn_index)):
-        difference = turns.get(pred.ids[c])
-        if difference is not None:
-            shift[i] = max(alpha + beta * np.log(t + 1.0), 0.0) * difference[t]
+    # One flat table of every predicted conversation's differences (empty where it has none), read per turn at
+    # offset[conversation] + turn: a loop over conversations, not turns.
+    differences = [np.asarray(record["turns"].get(i, ()), np.float64) for i in pred.ids]
+    lengths = np.array([len(d) for d in differences], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    table = np.concatenate(differences + [np.zeros(1)])
+    conversation, t = np.asarray(pred.conversation, np.int64), np.asarray(pred.turn_index, np.int64)
+    present = t < lengths[conversation]
+    shift = np.where(present, table[np.where(present, offsets[conversation] + t, len(table) - 1)], 0.0)
+    shift *= np.maximum(alpha + beta * np.log(t + 1.0), 0.0)
     p = np.clip(pred.prediction.astype(np.float64), 1e-7, 1 - 1e-7)
     z = np.log(p) - np.log1p(-p) + shift
     return dataclasses.replace(pred, prediction=(1.0 / (1.0 + np.exp(-z))).astype(pred.prediction.dtype))

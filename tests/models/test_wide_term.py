@@ -370,7 +370,7 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     """The wide term's weights read the validation conversations too (cross-fitted), so whatever predicts the run's own
     validation split moves each turn's logit to the out-of-fold weights' (`cross_fitted`): the shift by hand; the log
     loss training logged for its best checkpoint is that of the cross-fitted predictions, not the in-sample ones, and
-    the recalibration's fit and `salesrl evaluate --split valid` read the same; other data, splits and seeds are left
+    the recalibration's fit, the confidence module's fit and `salesrl evaluate --split valid` read the same; other data, splits and seeds are left
     alone."""
     from pathlib import Path
 
@@ -404,9 +404,25 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     assert fit["before"]["log_loss"] == pytest.approx(logged, rel=1e-4)
     evaluated, _ = predict_with_confidence(model, model.graphdef, model.params, ngram_arrays, "valid", None)
     np.testing.assert_allclose(evaluated.prediction, pred.prediction, rtol=1e-6)  # `salesrl evaluate --split valid`
-    # The same arrays moved elsewhere still match (by their parts' digests); other arrays, splits and seeds do not.
+    # The confidence module's fit (`salesrl confidence`) reads them so too: what its calibration is handed.
     import shutil
 
+    from salesrl_jax.eval import confidence_fit
+
+    handed = {}
+
+    def calibrate(shell, prediction, *rest):
+        handed["prediction"] = np.asarray(prediction)
+        return real_calibrate(shell, prediction, *rest)
+
+    real_calibrate = confidence_fit.calibrate
+    copy = tmp_path / "model-copy"  # the fit saves beside the model: leave the shared fixture's untouched
+    shutil.copytree(model.directory, copy)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(confidence_fit, "calibrate", calibrate)
+        confidence_fit.fit_confidence(copy)
+    np.testing.assert_allclose(handed["prediction"], pred.prediction, rtol=1e-5, atol=1e-6)
+    # The same arrays moved elsewhere still match (by their parts' digests); other arrays, splits and seeds do not.
     shutil.copytree(ngram_arrays, tmp_path / "moved")
     moved = cross_fitted(raw, record, wide_map, TurnArrays.open(tmp_path / "moved"), "valid", data.valid_fraction,
                          data.split_seed)
