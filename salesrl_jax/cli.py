@@ -546,6 +546,11 @@ class Crossval:
     """Models per fold, each with its own seed; the held-out predictions are their mean."""
     fold_seed: int = 0
     """Seed of the fold assignment (and of the bootstrap)."""
+    repeats: int = 1
+    """Fold assignments to run the whole cross-validation under (fold seeds fold-seed, fold-seed + 1, ...): every
+    figure is then the mean over them, every interval resamples conversations once for all. On about 1,000
+    conversations one assignment moves a difference between methods by about 0.01 AUC; 3 repeats take 3 times as
+    long. A finished run without repeats is extended, not redone."""
     baselines: bool = True
     """Fit the baselines on the same folds."""
     bootstrap: int = 1000
@@ -558,7 +563,7 @@ class Crossval:
 
         result = crossval(self.data, self.out, folds=self.folds, config=load_config(self.config_file), seeds=self.seeds,
                           fold_seed=self.fold_seed, baselines=self.baselines, bootstrap=self.bootstrap,
-                          label_key=self.label_key)
+                          label_key=self.label_key, repeats=self.repeats)
         print(result.summary())
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pyarrow.parquet as pq
 import tyro
 
 from salesrl_jax import help_text
 from salesrl_jax.baselines.fit import TFIDF_METHODS
 from salesrl_jax.metrics.binary import roc_auc
+from salesrl_jax.pipelines.crossval import read_oof
 
 TFIDF = TFIDF_METHODS  # the four variants, named as crossval names them
 
@@ -37,11 +37,10 @@ class Config:
     """Combinations to score, each as COLUMN+COLUMN[+...] (names from --oof or --extra)."""
     turns: tuple[int, ...] = (2, 3, 4, 6, 8, 12)
     """Turn indices to report (conversations still running there), besides the last turn."""
+    repeat: int = 0
+    """The fold assignment to read from each file, of runs with --repeats (0: the first, fold seed --fold-seed)."""
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
-    table = pq.read_table(path)
-    return {name: table[name].to_numpy(zero_copy_only=False) for name in table.schema.names}
 
 
 def _keys(rows: dict[str, np.ndarray]) -> np.ndarray:
@@ -50,7 +49,10 @@ def _keys(rows: dict[str, np.ndarray]) -> np.ndarray:
 
 def load_columns(config: Config) -> dict[str, np.ndarray]:
     """The main file's columns plus every extra column, aligned to the main file's rows."""
-    rows = _read(config.oof)
+    try:
+        rows = read_oof(config.oof, config.repeat)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     keys = _keys(rows)
     for spec in config.extra:
         try:
@@ -58,7 +60,7 @@ def load_columns(config: Config) -> dict[str, np.ndarray]:
             column, name = rest.split("=", 1)
         except ValueError:
             raise SystemExit(f"--extra {spec!r}: expected FILE:COLUMN=NAME") from None
-        other = _read(path)
+        other = read_oof(path, config.repeat)
         where = dict(zip(_keys(other).tolist(), range(len(other["fold"]))))
         missing = [k for k in keys.tolist() if k not in where]
         if missing or len(where) != len(keys):

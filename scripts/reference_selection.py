@@ -21,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pyarrow.parquet as pq
 import tyro
 
 from salesrl_jax import help_text
 from salesrl_jax.baselines.fit import TFIDF_METHODS
 from salesrl_jax.metrics.binary import roc_auc
 from salesrl_jax.metrics.bootstrap import resampled_auc
+from salesrl_jax.pipelines.crossval import read_oof
 
 TFIDF = TFIDF_METHODS  # the four variants, named as crossval names them
 
@@ -43,6 +43,8 @@ class Config:
     rounds: int = 2000
     """Bootstrap resamples of each point's conversations."""
     seed: int = 0
+    repeat: int = 0
+    """The fold assignment to read, of a run with --repeats (0: the first, fold seed --fold-seed)."""
 
 
 def selection(model: np.ndarray, variants: dict[str, np.ndarray], labels: np.ndarray, rounds: int, seed: int
@@ -62,8 +64,10 @@ def selection(model: np.ndarray, variants: dict[str, np.ndarray], labels: np.nda
 
 
 def main(config: Config) -> dict[str, dict]:
-    table = pq.read_table(config.oof)
-    rows = {name: table[name].to_numpy(zero_copy_only=False) for name in table.schema.names}
+    try:
+        rows = read_oof(config.oof, config.repeat)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     variants = [c for c in TFIDF if c in rows]
     if not variants or config.model not in rows:
         raise SystemExit(f"{config.oof}: needs {config.model!r} and the TF-IDF variants (crossval with baselines); "

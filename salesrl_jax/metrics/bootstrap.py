@@ -4,6 +4,14 @@ At one point of a conversation (turn k of those still running, or the last turn)
 contributes one prediction, so resampling rows resamples conversations, the unit the data are
 independent in. A paired interval resamples the same conversations for both methods, so the
 difference's interval is narrower than the two intervals suggest when the methods err alike.
+
+**Repeated cross-validation.** Predictions may also be ``[repeats, n]``: each row one repetition's
+out-of-fold predictions for the same ``n`` conversations (another assignment of them to folds). The
+metric is then the mean over repetitions, ``(1 / R) sum_r metric(p_r, y)``, and a resample draws
+conversations once for every repetition, so the interval is that of the mean (a conversation's
+predictions are not independent across repetitions: its outcome is the same). Averaging over fold
+assignments removes the noise of one assignment from the estimate; it cannot remove the noise of the
+conversations themselves, which the interval keeps.
 """
 
 from __future__ import annotations
@@ -54,18 +62,42 @@ def resampled_auc(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, 
 
 
 def _resampled(metric: Metric, probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray) -> np.ndarray:
+    if probs.ndim == 2:  # repetitions [R, n]: the mean over them, each on the same resampled conversations
+        return np.mean([_resampled(metric, row, labels, resamples) for row in probs], axis=0)
     if metric is roc_auc:
         return resampled_auc(probs, labels, resamples)
     return np.array([_safe(metric, probs[i], labels[i]) for i in resamples])
 
 
+def _estimate(metric: Metric, probs: np.ndarray, labels: np.ndarray) -> float:
+    """``metric`` of ``probs`` ``[n]``, or its mean over the repetitions of ``probs`` ``[R, n]``."""
+    if probs.ndim == 2:
+        return float(np.mean([_safe(metric, row, labels) for row in probs]))
+    return _safe(metric, probs, labels)
+
+
+def estimate(metric: Metric, probs: np.ndarray, labels: np.ndarray) -> float:
+    """``metric(probs, labels)``, or for repeated cross-validation (``probs`` ``[R, n]``) its mean over the
+    repetitions (see the module docstring)."""
+    probs, labels = _as_predictions(probs, labels)
+    return _estimate(metric, probs, labels)
+
+
+def _as_predictions(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.float64)
+    if probs.ndim not in (1, 2) or probs.shape[-1] != labels.shape[0] or labels.ndim != 1:
+        raise ValueError(f"predictions must be [n] or [repeats, n] for {labels.shape} labels, got {probs.shape}")
+    return probs, labels
+
+
 def bootstrap_interval(metric: Metric, probs: np.ndarray, labels: np.ndarray, *, rounds: int = 1000,
                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """The ``level`` percentile interval of ``metric`` over ``rounds`` resamples of the rows (NaN if n < 2)."""
-    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.float64)
-    if len(probs) < 2:
+    """The ``level`` percentile interval of ``metric`` over ``rounds`` resamples of the rows (NaN if n < 2);
+    ``probs`` ``[n]``, or ``[R, n]`` for repeated cross-validation (the mean's interval)."""
+    probs, labels = _as_predictions(probs, labels)
+    if len(labels) < 2:
         return float("nan"), float("nan")
-    values = _resampled(metric, probs, labels, _resamples(len(probs), rounds, seed))
+    values = _resampled(metric, probs, labels, _resamples(len(labels), rounds, seed))
     tail = (1 - level) / 2 * 100
     lo, hi = np.nanpercentile(values, [tail, 100 - tail]) if np.isfinite(values).any() else (np.nan, np.nan)
     return float(lo), float(hi)
@@ -73,10 +105,11 @@ def bootstrap_interval(metric: Metric, probs: np.ndarray, labels: np.ndarray, *,
 
 def paired_difference(metric: Metric, probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, *,
                       rounds: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """``metric(a) - metric(b)`` on the same rows, and its percentile interval over resamples of those rows."""
-    probs_a, probs_b = np.asarray(probs_a, np.float64), np.asarray(probs_b, np.float64)
-    labels = np.asarray(labels, np.float64)
-    diff = _safe(metric, probs_a, labels) - _safe(metric, probs_b, labels)
+    """``metric(a) - metric(b)`` on the same rows, and its percentile interval over resamples of those rows
+    (``[n]`` or ``[R, n]`` each: the difference of the means over repetitions)."""
+    probs_a, labels = _as_predictions(probs_a, labels)
+    probs_b, _ = _as_predictions(probs_b, labels)
+    diff = _estimate(metric, probs_a, labels) - _estimate(metric, probs_b, labels)
     if len(labels) < 2:
         return diff, float("nan"), float("nan")
     resamples = _resamples(len(labels), rounds, seed)
@@ -93,12 +126,16 @@ def calibrated_null(metric: Metric, probs: np.ndarray, *, rounds: int = 1000, se
 
     For ECE this is the sampling floor: with a few hundred conversations a calibrated model's ECE is not 0 (binned
     frequencies are noisy), so a measured ECE below the ``level`` quantile cannot be told from perfect calibration
-    at this n, and a bar below the median cannot be met even by the truth."""
+    at this n, and a bar below the median cannot be met even by the truth.
+
+    For repeated cross-validation (``probs`` ``[R, n]``) the repetitions share each draw of the outcomes, as they
+    share the real ones (drawn from the mean prediction), and the metric is their mean."""
     probs = np.clip(np.asarray(probs, np.float64), 0.0, 1.0)
-    if len(probs) < 2:
+    if probs.shape[-1] < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    values = np.array([_safe(metric, probs, (rng.random(len(probs)) < probs).astype(np.float64))
+    truth = probs.mean(0) if probs.ndim == 2 else probs
+    values = np.array([_estimate(metric, probs, (rng.random(len(truth)) < truth).astype(np.float64))
                        for _ in range(rounds)])
     median, high = np.nanpercentile(values, [50, level * 100])
     return float(median), float(high)

@@ -19,15 +19,25 @@ turn: AUC, Brier, log loss and ECE, each with a bootstrap interval over conversa
 interval of the AUC difference between the model and the strongest TF-IDF variant at that point. By
 fraction seen is reported beside them only, labelled: choosing turn ceil(f T) uses the total length T.
 
-Outputs in OUT: ``report.md``, ``metrics.json`` (schema below), ``oof_predictions.parquet``, plots, and
-one folder per fold (its arrays, models and predictions). A killed run rerun with the same arguments
-keeps its finished folds.
+**Repeated cross-validation** (``repeats`` R > 1): the whole procedure again under R fold assignments (fold seeds
+``fold_seed .. fold_seed + R - 1``), so that every conversation has R out-of-fold predictions per method. On a
+corpus of about 1,000 conversations one assignment moves a model-minus-baseline AUC difference by about 0.01 (the
+baselines' as much as the model's), which is the size of the differences being measured. Every figure is then the
+mean over the repetitions of the figure one repetition gives, and every interval resamples conversations once for
+all repetitions (`salesrl_jax.metrics.bootstrap`, "Repeated cross-validation"): averaging removes the noise of
+the fold assignment, the interval keeps the noise of the conversations.
+
+Outputs in OUT: ``report.md``, ``metrics.json`` (schema below), ``oof_predictions.parquet`` (with a ``repeat``
+column), plots, and one folder per fold (its arrays, models and predictions; ``repeat-R/fold-K`` for repetitions
+after the first). A killed run rerun with the same arguments keeps its finished folds.
 
 ``metrics.json``: ``{"methods": {name: {"by_turn": {k: {auc, auc_lo, auc_hi, brier, brier_lo, brier_hi,
 log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, n}}, "last": {...},
 "by_fraction": {f: {...}}}},
-"paired": {point: {"reference", "diff", "lo", "hi"}}, "mean_auc_turns_4_12": {name: value},
-"conversations", "folds", "seeds", "data", "embedder"}``; a point is a turn index ("1", "2", ...) or "last".
+"paired": {point: {"reference", "diff", "lo", "hi", "by_repeat"}}, "mean_auc_turns_4_12": {name: value},
+"conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder"}``; a point is a turn index ("1",
+"2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the means chose (one
+entry without repeats).
 ``ece_null`` and ``ece_null_hi``: the median and 95th percentile of the ECE a perfectly calibrated predictor with
 the same predictions would read at this n (`salesrl_jax.metrics.bootstrap.calibrated_null`): the sampling floor
 an ECE bar must be read against.
@@ -53,7 +63,7 @@ from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.validation import Limits
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
-from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference
+from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, estimate, paired_difference
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.models.predict import predict_arrays, shared_predict
 from salesrl_jax.run.checkpoints import find_checkpoint
@@ -92,6 +102,17 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
 
     table = pq.read_table(path)
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def read_oof(path: str | os.PathLike[str], repeat: int = 0) -> dict[str, np.ndarray]:
+    """The out-of-fold predictions of one fold assignment (``repeat``) from a run's ``oof_predictions.parquet``,
+    column by column: every conversation's turns once, as a run without repeats wrote them."""
+    columns = _read_columns(Path(path))
+    repeats = columns.pop("repeat", np.zeros(len(columns["turn_index"]), np.int32))
+    if not (repeats == repeat).any():
+        raise ValueError(f"{path}: holds no fold assignment {repeat} (it has {sorted(set(repeats.tolist()))})")
+    keep = repeats == repeat
+    return {name: values[keep] for name, values in columns.items()}
 
 
 def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_arrays: TurnArrays,
@@ -141,45 +162,72 @@ def _in_fold(fold_of: dict[str, int], fold: int, held_out: bool) -> Callable:
 # --- scoring ----------------------------------------------------------------------------------
 
 def _point_metrics(probs: np.ndarray, labels: np.ndarray, rounds: int, seed: int) -> dict[str, float]:
+    """Every metric of ``probs`` (``[n]``, or ``[R, n]`` over repetitions: their mean) with its intervals."""
     out: dict[str, float] = {"n": int(len(labels))}
     for name, fn in METRICS.items():
-        out[name] = float(fn(probs, labels)) if len(labels) else float("nan")
+        out[name] = estimate(fn, probs, labels) if len(labels) else float("nan")
         out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_interval(fn, probs, labels, rounds=rounds, seed=seed)
     out["ece_null"], out["ece_null_hi"] = calibrated_null(metrics.expected_calibration_error, probs, rounds=rounds,
                                                           seed=seed)
     return out
 
 
+def aligned_rows(pooled: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """``[R, n]`` indices of the rows in ``mask``, one row per repetition (the ``repeat`` column; R = 1 without
+    it), each conversation in the same column of every row. Without repetitions the rows keep their order."""
+    repeat = pooled.get("repeat")
+    if repeat is None or not len(repeat) or int(repeat.max()) == 0:
+        return np.flatnonzero(mask)[None]
+    ids = np.asarray(pooled["conversation_id"])
+    rows = []
+    for r in range(int(repeat.max()) + 1):
+        chosen = np.flatnonzero(mask & (repeat == r))
+        rows.append(chosen[np.argsort(ids[chosen], kind="stable")])
+    if any(len(x) != len(rows[0]) or (ids[x] != ids[rows[0]]).any() for x in rows[1:]):
+        raise AssertionError("the repetitions predicted different conversations at one point")  # never bad input
+    return np.stack(rows)
+
+
 def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds: int = 1000, seed: int = 0) -> dict:
-    """Metrics of every method at every point, with bootstrap intervals, and the paired model - TF-IDF intervals."""
+    """Metrics of every method at every point, with bootstrap intervals, and the paired model - TF-IDF intervals;
+    over repetitions of the cross-validation (a ``repeat`` column), the means of the repetitions' figures."""
     turn, length, outcome = pooled["turn_index"], pooled["length"], pooled["outcome"].astype(np.float64)
     points: dict[str, np.ndarray] = {str(k): turn == k - 1 for k in TURN_POINTS if (turn == k - 1).any()}
     points["last"] = turn == length - 1
+    rows = {point: aligned_rows(pooled, mask) for point, mask in points.items()}
+
+    def at(method: str, where: np.ndarray) -> np.ndarray:  # [n] for one repetition, [R, n] for several
+        probs = pooled[method].astype(np.float64)[where]
+        return probs[0] if len(where) == 1 else probs
+
     result: dict = {"methods": {}, "paired": {}}
     for method in methods:
-        probs = pooled[method].astype(np.float64)
         entry = {"by_turn": {}, "last": None, "by_fraction": {}}
-        for point, mask in points.items():
-            scored = _point_metrics(probs[mask], outcome[mask], rounds, seed)
+        for point, where in rows.items():
+            scored = _point_metrics(at(method, where), outcome[where[0]], rounds, seed)
             if point == "last":
                 entry["last"] = scored
             else:
                 entry["by_turn"][point] = scored
         for f in FRACTIONS[:-1]:
-            mask = turn == turn_at_fraction(f, length)
-            entry["by_fraction"][str(f)] = {"auc": metrics.roc_auc(probs[mask], outcome[mask]), "n": int(mask.sum())}
+            where = aligned_rows(pooled, turn == turn_at_fraction(f, length))
+            entry["by_fraction"][str(f)] = {"auc": estimate(metrics.roc_auc, at(method, where), outcome[where[0]]),
+                                            "n": int(where.shape[1])}
         result["methods"][method] = entry
     tfidf = [m for m in methods if m.startswith("tfidf")]
     if MODEL in methods and tfidf:
-        for point, mask in points.items():
+        for point, where in rows.items():
             def auc_at(m: str) -> float:
                 scores = result["methods"][m]
                 return (scores["last"] if point == "last" else scores["by_turn"][point])["auc"]
 
             reference = max(tfidf, key=lambda m: np.nan_to_num(auc_at(m), nan=-1.0))
-            diff, lo, hi = paired_difference(metrics.roc_auc, pooled[MODEL][mask], pooled[reference][mask],
-                                             outcome[mask], rounds=rounds, seed=seed)
-            result["paired"][point] = {"reference": reference, "diff": diff, "lo": lo, "hi": hi}
+            model, base, labels = at(MODEL, where), at(reference, where), outcome[where[0]]
+            diff, lo, hi = paired_difference(metrics.roc_auc, model, base, labels, rounds=rounds, seed=seed)
+            by_repeat = [float(metrics.roc_auc(a, labels) - metrics.roc_auc(b, labels))
+                         for a, b in zip(np.atleast_2d(model), np.atleast_2d(base))]
+            result["paired"][point] = {"reference": reference, "diff": diff, "lo": lo, "hi": hi,
+                                       "by_repeat": by_repeat}
     mid = [str(k) for k in (4, 6, 8, 12) if str(k) in points]
     result["mean_auc_turns_4_12"] = {m: float(np.mean([result["methods"][m]["by_turn"][k]["auc"] for k in mid]))
                                      if mid else float("nan") for m in methods}
@@ -199,8 +247,10 @@ def _cell(entry: dict, key: str) -> str:
 def format_summary(result: dict) -> str:
     methods = list(result["methods"])
     points = list(result["methods"][methods[0]]["by_turn"])
+    repeats = result.get("repeats", 1)
+    design = f"{result['folds']} folds" + (f" x {repeats} fold assignments (means over them)" if repeats > 1 else "")
     lines = [f"AUC by turn index (conversations still running; 95% bootstrap intervals), {result['conversations']} "
-             f"conversations, {result['folds']} folds",
+             f"conversations, {design}",
              "| method | " + " | ".join(f"turn {p}" for p in points) + " | last turn |",
              "|---|" + "---:|" * (len(points) + 1)]
     for m in methods:
@@ -210,19 +260,25 @@ def format_summary(result: dict) -> str:
     lines.append("| n | " + " | ".join(str(result["methods"][methods[0]]["by_turn"][p]["n"]) for p in points)
                  + f" | {result['methods'][methods[0]]['last']['n']} |")
     if result["paired"]:
+        each = " | in each assignment" if repeats > 1 else ""
         lines += ["", "model minus the strongest TF-IDF variant at each point (paired bootstrap, 95%)",
-                  "| point | reference | AUC difference | interval |", "|---|---|---:|---|"]
+                  f"| point | reference | AUC difference | interval{each} |", "|---|---|---:|---|" + ("---|" if each else "")]
         for point, p in result["paired"].items():
-            lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}] |")
+            per = (" | " + " ".join(f"{d:+.3f}" for d in p.get("by_repeat", []))) if each else ""
+            lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}]{per} |")
     return "\n".join(lines)
 
 
 def write_crossval_report(result: dict, out: Path) -> Path:
     methods = list(result["methods"])
+    repeats = result.get("repeats", 1)
+    repeated = (f" The whole cross-validation ran under {repeats} fold assignments (fold seeds "
+                f"{', '.join(map(str, result['fold_seeds']))}): every figure is the mean over them of what one gives, and "
+                "every interval resamples conversations once for all of them." if repeats > 1 else "")
     lines = [f"# Cross-validation: {result['data']}", "",
              f"{result['conversations']} labelled conversations, {result['folds']} folds stratified by outcome "
              f"(a conversation never split), {result['seeds']} model seed(s) per fold. Every prediction after turn "
-             "t reads turns 1..t only.", "",
+             f"t reads turns 1..t only.{repeated}", "",
              f"The model's text: `{result.get('embedder', 'unrecorded')}` (`embedder.kind auto` reads a small archive of "
              "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
              "## Last turn (95% bootstrap intervals over conversations)", "",
@@ -294,9 +350,11 @@ def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None
 
 def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds: int = 5,
              config: TrainConfig | None = None, seeds: int = 1, fold_seed: int = 0, baselines: bool = True,
-             bootstrap: int = 1000, progress: bool = True, label_key: str | None = None) -> CrossvalResult:
+             bootstrap: int = 1000, progress: bool = True, label_key: str | None = None,
+             repeats: int = 1) -> CrossvalResult:
     """Cross-validate ``config`` (the default recipe if None) and the baselines on archive ``data`` (see the
-    module docstring); resumable: finished folds are kept."""
+    module docstring), under ``repeats`` fold assignments (fold seeds ``fold_seed``, ``fold_seed + 1``, ...);
+    resumable: finished folds are kept."""
     from tqdm import tqdm
 
     config = config or TrainConfig()
@@ -304,10 +362,13 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
         raise ValueError("the baselines need scikit-learn: pip install 'salesrl-jax[baselines]' (or pass --no-baselines)")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run_config = json.loads(config.to_json())
     run_config["data"].pop("train")  # set per fold
+    # Not the number of repeats: each repetition's folds are what they would be alone, so a run can be extended.
     check_run_record(out / "crossval.json", {"data_sha256": archive_hash(data), "folds": folds, "seeds": seeds,
                                              "fold_seed": fold_seed, "baselines": baselines, "config": run_config,
                                              "inner_split_seed": "data.split_seed + fold",
@@ -321,44 +382,51 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
         labelled = np.flatnonzero(np.asarray(part.outcome) >= 0)
         ids += [part.ids[c] for c in labelled]
         outcomes += [int(part.outcome[c]) for c in labelled]
-    fold_of = dict(zip(ids, stratified_folds(ids, np.array(outcomes), folds, fold_seed).tolist()))
     table = None
     if baselines:
         from salesrl_jax.baselines.fit import fit_baselines
         from salesrl_jax.baselines.prefixes import build_prefixes
 
         table = build_prefixes(ArchiveReader(data, limits=Limits(label_key=label_key)), arrays, data)
-        table_fold = np.array([fold_of[i] for i in table.ids])
 
-    bar = tqdm(total=folds * (1 + baselines), unit="step", desc="crossval", disable=None if progress else True,
-               dynamic_ncols=True)
+    bar = tqdm(total=repeats * folds * (1 + baselines), unit="step", desc="crossval",
+               disable=None if progress else True, dynamic_ncols=True)
     pooled_parts = []
-    for k in range(folds):
-        fold_dir = out / f"fold-{k}"
-        model_file, base_file = fold_dir / "model.parquet", fold_dir / "baselines.parquet"
-        if not model_file.exists():
-            bar.set_postfix(fold=k, step="model")
-            train_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=False), fold_dir / "train-arrays")
-            test_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=True), fold_dir / "test-arrays")
-            _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, k))
-        bar.update(1)
-        if baselines and not base_file.exists():
-            bar.set_postfix(fold=k, step="baselines")
-            fitted = fit_baselines(table, np.flatnonzero(table_fold != k), np.flatnonzero(table_fold == k),
-                                   seed=fold_seed)
-            _write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
-                                       "turn_index": table.turn_index[fitted.rows], **fitted.probs})
-        if baselines:
+    for repeat in range(repeats):
+        seed = fold_seed + repeat
+        fold_of = dict(zip(ids, stratified_folds(ids, np.array(outcomes), folds, seed).tolist()))
+        table_fold = np.array([fold_of[i] for i in table.ids]) if baselines else None
+        for k in range(folds):
+            # The first assignment's folds where a run without repeats keeps them, so that it can be extended.
+            fold_dir = out / f"fold-{k}" if repeat == 0 else out / f"repeat-{repeat}" / f"fold-{k}"
+            model_file, base_file = fold_dir / "model.parquet", fold_dir / "baselines.parquet"
+            if not model_file.exists():
+                bar.set_postfix(repeat=repeat, fold=k, step="model")
+                train_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=False), fold_dir / "train-arrays")
+                test_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=True), fold_dir / "test-arrays")
+                _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, k))
             bar.update(1)
-        pooled_parts.append(_join_fold(model_file, base_file if baselines else None, k))
+            if baselines and not base_file.exists():
+                bar.set_postfix(repeat=repeat, fold=k, step="baselines")
+                fitted = fit_baselines(table, np.flatnonzero(table_fold != k), np.flatnonzero(table_fold == k),
+                                       seed=seed)
+                _write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
+                                           "turn_index": table.turn_index[fitted.rows], **fitted.probs})
+            if baselines:
+                bar.update(1)
+            joined = _join_fold(model_file, base_file if baselines else None, k)
+            joined["repeat"] = np.full(len(joined["turn_index"]), repeat, np.int32)
+            pooled_parts.append(joined)
     bar.close()
 
     pooled = {key: np.concatenate([p[key] for p in pooled_parts]) for key in pooled_parts[0]}
     _write_columns(out / "oof_predictions.parquet", pooled)
     methods = [MODEL, f"{MODEL}_uncalibrated"] + [m for m in pooled if m not in (
-        MODEL, f"{MODEL}_uncalibrated", "conversation_id", "turn_index", "length", "outcome", "fold")]
+        MODEL, f"{MODEL}_uncalibrated", "conversation_id", "turn_index", "length", "outcome", "fold", "repeat")]
     result = score_predictions(pooled, methods, rounds=bootstrap, seed=fold_seed)
-    result.update(conversations=len(ids), folds=folds, seeds=seeds, data=str(data), embedder=arrays.identity.key)
+    result.update(conversations=len(ids), folds=folds, repeats=repeats,
+                  fold_seeds=list(range(fold_seed, fold_seed + repeats)), seeds=seeds, data=str(data),
+                  embedder=arrays.identity.key)
     write_json_atomic(out / "metrics.json", result)
     plot_results(result, pooled, out)
     write_crossval_report(result, out)

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from salesrl_jax.metrics import brier, expected_calibration_error, roc_auc
-from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, paired_difference, resampled_auc
+from salesrl_jax.metrics.bootstrap import (
+    bootstrap_interval,
+    calibrated_null,
+    estimate,
+    paired_difference,
+    resampled_auc,
+)
 
 
 def _data(n, seed=0):
@@ -59,3 +65,25 @@ def test_resampled_auc_is_the_auc_of_each_resample_ties_and_one_class_resamples_
     assert np.isnan(resampled_auc(p, y, resamples)).any()  # n = 4 draws one-class resamples
     with pytest.raises(ValueError, match="within"):
         resampled_auc(np.array([0.2, 1.5]), np.array([0.0, 1.0]), np.zeros((2, 2), int))
+
+
+def test_repeated_cross_validation_scores_the_mean_over_repetitions_on_the_same_resampled_conversations():
+    p, y = _data(400, seed=5)
+    other = np.clip(p + np.random.default_rng(6).normal(0, 0.1, len(p)), 0, 1)  # another fold assignment's
+    both = np.stack([p, other])
+    assert estimate(roc_auc, both, y) == pytest.approx((roc_auc(p, y) + roc_auc(other, y)) / 2)
+    assert estimate(brier, p, y) == brier(p, y)
+    # Copies of one repetition are that repetition: the same resamples, the same values.
+    assert bootstrap_interval(roc_auc, np.stack([p, p]), y, rounds=200) == bootstrap_interval(roc_auc, p, y,
+                                                                                              rounds=200)
+    assert calibrated_null(expected_calibration_error, np.stack([p, p]), rounds=50) == calibrated_null(
+        expected_calibration_error, p, rounds=50)
+    # The interval of the mean lies between the repetitions' own (resamples shared, so it is no wider than both).
+    lo, hi = bootstrap_interval(roc_auc, both, y, rounds=300)
+    alone = [bootstrap_interval(roc_auc, x, y, rounds=300) for x in (p, other)]
+    assert min(a[0] for a in alone) <= lo <= max(a[0] for a in alone)
+    assert min(a[1] for a in alone) <= hi <= max(a[1] for a in alone)
+    diff, d_lo, d_hi = paired_difference(roc_auc, both, np.stack([other, p]), y, rounds=100)
+    assert diff == pytest.approx(0.0, abs=1e-12) and d_lo <= 0 <= d_hi  # the same two models, swapped
+    with pytest.raises(ValueError, match="repeats, n"):
+        bootstrap_interval(roc_auc, both[:, :10], y)

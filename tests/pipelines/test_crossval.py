@@ -102,6 +102,40 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     with pytest.raises(ValueError, match="different folds"):
         crossval(tiny_archive, out, folds=4, config=config, progress=False)
 
+    # Repeated: the finished run extended by a second fold assignment (fold seed 1, in repeat-1/), the first kept;
+    # every figure is the mean of the two assignments' own figures, on the same conversations.
+    twice = crossval(tiny_archive, out, folds=3, config=config, bootstrap=40, progress=False, repeats=2)
+    assert (out / "fold-0" / "model.parquet").stat().st_mtime_ns == kept
+    assert (out / "repeat-1" / "fold-2" / "baselines.parquet").exists()
+    both = pq.read_table(out / "oof_predictions.parquet").to_pydict()
+    assert len(both["turn_index"]) == 2 * arrays.num_turns and set(both["repeat"]) == {0, 1}
+    fold_in = [{c: f for c, f, r in zip(both["conversation_id"], both["fold"], both["repeat"]) if r == repeat}
+               for repeat in (0, 1)]
+    assert fold_in[0] == folds_of and sum(fold_in[0][c] != fold_in[1][c] for c in fold_in[0]) > len(folds_of) / 3
+    from salesrl_jax.metrics import roc_auc
+
+    columns = {k: np.asarray(v) for k, v in both.items()}
+    last = columns["turn_index"] == columns["length"] - 1
+    auc = [roc_auc(columns["model"][last & (columns["repeat"] == r)],
+                   columns["outcome"][last & (columns["repeat"] == r)].astype(float)) for r in (0, 1)]
+    assert auc[0] == pytest.approx(metrics["methods"]["model"]["last"]["auc"], abs=1e-6) and auc[0] != auc[1]
+    assert twice.metrics["methods"]["model"]["last"]["auc"] == pytest.approx(np.mean(auc), abs=1e-6)
+    paired = twice.metrics["paired"]["last"]
+    reference = [roc_auc(columns[paired["reference"]][last & (columns["repeat"] == r)],
+                         columns["outcome"][last & (columns["repeat"] == r)].astype(float)) for r in (0, 1)]
+    np.testing.assert_allclose(paired["by_repeat"], np.subtract(auc, reference), atol=1e-6)
+    assert paired["diff"] == pytest.approx(np.mean(paired["by_repeat"]), abs=1e-6)
+    assert twice.metrics["repeats"] == 2 and twice.metrics["fold_seeds"] == [0, 1]
+    assert "2 fold assignments" in twice.summary() and "fold seeds 0, 1" in (out / "report.md").read_text()
+    # What the scripts read (scripts/reference_selection.py, scripts/oof_combinations.py): one assignment at a time.
+    from salesrl_jax.pipelines.crossval import read_oof
+
+    second = read_oof(out / "oof_predictions.parquet", repeat=1)
+    assert "repeat" not in second and len(set(zip(second["conversation_id"], second["turn_index"]))) == arrays.num_turns
+    np.testing.assert_array_equal(second["model"], columns["model"][columns["repeat"] == 1])
+    with pytest.raises(ValueError, match="no fold assignment 2"):
+        read_oof(out / "oof_predictions.parquet", repeat=2)
+
 
 def test_a_fold_whose_inner_split_is_too_small_to_recalibrate_serves_its_best(tiny_archive, tiny_arrays, tmp_path):
     """400 training conversations x 0.2 = 80 inner ones, under the recalibration's 100: the run keeps its best
