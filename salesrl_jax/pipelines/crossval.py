@@ -35,6 +35,8 @@ after the first). A killed run rerun with the same arguments keeps its finished 
 log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, n}}, "last": {...},
 "by_fraction": {f: {...}}}},
 "paired": {point: {"reference", "diff", "lo", "hi", "by_repeat"}}, "mean_auc_turns_4_12": {name: value},
+"mean_auc_turns_4_12_difference": {"reference", "diff", "by_repeat"} (the model less the TF-IDF variant with the
+highest mean; with the baselines only),
 "conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder"}``; a point is a turn index ("1",
 "2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the means chose (one
 entry without repeats).
@@ -231,6 +233,18 @@ def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds:
     mid = [str(k) for k in (4, 6, 8, 12) if str(k) in points]
     result["mean_auc_turns_4_12"] = {m: float(np.mean([result["methods"][m]["by_turn"][k]["auc"] for k in mid]))
                                      if mid else float("nan") for m in methods}
+    means = {m: v for m, v in result["mean_auc_turns_4_12"].items() if m.startswith("tfidf")}
+    if MODEL in methods and means and mid:
+        reference = max(means, key=lambda m: np.nan_to_num(means[m], nan=-1.0))
+
+        def mean_auc(method: str, repeat: int) -> float:
+            return float(np.mean([metrics.roc_auc(pooled[method][rows[k][repeat]], outcome[rows[k][0]])
+                                  for k in mid]))
+
+        repeats = len(rows["last"])
+        result["mean_auc_turns_4_12_difference"] = {
+            "reference": reference, "diff": result["mean_auc_turns_4_12"][MODEL] - means[reference],
+            "by_repeat": [mean_auc(MODEL, r) - mean_auc(reference, r) for r in range(repeats)]}
     return result
 
 
@@ -266,7 +280,17 @@ def format_summary(result: dict) -> str:
         for point, p in result["paired"].items():
             per = (" | " + " ".join(f"{d:+.3f}" for d in p.get("by_repeat", []))) if each else ""
             lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}]{per} |")
+    if "mean_auc_turns_4_12_difference" in result:
+        lines += ["", _mean_difference_line(result)]
     return "\n".join(lines)
+
+
+def _mean_difference_line(result: dict) -> str:
+    d = result["mean_auc_turns_4_12_difference"]
+    each = (f" (in each assignment: {' '.join(f'{x:+.3f}' for x in d['by_repeat'])})"
+            if result.get("repeats", 1) > 1 else "")
+    return (f"Mean AUC over turns 4, 6, 8, 12, model minus the strongest TF-IDF variant on that mean "
+            f"({d['reference']}): {d['diff']:+.3f}{each}")
 
 
 def write_crossval_report(result: dict, out: Path) -> Path:
@@ -301,6 +325,8 @@ def write_crossval_report(result: dict, out: Path) -> Path:
         lines.append("")
     lines += ["## Mean AUC over turns 4, 6, 8, 12", "", "| method | mean AUC |", "|---|---:|"]
     lines += [f"| {m} | {v:.3f} |" for m, v in result["mean_auc_turns_4_12"].items()]
+    if "mean_auc_turns_4_12_difference" in result:
+        lines += ["", _mean_difference_line(result)]
     lines += ["", "## By fraction seen (uses the total length T, which a live system does not know)", "",
               "| method | " + " | ".join(f"{float(f):.0%}" for f in FRACTIONS[:-1]) + " |",
               "|---|" + "---:|" * (len(FRACTIONS) - 1)]

@@ -125,6 +125,12 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
                          columns["outcome"][last & (columns["repeat"] == r)].astype(float)) for r in (0, 1)]
     np.testing.assert_allclose(paired["by_repeat"], np.subtract(auc, reference), atol=1e-6)
     assert paired["diff"] == pytest.approx(np.mean(paired["by_repeat"]), abs=1e-6)
+    mean_diff = twice.metrics["mean_auc_turns_4_12_difference"]  # the figure issue 12's mid-conversation bar reads
+    means = twice.metrics["mean_auc_turns_4_12"]
+    assert mean_diff["reference"] == max((m for m in means if m.startswith("tfidf")), key=means.get)
+    assert mean_diff["diff"] == pytest.approx(means["model"] - means[mean_diff["reference"]], abs=1e-9)
+    assert mean_diff["diff"] == pytest.approx(np.mean(mean_diff["by_repeat"]), abs=1e-6)
+    assert f"({mean_diff['reference']}): {mean_diff['diff']:+.3f} (in each assignment" in twice.summary()
     assert twice.metrics["repeats"] == 2 and twice.metrics["fold_seeds"] == [0, 1]
     assert "2 fold assignments" in twice.summary() and "fold seeds 0, 1" in (out / "report.md").read_text()
     # What the scripts read (scripts/reference_selection.py, scripts/oof_combinations.py): one assignment at a time.
