@@ -16,7 +16,7 @@ conversations themselves, which the interval keeps.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -41,16 +41,31 @@ def resampled_auc(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, 
     the resample's positive and negative counts in group g:
     ``AUC = sum_g P_g (sum_{h<g} N_h + N_g / 2) / (sum P sum N)``, the Mann-Whitney statistic with ties
     counted half (what `roc_auc`'s average ranks compute). NaN for a resample with one class."""
-    probs, labels = checked(probs, labels)  # the checks of one AUC: labels 0/1, probabilities in [0, 1]
     n = len(probs)
+
+    def counts_of(first: int, last: int) -> np.ndarray:  # [block, n] counts at a time: bounded memory
+        chunk = resamples[first:last]
+        flat = (np.arange(len(chunk))[:, None] * n + chunk).ravel()
+        return np.bincount(flat, minlength=len(chunk) * n).reshape(len(chunk), n)
+
+    return _counted_auc(probs, labels, len(resamples), counts_of, block)
+
+
+def counted_auc(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray, block: int = 100) -> np.ndarray:
+    """`roc_auc` of ``probs, labels`` with row j counted ``counts[i, j]`` times, for every row i of ``counts``
+    ``[rounds, n]``: a resample given by how often it holds each row (`resampled_auc` gives it by the rows drawn)."""
+    counts = np.asarray(counts)
+    return _counted_auc(probs, labels, len(counts), lambda first, last: counts[first:last], block)
+
+
+def _counted_auc(probs: np.ndarray, labels: np.ndarray, rounds: int, counts_of: Callable, block: int) -> np.ndarray:
+    probs, labels = checked(probs, labels)  # the checks of one AUC: labels 0/1, probabilities in [0, 1]
     order = np.argsort(probs, kind="mergesort")
     starts = np.concatenate([[0], np.flatnonzero(np.diff(probs[order])) + 1])  # each tie group's first sorted row
     positive = labels[order] == 1
     out = []
-    for first in range(0, len(resamples), block):  # [block, n] counts at a time: bounded memory
-        chunk = resamples[first:first + block]
-        flat = (np.arange(len(chunk))[:, None] * n + chunk).ravel()
-        counts = np.bincount(flat, minlength=len(chunk) * n).reshape(len(chunk), n)[:, order].astype(np.float64)
+    for first in range(0, rounds, block):
+        counts = counts_of(first, first + block)[:, order].astype(np.float64)
         pos = np.add.reduceat(np.where(positive, counts, 0.0), starts, axis=1)
         neg = np.add.reduceat(np.where(positive, 0.0, counts), starts, axis=1)
         below = np.cumsum(neg, axis=1) - neg
@@ -139,3 +154,35 @@ def calibrated_null(metric: Metric, probs: np.ndarray, *, rounds: int = 1000, se
                        for _ in range(rounds)])
     median, high = np.nanpercentile(values, [50, level * 100])
     return float(median), float(high)
+
+
+def paired_mean_auc_difference(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], *,
+                               rounds: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean over several points of a conversation of ``AUC(a) - AUC(b)``, and its paired percentile interval.
+
+    ``points``: per point ``(groups [n_k], probs_a, probs_b, labels [n_k])``, the probabilities ``[n_k]`` or
+    ``[R, n_k]`` (repetitions: their mean), ``groups`` the conversation of each row (one row per conversation at
+    a point). The points share conversations (those still running at turn 12 are running at turn 4), so a
+    resample draws conversations once for all points: one drawn ``c`` times counts ``c`` times at every point that
+    holds it. With ``G`` the conversations of every point, sorted, the draws are those of a resample of ``G`` rows
+    (`bootstrap_interval`'s)."""
+    universe = np.unique(np.concatenate([np.asarray(g) for g, *_ in points]))
+    draws = _resamples(len(universe), rounds, seed)
+    counts = np.zeros((rounds, len(universe)), np.int64)
+    np.add.at(counts, (np.arange(rounds)[:, None], draws), 1)
+    diffs, values = [], np.zeros(rounds)
+    for groups, probs_a, probs_b, labels in points:
+        probs_a, labels = _as_predictions(probs_a, labels)
+        probs_b, _ = _as_predictions(probs_b, labels)
+        columns = np.searchsorted(universe, np.asarray(groups))
+        if len(np.unique(columns)) != len(columns):
+            raise ValueError("a point holds a conversation twice: one row per conversation at a point")
+        at_point = counts[:, columns]
+        diffs.append(_estimate(roc_auc, probs_a, labels) - _estimate(roc_auc, probs_b, labels))
+        for probs, sign in ((probs_a, 1.0), (probs_b, -1.0)):
+            rows = np.atleast_2d(probs)
+            values += sign * np.mean([counted_auc(row, labels, at_point) for row in rows], axis=0)
+    values /= len(points)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.nanpercentile(values, [tail, 100 - tail]) if np.isfinite(values).any() else (np.nan, np.nan)
+    return float(np.mean(diffs)), float(lo), float(hi)

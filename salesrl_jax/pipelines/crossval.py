@@ -35,8 +35,9 @@ after the first). A killed run rerun with the same arguments keeps its finished 
 log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, n}}, "last": {...},
 "by_fraction": {f: {...}}}},
 "paired": {point: {"reference", "diff", "lo", "hi", "by_repeat"}}, "mean_auc_turns_4_12": {name: value},
-"mean_auc_turns_4_12_difference": {"reference", "diff", "by_repeat"} (the model less the TF-IDF variant with the
-highest mean; with the baselines only),
+"mean_auc_turns_4_12_difference": {"reference", "diff", "lo", "hi", "by_repeat"} (the model less the TF-IDF variant
+with the highest mean, its paired interval resampling conversations once for the four turn indices; with the
+baselines only),
 "conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder"}``; a point is a turn index ("1",
 "2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the means chose (one
 entry without repeats).
@@ -65,7 +66,13 @@ from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.validation import Limits
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
-from salesrl_jax.metrics.bootstrap import bootstrap_interval, calibrated_null, estimate, paired_difference
+from salesrl_jax.metrics.bootstrap import (
+    bootstrap_interval,
+    calibrated_null,
+    estimate,
+    paired_difference,
+    paired_mean_auc_difference,
+)
 from salesrl_jax.metrics.positions import FRACTIONS, turn_at_fraction
 from salesrl_jax.models.predict import predict_arrays, shared_predict
 from salesrl_jax.run.checkpoints import find_checkpoint
@@ -242,8 +249,12 @@ def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds:
                                   for k in mid]))
 
         repeats = len(rows["last"])
+        ids = np.asarray(pooled["conversation_id"])
+        diff, lo, hi = paired_mean_auc_difference(
+            [(ids[rows[k][0]], at(MODEL, rows[k]), at(reference, rows[k]), outcome[rows[k][0]]) for k in mid],
+            rounds=rounds, seed=seed)
         result["mean_auc_turns_4_12_difference"] = {
-            "reference": reference, "diff": result["mean_auc_turns_4_12"][MODEL] - means[reference],
+            "reference": reference, "diff": diff, "lo": lo, "hi": hi,
             "by_repeat": [mean_auc(MODEL, r) - mean_auc(reference, r) for r in range(repeats)]}
     return result
 
@@ -289,8 +300,9 @@ def _mean_difference_line(result: dict) -> str:
     d = result["mean_auc_turns_4_12_difference"]
     each = (f" (in each assignment: {' '.join(f'{x:+.3f}' for x in d['by_repeat'])})"
             if result.get("repeats", 1) > 1 else "")
+    interval = f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if "lo" in d else ""
     return (f"Mean AUC over turns 4, 6, 8, 12, model minus the strongest TF-IDF variant on that mean "
-            f"({d['reference']}): {d['diff']:+.3f}{each}")
+            f"({d['reference']}): {d['diff']:+.3f}{interval}{each}")
 
 
 def write_crossval_report(result: dict, out: Path) -> Path:

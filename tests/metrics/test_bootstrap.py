@@ -7,8 +7,10 @@ from salesrl_jax.metrics import brier, expected_calibration_error, roc_auc
 from salesrl_jax.metrics.bootstrap import (
     bootstrap_interval,
     calibrated_null,
+    counted_auc,
     estimate,
     paired_difference,
+    paired_mean_auc_difference,
     resampled_auc,
 )
 
@@ -87,3 +89,28 @@ def test_repeated_cross_validation_scores_the_mean_over_repetitions_on_the_same_
     assert diff == pytest.approx(0.0, abs=1e-12) and d_lo <= 0 <= d_hi  # the same two models, swapped
     with pytest.raises(ValueError, match="repeats, n"):
         bootstrap_interval(roc_auc, both[:, :10], y)
+
+
+def test_a_mean_over_points_resamples_each_conversation_once_for_every_point():
+    p, y = _data(300, seed=7)
+    q = np.clip(p + np.random.default_rng(8).normal(0, 0.2, len(p)), 0, 1)
+    ids = np.array([f"c{i:04d}" for i in range(len(p))])  # sorted: the draws are bootstrap_interval's own
+    # One point: the paired difference itself, interval included.
+    assert paired_mean_auc_difference([(ids, p, q, y)], rounds=300) == pytest.approx(
+        paired_difference(roc_auc, p, q, y, rounds=300))
+    # Two points sharing conversations (the second a later turn: a subset): the mean of the two differences; a
+    # point whose copy of a conversation moved to another row order reads the same.
+    later = np.sort(np.random.default_rng(9).choice(len(p), 120, replace=False))
+    shuffled = np.random.default_rng(10).permutation(later)
+    points = [(ids, p, q, y), (ids[later], q[later], p[later], y[later])]
+    diff, lo, hi = paired_mean_auc_difference(points, rounds=300)
+    assert diff == pytest.approx((roc_auc(p, y) - roc_auc(q, y) + roc_auc(q[later], y[later])
+                                  - roc_auc(p[later], y[later])) / 2) and lo <= diff <= hi
+    moved = [(ids, p, q, y), (ids[shuffled], q[shuffled], p[shuffled], y[shuffled])]
+    assert paired_mean_auc_difference(moved, rounds=300) == pytest.approx((diff, lo, hi))
+    # Counts are resamples: counted_auc of a resample's counts is its AUC.
+    draw = np.random.default_rng(11).integers(0, len(p), (5, len(p)))
+    counts = np.stack([np.bincount(d, minlength=len(p)) for d in draw])
+    np.testing.assert_allclose(counted_auc(p, y, counts), [roc_auc(p[d], y[d]) for d in draw], atol=1e-12)
+    with pytest.raises(ValueError, match="twice"):
+        paired_mean_auc_difference([(np.array(["a", "a"]), p[:2], q[:2], y[:2])])

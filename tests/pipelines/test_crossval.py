@@ -130,7 +130,8 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     assert mean_diff["reference"] == max((m for m in means if m.startswith("tfidf")), key=means.get)
     assert mean_diff["diff"] == pytest.approx(means["model"] - means[mean_diff["reference"]], abs=1e-9)
     assert mean_diff["diff"] == pytest.approx(np.mean(mean_diff["by_repeat"]), abs=1e-6)
-    assert f"({mean_diff['reference']}): {mean_diff['diff']:+.3f} (in each assignment" in twice.summary()
+    assert mean_diff["lo"] <= mean_diff["diff"] <= mean_diff["hi"]
+    assert f"({mean_diff['reference']}): {mean_diff['diff']:+.3f} [{mean_diff['lo']:+.3f}, " in twice.summary()
     assert twice.metrics["repeats"] == 2 and twice.metrics["fold_seeds"] == [0, 1]
     assert "2 fold assignments" in twice.summary() and "fold seeds 0, 1" in (out / "report.md").read_text()
     # What the scripts read (scripts/reference_selection.py, scripts/oof_combinations.py): one assignment at a time.
