@@ -168,8 +168,9 @@ def paired_mean_auc_difference(points: Sequence[tuple[np.ndarray, np.ndarray, np
     (`bootstrap_interval`'s)."""
     universe = np.unique(np.concatenate([np.asarray(g) for g, *_ in points]))
     draws = _resamples(len(universe), rounds, seed)
-    counts = np.zeros((rounds, len(universe)), np.int64)
+    counts = np.zeros((rounds, len(universe)), np.int32)
     np.add.at(counts, (np.arange(rounds)[:, None], draws), 1)
+    del draws
     diffs, values = [], np.zeros(rounds)
     for groups, probs_a, probs_b, labels in points:
         probs_a, labels = _as_predictions(probs_a, labels)
@@ -177,11 +178,13 @@ def paired_mean_auc_difference(points: Sequence[tuple[np.ndarray, np.ndarray, np
         columns = np.searchsorted(universe, np.asarray(groups))
         if len(np.unique(columns)) != len(columns):
             raise ValueError("a point holds a conversation twice: one row per conversation at a point")
-        at_point = counts[:, columns]
+        def at_point(first: int, last: int, columns=columns) -> np.ndarray:  # a block of rounds: bounded memory
+            return counts[first:last][:, columns]
+
         diffs.append(_estimate(roc_auc, probs_a, labels) - _estimate(roc_auc, probs_b, labels))
         for probs, sign in ((probs_a, 1.0), (probs_b, -1.0)):
-            rows = np.atleast_2d(probs)
-            values += sign * np.mean([counted_auc(row, labels, at_point) for row in rows], axis=0)
+            values += sign * np.mean([_counted_auc(row, labels, rounds, at_point, 100) for row in np.atleast_2d(probs)],
+                                     axis=0)
     values /= len(points)
     tail = (1 - level) / 2 * 100
     lo, hi = np.nanpercentile(values, [tail, 100 - tail]) if np.isfinite(values).any() else (np.nan, np.nan)
