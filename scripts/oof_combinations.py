@@ -41,6 +41,12 @@ class Config:
     """The fold assignment to read from each file, of runs with --repeats (0: the first, fold seed --fold-seed)."""
 
 
+def _read(path: str, repeat: int) -> dict[str, np.ndarray]:
+    try:
+        return read_oof(path, repeat)
+    except ValueError as error:  # no such fold assignment in the file: one line naming it
+        raise SystemExit(str(error)) from None
+
 
 
 def _keys(rows: dict[str, np.ndarray]) -> np.ndarray:
@@ -49,10 +55,7 @@ def _keys(rows: dict[str, np.ndarray]) -> np.ndarray:
 
 def load_columns(config: Config) -> dict[str, np.ndarray]:
     """The main file's columns plus every extra column, aligned to the main file's rows."""
-    try:
-        rows = read_oof(config.oof, config.repeat)
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
+    rows = _read(config.oof, config.repeat)
     keys = _keys(rows)
     for spec in config.extra:
         try:
@@ -60,7 +63,7 @@ def load_columns(config: Config) -> dict[str, np.ndarray]:
             column, name = rest.split("=", 1)
         except ValueError:
             raise SystemExit(f"--extra {spec!r}: expected FILE:COLUMN=NAME") from None
-        other = read_oof(path, config.repeat)
+        other = _read(path, config.repeat)
         where = dict(zip(_keys(other).tolist(), range(len(other["fold"]))))
         missing = [k for k in keys.tolist() if k not in where]
         if missing or len(where) != len(keys):

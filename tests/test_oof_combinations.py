@@ -64,3 +64,6 @@ def test_runs_with_other_folds_are_refused(rows, tmp_path):
                                                ":embedding_lr=x",), combine=("model_uncalibrated+x",)))
     with pytest.raises(SystemExit, match="FILE:COLUMN=NAME"):
         script.main(script.Config(main, extra=(other,)))
+    # A fold assignment the files do not hold (a run without --repeats holds assignment 0 only): one line, no traceback.
+    with pytest.raises(SystemExit, match="no fold assignment 1"):
+        script.main(script.Config(main, repeat=1))

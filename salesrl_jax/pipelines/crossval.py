@@ -206,7 +206,7 @@ def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds:
     rows = {point: aligned_rows(pooled, mask) for point, mask in points.items()}
 
     def at(method: str, where: np.ndarray) -> np.ndarray:  # [n] for one repetition, [R, n] for several
-        probs = pooled[method].astype(np.float64)[where]
+        probs = pooled[method][where].astype(np.float64)
         return probs[0] if len(where) == 1 else probs
 
     result: dict = {"methods": {}, "paired": {}}
@@ -287,7 +287,8 @@ def format_summary(result: dict) -> str:
     if result["paired"]:
         each = " | in each assignment" if repeats > 1 else ""
         lines += ["", "model minus the strongest TF-IDF variant at each point (paired bootstrap, 95%)",
-                  f"| point | reference | AUC difference | interval{each} |", "|---|---|---:|---|" + ("---|" if each else "")]
+                  f"| point | reference | AUC difference | interval{each} |",
+                  "|---|---|---:|---|" + ("---|" if each else "")]
         for point, p in result["paired"].items():
             per = (" | " + " ".join(f"{d:+.3f}" for d in p.get("by_repeat", []))) if each else ""
             lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}]{per} |")
@@ -308,9 +309,10 @@ def _mean_difference_line(result: dict) -> str:
 def write_crossval_report(result: dict, out: Path) -> Path:
     methods = list(result["methods"])
     repeats = result.get("repeats", 1)
-    repeated = (f" The whole cross-validation ran under {repeats} fold assignments (fold seeds "
-                f"{', '.join(map(str, result['fold_seeds']))}): every figure is the mean over them of what one gives, and "
-                "every interval resamples conversations once for all of them." if repeats > 1 else "")
+    seeds = ", ".join(map(str, result.get("fold_seeds", [])))
+    repeated = (f" The whole cross-validation ran under {repeats} fold assignments (fold seeds {seeds}): every figure "
+                "is the mean over them of what one gives, and every interval resamples conversations once for all of "
+                "them." if repeats > 1 else "")
     lines = [f"# Cross-validation: {result['data']}", "",
              f"{result['conversations']} labelled conversations, {result['folds']} folds stratified by outcome "
              f"(a conversation never split), {result['seeds']} model seed(s) per fold. Every prediction after turn "

@@ -369,7 +369,6 @@ def fit_wide(arrays: TurnArrays, idf: np.ndarray, valid_fraction: float, split_s
                    float(weights[1]), holdout)
 
 
-
 def _conversation_ids(arrays: TurnArrays, rows: TurnRows) -> list[str]:
     """The id of each conversation of ``rows``, in row order."""
     ids: list[str] = []
@@ -380,6 +379,7 @@ def _conversation_ids(arrays: TurnArrays, rows: TurnRows) -> list[str]:
         ids.extend(part.ids[c] for c in conversation[rows.starts[at:at + len(where)]])
         at += len(where)
     return ids
+
 
 def training_offsets(arrays: TurnArrays, fitted: TurnRows, logit: np.ndarray, weights: tuple, idf: np.ndarray,
                      wide_map: tuple, valid_fraction: float, split_seed: int) -> dict[int, np.ndarray]:

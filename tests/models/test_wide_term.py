@@ -370,8 +370,8 @@ def test_every_reader_of_the_validation_split_sees_the_wide_term_out_of_fold(ngr
     """The wide term's weights read the validation conversations too (cross-fitted), so whatever predicts the run's own
     validation split moves each turn's logit to the out-of-fold weights' (`cross_fitted`): the shift by hand; the log
     loss training logged for its best checkpoint is that of the cross-fitted predictions, not the in-sample ones, and
-    the recalibration's fit, the confidence module's fit and `salesrl evaluate --split valid` read the same; other data, splits and seeds are left
-    alone."""
+    the recalibration's fit, the confidence module's fit and `salesrl evaluate --split valid` read the same; other
+    data, splits and seeds are left alone."""
     from pathlib import Path
 
     from salesrl_jax import metrics
