@@ -140,8 +140,9 @@ def _model_fold(config: TrainConfig, seeds: int, train_arrays: TurnArrays, test_
         seed_dir = fold_dir / f"seed-{s}"
         run_config = with_overrides(config, {"data.train": str(train_arrays.path), "seed": config.seed + s,
                                              "data.split_seed": config.data.split_seed + fold})
-        # The run recalibrates its best model on the inner split (``recalibration``, temperature by default) and
-        # its directory serves that; the best checkpoint is the model before it.
+        # The run recalibrates its best model on the inner split (``recalibration``, temperature by default) where
+        # that split shows it miscalibrated (``recalibration_level``), and its directory serves that; the best
+        # checkpoint is the model before it.
         train_and_evaluate(run_config, seed_dir / "model", progress=False)
         served, best = find_checkpoint(seed_dir / "model"), find_checkpoint(seed_dir / "model", served=False)
 

@@ -281,6 +281,10 @@ class TrainConfig:
     directory as checkpoints/calibrated (`salesrl_jax.run.recalibration.recalibrate_run`): temperature, the logit's
     slope alone (the model's base rate kept; what `salesrl crossval` measures); platt, slope and intercept; none.
     Skipped without a validation split and for model.feed_prediction, whose state reads its own prediction."""
+    recalibration_level: float = 0.05
+    """The run recalibrates only where its validation split shows the best model miscalibrated: the Wald test of the
+    identity map, robust to a conversation's turns being correlated, at this level
+    (`salesrl_jax.run.recalibration.miscalibration_test`); 1 recalibrates whatever the split shows."""
 
     def __post_init__(self) -> None:
         if not (self.pretrain.enabled or self.ppo.enabled):
@@ -399,7 +403,8 @@ optimizers' (held in the optimizer state by ``optax.inject_hyperparams``). Runs 
 and the seed train together in one program, vmapped over them (`salesrl_jax.train.loop.train_together`), and a
 study sweeps them (`salesrl_jax.run.study.Sweep`)."""
 
-BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard", "recalibration")  # per run, outside the compiled programs
+# Per run, outside the compiled programs:
+BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard", "recalibration", "recalibration_level")
 
 
 ABSENT = "absent"  # how `field_changes` and its callers show a field one of two configs lacks (an older save)

@@ -486,7 +486,7 @@ def _recalibrate(config: TrainConfig, workdir: Path):
     None where there is none to fit: ``none``, no validation split, or a model that reads its own prediction."""
     if config.recalibration == "none" or config.data.valid_fraction <= 0 or config.model.feed_prediction:
         return None
-    return recalibrate_run(workdir, config.recalibration)
+    return recalibrate_run(workdir, config.recalibration, config.recalibration_level)
 
 
 def _kept_best(checkpoints: Checkpoints) -> str:

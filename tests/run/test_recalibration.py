@@ -189,10 +189,10 @@ def test_the_recalibration_follows_the_best_checkpoint(tiny_trained, tmp_path):
     target = run / "checkpoints" / "calibrated"
     step = next(p for p in target.iterdir() if p.name.isdigit())
     written = step.stat().st_mtime_ns
-    again = recalibrate_run(run)
+    again = recalibrate_run(run, level=1.0)  # as the tiny run's config asks (`tiny_config`)
     assert again.path == target and step.stat().st_mtime_ns == written and again.scaling.intercept == 0.0
     shutil.rmtree(step / "params")  # damaged: fitted and written again
-    redone = recalibrate_run(run)
+    redone = recalibrate_run(run, level=1.0)
     assert {**redone.fit, "from": ""} == {**again.fit, "from": ""} and TrainedModel.load(run).directory == target
     class State(NamedTuple):
         params: dict
@@ -233,3 +233,54 @@ def test_no_recalibration_where_there_is_none_to_fit(tiny_trained, tiny_arrays, 
                         lambda *args, **kwargs: (PlattScaling(40.0, 0.0), {"conversations": 23}))
     with pytest.warns(UserWarning, match="holds 23 conversations, too few to fit a temperature scaling on"):
         assert recalibration.recalibrate_run(run) is None
+
+
+def test_the_miscalibration_test_reads_conversations_not_turns_and_tells_a_calibrated_model_from_an_overconfident_one():
+    """`miscalibration_test`: outcomes drawn from the model's own probabilities are not rejected, twice-too-confident
+    logits are (temperature and Platt alike); repeating every turn of a conversation ten times (as correlated as
+    turns can be) leaves the statistic unchanged, where a test that counted turns as independent would find ten
+    times the evidence."""
+    from salesrl_jax.run.recalibration import miscalibration_test
+
+    rng = np.random.default_rng(31)
+    conversations, turns = 600, 8
+    groups = np.repeat(np.arange(conversations), turns)
+    z = rng.normal(-0.4, 1.2, conversations * turns)
+    results = {}
+    for name, truth in (("calibrated", z), ("overconfident", z / 2)):
+        y = (rng.random(len(z)) < 1 / (1 + np.exp(-truth))).astype(np.float64)
+        for intercept in (False, True):
+            scaling = fit_platt(z, y, intercept=intercept)
+            wald, p = miscalibration_test(z, y, groups, scaling, intercept)
+            results[name, intercept] = p
+            repeated = miscalibration_test(np.repeat(z, 10), np.repeat(y, 10), np.repeat(groups, 10),
+                                           fit_platt(np.repeat(z, 10), np.repeat(y, 10), intercept=intercept),
+                                           intercept)
+            assert repeated[0] == pytest.approx(wald, rel=1e-4)
+    assert min(results["calibrated", False], results["calibrated", True]) > 0.05
+    assert max(results["overconfident", False], results["overconfident", True]) < 1e-6
+
+
+def test_a_run_recalibrates_only_where_its_split_shows_a_miscalibration(tiny_trained, tmp_path):
+    """`recalibrate_run` at the level the config names: the same fit is served where its p-value is under the
+    level and not where it is at or above it (the best checkpoint served, with the reason said)."""
+    import shutil
+
+    from salesrl_jax.run.recalibration import fit_recalibration, recalibrate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained, run)
+    shutil.rmtree(run / "checkpoints" / "calibrated")
+    _, fit = fit_recalibration(TrainedModel.load(run / "checkpoints" / "best"), None, "valid", "all", "temperature",
+                               warn_few=False)
+    assert 0.0 < fit["p_value"] < 1.0 and fit["wald"] >= 0.0
+    with pytest.warns(UserWarning, match="not recalibrated: its validation split shows no miscalibration to correct"):
+        assert recalibrate_run(run, level=fit["p_value"] * 0.99) is None
+    assert TrainedModel.load(run).directory == run / "checkpoints" / "best"
+    done = recalibrate_run(run, level=min(1.0, fit["p_value"] * 1.01 + 1e-9))
+    assert done is not None and done.fit["p_value"] == pytest.approx(fit["p_value"])
+    assert TrainedModel.load(run).directory == run / "checkpoints" / "calibrated"
+    # A rerun at a level that would not make it now removes it: the run directory serves what the rule decides.
+    with pytest.warns(UserWarning, match="shows no miscalibration to correct"):
+        assert recalibrate_run(run, level=fit["p_value"] * 0.99) is None
+    assert TrainedModel.load(run).directory == run / "checkpoints" / "best"
