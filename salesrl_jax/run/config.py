@@ -279,7 +279,8 @@ class TrainConfig:
     recalibration: Literal["temperature", "platt", "none"] = "temperature"
     """How the finished run recalibrates its best model's probabilities on the validation split, served by the run
     directory as checkpoints/calibrated (`salesrl_jax.run.recalibration.recalibrate_run`): temperature, the logit's
-    slope alone (the model's base rate kept; what `salesrl crossval` measures); platt, slope and intercept; none.
+    slope alone (a slope under 1 pulls every prediction toward 0.5; what `salesrl crossval` measures); platt, slope
+    and intercept; none.
     Skipped without a validation split and for model.feed_prediction, whose state reads its own prediction."""
     recalibration_level: float = 0.05
     """The run recalibrates only where its validation split shows the best model miscalibrated: the Wald test of the
@@ -287,6 +288,8 @@ class TrainConfig:
     (`salesrl_jax.run.recalibration.miscalibration_test`); 1 recalibrates whatever the split shows."""
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.recalibration_level <= 1.0:
+            raise ValueError(f"recalibration_level must be in (0, 1], got {self.recalibration_level}")
         if not (self.pretrain.enabled or self.ppo.enabled):
             raise ValueError("at least one of pretrain.enabled and ppo.enabled must be true")
         segments = self.parallel.segments

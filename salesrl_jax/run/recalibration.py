@@ -71,8 +71,9 @@ def fit_platt(logits: np.ndarray, outcomes: np.ndarray, iterations: int = 100, i
 
     whose gradient is ``mean[(s - y) (z, 1)]`` and Hessian ``mean[s (1 - s) (z, 1)(z, 1)^T]`` (convex;
     a 1e-9 ridge keeps it invertible when ``z`` is constant). Starts at the identity ``(1, 0)``.
-    ``intercept=False`` fixes ``b = 0``: temperature scaling, ``a = 1 / T`` alone (the model's own base rate
-    kept; one parameter, so less to get wrong from a small held-out split).
+    ``intercept=False`` fixes ``b = 0``: temperature scaling, ``a = 1 / T`` alone (one parameter, so less to get
+    wrong from a small held-out split; centred at logit 0, so a slope under 1 pulls every prediction toward 0.5, not
+    toward the base rate: a temperature centred on the split's base rate was measured and was worse, session 31).
     """
     z = np.asarray(logits, np.float64)
     y = np.asarray(outcomes, np.float64)
@@ -202,9 +203,9 @@ def recalibrate_run(workdir: str | os.PathLike[str], form: Literal["platt", "tem
 
     Why the test: on real corpora of about 1,000 conversations a fold's validation split holds 150-200 of them, and
     out of fold the temperatures fitted there made the served probabilities worse, not better (last-turn log loss
-    higher on six targets of two corpora, 28 of 30 fitted slopes within their 95% interval of 1; docs/benchmarks.md,
-    session 31). With a real miscalibration and enough conversations (PPO on 20,000 simulated ones) the test passes
-    and the run recalibrates as before.
+    higher on six of eight targets on two corpora, 28 of 30 fitted slopes within their 95% interval of 1; docs/benchmarks.md,
+    session 31). A real miscalibration shows with enough conversations: twice-too-confident logits on 600
+    conversations read p < 1e-6 (tests/run/test_recalibration.py).
 
     In a distributed run every process calls it, as every process saves checkpoints: orbax writes together."""
     workdir = Path(workdir)

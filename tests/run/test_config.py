@@ -69,6 +69,10 @@ def test_overrides_name_the_bad_field():
         with_overrides(TrainConfig(), {"pretrain.epochs": 0})
     with pytest.raises(ValueError, match="invalid saved config"):  # a value of the wrong type
         with_overrides(TrainConfig(), {"pretrain.epochs": "many"})
+    for level in (0.0, 1.5):  # a test's level is a probability; 1 recalibrates whatever the split shows
+        with pytest.raises(ValueError, match="recalibration_level must be in"):
+            with_overrides(TrainConfig(), {"recalibration_level": level})
+    assert with_overrides(TrainConfig(), {"recalibration_level": 1.0}).recalibration_level == 1.0
 
 
 def test_ablations_change_only_what_they_say():
