@@ -48,7 +48,6 @@ def _read(path: str, repeat: int) -> dict[str, np.ndarray]:
         raise SystemExit(str(error)) from None
 
 
-
 def _keys(rows: dict[str, np.ndarray]) -> np.ndarray:
     return np.char.add(np.char.add(rows["conversation_id"].astype(str), "#"), rows["turn_index"].astype(str))
 

@@ -276,10 +276,10 @@ def fit_recalibration(model: TrainedModel, data: str | os.PathLike[str] | None, 
                       f"{split}): the map "
                       "is noisy; fit on more held-out conversations (--data ARRAYS --split all)", stacklevel=stacklevel)
     rows = pred.last if turns == "last" else np.ones(len(pred.prediction), bool)
-    scaling = fit_platt(logits_of(pred.prediction[rows]), pred.outcome[rows], intercept=form == "platt")
-    wald, p_value = miscalibration_test(logits_of(pred.prediction[rows]), pred.outcome[rows], pred.conversation[rows],
-                                        scaling, intercept=form == "platt")
-    before, after = pred.prediction[rows], scaling(logits_of(pred.prediction[rows]))
+    z, y, platt = logits_of(pred.prediction[rows]), pred.outcome[rows], form == "platt"
+    scaling = fit_platt(z, y, intercept=platt)
+    wald, p_value = miscalibration_test(z, y, pred.conversation[rows], scaling, intercept=platt)
+    before, after = pred.prediction[rows], scaling(z)
     fit = {"slope": scaling.slope, "intercept": scaling.intercept, "wald": wald, "p_value": p_value,
            "data": str(data), "split": split,
            "conversations": len(pred.ids), "turns": int(len(before)), "fitted_on": turns, "form": form,
