@@ -32,8 +32,9 @@ import pickle
 import sqlite3
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.data.validation import (

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 Speaker = Literal["rep", "customer"]
 SPEAKERS: tuple[str, ...] = ("rep", "customer")
@@ -59,6 +60,11 @@ class Turn:
     duration: float | None = None
     act: str | None = None
     oracle_prob: float | None = None
+
+    def __reduce__(self):
+        # Positional, not the slots dataclass's default state (which calls dataclasses.fields on every turn): a
+        # `salesrl score` chunk sends about 20,000 turns to a worker process.
+        return (Turn, (self.speaker, self.text, self.start_time, self.duration, self.act, self.oracle_prob))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"speaker": self.speaker, "text": self.text}

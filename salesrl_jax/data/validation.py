@@ -12,7 +12,8 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from salesrl_jax.data.records import Conversation, Turn, normalize_speaker
 

@@ -49,6 +49,8 @@ from salesrl_jax.io.resumable_map import check_run_record, chunked, default_work
 # module to find `_encode_chunk`, and a worker that never predicts should not pay for loading JAX.
 
 TURN_COLUMNS = ("conversation_id", "turn_index", "speaker", "probability", "uncertainty")
+# One encoder for every row (json.dumps with options builds one per call); the rows are fresh trees of plain values.
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 
 def output_paths(output: Path) -> dict[str, Path]:
@@ -116,8 +118,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
             pq.write_table(pa.Table.from_pylist(rows), tmp)
         else:
             with open(tmp, "w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.writelines(_ROW_ENCODER.encode(row) + "\n" for row in rows)
 
 
 def _join(parts: list[Path], out: Path) -> None:

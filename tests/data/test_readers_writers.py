@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import pickle
 
 import pytest
 
@@ -141,3 +142,14 @@ def test_estimate_turns_for_progress_bars(tmp_path):
     assert estimate_turns(tmp_path / "a.jsonl") == turns  # 50 lines < 200 sampled: exact here
     write_conversations(tmp_path / "a.jsonl.gz", conversations)
     assert estimate_turns(tmp_path / "a.jsonl.gz") is None
+
+
+def test_records_pickle_whole_for_worker_processes():
+    # Worker processes (`salesrl score`, `salesrl embed`) receive conversations pickled: every field must survive,
+    # the unset ones as None, the metadata read-only again.
+    conversation = Conversation("c1", (Turn("rep", "Hi there", 0.0, 2.5, "greet", 0.41), Turn("customer", "Too pricey")),
+                                outcome=1, industry="saas", metadata={"source": {"corpus": "x"}})
+    again = pickle.loads(pickle.dumps(conversation))
+    assert again == conversation and again.turns[1].start_time is None and again.turns[0].oracle_prob == 0.41
+    with pytest.raises(TypeError):
+        again.metadata["source"] = 1

@@ -109,3 +109,30 @@ def test_sparse_and_dense_paths_give_identical_vectors(monkeypatch):
     dense = HashingEmbedder(1536).embed(texts)
     np.testing.assert_array_equal(sparse, dense)
     assert sparse.dtype == np.float32 and np.allclose(np.linalg.norm(sparse[[0, 1, 3, 4]], axis=1), 1.0)
+
+
+# sha256 of the float32 vectors of GOLDEN_TEXTS, written by the embedder before its rolling hash and its blocks of
+# texts (session 32): the embedding space of every cached array and trained model must not move.
+GOLDEN_TEXTS = ["Hello there, how are you?", "Price is too HIGH  for us", "", "ok", "Naïve café — déjà vu 123 $50 50%",
+                "a" * 300, "the the the the"]
+GOLDEN_DIGESTS = {64: "038219d96708216e59b810e90f0ff6c4407001076b8247a03b778f3dc1dc0dd8",
+                  512: "e5cdba92a1057f1d8c3c533b724c79756ab96ae4cf0f322c1df05dd1df0fac1a",
+                  1536: "64fdafd183607023ffdec460fb88edf53d6e32335c442c9d5a3d4fc86be6116f"}
+
+
+@pytest.mark.parametrize("dim", sorted(GOLDEN_DIGESTS))
+def test_hashing_reproduces_the_published_embedding_space(dim):
+    import hashlib
+
+    vectors = HashingEmbedder(dim).embed(GOLDEN_TEXTS)
+    assert hashlib.sha256(vectors.tobytes()).hexdigest() == GOLDEN_DIGESTS[dim]
+
+
+def test_blocks_of_texts_change_no_vector(monkeypatch):
+    from salesrl_jax.embed import hashing
+
+    texts = [f"turn {i}: {'not sure about the price' if i % 3 else 'sounds good'} {'x' * (i % 7)}" for i in range(11)]
+    whole = HashingEmbedder(256).embed(texts)
+    monkeypatch.setattr(hashing, "BLOCK_TEXTS", 4)  # blocks of 4, 4 and 3
+    np.testing.assert_array_equal(HashingEmbedder(256).embed(texts), whole)
+    np.testing.assert_array_equal(np.concatenate([HashingEmbedder(256).embed([t]) for t in texts]), whole)

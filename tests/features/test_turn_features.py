@@ -66,3 +66,24 @@ def test_feature_definitions_survive_stripped_docstrings():
                           "FEATURE_DEFINITIONS, FEATURE_NAMES; print(len(FEATURE_DEFINITIONS), len(FEATURE_NAMES))"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["15", "15"]
+
+
+def test_cue_patterns_match_as_their_plain_alternations():
+    import re
+
+    import pytest
+
+    from salesrl_jax.features.turn_features import BUYING_PATTERN, OBJECTION_PATTERN, cue_pattern
+
+    texts = ["That's too expensive for us", "SOUNDS GOOD, let's do it", "Let’s move", "I'd have to check with my boss",
+             "ſounds good", "İ like it", "not a priority", "nothing", "costs more", "intereſted", "inexpensive",
+             "next steps?", "We can sign off.", "prepaid", "—not sure—", ""]
+    for pattern in (OBJECTION_PATTERN, BUYING_PATTERN):
+        plain = re.compile(pattern.pattern.replace(pattern.pattern[2:pattern.pattern.index(")") + 1], ""),
+                           re.IGNORECASE)
+        assert plain.pattern.startswith(r"\b(") and "(?=" not in plain.pattern
+        for text in texts:
+            assert [m.span() for m in pattern.finditer(text)] == [m.span() for m in plain.finditer(text)], text
+    assert OBJECTION_PATTERN.search("way too expensive") and not OBJECTION_PATTERN.search("inexpensive")
+    with pytest.raises(ValueError, match="begin with a letter"):
+        cue_pattern(("ok", "(?:maybe)"))
