@@ -497,10 +497,13 @@ class Bench:
     """Speed benchmarks, every variant in one process with ratios printed: batch throughput float32 vs int8,
     streaming latency p50/p99, the per-turn-loop baseline, and training throughput with FLOP/s vs matmul peak."""
 
-    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance", "incumbent"], ...] = (
-        "batch", "stream", "confidence", "loop", "train")
-    """Which benchmarks to run. mesh (only when named): data-parallel training throughput on 1, 2, 4, 8 of the
-    devices JAX sees (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8 for 8 virtual devices).
+    parts: tuple[Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance", "incumbent",
+                         "archive"], ...] = ("batch", "stream", "confidence", "loop", "train")
+    """Which benchmarks to run. archive (only when named): `salesrl score` end to end on --archive-conversations
+    simulator conversations as raw JSONL, int8, at the smallest of --dims (offline embeddings), with the confidence
+    columns and without (salesrl_jax.bench.archive; about 2 minutes at the default size). mesh (only when named):
+    data-parallel training throughput on 1, 2, 4, 8 of the devices JAX sees (on CPU:
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 for 8 virtual devices).
     guidance (only when named): the simulator environment's and PPO's env steps/s (docs/guidance.md).
     incumbent (only when named; the incumbent extra): the incumbent's stack, Stable-Baselines3 PPO and torch at its
     3,088-float observation and widths, against ours in the same run: PPO, streaming and batch 1,024, at the
@@ -516,6 +519,8 @@ class Bench:
     train_rows: int = 0
     """Turn slots per packed minibatch in the train and mesh parts (0: the config default, 2,048; an accelerator
     needs larger minibatches to be busy)."""
+    archive_conversations: int = 20_000
+    """Conversations of the archive part's simulator archive (about 10 turns each)."""
     out: Path = Path("runs/bench.json")
     """All numbers as JSON."""
 
@@ -523,7 +528,8 @@ class Bench:
         from salesrl_jax.bench.suite import run_suite
 
         run_suite(self.parts, self.dims, self.batch_sizes, self.min_seconds, out=self.out,
-                  train_rows=self.train_rows or None, train_models=self.train_models)
+                  train_rows=self.train_rows or None, train_models=self.train_models,
+                  archive_conversations=self.archive_conversations)
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance", "incumbent"]
+BenchPart = Literal["batch", "stream", "confidence", "loop", "train", "mesh", "guidance", "incumbent", "archive"]
 PARTS: tuple[BenchPart, ...] = ("batch", "stream", "confidence", "loop", "train")  # the others: by name
 
 
@@ -112,7 +112,8 @@ def incumbent_tables(r: dict) -> str:
 def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 3072),
               batch_sizes: Sequence[int] = (1, 32, 1024, 16384), min_seconds: float = 1.0,
               out: str | os.PathLike[str] | None = None, emit: Callable[[str], object] = print,
-              train_rows: int | None = None, train_models: Sequence[str] = ("default", "incumbent-sized")) -> dict:
+              train_rows: int | None = None, train_models: Sequence[str] = ("default", "incumbent-sized"),
+              archive_conversations: int = 20_000) -> dict:
     """Run the chosen benchmarks; ``emit`` each table as it is measured; save every number to ``out`` (JSON)."""
     import jax
 
@@ -170,6 +171,15 @@ def run_suite(parts: Sequence[BenchPart] = PARTS, dims: Sequence[int] = (512, 30
 
         results["incumbent"] = incumbent_comparison(IncumbentShape(embedding_dim=max(dims)), min_seconds)
         emit("\n" + incumbent_tables(results["incumbent"]))
+        save()
+    if "archive" in parts:
+        from salesrl_jax.bench.archive import archive_throughput
+
+        results["archive"] = r = archive_throughput(archive_conversations, dim=min(dims))
+        emit(f"\nsalesrl score end to end, {r['conversations']:,} simulator conversations ({r['turns']:,} turns) of raw "
+             f"JSONL, {r['dim']}-d, {'int8' if r['quantized'] else 'float32'}, fastest of {r['rounds']} rounds: "
+             f"{r['confidence_turns_per_s']:,.0f} turns/s with confidence, {r['plain_turns_per_s']:,.0f} without "
+             f"({r['confidence_over_plain']:.2f}x)")
         save()
     if out is not None:
         save()

@@ -76,3 +76,39 @@ def test_guidance_part_measures_the_environment_and_ppo():
     table = guidance_table(rows)
     assert "| environment, scripted actions | 64 |" in table and table.count("\n") == len(rows) + 2
     assert "with a guidance policy" in table
+
+
+def test_archive_part_scores_a_raw_archive_end_to_end(tmp_path, monkeypatch):
+    # The benchmark's run directory is a model every command loads, with its confidence fit, and the part times
+    # `salesrl score` with the confidence columns and without.
+    from salesrl_jax.bench import archive
+    from salesrl_jax.run.trained_model import TrainedModel
+
+    run = archive.export_bench_run(tmp_path / "run", 16, tmp_path / "no-arrays")
+    model = TrainedModel.load(run)
+    assert model.identity.dim == 16 and model.confidence is not None
+    monkeypatch.setattr(archive, "CALIBRATION_CONVERSATIONS", 60)  # the int8 scales' calibration arrays
+    r = archive.archive_throughput(40, dim=16, rounds=1, workers=1)
+    assert r["conversations"] == 40 and r["turns"] > 40 and r["quantized"]
+    assert r["confidence_turns_per_s"] > 0 and r["plain_turns_per_s"] > 0
+    assert len(r["seconds"]["confidence"]) == len(r["seconds"]["plain"]) == r["rounds"] == 1
+
+
+def test_archive_part_is_wired_to_the_command(tmp_path, capsys, monkeypatch):
+    from salesrl_jax.bench import archive
+    from salesrl_jax.cli import Bench
+
+    asked = {}
+
+    def measured(conversations, dim):
+        asked.update(conversations=conversations, dim=dim)
+        return {"conversations": conversations, "turns": 10 * conversations, "dim": dim, "quantized": True,
+                "rounds": 2, "confidence_turns_per_s": 12000.0, "plain_turns_per_s": 15000.0,
+                "confidence_over_plain": 0.8}
+
+    monkeypatch.setattr(archive, "archive_throughput", measured)
+    out = tmp_path / "bench.json"
+    Bench(parts=("archive",), dims=(3072, 512), archive_conversations=123, out=out).run()
+    assert asked == {"conversations": 123, "dim": 512}
+    assert json.loads(out.read_text())["archive"]["confidence_turns_per_s"] == 12000.0
+    assert "12,000 turns/s with confidence, 15,000 without (0.80x)" in capsys.readouterr().out
