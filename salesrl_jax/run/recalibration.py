@@ -42,6 +42,7 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.models.predict import HOLDOUT, cross_fitted, predict_arrays, shared_predict, wide_map_of
 from salesrl_jax.run.checkpoints import CALIBRATED, export_checkpoint, find_checkpoint
+from salesrl_jax.run.config import TrainConfig
 from salesrl_jax.run.trained_model import TrainedModel
 
 _EPS = 1e-7
@@ -185,7 +186,8 @@ def _calibration_metrics(probs: np.ndarray, outcome: np.ndarray) -> dict[str, fl
 
 
 FEW_CONVERSATIONS = 100  # a fit on fewer is noisy: said, not silent
-MISCALIBRATION_LEVEL = 0.05  # `recalibrate_run` fits a map only where the validation split shows one at this level
+# `recalibrate_run` fits a map only where the validation split shows one at this level: the config's default.
+MISCALIBRATION_LEVEL = TrainConfig.recalibration_level
 
 
 def recalibrate_run(workdir: str | os.PathLike[str], form: Literal["platt", "temperature"] = "temperature",
