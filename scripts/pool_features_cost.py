@@ -44,6 +44,8 @@ class Config:
     """Steady-state timing per measurement."""
     dim: int = 3072
     """Embedding width (3072: text-embedding-3-large, where the figures against the incumbent are measured)."""
+    ppo_rows: int = 0
+    """Turn slots per PPO minibatch (0: the PPO config's default, what `salesrl bench --parts train` times)."""
 
 
 def model_config(pooled: bool, base=None):
@@ -80,7 +82,7 @@ def batch_turns_per_s(config: Config, batch: int = 1024) -> dict[str, float]:
 
 
 def ppo_env_steps_per_s(config: Config) -> dict[bool, list[float]]:
-    ppo = PPOConfig()
+    ppo = PPOConfig(rows_per_minibatch=config.ppo_rows) if config.ppo_rows else PPOConfig()
     updates = {}
     for pooled in SIDES:
         model = model_config(pooled, training.INCUMBENT_SIZED)

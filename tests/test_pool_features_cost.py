@@ -7,7 +7,7 @@ from tests.conftest import load_script
 
 def test_prints_each_figure_for_both_models_and_their_ratios(capsys):
     module = load_script("pool_features_cost")
-    module.main(module.Config(repeats=1, turns=30, min_seconds=0.01, dim=32))
+    module.main(module.Config(repeats=1, turns=30, min_seconds=0.01, dim=32, ppo_rows=64))
     out = capsys.readouterr().out
     stream = re.search(r"streaming p50 ms, 32-d embedding cached: on \[([\d.]+)\], off \[([\d.]+)\]; "
                        r"ratio of medians on/off ([\d.]+)", out)
