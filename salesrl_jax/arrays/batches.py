@@ -159,7 +159,7 @@ def ppo_plan(arrays: TurnArrays, valid_fraction: float, split_seed: int, seed: i
                 if len(plan) == updates:
                     return plan
         if len(plan) == before:
-            raise ValueError(f"{arrays.path}: no labelled training conversations for PPO")
+            raise ValueError(f"{arrays.path}: no labelled training conversations for PPO ({arrays.labels_note()})")
         epoch += 1
     return plan
 

@@ -35,6 +35,7 @@ cache of any size with bounded RAM.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -247,6 +248,39 @@ class TurnArrays:
 
     def __len__(self) -> int:
         return len(self.part_names)
+
+    def labels_note(self) -> str:
+        """Where the labels went, for an error about too few of them: the counts the build recorded, the most common
+        reason its records were set aside (``rejects.jsonl`` beside the parts), and which fields hold an outcome."""
+        from salesrl_jax.data.validation import OUTCOME_KEYS
+
+        counts = self.manifest["counts"]
+        read, labelled, rejected = counts["conversations"], counts["labelled"], counts.get("rejected", 0)
+        note = f"{read:,} conversations read, {labelled:,} with an outcome"
+        if rejected:
+            reasons = collections.Counter()
+            rejects = self.path / "rejects.jsonl"
+            try:
+                with open(rejects, encoding="utf-8") as handle:
+                    for line, _ in zip(handle, range(10_000)):
+                        try:
+                            problem = json.loads(line)
+                            reasons[f"field {problem.get('field')!r}: {problem.get('reason')}"] += 1
+                        except (ValueError, AttributeError):
+                            continue
+            except OSError:
+                pass
+            note += f", {rejected:,} records set aside (reasons in {rejects}"
+            note += f"; the most common, {reasons.most_common(1)[0][0]})" if reasons else ")"
+        if labelled < read:
+            try:  # the build's record of the label key (`salesrl_jax.arrays.build`)
+                label_key = json.loads((self.path / "build.json").read_text()).get("label_key")
+            except (OSError, ValueError, AttributeError):
+                label_key = None
+            note += (f"; the outcome is read from {label_key!r}" if label_key else
+                     f"; the outcome is read from the first of {', '.join(OUTCOME_KEYS)}") + \
+                " (0/1, true/false or yes/no; name another field with --label-key, dotted into objects)"
+        return note
 
     def part(self, index: int, mmap: bool = True) -> Part:
         """Part ``index``, checked against the manifest (its digest, the first time this process opens it; embedding

@@ -104,7 +104,7 @@ def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
             columns["feat"].append(np.concatenate([np.cumsum(features, 0)[kept] / count[kept], features[kept]],
                                                   axis=1).astype(np.float32))
     if not ids:
-        raise ValueError(f"{arrays.path}: no labelled conversations")
+        raise ValueError(f"{arrays.path}: no labelled conversations ({arrays.labels_note()})")
     cat = {k: np.concatenate(v) for k, v in columns.items()}
     return PrefixTable(ids, turn_texts, speakers, cat["conversation"].astype(np.int32),
                        cat["turn_index"].astype(np.int32), cat["length"].astype(np.int32),

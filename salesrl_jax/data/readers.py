@@ -7,7 +7,9 @@ record raises `BadRecordError` instead.
 
 CSV and flat Parquet hold one row per turn (``conversation_id, turn_index,
 speaker, text, [start_time, duration, outcome, industry, product, act,
-oracle_prob, metadata]``). A conversation's rows need not be adjacent (exports
+oracle_prob, metadata]``), each column under any name the nested form accepts
+(``call_id``, ``turn``, ``role``, ``utterance``, ``won``, ...: the ``*_KEYS`` of
+`salesrl_jax.data.validation`). A conversation's rows need not be adjacent (exports
 sorted by turn or by time interleave them): a first pass over the id column
 checks, and only an interleaved file is grouped, through an on-disk SQLite sort
 with bounded memory. Parquet may also hold one row per conversation with a
@@ -39,7 +41,11 @@ from typing import Any
 from salesrl_jax.data.records import Conversation
 from salesrl_jax.data.validation import (
     ID_KEYS,
+    OUTCOME_KEYS,
+    SPEAKER_KEYS,
+    START_KEYS,
     SURROGATE_ESCAPES,
+    TEXT_KEYS,
     BadRecordError,
     FieldError,
     Limits,
@@ -63,8 +69,9 @@ CSV_FIELD_LIMIT = 1 << 24  # bytes: a longer field is set aside; shorter ones re
 # What a damaged compressed stream or file raises part-way through.
 _STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 _ROW_TURN_KEYS = ("turn_index", "turn", "index", "position")
-_ROW_TURN_FIELDS = ("speaker", "role", "text", "message", "content", "start_time", "timestamp",
-                    "duration", "act", "oracle_prob")
+_ROW_TURN_FIELDS = (*SPEAKER_KEYS, *TEXT_KEYS, *START_KEYS, "duration", "act", "oracle_prob")
+"""A row's turn-level columns: the names the nested form reads (`salesrl_jax.data.validation`), so that a CSV with an
+``utterance`` or ``author`` column reads as its JSONL export would."""
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -467,10 +474,16 @@ def _rows_to_record(
         if repeated:
             return problem(turn_key, f"turn index {repeated[0]} appears more than once")
         ordered = [(number, row) for _, number, row in sorted(indexed, key=lambda item: item[0])]
-    # Conversation-level fields come from the first row; rows must agree on the outcome.
-    outcomes = {str(row.get("outcome")).strip() for _, row in block if row.get("outcome") not in (None, "")}
+    # Conversation-level fields come from the first row; rows must agree on the outcome. Its column: the label key
+    # where one is named (a dotted one reads the metadata column instead), else the first outcome name in the header.
+    if limits.label_key:
+        outcome_key = None if "." in limits.label_key else limits.label_key
+    else:
+        outcome_key = next((key for key in OUTCOME_KEYS if key in first), None)
+    outcomes = {str(row.get(outcome_key)).strip() for _, row in block if row.get(outcome_key) not in (None, "")}
     if len(outcomes) > 1:
-        return problem("outcome", f"rows disagree on the outcome: {sorted(outcomes)}")
+        return problem(outcome_key, f"rows disagree on the outcome: {sorted(outcomes)} (if {outcome_key!r} is not "
+                                    "the conversation's outcome, name the column that is with --label-key)")
     metadata: Any = first.get("metadata")
     if isinstance(metadata, str) and metadata.strip():
         try:
@@ -479,9 +492,9 @@ def _rows_to_record(
             return problem("metadata", f"metadata is not valid JSON: {err.msg}", f"{unit} {first_no}")
     obj = {
         "id": record_id,
-        "outcome": next((row.get("outcome") for _, row in block if row.get("outcome") not in (None, "")), None),
-        **({limits.label_key: first.get(limits.label_key)}  # a label column of the rows' own (first row's)
-           if limits.label_key and "." not in limits.label_key and limits.label_key in first else {}),
+        # The outcome from any row that holds one (an export may write it on the last row only).
+        **({outcome_key: next(row.get(outcome_key) for _, row in block if row.get(outcome_key) not in (None, ""))}
+           if outcomes else {}),
         "industry": first.get("industry") or None,
         "product": first.get("product") or None,
         "metadata": metadata or {},

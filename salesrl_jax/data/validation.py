@@ -24,6 +24,9 @@ METADATA_KEYS = ("metadata", "meta")  # a top-level "meta" object is read as met
 SPEAKER_KEYS = ("speaker", "role", "from", "author", "participant")
 TEXT_KEYS = ("text", "message", "content", "utterance", "body", "value")
 START_KEYS = ("start_time", "timestamp", "time", "start")
+OUTCOME_WORDS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1, "no": 0, "yes": 1}
+"""The strings an outcome may be written as (lower-cased, stripped): CSV exports and CRMs write yes/no as often as
+0/1; anything else ("won", "closed", a probability) is ambiguous and is set aside with its value."""
 DURATION_KEYS = ("duration",)
 # Chat exports carry instructions to the model as "system" turns: they are not
 # part of the conversation, so they are skipped (and counted in metadata).
@@ -111,9 +114,9 @@ def parse_outcome(value: Any, field: str) -> int | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value in (0, 1):
             return int(value)
-    if isinstance(value, str) and value.strip().lower() in ("0", "1", "0.0", "1.0", "true", "false"):
-        return int(value.strip().lower() in ("1", "1.0", "true"))
-    raise FieldError(field, f"outcome must be 0 or 1, got {value!r}")
+    if isinstance(value, str) and value.strip().lower() in OUTCOME_WORDS:
+        return OUTCOME_WORDS[value.strip().lower()]
+    raise FieldError(field, f"outcome must be 0 or 1 (or true/false, yes/no), got {value!r}")
 
 
 def parse_seconds(value: Any, field: str) -> float | None:
@@ -147,7 +150,7 @@ def parse_turn(obj: Any, index: int, limits: Limits) -> Turn | None:
         raise FieldError(where, f"a turn must be an object, got {type(obj).__name__}")
     speaker_key = _first_key(obj, SPEAKER_KEYS)
     if speaker_key is None:
-        raise FieldError(f"{where}.speaker", "missing speaker (or role)")
+        raise FieldError(f"{where}.speaker", f"missing speaker (one of {', '.join(SPEAKER_KEYS)})")
     raw_speaker = obj[speaker_key]
     if isinstance(raw_speaker, str) and raw_speaker.strip().lower() in SKIPPED_ROLES:
         return None
@@ -156,7 +159,7 @@ def parse_turn(obj: Any, index: int, limits: Limits) -> Turn | None:
         raise FieldError(f"{where}.{speaker_key}", f"unknown speaker {raw_speaker!r}")
     text_key = _first_key(obj, TEXT_KEYS)
     if text_key is None:
-        raise FieldError(f"{where}.text", "missing text (or message, content)")
+        raise FieldError(f"{where}.text", f"missing text (one of {', '.join(TEXT_KEYS)})")
     text = check_text(obj[text_key], f"{where}.{text_key}", limits)
     start_key = _first_key(obj, START_KEYS)
     start = parse_seconds(obj.get(start_key), f"{where}.{start_key}") if start_key else None

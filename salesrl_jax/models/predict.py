@@ -178,7 +178,8 @@ def predict_arrays(predict: Callable, params, arrays: TurnArrays, *, split: Spli
         if max_conversations is not None and len(ids) >= max_conversations:
             break
     if not ids:
-        raise ValueError(f"{arrays.path}: no labelled conversations in the {split!r} split to evaluate")
+        raise ValueError(f"{arrays.path}: no labelled conversations in the {split!r} split to evaluate "
+                         f"({arrays.labels_note()})")
     out = {k: np.concatenate(v) for k, v in columns.items()}
     if np.isnan(out["prediction"]).any():
         raise AssertionError("a turn was not predicted")  # a packing bug, never bad input

@@ -423,6 +423,9 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
         labelled = np.flatnonzero(np.asarray(part.outcome) >= 0)
         ids += [part.ids[c] for c in labelled]
         outcomes += [int(part.outcome[c]) for c in labelled]
+    if len(ids) < folds:
+        raise ValueError(f"{data}: {len(ids)} labelled conversations cannot fill {folds} folds "
+                         f"({arrays.labels_note()})")
     table = None
     if baselines:
         from salesrl_jax.baselines.fit import fit_baselines

@@ -337,7 +337,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
 
     first_epochs = [epoch_plan(seed, 0) for seed in seeds] if pre.enabled else [[] for _ in seeds]
     if pre.enabled and not first_epochs[0]:
-        raise ValueError(f"{arrays.path}: no labelled training conversations")
+        raise ValueError(f"{arrays.path}: no labelled training conversations ({arrays.labels_note()})")
     _check_inputs(config, arrays)
     for c, workdir in zip(configs, workdirs):
         if is_primary():

@@ -26,7 +26,7 @@ def training_base_rate(arrays: TurnArrays, config: TrainConfig) -> float:
         turns += int(lengths.sum())
         converted += int((lengths * (np.asarray(part.outcome)[chosen] == 1)).sum())
     if turns == 0:
-        raise ValueError(f"{arrays.path}: no labelled training conversations")
+        raise ValueError(f"{arrays.path}: no labelled training conversations ({arrays.labels_note()})")
     if converted in (0, turns):
         raise ValueError(f"{arrays.path}: every labelled training conversation has outcome {int(converted > 0)}; "
                          "a model cannot learn to tell outcomes apart from one outcome")

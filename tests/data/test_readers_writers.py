@@ -85,6 +85,34 @@ def test_csv_rows_are_ordered_by_turn_index(tmp_path):
     assert b.outcome is None and b.turns[0].speaker == "rep"
 
 
+def test_csv_rows_read_the_column_names_the_nested_form_reads(tmp_path):
+    """A CRM-style export (``call_id``, ``turn``, ``role``, ``utterance``, a ``won`` column of yes/no) reads as its
+    JSONL with the usual names does: every alias of the nested form is a row's column too."""
+    rows = tmp_path / "calls.csv"
+    rows.write_text("call_id,turn,role,utterance,won\n"
+                    "c1,1,client,Sounds good,yes\nc1,0,agent,Want a demo?,yes\nc2,0,author x,hi,no\n"
+                    "c3,0,agent,hello,\n")
+    nested = tmp_path / "calls.jsonl"
+    nested.write_text(json.dumps({"id": "c1", "outcome": 1, "turns": [{"speaker": "rep", "text": "Want a demo?"},
+                                                                       {"speaker": "customer", "text": "Sounds good"}]})
+                      + "\n" + json.dumps({"id": "c3", "turns": [{"speaker": "rep", "text": "hello"}]}) + "\n")
+    reader = ArchiveReader(rows)
+    read = list(reader)
+    assert read == list(read_conversations(nested))
+    (problem,) = reader.rejects.first  # c2's speaker is no known role: set aside, named
+    assert problem.record_id == "c2" and problem.field == "role" and "unknown speaker" in problem.reason
+    # A per-turn column with an outcome's name that is not one (dialogue-act labels) is named, with the way out.
+    acts = tmp_path / "acts.csv"
+    acts.write_text("id,turn,speaker,text,label,closed\na,0,rep,hi,greet,1\na,1,customer,ok,agree,1\n")
+    reader = ArchiveReader(acts)
+    assert list(reader) == []
+    (problem,) = reader.rejects.first
+    assert problem.field == "label" and "--label-key" in problem.reason
+    from salesrl_jax.data.validation import Limits
+
+    assert [c.outcome for c in read_conversations(acts, limits=Limits(label_key="closed"))] == [1]
+
+
 def test_speaker_aliases():
     assert normalize_speaker("  Sales-Rep ") == "rep"
     assert normalize_speaker("BUYER") == "customer"

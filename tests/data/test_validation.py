@@ -168,3 +168,13 @@ def test_the_label_can_be_any_dotted_field(tmp_path):
     main(["convert", "archive", "--data", str(path), "--out", str(tmp_path / "out.jsonl"),
           "--label-key", "metadata.donated"])
     assert [c.outcome for c in read_conversations(tmp_path / "out.jsonl")] == [1, None, None]
+
+
+def test_an_outcome_is_0_1_true_false_or_yes_no_and_nothing_else():
+    from salesrl_jax.data.validation import FieldError, parse_outcome
+
+    for value, expected in [(1, 1), (0.0, 0), (True, 1), ("true", 1), (" No ", 0), ("YES", 1), ("1.0", 1), ("", None)]:
+        assert parse_outcome(value, "won") == expected, value
+    for value in ("won", "0.7", 2, "closed"):
+        with pytest.raises(FieldError, match="0 or 1 .or true/false, yes/no., got"):
+            parse_outcome(value, "won")

@@ -160,3 +160,22 @@ def test_a_fold_whose_inner_split_is_too_small_to_recalibrate_serves_its_best(ti
     assert not (out / "fold-0" / "seed-0" / "model" / "checkpoints" / "calibrated").exists()
     oof = pq.read_table(out / "oof_predictions.parquet").to_pydict()
     np.testing.assert_array_equal(oof["model"], oof["model_uncalibrated"])
+
+
+def test_too_few_labels_say_where_they_went(tmp_path):
+    """An archive whose outcomes are not where the reader looks, or whose records were all set aside, is refused with
+    the counts, the most common reason and the way to name the label; nothing is trained."""
+    rows = tmp_path / "calls.csv"
+    rows.write_text("call_id,turn,speaker,words,closed\n" + "".join(f"c{i},0,rep,hello there,1\n" for i in range(6)))
+    with pytest.raises(ValueError) as err:
+        crossval(rows, tmp_path / "cv", folds=3, baselines=False, progress=False)
+    message = str(err.value)
+    assert "0 labelled conversations cannot fill 3 folds" in message and "6 records set aside" in message
+    assert f"reasons in {tmp_path / 'cv' / 'arrays' / 'rejects.jsonl'}" in message
+    assert "field 'text': missing text (one of text, message, content, utterance" in message
+    rows.write_text("call_id,turn,speaker,text,closed\n" + "".join(f"c{i},0,rep,hello there,1\n" for i in range(6)))
+    with pytest.raises(ValueError) as err:
+        crossval(rows, tmp_path / "cv2", folds=3, baselines=False, progress=False)
+    assert ("6 conversations read, 0 with an outcome; the outcome is read from the first of outcome, converted"
+            in str(err.value)) and "--label-key" in str(err.value)
+    assert not list((tmp_path / "cv2").glob("fold-*"))
