@@ -116,12 +116,17 @@ class ConvertArchive:
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. won, metadata.donated, meta.crm.closed); by
     default the first of outcome / converted / label / sale / success / won."""
+    speaker: tuple[str, ...] = ()
+    """Roles of speaker names the usual aliases (agent, client, user, ...) do not know, as NAME=rep or
+    NAME=customer, e.g. --speaker SPEAKER_00=rep SPEAKER_01=customer for a diarized export (case, spaces and hyphens
+    do not matter)."""
 
     def run(self) -> None:
         from salesrl_jax.data.convert import convert_archive
 
         print(convert_archive(self.data, self.out, rejects=self.rejects, strict=self.strict,
-                              max_turn_chars=self.max_turn_chars, label_key=self.label_key).summary())
+                              max_turn_chars=self.max_turn_chars, label_key=self.label_key,
+                              speakers=self.speaker).summary())
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
-from salesrl_jax.data.records import Conversation
+from salesrl_jax.data.records import Conversation, parse_speaker_names
 from salesrl_jax.data.validation import Limits
 from salesrl_jax.data.writers import ArchiveWriter
 
@@ -50,14 +50,16 @@ def write_converted(read: Callable[[RejectSink], Iterable[Conversation]], output
 
 def convert_archive(input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                     rejects: str | os.PathLike[str] | None = None, strict: bool = False,
-                    max_turn_chars: int = Limits().max_turn_chars, label_key: str | None = None) -> ConvertResult:
+                    max_turn_chars: int = Limits().max_turn_chars, label_key: str | None = None,
+                    speakers: Iterable[str] = ()) -> ConvertResult:
     """Validate any JSONL / CSV / Parquet archive and write it in the library's format.
 
     Raises `BadRecordError` on the first bad record when ``strict``; otherwise bad records are set aside.
     ``label_key`` names the field that holds the outcome (dotted, e.g. ``metadata.donated``); the output
-    then holds it as ``outcome``.
+    then holds it as ``outcome``. ``speakers`` (``NAME=rep`` / ``NAME=customer``) name roles the usual aliases do
+    not know, such as a diarizer's ``SPEAKER_00``; the output holds the roles.
     """
-    limits = Limits(max_turn_chars=max_turn_chars, label_key=label_key)
+    limits = Limits(max_turn_chars=max_turn_chars, label_key=label_key, speaker_names=parse_speaker_names(speakers))
     return write_converted(lambda sink: ArchiveReader(input_path, limits=limits,
                                                       strict=strict, rejects=sink), output, rejects)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 Speaker = Literal["rep", "customer"]
@@ -32,12 +32,33 @@ SPEAKER_ALIASES: Mapping[str, Speaker] = types.MappingProxyType(
 )
 
 
-def normalize_speaker(raw: object) -> Speaker | None:
-    """Map an exported speaker or role name to ``"rep"``/``"customer"``; None if unknown."""
+def speaker_key(raw: str) -> str:
+    """A speaker name as the alias tables hold it: lower case, spaces and hyphens folded into underscores."""
+    return raw.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def normalize_speaker(raw: object, names: Mapping[str, Speaker] | None = None) -> Speaker | None:
+    """Map an exported speaker or role name to ``"rep"``/``"customer"``; None if unknown. ``names`` (keys as
+    `speaker_key` folds them) come before the usual aliases: a diarized export's ``SPEAKER_00``, an agent's name."""
     if not isinstance(raw, str):
         return None
-    key = raw.strip().lower().replace("-", "_").replace(" ", "_")
+    key = speaker_key(raw)
+    if names and key in names:
+        return names[key]
     return SPEAKER_ALIASES.get(key)
+
+
+def parse_speaker_names(pairs: Iterable[str]) -> dict[str, Speaker]:
+    """``{"speaker_00": "rep", ...}`` from ``["SPEAKER_00=rep", "Dana Smith=customer"]``; ValueError naming the pair
+    that is not ``NAME=rep`` or ``NAME=customer``."""
+    names: dict[str, Speaker] = {}
+    for pair in pairs:
+        name, sep, role = pair.rpartition("=")
+        role = role.strip().lower()
+        if not sep or not name.strip() or role not in SPEAKERS:
+            raise ValueError(f"speaker name {pair!r}: expected NAME=rep or NAME=customer")
+        names[speaker_key(name)] = role  # type: ignore[assignment]
+    return names
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

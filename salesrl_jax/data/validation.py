@@ -45,6 +45,9 @@ class Limits:
     label_key: str | None = None
     """The dotted field that holds the outcome (``won``, ``metadata.donated``, ``meta.crm.closed``); None reads
     the first of OUTCOME_KEYS. A record without that field is kept, unlabelled."""
+    speaker_names: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    """Speaker names to roles before the usual aliases (keys folded by `speaker_key`, values rep / customer):
+    `parse_speaker_names` of ``salesrl convert archive --speaker SPEAKER_00=rep``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +157,10 @@ def parse_turn(obj: Any, index: int, limits: Limits) -> Turn | None:
     raw_speaker = obj[speaker_key]
     if isinstance(raw_speaker, str) and raw_speaker.strip().lower() in SKIPPED_ROLES:
         return None
-    speaker = normalize_speaker(raw_speaker)
+    speaker = normalize_speaker(raw_speaker, limits.speaker_names)
     if speaker is None:
-        raise FieldError(f"{where}.{speaker_key}", f"unknown speaker {raw_speaker!r}")
+        raise FieldError(f"{where}.{speaker_key}", f"unknown speaker {raw_speaker!r} (name its role with `salesrl "
+                                                   f"convert archive --speaker {raw_speaker!s}=rep` or =customer)")
     text_key = _first_key(obj, TEXT_KEYS)
     if text_key is None:
         raise FieldError(f"{where}.text", f"missing text (one of {', '.join(TEXT_KEYS)})")

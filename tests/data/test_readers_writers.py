@@ -120,6 +120,31 @@ def test_speaker_aliases():
     assert normalize_speaker(3) is None
 
 
+def test_a_diarized_export_reads_once_its_speakers_are_named(tmp_path):
+    """``SPEAKER_00`` is no role; `salesrl convert archive --speaker NAME=ROLE` names it (before the usual aliases,
+    whatever its case, spaces or hyphens), and a speaker still unnamed is set aside with the option to use."""
+    from salesrl_jax.cli import main
+    from salesrl_jax.data.records import parse_speaker_names
+
+    names = parse_speaker_names(["SPEAKER_00=rep", "Speaker 01 = Customer", "Agent=customer"])
+    assert names == {"speaker_00": "rep", "speaker_01": "customer", "agent": "customer"}
+    assert normalize_speaker("speaker-01", names) == "customer" and normalize_speaker("AGENT", names) == "customer"
+    assert normalize_speaker("agent") == "rep" and normalize_speaker("SPEAKER_00") is None
+    for bad in ("SPEAKER_00", "=rep", "SPEAKER_00=boss"):
+        with pytest.raises(ValueError, match="expected NAME=rep or NAME=customer"):
+            parse_speaker_names([bad])
+    source = tmp_path / "diarized.jsonl"
+    source.write_text(json.dumps({"id": "d1", "won": "yes", "turns": [
+        {"speaker": "SPEAKER_00", "text": "Hi, Dana from Acme."}, {"speaker": "Speaker 01", "text": "Go on."}]})
+        + "\n" + json.dumps({"id": "d2", "won": "no", "turns": [{"speaker": "SPEAKER_02", "text": "Who?"}]}) + "\n")
+    main(["convert", "archive", "--data", str(source), "--out", str(tmp_path / "out.jsonl"),
+          "--speaker", "SPEAKER_00=rep", "speaker-01=customer"])
+    (conv,) = read_conversations(tmp_path / "out.jsonl")
+    assert conv.id == "d1" and conv.outcome == 1 and [t.speaker for t in conv.turns] == ["rep", "customer"]
+    (reject,) = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert reject["record_id"] == "d2" and "--speaker SPEAKER_02=rep" in reject["reason"]
+
+
 def test_detect_format_names_the_file():
     assert detect_format("x/y.JSONL.GZ") == "jsonl"
     with pytest.raises(ValueError, match="y.txt"):
