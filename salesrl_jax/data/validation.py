@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import re
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,7 +25,8 @@ METADATA_KEYS = ("metadata", "meta")  # a top-level "meta" object is read as met
 SPEAKER_KEYS = ("speaker", "role", "from", "author", "participant")
 TEXT_KEYS = ("text", "message", "content", "utterance", "body", "value")
 START_KEYS = ("start_time", "timestamp", "time", "start")
-OUTCOME_WORDS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1, "no": 0, "yes": 1}
+OUTCOME_WORDS: Mapping[str, int] = types.MappingProxyType(
+    {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1, "no": 0, "yes": 1})
 """The strings an outcome may be written as (lower-cased, stripped): CSV exports and CRMs write yes/no as often as
 0/1; anything else ("won", "closed", a probability) is ambiguous and is set aside with its value."""
 DURATION_KEYS = ("duration",)
