@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from salesrl_jax.data.records import Turn, normalize_speaker
+from salesrl_jax.data.records import Turn, normalize_speaker, parse_speaker_names
 from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.ngrams import NgramHasher
 from salesrl_jax.features import turn_features
@@ -141,8 +142,11 @@ class Scorer:
             embedder = CachedEmbedder(embedder, EmbeddingCache(cache))
         return cls(model, embedder, quantized=quantized, confidence=confidence, guidance=policy)
 
-    def session(self) -> "ScoringSession":
-        return ScoringSession(self)
+    def session(self, speakers: Mapping[str, str] | Iterable[str] | None = None) -> "ScoringSession":
+        """A live conversation, one `ScoringSession.add_turn` per turn. ``speakers`` names roles the usual aliases do
+        not know, for this conversation only (a diarizer's labels differ from call to call): ``{"SPEAKER_00":
+        "rep"}`` or ``["SPEAKER_00=rep", "SPEAKER_01=customer"]``."""
+        return ScoringSession(self, speakers)
 
     def opening_guidance(self) -> Guidance | None:
         """The recommendation before any turn (the policy's first observation: a zero state, as in training)."""
@@ -202,8 +206,11 @@ class Scorer:
 class ScoringSession:
     """The state of one live conversation."""
 
-    def __init__(self, scorer: Scorer):
+    def __init__(self, scorer: Scorer, speakers: Mapping[str, str] | Iterable[str] | None = None):
         self.scorer = scorer
+        if isinstance(speakers, Mapping):
+            speakers = [f"{name}={role}" for name, role in speakers.items()]
+        self.speakers = parse_speaker_names(speakers or ())
         self.features = turn_features.FeatureState()
         self.carry: EncoderCarry = scorer._initial_carry
         self.prev_prediction = 0.5
@@ -213,9 +220,10 @@ class ScoringSession:
 
     def add_turn(self, speaker: str, text: str, start_time: float | None = None,
                  duration: float | None = None) -> TurnScore:
-        role = normalize_speaker(speaker)
+        role = normalize_speaker(speaker, self.speakers)
         if role is None:
-            raise ValueError(f"speaker {speaker!r} is neither the rep nor the customer")
+            raise ValueError(f"speaker {speaker!r} is neither the rep nor the customer (name its role with "
+                             f"`scorer.session(speakers={{{speaker!r}: 'rep'}})` or 'customer')")
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
         self.features, features = turn_features.step(self.features, Turn(role, text, start_time, duration))

@@ -69,6 +69,25 @@ def test_bad_turns_are_clear_errors_and_leave_the_session_unchanged(tiny_trained
     assert session.add_turn("customer", "Sure, what is this about?").turn_index == 1
 
 
+def test_a_session_names_its_own_speakers(tiny_trained):
+    """A diarized live call names its speakers for that call: the same turns under SPEAKER_00 / SPEAKER_01 score as
+    under rep / customer; another session does not know them."""
+    scorer = Scorer.load(tiny_trained)
+    turns = [("rep", "Hi, thanks for taking the call."), ("customer", "What does it cost?"), ("rep", "Ten a seat.")]
+    plain = scorer.session()
+    diarized = scorer.session(speakers={"SPEAKER_00": "rep", "speaker 01": "customer"})
+    listed = scorer.session(speakers=["SPEAKER_00=rep", "SPEAKER_01=customer"])
+    names = {"rep": "SPEAKER_00", "customer": "SPEAKER_01"}
+    for role, text in turns:
+        expected = plain.add_turn(role, text).probability
+        assert diarized.add_turn(names[role], text).probability == expected
+        assert listed.add_turn(names[role], text).probability == expected
+    with pytest.raises(ValueError, match="session.speakers=.'SPEAKER_00': 'rep'"):
+        scorer.session().add_turn("SPEAKER_00", "hello")
+    with pytest.raises(ValueError, match="expected NAME=rep or NAME=customer"):
+        scorer.session(speakers={"SPEAKER_00": "boss"})
+
+
 def test_cached_embeddings_are_reused(tiny_trained, tmp_path):
     scorer = Scorer.load(tiny_trained, cache=tmp_path / "cache.sqlite")
     for _ in range(2):
