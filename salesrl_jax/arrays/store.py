@@ -252,26 +252,30 @@ class TurnArrays:
     def labels_note(self) -> str:
         """Where the labels went, for an error about too few of them: the counts the build recorded, the most common
         reason its records were set aside (``rejects.jsonl`` beside the parts), and which fields hold an outcome."""
+        from salesrl_jax.data.readers import reason_kind
         from salesrl_jax.data.validation import OUTCOME_KEYS
 
         counts = self.manifest["counts"]
         read, labelled, rejected = counts["conversations"], counts["labelled"], counts.get("rejected", 0)
         note = f"{read:,} conversations read, {labelled:,} with an outcome"
         if rejected:
-            reasons = collections.Counter()
+            kinds: collections.Counter[tuple] = collections.Counter()  # (field, reason kind), as RejectSink counts
+            example: dict[tuple, str] = {}  # each kind's first reason in full
             rejects = self.path / "rejects.jsonl"
             try:
                 with open(rejects, encoding="utf-8") as handle:
                     for line, _ in zip(handle, range(10_000)):
                         try:
                             problem = json.loads(line)
-                            reasons[f"field {problem.get('field')!r}: {problem.get('reason')}"] += 1
+                            kind = (problem.get("field"), reason_kind(problem.get("reason") or ""))
                         except (ValueError, AttributeError):
                             continue
+                        kinds[kind] += 1
+                        example.setdefault(kind, f"field {problem.get('field')!r}: {problem.get('reason')}")
             except OSError:
                 pass
             note += f", {rejected:,} records set aside (reasons in {rejects}"
-            note += f"; the most common, {reasons.most_common(1)[0][0]})" if reasons else ")"
+            note += f"; the most common, {example[kinds.most_common(1)[0][0]]})" if kinds else ")"
         if labelled < read:
             try:  # the build's record of the label key (`salesrl_jax.arrays.build`)
                 label_key = json.loads((self.path / "build.json").read_text()).get("label_key")

@@ -149,7 +149,7 @@ class RejectSink:
     def add(self, problem: RecordProblem) -> None:
         self.count += 1
         # Group "text has 25000 characters" and "text has 31000 characters" together.
-        self.by_reason[_reason_kind(problem.reason)] += 1
+        self.by_reason[reason_kind(problem.reason)] += 1
         if len(self.first) < self._keep:
             self.first.append(problem)
         if self.path is not None:
@@ -179,7 +179,9 @@ class RejectSink:
         self.close()
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
+    """What a reason says, without its values: the digits of "text has 25000 characters" become N, so reasons that
+    differ only in a number count together."""
     return "".join("N" if ch.isdigit() else ch for ch in reason.split(",")[0])[:80]
 
 
@@ -480,7 +482,8 @@ def _rows_to_record(
         outcome_key = None if "." in limits.label_key else limits.label_key
     else:
         outcome_key = next((key for key in OUTCOME_KEYS if key in first), None)
-    outcomes = {str(row.get(outcome_key)).strip() for _, row in block if row.get(outcome_key) not in (None, "")}
+    given = [row.get(outcome_key) for _, row in block if row.get(outcome_key) not in (None, "")]
+    outcomes = {str(value).strip() for value in given}
     if len(outcomes) > 1:
         return problem(outcome_key, f"rows disagree on the outcome: {sorted(outcomes)} (if {outcome_key!r} is not "
                                     "the conversation's outcome, name the column that is with --label-key)")
@@ -493,8 +496,7 @@ def _rows_to_record(
     obj = {
         "id": record_id,
         # The outcome from any row that holds one (an export may write it on the last row only).
-        **({outcome_key: next(row.get(outcome_key) for _, row in block if row.get(outcome_key) not in (None, ""))}
-           if outcomes else {}),
+        **({outcome_key: given[0]} if given else {}),
         "industry": first.get("industry") or None,
         "product": first.get("product") or None,
         "metadata": metadata or {},

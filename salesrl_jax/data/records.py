@@ -48,16 +48,18 @@ def normalize_speaker(raw: object, names: Mapping[str, Speaker] | None = None) -
     return SPEAKER_ALIASES.get(key)
 
 
-def parse_speaker_names(pairs: Iterable[str]) -> dict[str, Speaker]:
-    """``{"speaker_00": "rep", ...}`` from ``["SPEAKER_00=rep", "Dana Smith=customer"]``; ValueError naming the pair
-    that is not ``NAME=rep`` or ``NAME=customer``."""
+def parse_speaker_names(pairs: Mapping[str, str] | Iterable[str]) -> dict[str, Speaker]:
+    """``{"speaker_00": "rep", ...}`` from ``["SPEAKER_00=rep", "Dana Smith=customer"]`` (the command line's form) or
+    ``{"SPEAKER_00": "rep"}``; ValueError naming the pair that is not ``NAME=rep`` or ``NAME=customer``."""
+    if isinstance(pairs, Mapping):
+        items = [(name, role, f"{name}={role}") for name, role in pairs.items()]
+    else:
+        items = [(*pair.rpartition("=")[::2], pair) for pair in pairs]  # no "=": an empty name, refused below
     names: dict[str, Speaker] = {}
-    for pair in pairs:
-        name, sep, role = pair.rpartition("=")
-        role = role.strip().lower()
-        if not sep or not name.strip() or role not in SPEAKERS:
-            raise ValueError(f"speaker name {pair!r}: expected NAME=rep or NAME=customer")
-        names[speaker_key(name)] = role  # type: ignore[assignment]
+    for name, role, given in items:
+        if not name.strip() or not isinstance(role, str) or role.strip().lower() not in SPEAKERS:
+            raise ValueError(f"speaker name {given!r}: expected NAME=rep or NAME=customer")
+        names[speaker_key(name)] = role.strip().lower()  # type: ignore[assignment]
     return names
 
 

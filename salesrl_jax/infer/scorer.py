@@ -208,8 +208,6 @@ class ScoringSession:
 
     def __init__(self, scorer: Scorer, speakers: Mapping[str, str] | Iterable[str] | None = None):
         self.scorer = scorer
-        if isinstance(speakers, Mapping):
-            speakers = [f"{name}={role}" for name, role in speakers.items()]
         self.speakers = parse_speaker_names(speakers or ())
         self.features = turn_features.FeatureState()
         self.carry: EncoderCarry = scorer._initial_carry

@@ -148,3 +148,22 @@ def test_the_label_key_chooses_the_outcome_and_is_part_of_the_build(tmp_path):
     assert [int(o) for p in plain.iter_parts() for o in p.outcome] == [0] * 6
     with pytest.raises(ValueError, match="different label_key"):
         embed_archive(path, tmp_path / "a", EmbedderConfig(dim=16), workers=1)
+
+
+def test_the_labels_note_counts_reasons_by_kind_and_shows_one_whole(tmp_path):
+    """Unknown speakers SPEAKER_01, _02, _03 are one reason (as `RejectSink` counts them), more common than the
+    missing text written first; the note shows the commonest kind's first reason in full, and the label's field."""
+    from salesrl_jax.embed.config import EmbedderConfig
+
+    lines = [{"speaker": "rep", "text": "hello"}]
+    records = [{"id": "a", "turns": [{"speaker": "rep"}]}]  # missing text
+    records += [{"id": f"s{i}", "turns": [{"speaker": f"SPEAKER_0{i}", "text": "hi"}]} for i in (1, 2, 3)]
+    records += [{"id": "ok", "turns": lines}]  # read, without an outcome
+    archive = tmp_path / "in.jsonl"
+    archive.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = embed_archive(archive, tmp_path / "arrays", EmbedderConfig(dim=16), workers=1, label_key="won")
+    note = result.arrays.labels_note()
+    assert note.startswith("1 conversations read, 0 with an outcome, 4 records set aside (reasons in ")
+    assert ("the most common, field 'turns[0].speaker': unknown speaker 'SPEAKER_01' (name its role with `salesrl "
+            "convert archive --speaker SPEAKER_01=rep` or =customer))") in note
+    assert "the outcome is read from 'won'" in note
