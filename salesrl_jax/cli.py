@@ -164,12 +164,15 @@ class Split:
     """Format of the two files."""
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated)."""
+    speaker: tuple[str, ...] = ()
+    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
+    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
 
     def run(self) -> None:
         from salesrl_jax.data.split import split_archive
 
         print(split_archive(self.data, self.out, test_fraction=self.test_fraction, seed=self.seed, fmt=self.format,
-                            label_key=self.label_key).summary())
+                            label_key=self.label_key, speakers=self.speaker).summary())
 
 
 @dataclasses.dataclass
@@ -193,6 +196,9 @@ class Embed:
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated); by default the first of
     outcome / converted / label / sale / success / won."""
+    speaker: tuple[str, ...] = ()
+    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
+    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
     wait: bool = False
     """If another run is writing this directory, wait for it instead of failing at once."""
     engine: Literal["local", "ray"] = "local"
@@ -208,7 +214,8 @@ class Embed:
         with _progress(_expected_turns(self.data), "turn", "embed") as bar:
             result = embed_archive(self.data, self.out, self.embedder, dtype=self.dtype,
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
-                                   cache_path=cache, progress=bar.update, label_key=self.label_key, wait=self.wait,
+                                   cache_path=cache, progress=bar.update, label_key=self.label_key,
+                                   speakers=self.speaker, wait=self.wait,
                                    engine=self.engine, address=self.address)
         print(result.summary())
 
@@ -327,6 +334,11 @@ class Score:
     """A `salesrl guidance train` run on this model's encoder state (observation model; DIR or DIR@K for its K-th
     seed): adds the rep's recommended next act per turn (sim_next_act, its probability, and sim_sale_if, the
     estimated conversion if each act is played now), learned in simulation (docs/guidance.md)."""
+    label_key: str | None = None
+    """The field that holds the outcome (for the conversations file), dotted into objects (e.g. metadata.won)."""
+    speaker: tuple[str, ...] = ()
+    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
+    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
 
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
@@ -336,7 +348,7 @@ class Score:
                                    chunk_conversations=self.chunk_conversations, workers=self.workers or None,
                                    cache_path=self.cache, strict=self.strict, progress=bar.update, wait=self.wait,
                                    confidence=self.confidence, engine=self.engine, address=self.address,
-                                   guidance=self.guidance)
+                                   guidance=self.guidance, label_key=self.label_key, speakers=self.speaker)
         print(result.summary())
         if self.guidance is not None:
             print(f"guidance          sim_* columns: the next act a policy learned in simulation recommends "
@@ -568,13 +580,16 @@ class Crossval:
     """Bootstrap resamples of the conversations for every interval."""
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated)."""
+    speaker: tuple[str, ...] = ()
+    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
+    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
 
     def run(self) -> None:
         from salesrl_jax.pipelines.crossval import crossval
 
         result = crossval(self.data, self.out, folds=self.folds, config=load_config(self.config_file), seeds=self.seeds,
                           fold_seed=self.fold_seed, baselines=self.baselines, bootstrap=self.bootstrap,
-                          label_key=self.label_key, repeats=self.repeats)
+                          label_key=self.label_key, repeats=self.repeats, speakers=self.speaker)
         print(result.summary())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,7 +26,7 @@ import numpy as np
 from salesrl_jax.arrays.store import FORMAT_VERSION, MANIFEST, Part, TurnArrays, part_digest, part_name
 from salesrl_jax.data.readers import ArchiveReader, RejectSink, archive_files
 from salesrl_jax.data.records import Conversation
-from salesrl_jax.data.validation import Limits
+from salesrl_jax.data.validation import Limits, reading_limits, reading_record
 from salesrl_jax.embed.base import Embedder
 from salesrl_jax.embed.cache import CacheStats, cached_embedder
 from salesrl_jax.embed.config import EmbedderConfig, resolve_embedder
@@ -171,6 +172,7 @@ def embed_archive(
     cache_path: str | os.PathLike[str] | None = None,
     progress: Callable[[int], object] | None = None,
     label_key: str | None = None,
+    speakers: Mapping[str, str] | Iterable[str] = (),
     wait: bool = False,
     engine: str = "local",
     address: str | None = None,
@@ -187,6 +189,8 @@ def embed_archive(
       cache_path: SQLite embedding cache shared across runs; None for no cache.
       progress: called with the number of turns done, as parts finish.
       label_key: the dotted field that holds the outcome (`Limits.label_key`); None for the usual names.
+      speakers: roles of speaker names the usual aliases do not know (``{"SPEAKER_00": "rep"}`` or
+        ``["SPEAKER_00=rep"]``; `Limits.speaker_names`). With ``label_key``, part of the build's record.
       wait: another run holding ``out`` makes this wait for it instead of failing at once (`claim_output`).
       engine: ``local`` (worker processes) or ``ray`` (a pool of Ray actors, `salesrl_jax.io.ray_map`; the
         same parts, byte for byte); ``address``: the Ray cluster to join (None: start a local one).
@@ -198,7 +202,8 @@ def embed_archive(
     if chunk_conversations < 1:
         raise ValueError(f"chunk_conversations must be >= 1, got {chunk_conversations}")
     out = Path(out)
-    embedder = resolve_embedder(embedder, data, label_key)  # auto: n-grams for small real archives, else hashing
+    limits = reading_limits(label_key, speakers)
+    embedder = resolve_embedder(embedder, data, limits)  # auto: n-grams for small real archives, else hashing
     # Building an embedder makes no request (a remote one only checks that a key is set).
     identity = embedder.build().identity
     build = {
@@ -208,17 +213,17 @@ def embed_archive(
         "dtype": dtype,
         "chunk_conversations": chunk_conversations,
         "features": list(FEATURE_NAMES),
-        **({"label_key": label_key} if label_key else {}),
+        **reading_record(limits),
         **({"max_grams": embedder.max_grams} if embedder.kind == "ngrams" else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     with claim_output(out, wait=wait):
         return _embed_claimed(data, out, embedder, build, dtype, chunk_conversations, workers, cache_path, progress,
-                              label_key, engine, address)
+                              limits, engine, address)
 
 
 def _embed_claimed(data, out: Path, embedder: EmbedderConfig, build: dict, dtype: str, chunk_conversations: int,
-                   workers: int | None, cache_path, progress, label_key: str | None, engine: str = "local",
+                   workers: int | None, cache_path, progress, limits: Limits, engine: str = "local",
                    address: str | None = None) -> EmbedResult:
     check_run_record(out / BUILD, build, "cached arrays")
     if (out / MANIFEST).exists():
@@ -253,7 +258,7 @@ def _embed_claimed(data, out: Path, embedder: EmbedderConfig, build: dict, dtype
         return (out / part_name(index)).is_dir()
 
     with RejectSink(out / "rejects.jsonl") as rejects:
-        reader = ArchiveReader(data, rejects=rejects, limits=Limits(label_key=label_key))
+        reader = ArchiveReader(data, rejects=rejects, limits=limits)
         if engine == "ray":
             from salesrl_jax.io.ray_map import map_on_ray
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import sqlite3
 import tempfile
 import zlib
@@ -179,10 +180,19 @@ class RejectSink:
         self.close()
 
 
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
+
 def reason_kind(reason: str) -> str:
-    """What a reason says, without its values: the digits of "text has 25000 characters" become N, so reasons that
-    differ only in a number count together."""
-    return "".join("N" if ch.isdigit() else ch for ch in reason.split(",")[0])[:80]
+    """What a reason says, without its values, so that reasons differing only in them count together: a quoted value
+    (a repr) becomes ``…`` wherever it appears (``unknown speaker 'SPEAKER_00' (... --speaker SPEAKER_00=rep ...)``),
+    a trailing ``, got VALUE`` is dropped and numbers become N (``text has 25000 characters``)."""
+    kind = reason
+    for value in sorted({a or b for a, b in _QUOTED.findall(reason)} - {""}, key=len, reverse=True):
+        kind = kind.replace(value, "…")
+    kind = kind.replace('"…"', "'…'")  # repr quotes a value holding an apostrophe with double quotes
+    kind = re.sub(r", got .*$", "", kind, flags=re.DOTALL)
+    return re.sub(r"\d+", "N", kind)[:120]
 
 
 @dataclasses.dataclass

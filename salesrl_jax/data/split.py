@@ -11,12 +11,13 @@ import dataclasses
 import hashlib
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
-from salesrl_jax.data.validation import Limits
+from salesrl_jax.data.validation import reading_limits
 from salesrl_jax.data.writers import ArchiveWriter
 
 
@@ -62,10 +63,12 @@ class SplitResult:
 
 
 def split_archive(data: str | os.PathLike[str], out: str | os.PathLike[str], *, test_fraction: float = 0.2,
-                  seed: int = 0, fmt: str = "jsonl", label_key: str | None = None) -> SplitResult:
-    """Write ``out/development.<fmt>`` and ``out/test.<fmt>`` from archive ``data`` (two passes, streaming)."""
+                  seed: int = 0, fmt: str = "jsonl", label_key: str | None = None,
+                  speakers: Mapping[str, str] | Iterable[str] = ()) -> SplitResult:
+    """Write ``out/development.<fmt>`` and ``out/test.<fmt>`` from archive ``data`` (two passes, streaming), read
+    with ``label_key`` and ``speakers`` (`salesrl_jax.data.validation.reading_limits`); the files hold the roles."""
     out = Path(out)
-    limits = Limits(label_key=label_key)
+    limits = reading_limits(label_key, speakers)
     first = [(conv.id, conv.outcome) for conv in ArchiveReader(data, limits=limits)]
     test_ids = stratified_test_ids([i for i, _ in first], [y for _, y in first], test_fraction, seed)
     paths = {"development": out / f"development.{fmt}", "test": out / f"test.{fmt}"}

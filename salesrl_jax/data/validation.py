@@ -16,7 +16,7 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from salesrl_jax.data.records import Conversation, Turn, normalize_speaker
+from salesrl_jax.data.records import Conversation, Turn, normalize_speaker, parse_speaker_names
 
 ID_KEYS = ("id", "conversation_id", "dialog_id", "dialogue_id", "session_id", "call_id")
 TURNS_KEYS = ("turns", "messages", "dialogue", "dialog", "utterances", "conversation", "transcript")
@@ -49,7 +49,20 @@ class Limits:
     the first of OUTCOME_KEYS. A record without that field is kept, unlabelled."""
     speaker_names: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     """Speaker names to roles before the usual aliases (keys folded by `speaker_key`, values rep / customer):
-    `parse_speaker_names` of ``salesrl convert archive --speaker SPEAKER_00=rep``."""
+    `parse_speaker_names` of ``--speaker SPEAKER_00=rep`` (every command that reads an archive takes it)."""
+
+
+def reading_limits(label_key: str | None = None, speakers: Mapping[str, str] | Iterable[str] = ()) -> Limits:
+    """The `Limits` of a command that reads an archive: where its ``--label-key`` says the outcome is, and the roles
+    its ``--speaker NAME=ROLE`` pairs (or a mapping) give speaker names; ValueError on a malformed pair."""
+    return Limits(label_key=label_key, speaker_names=parse_speaker_names(speakers))
+
+
+def reading_record(limits: Limits) -> dict[str, Any]:
+    """What of ``limits`` changes what an archive reads as, for a run's record (empty at the defaults, so records
+    written before a field existed still match): a rerun that would read the archive otherwise is refused."""
+    return {**({"label_key": limits.label_key} if limits.label_key else {}),
+            **({"speakers": dict(sorted(limits.speaker_names.items()))} if limits.speaker_names else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +174,8 @@ def parse_turn(obj: Any, index: int, limits: Limits) -> Turn | None:
         return None
     speaker = normalize_speaker(raw_speaker, limits.speaker_names)
     if speaker is None:
-        raise FieldError(f"{where}.{speaker_key}", f"unknown speaker {raw_speaker!r} (name its role with `salesrl "
-                                                   f"convert archive --speaker {raw_speaker!s}=rep` or =customer)")
+        raise FieldError(f"{where}.{speaker_key}", f"unknown speaker {raw_speaker!r} (name its role with "
+                                                   f"--speaker {raw_speaker!s}=rep or =customer)")
     text_key = _first_key(obj, TEXT_KEYS)
     if text_key is None:
         raise FieldError(f"{where}.text", f"missing text (one of {', '.join(TEXT_KEYS)})")

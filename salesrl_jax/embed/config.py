@@ -85,7 +85,7 @@ class EmbedderConfig:
         return embedder
 
 
-def resolve_embedder(config: EmbedderConfig, data, label_key: str | None = None) -> EmbedderConfig:
+def resolve_embedder(config: EmbedderConfig, data, limits: Limits = Limits()) -> EmbedderConfig:
     """The concrete embedder for archive ``data`` when ``config.kind`` is auto (else ``config`` itself): ngrams for
     real conversations (no turn carries a simulator oracle probability) with fewer than `SMALL_DATA_CONVERSATIONS`
     labelled ones, hashing otherwise.
@@ -94,12 +94,13 @@ def resolve_embedder(config: EmbedderConfig, data, label_key: str | None = None)
     turn, while on the simulator's text, whose typos the hashed character n-grams absorb, it is 0.004-0.008 below
     (docs/benchmarks.md). Large real archives keep the hashed embeddings only because nothing has measured them.
     The archive is read until the answer is known (its first conversation for simulated data, at most
-    `SMALL_DATA_CONVERSATIONS` labelled ones otherwise); bad records are skipped here and reported by the build.
+    `SMALL_DATA_CONVERSATIONS` labelled ones otherwise), as ``limits`` reads it (the build's label key and speaker
+    names); bad records are skipped here and reported by the build.
     """
     if config.kind != "auto":
         return config
     labelled = 0
-    for conversation in ArchiveReader(data, limits=Limits(label_key=label_key)):
+    for conversation in ArchiveReader(data, limits=limits):
         if any(turn.oracle_prob is not None for turn in conversation.turns):
             return config.resolved("hashing")
         labelled += conversation.outcome is not None

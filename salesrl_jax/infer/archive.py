@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +39,7 @@ from salesrl_jax.arrays.build import EmbedWorker, archive_hash
 from salesrl_jax.arrays.store import Part
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
 from salesrl_jax.data.records import Conversation
+from salesrl_jax.data.validation import Limits, reading_limits, reading_record
 from salesrl_jax.embed.cache import CacheStats
 from salesrl_jax.features.turn_features import FEATURE_NAMES
 from salesrl_jax.io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
@@ -188,22 +190,27 @@ def score_archive(model_path: str | os.PathLike[str], input_path: str | os.PathL
                   workers: int | None = None, cache_path: str | os.PathLike[str] | None = None,
                   strict: bool = False, rows: int = 4096, progress: Callable[[int], object] | None = None,
                   wait: bool = False, confidence: bool = True, engine: str = "local",
-                  address: str | None = None, guidance: str | os.PathLike[str] | None = None) -> ScoreResult:
+                  address: str | None = None, guidance: str | os.PathLike[str] | None = None,
+                  label_key: str | None = None, speakers: Mapping[str, str] | Iterable[str] = ()) -> ScoreResult:
     """Score every turn of an archive with a trained model (see the module docstring). The output is claimed
     for the run (`salesrl_jax.io.lock`): another run on it makes this fail at once, or wait with ``wait``.
     ``confidence=False`` leaves out the confidence columns of a model that has a fit (about 1.5x faster).
     ``engine="ray"``: the chunks are embedded and scored by a pool of Ray actors (`salesrl_jax.io.ray_map`;
     ``address`` of a running cluster, or None to start a local one); the outputs are the local engine's, byte for
     byte. ``guidance``: a guidance run on this model's encoder state (``DIR`` or ``DIR@K``): adds the recommended
-    next act per turn (see the module docstring)."""
+    next act per turn (see the module docstring). ``label_key`` (the outcome's field, dotted) and ``speakers``
+    (roles of speaker names the aliases do not know) say how the archive reads
+    (`salesrl_jax.data.validation.reading_limits`)."""
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be local or ray, got {engine!r}")
+    limits = reading_limits(label_key, speakers)  # a malformed --speaker pair fails before the output is claimed
     paths = output_paths(Path(output))
     with claim_output(paths["turns"], wait=wait):
         return _score_claimed(paths, model_path, input_path, quantized=quantized,
                               chunk_conversations=chunk_conversations, workers=workers, cache_path=cache_path,
                               strict=strict, rows=rows, progress=progress, with_confidence=confidence,
-                              engine=engine, address=address, guidance=None if guidance is None else str(guidance))
+                              engine=engine, address=address, guidance=None if guidance is None else str(guidance),
+                              limits=limits)
 
 
 @dataclasses.dataclass
@@ -301,12 +308,14 @@ class ScoreActor:
 
 def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized: bool, chunk_conversations: int,
                    workers: int | None, cache_path, strict: bool, rows: int, progress, with_confidence: bool,
-                   engine: str = "local", address: str | None = None, guidance: str | None = None) -> ScoreResult:
+                   engine: str = "local", address: str | None = None, guidance: str | None = None,
+                   limits: Limits = Limits()) -> ScoreResult:
     scorer = ChunkScorer.load(model_path, quantized, with_confidence, rows, guidance)
     embedder_config = scorer.model.config.embedder
     # The format is part of the run: `x.jsonl` and `x.parquet` share their sidecar files (`x.done.json`), and a
     # finished JSONL run once made the Parquet one report "already scored" and write nothing.
-    run = {**scorer.run_record(input_path, quantized, chunk_conversations, strict), "format": str(paths["ext"])}
+    run = {**scorer.run_record(input_path, quantized, chunk_conversations, strict), "format": str(paths["ext"]),
+           **reading_record(limits)}
     parts_dir = paths["parts"]
     outputs = tuple(paths[k].name for k in ("turns", "conversations", "done"))
     if paths["done"].exists() and json.loads(paths["done"].read_text()).get("run") == run:
@@ -350,7 +359,7 @@ def _score_claimed(paths: dict[str, Path], model_path, input_path, *, quantized:
 
     workers = default_workers(workers)
     with RejectSink(paths["rejects"]) as rejects:
-        reader = ArchiveReader(input_path, strict=strict, rejects=rejects)
+        reader = ArchiveReader(input_path, strict=strict, rejects=rejects, limits=limits)
         if engine == "ray":
             from salesrl_jax.io.ray_map import map_on_ray
 

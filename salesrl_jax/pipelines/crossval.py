@@ -52,6 +52,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -63,7 +64,7 @@ from salesrl_jax.arrays.split import stratified_folds
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.arrays.subset import write_subset
 from salesrl_jax.data.readers import ArchiveReader
-from salesrl_jax.data.validation import Limits
+from salesrl_jax.data.validation import reading_limits, reading_record
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from salesrl_jax.io.resumable_map import check_run_record
 from salesrl_jax.metrics.bootstrap import (
@@ -392,10 +393,11 @@ def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None
 def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds: int = 5,
              config: TrainConfig | None = None, seeds: int = 1, fold_seed: int = 0, baselines: bool = True,
              bootstrap: int = 1000, progress: bool = True, label_key: str | None = None,
-             repeats: int = 1) -> CrossvalResult:
+             repeats: int = 1, speakers: Mapping[str, str] | Iterable[str] = ()) -> CrossvalResult:
     """Cross-validate ``config`` (the default recipe if None) and the baselines on archive ``data`` (see the
     module docstring), under ``repeats`` fold assignments (fold seeds ``fold_seed``, ``fold_seed + 1``, ...);
-    resumable: finished folds are kept."""
+    resumable: finished folds are kept. ``label_key`` and ``speakers`` say how the archive reads
+    (`salesrl_jax.data.validation.reading_limits`), for the model and the baselines alike."""
     from tqdm import tqdm
 
     config = config or TrainConfig()
@@ -405,6 +407,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    limits = reading_limits(label_key, speakers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run_config = json.loads(config.to_json())
@@ -414,10 +417,11 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
                                              "fold_seed": fold_seed, "baselines": baselines, "config": run_config,
                                              "inner_split_seed": "data.split_seed + fold",
                                              "recalibration": "temperature",
-                                             **({"label_key": label_key} if label_key else {})},
+                                             **reading_record(limits)},
                      "a cross-validation")
     cache = out / "embeddings.sqlite" if config.embedder.is_remote else None
-    arrays = embed_archive(data, out / "arrays", config.embedder, cache_path=cache, label_key=label_key).arrays
+    arrays = embed_archive(data, out / "arrays", config.embedder, cache_path=cache, label_key=label_key,
+                           speakers=limits.speaker_names).arrays
     ids, outcomes = [], []
     for part in arrays.iter_parts():
         labelled = np.flatnonzero(np.asarray(part.outcome) >= 0)
@@ -431,7 +435,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
         from salesrl_jax.baselines.fit import fit_baselines
         from salesrl_jax.baselines.prefixes import build_prefixes
 
-        table = build_prefixes(ArchiveReader(data, limits=Limits(label_key=label_key)), arrays, data)
+        table = build_prefixes(ArchiveReader(data, limits=limits), arrays, data)
 
     bar = tqdm(total=repeats * folds * (1 + baselines), unit="step", desc="crossval",
                disable=None if progress else True, dynamic_ncols=True)

@@ -164,6 +164,6 @@ def test_the_labels_note_counts_reasons_by_kind_and_shows_one_whole(tmp_path):
     result = embed_archive(archive, tmp_path / "arrays", EmbedderConfig(dim=16), workers=1, label_key="won")
     note = result.arrays.labels_note()
     assert note.startswith("1 conversations read, 0 with an outcome, 4 records set aside (reasons in ")
-    assert ("the most common, field 'turns[0].speaker': unknown speaker 'SPEAKER_01' (name its role with `salesrl "
-            "convert archive --speaker SPEAKER_01=rep` or =customer))") in note
+    assert ("the most common, field 'turns[0].speaker': unknown speaker 'SPEAKER_01' (name its role with "
+            "--speaker SPEAKER_01=rep or =customer))") in note
     assert "the outcome is read from 'won'" in note
