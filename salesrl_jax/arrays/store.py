@@ -41,12 +41,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.ngrams import is_sparse
 from salesrl_jax.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from salesrl_jax.data.validation import Limits
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -249,6 +253,18 @@ class TurnArrays:
     def __len__(self) -> int:
         return len(self.part_names)
 
+    def reading(self) -> Limits:
+        """How the archive was read when these arrays were built: its ``--label-key`` and ``--speaker`` names, from
+        the build's record (`salesrl_jax.arrays.build`; the defaults where it has none). Whatever reads that archive
+        again beside the arrays (a study's text baselines) reads it so too, and finds the same conversations."""
+        from salesrl_jax.data.validation import Limits, reading_limits
+
+        try:
+            build = json.loads((self.path / "build.json").read_text())
+            return reading_limits(build.get("label_key"), build.get("speakers") or {})
+        except (OSError, ValueError, AttributeError, TypeError):
+            return Limits()
+
     def labels_note(self) -> str:
         """Where the labels went, for an error about too few of them: the counts the build recorded, the most common
         reason its records were set aside (``rejects.jsonl`` beside the parts), and which fields hold an outcome."""
@@ -277,10 +293,7 @@ class TurnArrays:
             note += f", {rejected:,} records set aside (reasons in {rejects}"
             note += f"; the most common, {example[kinds.most_common(1)[0][0]]})" if kinds else ")"
         if labelled < read:
-            try:  # the build's record of the label key (`salesrl_jax.arrays.build`)
-                label_key = json.loads((self.path / "build.json").read_text()).get("label_key")
-            except (OSError, ValueError, AttributeError):
-                label_key = None
+            label_key = self.reading().label_key
             note += (f"; the outcome is read from {label_key!r}" if label_key else
                      f"; the outcome is read from the first of {', '.join(OUTCOME_KEYS)}") + \
                 " (0/1, true/false or yes/no; name another field with --label-key, dotted into objects)"

@@ -354,9 +354,12 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
         from salesrl_jax.baselines.prefixes import build_prefixes, concat_tables
         from salesrl_jax.data.readers import read_conversations
 
-        train_table = build_prefixes(read_conversations(train_archive), TurnArrays.open(train_arrays), train_archive,
-                                     max_rows=study.baseline_max_prefixes)
-        test_table = build_prefixes(read_conversations(test_archive), TurnArrays.open(test_arrays), test_archive)
+        # Each archive read as its arrays were built from it (their label key and speaker names).
+        train_set, test_set = TurnArrays.open(train_arrays), TurnArrays.open(test_arrays)
+        train_table = build_prefixes(read_conversations(train_archive, limits=train_set.reading()), train_set,
+                                     train_archive, max_rows=study.baseline_max_prefixes)
+        test_table = build_prefixes(read_conversations(test_archive, limits=test_set.reading()), test_set,
+                                    test_archive)
         fit_note.update(training_prefixes=len(train_table.turn_index), of=train_table.prefixes)
         if test_table.ids != test["ids"]:
             raise AssertionError("prefix table and arrays disagree on the test conversations")  # both cache order

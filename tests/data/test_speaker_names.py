@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from salesrl_jax.arrays.build import embed_archive
+from salesrl_jax.baselines.prefixes import build_prefixes
 from salesrl_jax.cli import main
 from salesrl_jax.data.readers import RejectSink, read_conversations, reason_kind
 from salesrl_jax.data.validation import RecordProblem
@@ -44,6 +45,12 @@ def test_embed_reads_named_speakers_as_the_converted_roles_and_records_them(tmp_
         np.testing.assert_array_equal(values, want[name], err_msg=name)
     assert json.loads((tmp_path / "named" / "build.json").read_text())["speakers"] == {
         "speaker_00": "rep", "speaker_01": "customer"}
+    # What reads the archive again beside its arrays (a study's text baselines) reads it as the build did.
+    assert got.reading().speaker_names == {"speaker_00": "rep", "speaker_01": "customer"}
+    table = build_prefixes(read_conversations(diarized, limits=got.reading()), got, diarized)
+    assert table.ids == [f"call{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="'call0' of .* is missing"):
+        build_prefixes(read_conversations(diarized), got, diarized)
     with pytest.raises(ValueError, match="different speakers"):
         embed_archive(diarized, tmp_path / "named", EmbedderConfig(dim=16), workers=1, speakers=["SPEAKER_00=rep"])
     unnamed = embed_archive(diarized, tmp_path / "unnamed", EmbedderConfig(dim=16), workers=1)
