@@ -23,6 +23,11 @@ from salesrl_jax.run.config import ConfidenceConfig, TrainConfig, load_config
 from salesrl_jax.sim.config import SimulatorConfig
 
 ArchiveFormat = Literal["jsonl", "jsonl.gz", "csv", "parquet"]
+SpeakerNames = Annotated[tuple[str, ...], tyro.conf.arg(help=(
+    "Roles of speaker names the usual aliases (agent, client, user, ...) do not know, as NAME=rep or NAME=customer, "
+    "e.g. --speaker SPEAKER_00=rep SPEAKER_01=customer for a diarized export (case, spaces and hyphens do not "
+    "matter); recorded with the output."))]
+"""``--speaker``, as every command that reads an archive takes it (`salesrl_jax.data.validation.reading_limits`)."""
 
 
 def _progress(total: int | None, unit: str, desc: str):
@@ -116,10 +121,7 @@ class ConvertArchive:
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. won, metadata.donated, meta.crm.closed); by
     default the first of outcome / converted / label / sale / success / won."""
-    speaker: tuple[str, ...] = ()
-    """Roles of speaker names the usual aliases (agent, client, user, ...) do not know, as NAME=rep or
-    NAME=customer, e.g. --speaker SPEAKER_00=rep SPEAKER_01=customer for a diarized export (case, spaces and hyphens
-    do not matter)."""
+    speaker: SpeakerNames = ()
 
     def run(self) -> None:
         from salesrl_jax.data.convert import convert_archive
@@ -164,9 +166,7 @@ class Split:
     """Format of the two files."""
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated)."""
-    speaker: tuple[str, ...] = ()
-    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
-    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
+    speaker: SpeakerNames = ()
 
     def run(self) -> None:
         from salesrl_jax.data.split import split_archive
@@ -196,9 +196,7 @@ class Embed:
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated); by default the first of
     outcome / converted / label / sale / success / won."""
-    speaker: tuple[str, ...] = ()
-    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
-    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
+    speaker: SpeakerNames = ()
     wait: bool = False
     """If another run is writing this directory, wait for it instead of failing at once."""
     engine: Literal["local", "ray"] = "local"
@@ -336,9 +334,7 @@ class Score:
     estimated conversion if each act is played now), learned in simulation (docs/guidance.md)."""
     label_key: str | None = None
     """The field that holds the outcome (for the conversations file), dotted into objects (e.g. metadata.won)."""
-    speaker: tuple[str, ...] = ()
-    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
-    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
+    speaker: SpeakerNames = ()
 
     def run(self) -> None:
         from salesrl_jax.infer.archive import score_archive
@@ -580,9 +576,7 @@ class Crossval:
     """Bootstrap resamples of the conversations for every interval."""
     label_key: str | None = None
     """The field that holds the outcome, dotted into objects (e.g. metadata.donated)."""
-    speaker: tuple[str, ...] = ()
-    """Roles of speaker names the usual aliases do not know, as NAME=rep or NAME=customer (a diarized export:
-    --speaker SPEAKER_00=rep SPEAKER_01=customer)."""
+    speaker: SpeakerNames = ()
 
     def run(self) -> None:
         from salesrl_jax.pipelines.crossval import crossval

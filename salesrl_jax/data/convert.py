@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from salesrl_jax.data.readers import ArchiveReader, RejectSink
-from salesrl_jax.data.records import Conversation, parse_speaker_names
-from salesrl_jax.data.validation import Limits
+from salesrl_jax.data.records import Conversation
+from salesrl_jax.data.validation import Limits, reading_limits
 from salesrl_jax.data.writers import ArchiveWriter
 
 
@@ -51,7 +51,7 @@ def write_converted(read: Callable[[RejectSink], Iterable[Conversation]], output
 def convert_archive(input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                     rejects: str | os.PathLike[str] | None = None, strict: bool = False,
                     max_turn_chars: int = Limits().max_turn_chars, label_key: str | None = None,
-                    speakers: Iterable[str] = ()) -> ConvertResult:
+                    speakers: Mapping[str, str] | Iterable[str] = ()) -> ConvertResult:
     """Validate any JSONL / CSV / Parquet archive and write it in the library's format.
 
     Raises `BadRecordError` on the first bad record when ``strict``; otherwise bad records are set aside.
@@ -59,7 +59,7 @@ def convert_archive(input_path: str | os.PathLike[str], output: str | os.PathLik
     then holds it as ``outcome``. ``speakers`` (``NAME=rep`` / ``NAME=customer``) name roles the usual aliases do
     not know, such as a diarizer's ``SPEAKER_00``; the output holds the roles.
     """
-    limits = Limits(max_turn_chars=max_turn_chars, label_key=label_key, speaker_names=parse_speaker_names(speakers))
+    limits = dataclasses.replace(reading_limits(label_key, speakers), max_turn_chars=max_turn_chars)
     return write_converted(lambda sink: ArchiveReader(input_path, limits=limits,
                                                       strict=strict, rejects=sink), output, rejects)
 
