@@ -5,15 +5,15 @@ one process: 8 seeds trained one at a time with `train_and_evaluate` (N sequenti
 N), then N = 1, 3, 8 seeds in one program with `train_seeds_and_evaluate`; and a learning-rate sweep of 3
 settings (one seed) in one program with `train_together` against the same 3 configs one at a time.
 
-    python scripts/bench_seed_group.py [ARRAYS] [OUT]
+    python scripts/bench_seed_group.py --arrays ARRAYS --out OUT
 """
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
+from salesrl_jax import help_text
 from salesrl_jax.run.config import DataConfig, PPOConfig, PretrainConfig, TrainConfig, with_overrides
 from salesrl_jax.train.loop import train_and_evaluate, train_seeds_and_evaluate, train_together
 
@@ -27,9 +27,16 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def main() -> None:
-    arrays = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/tmp/rb/arr")
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp/sg/runs")
+@dataclasses.dataclass(frozen=True)
+class Config:
+    arrays: Path = Path("/tmp/rb/arr")
+    """Cached arrays to train on (`salesrl embed` of 3,000 synthetic conversations in docs/benchmarks.md)."""
+    out: Path = Path("/tmp/sg/runs")
+    """Where the runs go; removed first."""
+
+
+def main(config: Config) -> None:
+    arrays, out = config.arrays, config.out
     shutil.rmtree(out, ignore_errors=True)
     config = TrainConfig(data=DataConfig(train=arrays), pretrain=PretrainConfig(epochs=2),
                          ppo=PPOConfig(updates=8), regime="large", checkpoint_every=1000)
@@ -64,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(help_text.cli(Config))

@@ -1,18 +1,27 @@
 """Side-by-side table of several `salesrl evaluate` reports (their metrics.json), with the oracle.
 
-Usage: python scripts/compare_reports.py NAME=REPORT_DIR [NAME=REPORT_DIR ...]
+    python scripts/compare_reports.py NAME=REPORT_DIR [NAME=REPORT_DIR ...]
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 
+def _named_report(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=REPORT_DIR")
+    return name, Path(path)
+
+
 def main(argv: list[str]) -> None:
-    if not argv or any("=" not in a for a in argv):
-        raise SystemExit(__doc__)
-    reports = [(name, json.loads((Path(path) / "metrics.json").read_text()))
-               for name, path in (a.split("=", 1) for a in argv)]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=_named_report, metavar="NAME=REPORT_DIR",
+                        help="a row's name and the directory `salesrl evaluate --out` wrote")
+    args = parser.parse_args(argv)
+    reports = [(name, json.loads((path / "metrics.json").read_text())) for name, path in args.reports]
     # Real data has no oracle: then the table shows AUC by fraction seen instead of the gap to it.
     has_oracle = "oracle" in reports[0][1]["last_turn"]
     fractions = "AUC gap to oracle" if has_oracle else "AUC"
