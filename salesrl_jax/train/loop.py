@@ -63,10 +63,11 @@ class RunResult:
 
     @property
     def learned(self) -> bool | None:
-        """Whether the best checkpoint beats always predicting the training base rate (validation log loss)."""
+        """Whether the best checkpoint beats always predicting the training base rate (validation log loss), over all
+        turns or at the last turn (`beats_base_rate`)."""
         if not self.best_valid or "base_rate_log_loss" not in self.valid:
             return None
-        return self.best_valid["log_loss"] < self.valid["base_rate_log_loss"]
+        return beats_base_rate(self.best_valid, self.valid)
 
     def summary(self) -> str:
         lines = [f"run               {self.workdir}" + (f" (resumed at {self.resumed_from})" if self.resumed_from else "")]
@@ -76,8 +77,13 @@ class RunResult:
                              f"{valid['last_turn_accuracy']:.3f}, Brier {valid['last_turn_brier']:.3f}, "
                              f"ECE {valid['last_turn_ece']:.3f}; all turns log loss {valid['log_loss']:.4f}")
         if self.learned is not None:
-            lines.append(f"{'base rate':<18}validation: all turns log loss {self.valid['base_rate_log_loss']:.4f}; the "
-                         "best checkpoint " + ("beats it" if self.learned else "does NOT beat it: it learned nothing"))
+            late = self.learned and self.best_valid["log_loss"] >= self.valid["base_rate_log_loss"]
+            last = (f", last turn {self.valid['base_rate_last_turn_log_loss']:.4f}"
+                    if "base_rate_last_turn_log_loss" in self.valid else "")
+            lines.append(f"{'base rate':<18}validation: all turns log loss {self.valid['base_rate_log_loss']:.4f}{last}; "
+                         "the best checkpoint " + ("beats it at the last turn only (what it learned shows late)" if late
+                                                   else "beats it" if self.learned
+                                                   else "does NOT beat it: it learned nothing"))
         if self.recalibration is not None:
             fit, (before, after) = self.recalibration.fit, (self.recalibration.before, self.recalibration.after)
             lines.append(f"{'recalibrated':<18}{fit['form']} scaling (slope {fit['slope']:.3f}) fitted on the "
@@ -467,10 +473,12 @@ def _finish(config: TrainConfig, ctx: RunContext, workdir: Path, state: TrainSta
         raise ValueError(f"{workdir}: the run finished without a best checkpoint in {ctx.checkpoints.root / 'best'}")
     result = RunResult(workdir, valid, best["valid"], throughput, resumed_from)
     if result.learned is False:
+        last = (f"; at the last turn {best['valid']['last_turn_log_loss']:.4f} against "
+                f"{valid['base_rate_last_turn_log_loss']:.4f}" if "last_turn_log_loss" in best["valid"] else "")
         warnings.warn(f"{workdir}: the best checkpoint's validation log loss {best['valid']['log_loss']:.4f} is "
                       f"no better than always predicting the training base rate "
-                      f"({valid['base_rate_log_loss']:.4f}): the model learned nothing usable. Check the labels "
-                      "and the learning rate, or add data", stacklevel=3)
+                      f"({valid['base_rate_log_loss']:.4f}){last}: the model learned nothing usable. Check the "
+                      "labels and the learning rate, or add data", stacklevel=3)
     result.recalibration = _recalibrate(config, workdir)  # every process: orbax saves together
     if is_primary():
         write_json_atomic(workdir / "result.json",
@@ -489,6 +497,17 @@ def _recalibrate(config: TrainConfig, workdir: Path):
     return recalibrate_run(workdir, config.recalibration, config.recalibration_level)
 
 
+def beats_base_rate(model: dict, base: dict) -> bool:
+    """Whether validation metrics ``model`` beat always predicting the training base rate (``base``'s
+    ``base_rate_*``) in log loss, over all turns or at the last turn. Either will do: on long calls whose outcome
+    shows only late, the early turns' average can sit at the base rate while the last turns have learned it (3,000
+    calls of about 100 turns: all turns 0.6970 against 0.6955, held-out last-turn AUC 0.646)."""
+    if model["log_loss"] < base["base_rate_log_loss"]:
+        return True
+    return ("last_turn_log_loss" in model and "base_rate_last_turn_log_loss" in base
+            and model["last_turn_log_loss"] < base["base_rate_last_turn_log_loss"])
+
+
 def _kept_best(checkpoints: Checkpoints) -> str:
     """What a diverged run leaves: whether its best checkpoint learned anything (beats the base rate)."""
     best = checkpoints.best_meta()
@@ -497,7 +516,11 @@ def _kept_best(checkpoints: Checkpoints) -> str:
     valid = best["valid"]
     if "base_rate_log_loss" not in valid:
         return f"The kept best checkpoint has validation log loss {valid['log_loss']:.4f}."
-    verdict = ("better than" if valid["log_loss"] < valid["base_rate_log_loss"]
+    late = valid["log_loss"] >= valid["base_rate_log_loss"] and beats_base_rate(valid, valid)
+    verdict = ("better than" if beats_base_rate(valid, valid)
                else "NO better than: it learned nothing usable, compared with")
-    return (f"The kept best checkpoint (validation log loss {valid['log_loss']:.4f}) is {verdict} always predicting "
-            f"the training base rate ({valid['base_rate_log_loss']:.4f}).")
+    last = (f"; at the last turn {valid['last_turn_log_loss']:.4f} against {valid['base_rate_last_turn_log_loss']:.4f}"
+            if "base_rate_last_turn_log_loss" in valid else "")
+    return (f"The kept best checkpoint (validation log loss {valid['log_loss']:.4f}{last}) is {verdict} always "
+            f"predicting the training base rate ({valid['base_rate_log_loss']:.4f})"
+            + (", at the last turn only." if late else "."))

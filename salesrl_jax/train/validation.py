@@ -36,10 +36,11 @@ def training_base_rate(arrays: TurnArrays, config: TrainConfig) -> float:
 def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConfig, holdout: dict | None = None
                    ) -> Validator:
     """``validate(params) -> metrics``: log loss and Brier over every turn of the validation split (the best
-    checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier and ECE for the log; beside them
-    ``base_rate_log_loss``, the log loss of always predicting the training base rate on the same turns (a model
-    that does not beat it learned nothing). ``holdout``: the wide term's cross-fitting of the split
-    (`salesrl_jax.models.predict.cross_fitted`), so that no validation turn reads weights fitted on it."""
+    checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier, ECE and log loss for the log; beside them
+    ``base_rate_log_loss`` and ``base_rate_last_turn_log_loss``, the log loss of always predicting the training base
+    rate on the same turns (a model that beats it on neither learned nothing; on long calls whose outcome shows only
+    late, the early turns' average hides what the last turns learned). ``holdout``: the wide term's cross-fitting of
+    the split (`salesrl_jax.models.predict.cross_fitted`), so that no validation turn reads weights fitted on it."""
     predict = shared_predict(graphdef)  # one compiled predictor per model structure in a process
     rate = training_base_rate(arrays, config)
 
@@ -53,6 +54,10 @@ def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConf
                 "base_rate_log_loss": metrics.log_loss(np.full(len(pred.outcome), rate), pred.outcome),
                 "brier": metrics.brier(pred.prediction, pred.outcome),
                 "last_turn_auc": last["auc"], "last_turn_accuracy": last["accuracy"],
-                "last_turn_brier": last["brier"], "last_turn_ece": last["ece"], "conversations": len(pred.ids)}
+                "last_turn_brier": last["brier"], "last_turn_ece": last["ece"],
+                "last_turn_log_loss": metrics.log_loss(pred.prediction[pred.last], pred.outcome[pred.last]),
+                "base_rate_last_turn_log_loss": metrics.log_loss(np.full(int(pred.last.sum()), rate),
+                                                                 pred.outcome[pred.last]),
+                "conversations": len(pred.ids)}
 
     return validate

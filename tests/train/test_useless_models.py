@@ -47,6 +47,12 @@ def test_a_diverged_run_says_whether_its_kept_checkpoint_learned_anything(tiny_a
     checkpoints.save_best(state, {"valid": {"log_loss": 0.60, "base_rate_log_loss": 0.686}}, 0.60)
     assert "is better than always predicting the training base rate" in _kept_best(checkpoints)
     checkpoints.close()
+    late = Checkpoints(tmp_path / "late")
+    late.save_best(state, {"valid": {"log_loss": 0.70, "base_rate_log_loss": 0.686, "last_turn_log_loss": 0.6,
+                                     "base_rate_last_turn_log_loss": 0.69}}, 0.70)
+    assert "is better than always predicting the training base rate (0.6860), at the last turn only" in \
+        _kept_best(late)
+    late.close()
 
 
 def test_nan_inputs_diverge_and_say_nothing_was_kept(tiny_arrays, tmp_path):
@@ -74,6 +80,12 @@ def test_a_model_no_better_than_the_base_rate_is_said():
     assert useless.learned is False and "does NOT beat it: it learned nothing" in useless.summary()
     useful = RunResult(Path("run"), valid, {**valid, "log_loss": 0.60}, {}, None)
     assert useful.learned is True and "beats it" in useful.summary()
+    # A long call's outcome that shows only late: the all-turn average sits at the base rate, the last turn beats it.
+    with_last = {**valid, "base_rate_last_turn_log_loss": 0.686}
+    late = RunResult(Path("run"), with_last, {**with_last, "log_loss": 0.6970, "last_turn_log_loss": 0.64}, {}, None)
+    assert late.learned is True and "beats it at the last turn only" in late.summary()
+    neither = RunResult(Path("run"), with_last, {**with_last, "log_loss": 0.6970, "last_turn_log_loss": 0.69}, {}, None)
+    assert neither.learned is False and "does NOT beat it" in neither.summary()
 
 
 def test_a_second_run_on_a_workdir_is_refused(tiny_arrays, tmp_path):
