@@ -4,7 +4,10 @@
   training conversations only) plus the turn index ``log1p(t)``, which a live system knows at turn t;
   a logistic regression with its L2 strength chosen by inner cross-validation grouped by conversation
   on the training conversations (log loss). Four variants: words tagged by speaker or not, fitted on
-  every prefix of the training conversations (``prefix``) or on their whole dialogues (``whole``).
+  every prefix of the training conversations (``prefix``; past ``max_prefix_rows`` prefixes, a random subset of
+  each conversation's) or on their whole dialogues (``whole``). Prefix vectors come from each turn's gram counts
+  and their running sums (`salesrl_jax.baselines.prefix_tfidf`), so long calls cost their turns, not the sum of
+  their prefixes' lengths; held-out prefixes are transformed and predicted in chunks.
 * ``embedding_lr``: the same regression on the mean turn embeddings of turns 1..t (all, customer, rep):
   the model's own input representation.
 * ``features_gbm``: scikit-learn's histogram gradient-boosted trees on the turn features (their mean over
@@ -28,11 +31,37 @@ TFIDF_METHODS = tuple(name for name, _, _ in TFIDF_VARIANTS)  # the family cross
 METHODS = TFIDF_METHODS + ("embedding_lr", "features_gbm")
 
 
+# The prefix-fitted variants' training rows: their sparse matrix grows with each prefix's words. At 100,000
+# prefixes of 100-turn calls a fold's baselines peak at 4.5 GB (245,000 prefixes: 10 GB); docs/benchmarks.md.
+MAX_PREFIX_ROWS = 100_000
+
+
 @dataclasses.dataclass
 class BaselinePredictions:
     rows: np.ndarray  # [n] the held-out rows of the prefix table, in order
     probs: dict[str, np.ndarray]  # method -> [n]
     chosen_c: dict[str, float]  # the L2 strength each logistic regression chose
+    prefix_rows: int = 0  # the training prefixes the prefix-fitted variants read
+    of: int = 0  # ... of this many
+
+
+def subsample_prefixes(table: PrefixTable, rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """``rows`` (prefix rows, conversation by conversation) if at most ``max_rows``; else about ``max_rows`` of
+    them: each conversation keeps a random subset of its prefixes, ``share * n`` rounded stochastically and at least
+    one, so that every conversation's words and outcome stay in the fit (as `build_prefixes`'s ``max_rows``)."""
+    rows = np.asarray(rows)
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    rng = np.random.default_rng(seed)
+    share = max_rows / len(rows)
+    conversations, first, counts = np.unique(table.conversation[rows], return_index=True, return_counts=True)
+    keep = np.maximum(1, np.minimum(counts, (share * counts + rng.random(len(counts))).astype(np.int64)))
+    # A random rank within each conversation; the rows ranked below its quota are kept.
+    position = np.arange(len(rows)) - np.repeat(first, counts)
+    order = np.lexsort((rng.random(len(rows)), np.repeat(np.arange(len(counts)), counts)))
+    rank = np.empty(len(rows), np.int64)
+    rank[order] = position
+    return np.sort(rows[rank < np.repeat(keep, counts)])
 
 
 def _turn_column(table: PrefixTable, rows: np.ndarray) -> np.ndarray:
@@ -54,7 +83,8 @@ def _logistic_cv(features, labels, groups, folds: int, seed: int, grid: np.ndarr
 
 
 def fit_baselines(table: PrefixTable, train: np.ndarray, test: np.ndarray, *, inner_folds: int = 3,
-                  seed: int = 0, methods: tuple[str, ...] = METHODS) -> BaselinePredictions:
+                  seed: int = 0, methods: tuple[str, ...] = METHODS,
+                  max_prefix_rows: int | None = MAX_PREFIX_ROWS) -> BaselinePredictions:
     """Fit on conversations ``train`` (indices into ``table.ids``), predict every prefix of ``test``."""
     import scipy.sparse as sp
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -62,10 +92,13 @@ def fit_baselines(table: PrefixTable, train: np.ndarray, test: np.ndarray, *, in
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from salesrl_jax.baselines.prefix_tfidf import PrefixTfidf
+
     train_rows, test_rows = np.flatnonzero(table.rows_of(train)), np.flatnonzero(table.rows_of(test))
     if not len(train_rows) or not len(test_rows):
         raise ValueError("the baselines need training and held-out conversations")
     labels, groups = table.outcome[train_rows], table.conversation[train_rows]
+    prefix_rows = subsample_prefixes(table, train_rows, max_prefix_rows, seed)
     probs: dict[str, np.ndarray] = {}
     chosen: dict[str, float] = {}
     for tagged in (False, True):
@@ -74,20 +107,24 @@ def fit_baselines(table: PrefixTable, train: np.ndarray, test: np.ndarray, *, in
             continue
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
         whole_train = vectorizer.fit_transform(table.whole_texts(train, tagged))  # idf from training dialogues only
-        test_x = sp.hstack([vectorizer.transform(table.prefix_texts(test_rows, tagged)),
-                            _turn_column(table, test_rows)]).tocsr()
+        prefixes = PrefixTfidf(table, vectorizer.vocabulary_, vectorizer.idf_, tagged)
+        models = {}
         for fit in fits:
             name = f"tfidf_{'tagged' if tagged else 'plain'}_{fit}"
             if fit == "prefix":
-                x = sp.hstack([vectorizer.transform(table.prefix_texts(train_rows, tagged)),
-                               _turn_column(table, train_rows)]).tocsr()
-                y, g = labels, groups
+                x = prefixes.transform(prefix_rows, _turn_column(table, prefix_rows)[:, 0])
+                y, g = table.outcome[prefix_rows], table.conversation[prefix_rows]
             else:  # whole dialogues, each at its last turn
                 lengths = np.array([len(table.texts[c]) for c in train], np.float64)
                 x = sp.hstack([whole_train, np.log1p(lengths)[:, None]]).tocsr()
                 y, g = table.outcome[np.searchsorted(table.conversation, train)], np.asarray(train)
-            model, chosen[name] = _logistic_cv(x, y, g, inner_folds, seed)
-            probs[name] = model.predict_proba(test_x)[:, 1]
+            models[name], chosen[name] = _logistic_cv(x, y, g, inner_folds, seed)
+            del x
+        predicted = {name: [] for name in models}
+        for _, test_x in prefixes.transform_chunks(test_rows, _turn_column(table, test_rows)[:, 0]):
+            for name, model in models.items():
+                predicted[name].append(model.predict_proba(test_x)[:, 1])
+        probs.update({name: np.concatenate(parts) for name, parts in predicted.items()})
     # Sparse n-gram arrays hold no dense embedding: the TF-IDF family is the regression on that representation.
     if "embedding_lr" in methods and table.embedding_means.shape[1]:
         scaler = StandardScaler().fit(table.embedding_means[train_rows])
@@ -102,4 +139,5 @@ def fit_baselines(table: PrefixTable, train: np.ndarray, test: np.ndarray, *, in
                                              early_stopping=False, random_state=seed)
         gbm.fit(summary(train_rows), labels)
         probs["features_gbm"] = gbm.predict_proba(summary(test_rows))[:, 1]
-    return BaselinePredictions(test_rows, {k: v.astype(np.float32) for k, v in probs.items()}, chosen)
+    return BaselinePredictions(test_rows, {k: v.astype(np.float32) for k, v in probs.items()}, chosen,
+                               prefix_rows=len(prefix_rows), of=len(train_rows))

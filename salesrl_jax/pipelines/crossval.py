@@ -11,7 +11,9 @@ Per fold (folds stratified by outcome, a conversation never split):
   recalibrated model, and the best checkpoint before it as ``model_uncalibrated``);
   with ``seeds > 1`` the held-out predictions are the mean over independently seeded models;
 * **the baselines** (`salesrl_jax.baselines`): fitted on the same training conversations, predicting
-  the same prefixes.
+  the same prefixes (the variants fitted on prefixes read at most ``baseline_max_prefixes`` of them: past it, a
+  random subset of each training conversation's, said in the report and in ``metrics.json``'s
+  ``baseline_prefixes``).
 
 Every prediction after turn t reads turns 1..t only. The pooled out-of-fold predictions are scored by
 turn index k over the conversations still running at k (what a live system faces) and at the last
@@ -38,7 +40,8 @@ log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, 
 "mean_auc_turns_4_12_difference": {"reference", "diff", "lo", "hi", "by_repeat"} (the model less the TF-IDF variant
 with the highest mean, its paired interval resampling conversations once for the four turn indices; with the
 baselines only),
-"conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder"}``; a point is a turn index ("1",
+"conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder", "baseline_prefixes" (with the
+baselines: {"read", "of"}, the training prefixes the prefix-fitted variants read, summed over folds)}``; a point is a turn index ("1",
 "2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the means chose (one
 entry without repeats).
 ``ece_null`` and ``ece_null_hi``: the median and 95th percentile of the ECE a perfectly calibrated predictor with
@@ -63,6 +66,7 @@ from salesrl_jax.arrays.build import archive_hash, embed_archive
 from salesrl_jax.arrays.split import stratified_folds
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.arrays.subset import write_subset
+from salesrl_jax.baselines.fit import MAX_PREFIX_ROWS
 from salesrl_jax.data.readers import ArchiveReader
 from salesrl_jax.data.validation import reading_limits, reading_record
 from salesrl_jax.io.atomic import atomic_path, write_json_atomic, write_text_atomic
@@ -343,6 +347,12 @@ def write_crossval_report(result: dict, out: Path) -> Path:
     lines += [f"| {m} | {v:.3f} |" for m, v in result["mean_auc_turns_4_12"].items()]
     if "mean_auc_turns_4_12_difference" in result:
         lines += ["", _mean_difference_line(result)]
+    read = result.get("baseline_prefixes", {})
+    if read and read["read"] < read["of"]:
+        lines += ["", f"The TF-IDF variants fitted on prefixes read {read['read']:,} of the folds' {read['of']:,} "
+                  "training prefixes (`--baseline-max-prefixes`): a random subset of each training conversation's. "
+                  "The whole-dialogue variants read every training conversation, and every held-out prefix is "
+                  "predicted."]
     lines += ["", "## By fraction seen (uses the total length T, which a live system does not know)", "",
               "| method | " + " | ".join(f"{float(f):.0%}" for f in FRACTIONS[:-1]) + " |",
               "|---|" + "---:|" * (len(FRACTIONS) - 1)]
@@ -393,7 +403,8 @@ def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None
 def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds: int = 5,
              config: TrainConfig | None = None, seeds: int = 1, fold_seed: int = 0, baselines: bool = True,
              bootstrap: int = 1000, progress: bool = True, label_key: str | None = None,
-             repeats: int = 1, speakers: Mapping[str, str] | Iterable[str] = ()) -> CrossvalResult:
+             repeats: int = 1, speakers: Mapping[str, str] | Iterable[str] = (),
+             baseline_max_prefixes: int | None = MAX_PREFIX_ROWS) -> CrossvalResult:
     """Cross-validate ``config`` (the default recipe if None) and the baselines on archive ``data`` (see the
     module docstring), under ``repeats`` fold assignments (fold seeds ``fold_seed``, ``fold_seed + 1``, ...);
     resumable: finished folds are kept. ``label_key`` and ``speakers`` say how the archive reads
@@ -417,7 +428,10 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
                                              "fold_seed": fold_seed, "baselines": baselines, "config": run_config,
                                              "inner_split_seed": "data.split_seed + fold",
                                              "recalibration": "temperature",
-                                             **reading_record(limits)},
+                                             **reading_record(limits),
+                                             # Only where it differs from the default, so that earlier runs resume.
+                                             **({"baseline_max_prefixes": baseline_max_prefixes}
+                                                if baselines and baseline_max_prefixes != MAX_PREFIX_ROWS else {})},
                      "a cross-validation")
     cache = out / "embeddings.sqlite" if config.embedder.is_remote else None
     arrays = embed_archive(data, out / "arrays", config.embedder, cache_path=cache, label_key=label_key,
@@ -440,6 +454,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     bar = tqdm(total=repeats * folds * (1 + baselines), unit="step", desc="crossval",
                disable=None if progress else True, dynamic_ncols=True)
     pooled_parts = []
+    prefixes_read = {"read": 0, "of": 0}
     for repeat in range(repeats):
         seed = fold_seed + repeat
         fold_of = dict(zip(ids, stratified_folds(ids, np.array(outcomes), folds, seed).tolist()))
@@ -448,6 +463,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
             # The first assignment's folds where a run without repeats keeps them, so that it can be extended.
             fold_dir = out / f"fold-{k}" if repeat == 0 else out / f"repeat-{repeat}" / f"fold-{k}"
             model_file, base_file = fold_dir / "model.parquet", fold_dir / "baselines.parquet"
+            base_fit = fold_dir / "baselines.json"  # what the fits read and chose
             if not model_file.exists():
                 bar.set_postfix(repeat=repeat, fold=k, step="model")
                 train_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=False), fold_dir / "train-arrays")
@@ -457,11 +473,17 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
             if baselines and not base_file.exists():
                 bar.set_postfix(repeat=repeat, fold=k, step="baselines")
                 fitted = fit_baselines(table, np.flatnonzero(table_fold != k), np.flatnonzero(table_fold == k),
-                                       seed=seed)
+                                       seed=seed, max_prefix_rows=baseline_max_prefixes)
+                write_json_atomic(base_fit, {"prefix_rows": fitted.prefix_rows, "of": fitted.of,
+                                             "chosen_c": fitted.chosen_c})
                 _write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
                                            "turn_index": table.turn_index[fitted.rows], **fitted.probs})
             if baselines:
                 bar.update(1)
+                if base_fit.exists():  # a fold finished before this record existed read every prefix
+                    fit = json.loads(base_fit.read_text())
+                    prefixes_read = {"read": prefixes_read["read"] + fit["prefix_rows"],
+                                     "of": prefixes_read["of"] + fit["of"]}
             joined = _join_fold(model_file, base_file if baselines else None, k)
             joined["repeat"] = np.full(len(joined["turn_index"]), repeat, np.int32)
             pooled_parts.append(joined)
@@ -474,7 +496,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     result = score_predictions(pooled, methods, rounds=bootstrap, seed=fold_seed)
     result.update(conversations=len(ids), folds=folds, repeats=repeats,
                   fold_seeds=list(range(fold_seed, fold_seed + repeats)), seeds=seeds, data=str(data),
-                  embedder=arrays.identity.key)
+                  embedder=arrays.identity.key, **({"baseline_prefixes": prefixes_read} if baselines else {}))
     write_json_atomic(out / "metrics.json", result)
     plot_results(result, pooled, out)
     write_crossval_report(result, out)

@@ -365,7 +365,8 @@ def fit_study_baselines(study: Study, train_arrays: Path, train_archive: Path | 
             raise AssertionError("prefix table and arrays disagree on the test conversations")  # both cache order
         n_train = len(train_table.ids)
         fitted = fit_baselines(concat_tables(train_table, test_table), np.arange(n_train),
-                               np.arange(n_train, n_train + len(test_table.ids)), methods=tuple(text))
+                               np.arange(n_train, n_train + len(test_table.ids)), methods=tuple(text),
+                               max_prefix_rows=None)  # the training table holds `baseline_max_prefixes` already
         for method, probs in fitted.probs.items():  # held-out rows in cache order: the rows of `test`
             rows[method] = run_metrics(evaluation_tables(_predictions(test, probs)))
     out.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,16 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
     assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
+    # Every training prefix read by the prefix-fitted variants at the default bound; a bound that bit is reported.
+    from salesrl_jax.pipelines.crossval import write_crossval_report
+
+    read = metrics["baseline_prefixes"]
+    assert read["read"] == read["of"] == 2 * arrays.num_turns  # each conversation trains in 2 of the 3 folds
+    assert "`--baseline-max-prefixes`" not in (out / "report.md").read_text()
+    capped = write_crossval_report({**metrics, "baseline_prefixes": {"read": 1_234, "of": 5_000}}, tmp_path)
+    assert "read 1,234 of the folds' 5,000 training prefixes (`--baseline-max-prefixes`)" in capped.read_text()
+    with pytest.raises(ValueError, match="different baseline_max_prefixes"):
+        crossval(tiny_archive, out, folds=3, config=config, bootstrap=40, progress=False, baseline_max_prefixes=50)
     # Each fold's inner split (early stopping, recalibration) is its own: one seed would hold out the same
     # conversations in every fold and bias them all alike.
     from salesrl_jax.arrays.split import validation_mask
