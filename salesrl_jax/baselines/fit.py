@@ -46,9 +46,10 @@ class BaselinePredictions:
 
 
 def subsample_prefixes(table: PrefixTable, rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
-    """``rows`` (prefix rows, conversation by conversation) if at most ``max_rows``; else about ``max_rows`` of
-    them: each conversation keeps a random subset of its prefixes, ``share * n`` rounded stochastically and at least
-    one, so that every conversation's words and outcome stay in the fit (as `build_prefixes`'s ``max_rows``)."""
+    """``rows`` (prefix rows in the table's order: conversation by conversation) if at most ``max_rows``; else about
+    ``max_rows`` of them: each conversation keeps a random subset of its prefixes, ``share * n`` rounded
+    stochastically and at least one, so that every conversation's words and outcome stay in the fit (as
+    `build_prefixes`'s ``max_rows``)."""
     rows = np.asarray(rows)
     if max_rows is None or len(rows) <= max_rows:
         return rows

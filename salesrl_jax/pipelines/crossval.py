@@ -41,9 +41,9 @@ log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, 
 with the highest mean, its paired interval resampling conversations once for the four turn indices; with the
 baselines only),
 "conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder", "baseline_prefixes" (with the
-baselines: {"read", "of"}, the training prefixes the prefix-fitted variants read, summed over folds)}``; a point is a turn index ("1",
-"2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the means chose (one
-entry without repeats).
+baselines: {"read", "of"}, the training prefixes the prefix-fitted variants read, summed over folds)}``; a point is
+a turn index ("1", "2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the
+means chose (one entry without repeats).
 ``ece_null`` and ``ece_null_hi``: the median and 95th percentile of the ECE a perfectly calibrated predictor with
 the same predictions would read at this n (`salesrl_jax.metrics.bootstrap.calibrated_null`): the sampling floor
 an ECE bar must be read against.

@@ -80,10 +80,10 @@ class RunResult:
             late = self.learned and self.best_valid["log_loss"] >= self.valid["base_rate_log_loss"]
             last = (f", last turn {self.valid['base_rate_last_turn_log_loss']:.4f}"
                     if "base_rate_last_turn_log_loss" in self.valid else "")
-            lines.append(f"{'base rate':<18}validation: all turns log loss {self.valid['base_rate_log_loss']:.4f}{last}; "
-                         "the best checkpoint " + ("beats it at the last turn only (what it learned shows late)" if late
-                                                   else "beats it" if self.learned
-                                                   else "does NOT beat it: it learned nothing"))
+            verdict = ("beats it at the last turn only (what it learned shows late)" if late
+                       else "beats it" if self.learned else "does NOT beat it: it learned nothing")
+            lines.append(f"{'base rate':<18}validation: all turns log loss "
+                         f"{self.valid['base_rate_log_loss']:.4f}{last}; the best checkpoint {verdict}")
         if self.recalibration is not None:
             fit, (before, after) = self.recalibration.fit, (self.recalibration.before, self.recalibration.after)
             lines.append(f"{'recalibrated':<18}{fit['form']} scaling (slope {fit['slope']:.3f}) fitted on the "
