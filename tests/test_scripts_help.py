@@ -1,5 +1,5 @@
 """Every script under scripts/ documents itself: ``--help`` prints its usage and exits 0, without running anything
-(two did not: one ran its whole benchmark, one read ``--help`` as a path)."""
+(three did not: one ran its whole benchmark, one read ``--help`` as a path, one exited 1)."""
 
 import runpy
 import signal

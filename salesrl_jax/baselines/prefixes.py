@@ -50,7 +50,14 @@ class PrefixTable:
 def join_turns(texts: list[str], speakers: list[str], tagged: bool) -> str:
     if not tagged:
         return " ".join(texts)
-    return " ".join(f"{s[0]}_{w}" for text, s in zip(texts, speakers) for w in _TOKEN.findall(text.lower()))
+    return " ".join(w for text, s in zip(texts, speakers) for w in turn_tokens(text, s, tagged=True))
+
+
+def turn_tokens(text: str, speaker: str, tagged: bool) -> list[str]:
+    """A turn's tokens as a TF-IDF vectorizer reads them in `join_turns`'s text: lower-cased words of two or more
+    word characters (scikit-learn's default pattern); ``tagged`` prefixes each with the speaker's initial."""
+    words = _TOKEN.findall(text.lower())
+    return [f"{speaker[0]}_{w}" for w in words] if tagged else words
 
 
 def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,

@@ -480,7 +480,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
                                            "turn_index": table.turn_index[fitted.rows], **fitted.probs})
             if baselines:
                 bar.update(1)
-                if base_fit.exists():  # a fold finished before this record existed read every prefix
+                if base_fit.exists():  # a fold finished before this record existed is left out of the count
                     fit = json.loads(base_fit.read_text())
                     prefixes_read = {"read": prefixes_read["read"] + fit["prefix_rows"],
                                      "of": prefixes_read["of"] + fit["of"]}

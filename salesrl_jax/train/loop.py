@@ -516,9 +516,9 @@ def _kept_best(checkpoints: Checkpoints) -> str:
     valid = best["valid"]
     if "base_rate_log_loss" not in valid:
         return f"The kept best checkpoint has validation log loss {valid['log_loss']:.4f}."
-    late = valid["log_loss"] >= valid["base_rate_log_loss"] and beats_base_rate(valid, valid)
-    verdict = ("better than" if beats_base_rate(valid, valid)
-               else "NO better than: it learned nothing usable, compared with")
+    learned = beats_base_rate(valid, valid)
+    late = learned and valid["log_loss"] >= valid["base_rate_log_loss"]
+    verdict = "better than" if learned else "NO better than: it learned nothing usable, compared with"
     last = (f"; at the last turn {valid['last_turn_log_loss']:.4f} against {valid['base_rate_last_turn_log_loss']:.4f}"
             if "base_rate_last_turn_log_loss" in valid else "")
     return (f"The kept best checkpoint (validation log loss {valid['log_loss']:.4f}{last}) is {verdict} always "
