@@ -92,3 +92,38 @@ def test_a_second_run_on_a_workdir_is_refused(tiny_arrays, tmp_path):
     with claim_output(tmp_path / "run"):
         with pytest.raises(OutputBusyError, match="another salesrl run"):
             train_and_evaluate(tiny_config(tiny_arrays), tmp_path / "run", progress=False)
+
+
+def test_the_last_turn_base_rate_counts_each_conversation_once(tiny_arrays, tmp_path):
+    """Over all turns the constant is the turn-weighted rate; at the last turn, where each conversation counts once,
+    it is the conversations' rate. Made to differ: every conversation longer than the median converts."""
+    from salesrl_jax.arrays.split import split_conversations
+    from salesrl_jax.arrays.store import TurnArrays
+    from salesrl_jax.metrics import log_loss
+    from salesrl_jax.models.agent import create_agent
+    from salesrl_jax.train.validation import make_validator, training_base_rate
+
+    arrays = tmp_path / "arrays"
+    shutil.copytree(tiny_arrays, arrays)
+    manifest = json.loads((arrays / "manifest.json").read_text())
+    median = np.median(np.concatenate([np.diff(np.load(arrays / e["name"] / "offsets.npy")) for e in manifest["parts"]]))
+    for entry in manifest["parts"]:
+        lengths = np.diff(np.load(arrays / entry["name"] / "offsets.npy"))
+        np.save(arrays / entry["name"] / "outcome.npy", (lengths > median).astype(np.int8))
+        entry["sha256"] = part_digest(arrays / entry["name"])
+    (arrays / "manifest.json").write_text(json.dumps(manifest))
+    config = tiny_config(arrays)
+    opened = TurnArrays.open(arrays)
+    train = [(p.lengths[i], p.outcome[i]) for p in opened.iter_parts()
+             for i in split_conversations(p, "train", config.data.valid_fraction, config.data.split_seed)]
+    lengths, won = np.array([n for n, _ in train]), np.array([y for _, y in train])
+    rates = training_base_rate(opened, config)
+    assert rates.conversations == pytest.approx(won.mean())
+    assert rates.turns == pytest.approx((lengths * won).sum() / lengths.sum())
+    assert rates.turns > rates.conversations + 0.1  # the long ones converted
+    graphdef, params = create_agent(config.model, opened.dim, 0)
+    valid = make_validator(graphdef, opened, config)(params)
+    last = np.array([p.outcome[i] for p in opened.iter_parts()
+                     for i in split_conversations(p, "valid", config.data.valid_fraction, config.data.split_seed)])
+    assert valid["base_rate_last_turn_log_loss"] == pytest.approx(
+        log_loss(np.full(len(last), rates.conversations), last), rel=1e-6)
