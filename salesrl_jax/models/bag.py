@@ -18,6 +18,12 @@ weighs nothing. Training computes it on the training split only
 with the parameters (so `score`, the `Scorer` and the int8 path weight exactly as training did) and
 never moved by the optimizer (`salesrl_jax.train.state.freeze_statistics`).
 
+``E`` starts as small random rows (`ModelConfig.bag_basis` random), or as the training split's LSA basis (lsa: the
+top right singular vectors of its turns' ``x_hat`` rows, `salesrl_jax.train.bag_basis`); with
+`ModelConfig.bag_trainable` off it stays there (``trainable=False``: no gradient reaches it, and the optimizer holds
+no state for it): about twice as fast to train, at a small cost on one of the two real development corpora
+(docs/benchmarks.md, session 36), so an option, not the default.
+
 The wide term (``wide=True``, `ModelConfig.wide_text`): a linear model on the same grams beside the deep model.
 Two more weights per bucket (every turn's, and the customer's turns' own), read on the raw (not row-normalised)
 tf-idf vector, and a gain that grows with the turns seen,
@@ -95,8 +101,9 @@ class GramBag(nnx.Module):
     """See the module docstring: ``GramBags [..., K] -> [..., out_features]``."""
 
     def __init__(self, buckets: int, out_features: int, *, rngs: nnx.Rngs, quantized: bool = False,
-                 wide: bool = False):
+                 wide: bool = False, trainable: bool = True):
         self.quantized = quantized
+        self.trainable = trainable  # False: the kernel stays at its starting basis (no gradient reaches it)
         if wide:  # fitted before training (salesrl_jax.train.wide_fit), then frozen; float in the int8 form too
             self.wide = Statistic(jnp.zeros((buckets,), jnp.float32))
             self.wide_customer = Statistic(jnp.zeros((buckets,), jnp.float32))  # u: the customer's turns' own weights
@@ -113,7 +120,8 @@ class GramBag(nnx.Module):
 
     def __call__(self, bags: GramBags) -> jnp.ndarray:
         weight = tfidf_weights(bags, jax.lax.stop_gradient(self.idf[...]))
-        rows = self.kernel[...][bags.ids].astype(jnp.float32)  # [..., K, H]
+        kernel = self.kernel[...] if self.trainable else jax.lax.stop_gradient(self.kernel[...])
+        rows = kernel[bags.ids].astype(jnp.float32)  # [..., K, H]
         if self.quantized:
             weight = weight * self.scale[...][bags.ids]
         return jnp.einsum("...k,...kh->...h", weight, rows) + self.bias[...]

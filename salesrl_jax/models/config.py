@@ -16,6 +16,17 @@ class ModelConfig:
     """Width of the n-gram embedding bag, and so of the turn vector and its history pools, when the text is sparse
     n-grams (embedder.kind ngrams; turn_dim is then unused). Its 2^18 rows are the model's largest parameter and
     every optimizer step updates all of them: 16 trains about 7x faster than 128 (measured)."""
+    bag_basis: Literal["random", "lsa"] = "random"
+    """How the n-gram bag's kernel starts (sparse n-gram text). random: small normal rows, learned from the labels
+    alone. lsa: the top ``bag_dim`` right singular vectors of the training split's row-normalised tf-idf turn matrix
+    (latent semantic analysis, salesrl_jax.train.bag_basis): the turn vector starts as the turn's coordinates on the
+    directions in which the training turns' words vary most, found without labels. Meant with bag_trainable off."""
+    bag_trainable: bool = True
+    """Train the n-gram bag's kernel with the rest of the model. False keeps it at its starting basis: no gradient
+    reaches its 2^18 x bag_dim entries and the optimizer neither moves, decays nor keeps moments for them.
+    Measured with bag_basis lsa on the two real development corpora (3 fold assignments, docs/benchmarks.md, session
+    36): pretraining runs about twice as fast; CaSiNo is level at every turn, PersuasionForGood 0.010-0.012 AUC lower
+    at turns 2-3 and within 0.003 from turn 4 on. Not the default for that reason; an option for faster runs."""
     wide_text: bool = True
     """With sparse n-gram text: a wide term beside the deep path, a whole-dialogue linear model on the turns' raw
     tf-idf vectors (the customer's turns with weights of their own besides) read on the running mean of turns 1..t

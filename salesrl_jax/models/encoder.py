@@ -93,7 +93,8 @@ class StateEncoder(nnx.Module):
             self.project = Dense(len(FEATURE_NAMES), h, rngs=rngs,
                                  quantized=quantized and dataclasses.replace(quantized, calibrated=False))
         elif bag:  # embed_dim hash buckets of n-grams: an embedding bag over their tf-idf rows
-            self.project = GramBag(embed_dim, h, rngs=rngs, quantized=quantized is not None, wide=self.wide)
+            self.project = GramBag(embed_dim, h, rngs=rngs, quantized=quantized is not None, wide=self.wide,
+                                   trainable=config.bag_trainable)
         else:
             # The projection reads raw embeddings (or int8 rows quantized upstream): per-row scales, never calibrated.
             project_spec = quantized and dataclasses.replace(quantized, calibrated=False)

@@ -64,9 +64,11 @@ class TrainedModel:
         self.directory = directory
         self.meta = read_meta(directory)
         saved = self.meta["config"]
-        for field in ("wide_text", "pool_features"):  # saved before the field existed: a model without it
+        # Saved before the field existed: a model without it (a random, trained bag, as every bag was then).
+        for field, before in (("wide_text", False), ("pool_features", False), ("bag_basis", "random"),
+                              ("bag_trainable", True)):
             if field not in saved.get("model", {}):
-                saved = {**saved, "model": {**saved.get("model", {}), field: False}}
+                saved = {**saved, "model": {**saved.get("model", {}), field: before}}
         self.config: TrainConfig = config_from_dict(saved)
         self.identity = EmbedderIdentity(**self.meta["embedder"])
         self.feature_names = tuple(self.meta["features"])

@@ -39,7 +39,15 @@ from salesrl_jax.train.metrics_log import MetricsLog, NoLog
 from salesrl_jax.train.phases import Members, PPOFinetuning, Pretraining, RunContext, TrainingDiverged
 from salesrl_jax.train.position import RunPosition
 from salesrl_jax.train.ppo import make_ppo_update
-from salesrl_jax.train.state import TrainState, adam_linear, adamw_schedule, averaged, freeze_statistics, init_state
+from salesrl_jax.train.state import (
+    TrainState,
+    adam_linear,
+    adamw_schedule,
+    averaged,
+    fixed_parameters,
+    freeze_statistics,
+    init_state,
+)
 from salesrl_jax.train.statistics import fit_statistics
 from salesrl_jax.train.supervised import make_train_chunk
 from salesrl_jax.train.validation import Validator, make_validator
@@ -189,12 +197,13 @@ class Optimizers:
 
 def _optimizers(config: TrainConfig, pretrain_steps: int, params) -> Optimizers:
     pre, ppo = config.pretrain, config.ppo
+    fixed = fixed_parameters(config.model, params)
     return Optimizers(
         pretrain=freeze_statistics(adamw_schedule(pre.learning_rate, pretrain_steps, pre.weight_decay,
                                                   pre.max_grad_norm, pre.schedule,
-                                                  steps_per_epoch=pretrain_steps // pre.epochs), params),
+                                                  steps_per_epoch=pretrain_steps // pre.epochs), params, fixed),
         ppo=freeze_statistics(adam_linear(ppo.learning_rate, ppo.updates * ppo.epochs * ppo.minibatches,
-                                          ppo.max_grad_norm), params),
+                                          ppo.max_grad_norm), params, fixed),
         ppo_enabled=ppo.enabled,
         pretrain_shape=("adamw", pretrain_steps, pre.schedule, pretrain_steps // pre.epochs),
         ppo_shape=("adam_linear", ppo.updates * ppo.epochs * ppo.minibatches))

@@ -8,6 +8,7 @@ import optax
 from flax import nnx, struct
 
 from salesrl_jax.models.bag import Statistic
+from salesrl_jax.models.config import ModelConfig
 
 
 @struct.dataclass
@@ -67,16 +68,35 @@ def adam_linear(learning_rate: float, total_steps: int, max_grad_norm: float) ->
         learning_rate=learning_rate, max_grad_norm=max_grad_norm)
 
 
-def freeze_statistics(optimizer: optax.GradientTransformation, params: nnx.State) -> optax.GradientTransformation:
-    """``optimizer`` on the parameters, and no update at all (no step, no weight decay) on fitted statistics
-    (`salesrl_jax.models.bag.Statistic`, such as the n-gram idf); ``optimizer`` itself when ``params`` has none."""
+def freeze_statistics(optimizer: optax.GradientTransformation, params: nnx.State,
+                      fixed: tuple[tuple[str, ...], ...] = ()) -> optax.GradientTransformation:
+    """``optimizer`` on the parameters, and no update at all (no step, no weight decay, no moments) on fitted
+    statistics (`salesrl_jax.models.bag.Statistic`, such as the n-gram idf) and on the parameters at the paths
+    ``fixed`` (such as ``("encoder", "project", "kernel")``, `fixed_parameters`); ``optimizer`` itself when there is
+    none of either."""
     def labels(tree):
-        return jax.tree.map(lambda v: "frozen" if isinstance(v, Statistic) else "train", tree,
-                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+        def label(path, leaf):
+            frozen = isinstance(leaf, Statistic) or tuple(_key_name(k) for k in path) in fixed
+            return "frozen" if frozen else "train"
+        return jax.tree_util.tree_map_with_path(label, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
     if "frozen" not in jax.tree.leaves(labels(params)):
         return optimizer
     return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+
+
+BAG_KERNEL = ("encoder", "project", "kernel")
+
+
+def fixed_parameters(model: ModelConfig, params: nnx.State) -> tuple[tuple[str, ...], ...]:
+    """The parameter paths no optimizer moves besides the statistics: the n-gram bag's kernel where
+    ``model.bag_trainable`` is off (a dense projection, which has a kernel at the same path, always trains)."""
+    project = params["encoder"]["project"]
+    return (BAG_KERNEL,) if not model.bag_trainable and "idf" in project else ()
+
+
+def _key_name(key) -> str:
+    return str(getattr(key, "key", getattr(key, "name", key)))
 
 
 def init_state(params: nnx.State, optimizer: optax.GradientTransformation, seed: int,

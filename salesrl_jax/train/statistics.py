@@ -44,7 +44,8 @@ class FittedStatistics(NamedTuple):
 def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: TurnArrays, valid_fraction: float,
                    split_seed: int) -> FittedStatistics:
     """Each of ``members`` (the initial parameters of runs trained together) with every fitted statistic set from
-    ``arrays``: the n-gram bag's idf (training split) and, with `ModelConfig.wide_text`, the wide term's weights
+    ``arrays``: the n-gram bag's idf (training split), with `ModelConfig.bag_basis` lsa its kernel's starting basis
+    (`salesrl_jax.train.bag_basis`: training split), and with `ModelConfig.wide_text` the wide term's weights
     (`salesrl_jax.train.wide_fit`: every labelled conversation, cross-fitted). Fitted once: they do not depend on
     the seed. Unchanged for dense text.
     The report holds the wide term's strength, cross-validated log loss per strength tried and gain (``wide_fit``), or
@@ -76,8 +77,19 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
                                   "wide_map": list(fit.wide_map), "gain_log_loss": fit.gain_log_loss,
                                   "nonzero_weights": int(np.count_nonzero(fit.weights)),
                                   "nonzero_customer_weights": int(np.count_nonzero(fit.customer_weights))}
+    basis = None
+    bag = agents[0].encoder.project
+    if agents[0].encoder.config.bag_basis == "lsa" and not bag.quantized:
+        from salesrl_jax.train.bag_basis import lsa_basis
+
+        basis = lsa_basis(arrays, idf, valid_fraction, split_seed, bag.kernel[...].shape[1])
+        if basis is not None:
+            report["bag_basis"] = {"kind": "lsa", "turns": basis.turns,
+                                   "singular_values": [round(float(v), 6) for v in basis.singular_values]}
     for agent in agents:
         agent.encoder.project.idf.value = jnp.asarray(idf)
+        if basis is not None:  # every member starts from the one basis (it does not depend on the seed)
+            agent.encoder.project.kernel.value = jnp.asarray(basis.kernel)
         if wide is not None:
             agent.encoder.project.wide.value, agent.encoder.project.wide_customer.value = wide
             agent.encoder.project.wide_map.value = jnp.asarray(fit.wide_map, jnp.float32)

@@ -17,10 +17,15 @@ from salesrl_jax.models.config import ModelConfig
 from salesrl_jax.run.checkpoints import find_checkpoint
 from salesrl_jax.run.trained_model import TrainedModel
 
+# How the bag starts and whether it trains: neither changes the parameters' structure, and a warm start takes the
+# source's kernel whatever its own start would have been.
+TRAINING_ONLY_FIELDS = ("bag_basis", "bag_trainable")
+
 
 def model_difference(a: ModelConfig, b: ModelConfig) -> list[str]:
     """The model fields in which ``a`` and ``b`` differ (empty: one parameter structure)."""
-    return [f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return [f.name for f in dataclasses.fields(a)
+            if f.name not in TRAINING_ONLY_FIELDS and getattr(a, f.name) != getattr(b, f.name)]
 
 
 class WarmStart(NamedTuple):

@@ -172,6 +172,7 @@ def test_a_run_saved_before_the_wide_term_and_the_feature_pools_loads_without_th
 
     model = TrainedModel.load(ngram_run_without_wide)
     assert model.config.model.wide_text is False and model.config.model.pool_features is False
+    assert model.config.model.bag_basis == "random" and model.config.model.bag_trainable  # as every bag was then
     assert "wide" not in nnx.to_pure_dict(model.params)["encoder"]["project"]
     agent = nnx.merge(model.graphdef, model.params)
     assert agent.encoder.pool_width == agent.encoder.turn_width  # the hidden layer's saved kernel fits the old width
@@ -179,8 +180,8 @@ def test_a_run_saved_before_the_wide_term_and_the_feature_pools_loads_without_th
 
 @pytest.fixture(scope="module")
 def ngram_run_without_wide(tiny_archive, tmp_path_factory):
-    """A trained n-gram run whose saved config, like those written before the wide term and the feature pools, has
-    neither ``wide_text`` nor ``pool_features``."""
+    """A trained n-gram run whose saved config, like those written before the wide term, the feature pools and the
+    bag's basis, has no ``wide_text``, ``pool_features``, ``bag_basis`` or ``bag_trainable``."""
     import dataclasses
 
     from salesrl_jax.arrays.build import embed_archive
@@ -199,7 +200,8 @@ def ngram_run_without_wide(tiny_archive, tmp_path_factory):
     train_and_evaluate(config, root / "run")
     (meta_path,) = find_checkpoint(root / "run").glob("*/meta/metadata")  # the orbax JSON item of the one step
     meta = json.loads(meta_path.read_text())
-    del meta["config"]["model"]["wide_text"], meta["config"]["model"]["pool_features"]
+    for field in ("wide_text", "pool_features", "bag_basis", "bag_trainable"):
+        del meta["config"]["model"][field]
     meta_path.write_text(json.dumps(meta))
     return root / "run"
 
