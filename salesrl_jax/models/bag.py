@@ -21,7 +21,7 @@ never moved by the optimizer (`salesrl_jax.train.state.freeze_statistics`).
 ``E`` starts as small random rows (`ModelConfig.bag_basis` random), or as the training split's LSA basis (lsa: the
 top right singular vectors of its turns' ``x_hat`` rows, `salesrl_jax.train.bag_basis`); with
 `ModelConfig.bag_trainable` off it stays there (``trainable=False``: no gradient reaches it, and the optimizer holds
-no state for it): about twice as fast to train, at a small cost on one of the two real development corpora
+no state for it): 3.3x faster to train, at a small cost on one of the two real development corpora
 (docs/benchmarks.md, session 36), so an option, not the default.
 
 The wide term (``wide=True``, `ModelConfig.wide_text`): a linear model on the same grams beside the deep model.

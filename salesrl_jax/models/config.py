@@ -25,7 +25,7 @@ class ModelConfig:
     """Train the n-gram bag's kernel with the rest of the model. False keeps it at its starting basis: no gradient
     reaches its 2^18 x bag_dim entries and the optimizer neither moves, decays nor keeps moments for them.
     Measured with bag_basis lsa on the two real development corpora (3 fold assignments, docs/benchmarks.md, session
-    36): pretraining runs about twice as fast; CaSiNo is level at every turn, PersuasionForGood 0.010-0.012 AUC lower
+    36): pretraining runs 3.3x faster; CaSiNo is level at every turn, PersuasionForGood 0.010-0.012 AUC lower
     at turns 2-3 and within 0.003 from turn 4 on. Not the default for that reason; an option for faster runs."""
     wide_text: bool = True
     """With sparse n-gram text: a wide term beside the deep path, a whole-dialogue linear model on the turns' raw

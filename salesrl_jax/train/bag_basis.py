@@ -8,7 +8,7 @@ Its truncated singular value decomposition
 
 gives the ``H = bag_dim`` directions of the bucket space along which the training turns vary most. With the bag's
 kernel ``E = V_H`` the bag's turn vector ``v = E^T x_hat + bias`` starts as the turn's coordinates on them (its LSA
-embedding), learned from the words alone, without a label (`ModelConfig.bag_basis`).
+embedding), found from the words alone, without a label (`ModelConfig.bag_basis`).
 
 Each column's sign is fixed so that its largest entry is positive, and the solver starts from a seeded vector, so
 the basis is a function of the training split alone. Buckets the training split never shows get zero rows; when the
@@ -17,7 +17,7 @@ split has fewer distinct buckets or turns than ``H``, the columns past its rank 
 Why (docs/benchmarks.md, session 36): at the small-data regime's step of 1e-4 the bag's 2^18 x 16 kernel moves
 little from where it starts, so a random start leaves the deep path reading a nearly random projection of the words,
 and training all of it costs most of an optimizer step. Started here and kept here (``bag_trainable`` off),
-pretraining runs about twice as fast; held-out AUC is level on CaSiNo and 0.010-0.012 lower at turns 2-3 of
+pretraining runs 3.3x faster; held-out AUC is level on CaSiNo and 0.010-0.012 lower at turns 2-3 of
 PersuasionForGood (within 0.003 from turn 4 on), so the default stays a random, trained kernel.
 """
 

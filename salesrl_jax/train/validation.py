@@ -50,8 +50,9 @@ def make_validator(graphdef: nnx.GraphDef, arrays: TurnArrays, config: TrainConf
     """``validate(params) -> metrics``: log loss and Brier over every turn of the validation split (the best
     checkpoint is the lowest log loss), and last-turn AUC, accuracy, Brier, ECE and log loss for the log; beside them
     ``base_rate_log_loss`` and ``base_rate_last_turn_log_loss``, the log loss of always predicting the training base
-    rate on the same turns (the rate by turn over all turns, by conversation at the last turn: `training_base_rate`) (a model that beats it on neither learned nothing; on long calls whose outcome shows only
-    late, the early turns' average hides what the last turns learned). ``holdout``: the wide term's cross-fitting of
+    rate on the same turns, the rate by turn over all turns and by conversation at the last turn (`training_base_rate`).
+    A model that beats it on neither learned nothing; on long calls whose outcome shows only late, the early turns'
+    average hides what the last turns learned. ``holdout``: the wide term's cross-fitting of
     the split (`salesrl_jax.models.predict.cross_fitted`), so that no validation turn reads weights fitted on it."""
     predict = shared_predict(graphdef)  # one compiled predictor per model structure in a process
     rate = training_base_rate(arrays, config)
