@@ -64,9 +64,26 @@ def test_every_option_says_what_it_does(argv, capsys, monkeypatch):
     """``--help`` is the documentation: an option shown with its default alone is a field without a docstring."""
     import re
 
-    monkeypatch.setenv("COLUMNS", "250")
+    # One column of options, each a flag line and its indented description: on a wider terminal tyro sets groups side
+    # by side, and a default in one column can land on the line of another column's option.
+    monkeypatch.setenv("COLUMNS", "120")
     with pytest.raises(SystemExit):
         main([*argv, "--help"])
-    bare = [line.strip("│ ") for line in capsys.readouterr().out.splitlines()
-            if re.match(r"^[│ ]\s*--\S+( \S+)?\s+\(default[^)]*\)[\s│]*$", line)]  # boxed on a terminal or not
+    blocks: list[list[str]] = []
+    for line in capsys.readouterr().out.splitlines():
+        raw = line.lstrip("│")
+        indent, text = len(raw) - len(raw.lstrip(" ")), raw.strip("│ ")
+        if indent <= 2 and re.match(r"-{1,2}[a-zA-Z]", text):  # a flag (a border of dashes is not one)
+            blocks.append([text])
+        elif blocks and text and indent > 2:  # a description line of the option above
+            blocks[-1].append(text)
+        elif blocks and blocks[-1]:  # a group's border, title or description: no option's text
+            blocks.append([])
+    bare = []
+    for block in filter(None, blocks):
+        flag, *same_line = re.split(r"\s{2,}", block[0], maxsplit=1)  # a short option's text shares its flag's line
+        described = " ".join([*same_line, *block[1:]]).strip()
+        if not described or re.fullmatch(r"\((default[^)]*|required)\)", described):
+            bare.append(flag)
+    assert len(list(filter(None, blocks))) > 3, blocks  # the parse found the options
     assert not bare, bare
