@@ -25,11 +25,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from salesrl_jax.arrays.store import TurnArrays
+from salesrl_jax.models.bag import tfidf_weights
+from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.train.wide_fit import turn_rows
 
 
@@ -41,13 +44,13 @@ class BagBasis(NamedTuple):
 
 def tfidf_matrix(ids: np.ndarray, counts: np.ndarray, idf: np.ndarray, buckets: int) -> sp.csr_matrix:
     """``X [turns, buckets]``: each turn's row-normalised sublinear tf-idf vector, from its ``[turns, K]`` gram bucket
-    ids and counts (0: padding), the slots of one bucket summed; a turn with no weighted gram is a zero row."""
-    ids, counts = np.asarray(ids, np.int64), np.asarray(counts, np.float64)
-    x = np.where(counts > 0, (1.0 + np.log(np.maximum(counts, 1.0))) * np.asarray(idf, np.float64)[ids], 0.0)
-    norm = np.sqrt(np.sum(x * x, axis=1, keepdims=True))
-    x = np.where(norm > 0, x / np.where(norm > 0, norm, 1.0), 0.0)
+    ids and counts (0: padding), weighted as the bag weighs them (`salesrl_jax.models.bag.tfidf_weights`), the slots
+    of one bucket summed; a turn with no weighted gram is a zero row."""
+    ids = np.asarray(ids)
+    weights = np.asarray(tfidf_weights(GramBags(jnp.asarray(ids), jnp.asarray(counts)), jnp.asarray(idf)))
     n, k = ids.shape
-    matrix = sp.csr_matrix((x.ravel(), ids.ravel(), np.arange(0, n * k + 1, k)), shape=(n, buckets))
+    matrix = sp.csr_matrix((weights.ravel().astype(np.float64), ids.ravel().astype(np.int64),
+                            np.arange(0, n * k + 1, k)), shape=(n, buckets))
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
     return matrix

@@ -85,7 +85,7 @@ class RunResult:
                              f"{valid['last_turn_accuracy']:.3f}, Brier {valid['last_turn_brier']:.3f}, "
                              f"ECE {valid['last_turn_ece']:.3f}; all turns log loss {valid['log_loss']:.4f}")
         if self.learned is not None:
-            late = self.learned and self.best_valid["log_loss"] >= self.valid["base_rate_log_loss"]
+            late = learned_late_only(self.best_valid, self.valid)
             last = (f", last turn {self.valid['base_rate_last_turn_log_loss']:.4f}"
                     if "base_rate_last_turn_log_loss" in self.valid else "")
             verdict = ("beats it at the last turn only (what it learned shows late)" if late
@@ -517,6 +517,11 @@ def beats_base_rate(model: dict, base: dict) -> bool:
             and model["last_turn_log_loss"] < base["base_rate_last_turn_log_loss"])
 
 
+def learned_late_only(model: dict, base: dict) -> bool:
+    """`beats_base_rate` at the last turn while not over all turns (what it learned shows late)."""
+    return beats_base_rate(model, base) and model["log_loss"] >= base["base_rate_log_loss"]
+
+
 def _kept_best(checkpoints: Checkpoints) -> str:
     """What a diverged run leaves: whether its best checkpoint learned anything (beats the base rate)."""
     best = checkpoints.best_meta()
@@ -525,8 +530,7 @@ def _kept_best(checkpoints: Checkpoints) -> str:
     valid = best["valid"]
     if "base_rate_log_loss" not in valid:
         return f"The kept best checkpoint has validation log loss {valid['log_loss']:.4f}."
-    learned = beats_base_rate(valid, valid)
-    late = learned and valid["log_loss"] >= valid["base_rate_log_loss"]
+    learned, late = beats_base_rate(valid, valid), learned_late_only(valid, valid)
     verdict = "better than" if learned else "NO better than: it learned nothing usable, compared with"
     last = (f"; at the last turn {valid['last_turn_log_loss']:.4f} against {valid['base_rate_last_turn_log_loss']:.4f}"
             if "base_rate_last_turn_log_loss" in valid else "")

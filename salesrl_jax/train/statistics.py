@@ -79,7 +79,7 @@ def fit_statistics(graphdef: nnx.GraphDef, members: list[nnx.State], arrays: Tur
                                   "nonzero_customer_weights": int(np.count_nonzero(fit.customer_weights))}
     basis = None
     bag = agents[0].encoder.project
-    if agents[0].encoder.config.bag_basis == "lsa" and not bag.quantized:
+    if agents[0].encoder.config.bag_basis == "lsa":
         from salesrl_jax.train.bag_basis import lsa_basis
 
         basis = lsa_basis(arrays, idf, valid_fraction, split_seed, bag.kernel[...].shape[1])

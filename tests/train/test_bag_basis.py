@@ -153,3 +153,14 @@ def test_the_regime_leaves_the_bag_as_the_config_says(ngram_arrays):
     fixed = dataclasses.replace(given, model=dataclasses.replace(given.model, bag_basis="lsa", bag_trainable=False))
     small = resolve_regime(fixed, 800)
     assert small.regime == "small" and small.model.bag_basis == "lsa" and small.model.bag_trainable is False
+
+
+def test_a_warm_start_ignores_how_the_bag_starts_and_whether_it_trains():
+    """Neither field changes the parameters' structure (a warm start takes the source's kernel anyway); a structural
+    field is still named."""
+    from salesrl_jax.models.config import ModelConfig
+    from salesrl_jax.train.warm_start import model_difference
+
+    fixed = ModelConfig(bag_basis="lsa", bag_trainable=False)
+    assert model_difference(ModelConfig(), fixed) == []
+    assert model_difference(ModelConfig(), dataclasses.replace(fixed, bag_dim=32)) == ["bag_dim"]
