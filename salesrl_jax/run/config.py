@@ -41,7 +41,9 @@ class DataConfig:
     train: Annotated[Path, tyro.conf.arg(aliases=("--data",))] = Path("runs/demo/arrays")
     """Cached arrays from `salesrl embed` (the training set; validation is held out of it)."""
     valid_fraction: float = 0.1
-    """Share of conversations held out for validation, chosen by a seeded hash of the id."""
+    """Share of conversations held out for validation, chosen by a seeded hash of the id. 0: none (train on every
+    conversation for the planned epochs; nothing is validated, no early stopping, no recalibration, no confidence
+    fit, and the run serves its last model)."""
     split_seed: int = 0
     """Seed of the validation split (independent of the training seed)."""
 

@@ -84,6 +84,8 @@ class RunResult:
                 lines.append(f"{name:<18}validation: last-turn AUC {valid['last_turn_auc']:.3f}, accuracy "
                              f"{valid['last_turn_accuracy']:.3f}, Brier {valid['last_turn_brier']:.3f}, "
                              f"ECE {valid['last_turn_ece']:.3f}; all turns log loss {valid['log_loss']:.4f}")
+        if self.best_valid == {}:  # finished without a validation split (None: stopped before the end)
+            lines.append(f"{'validation':<18}none (data.valid_fraction 0): the run serves its last model")
         if self.learned is not None:
             late = learned_late_only(self.best_valid, self.valid)
             last = (f", last turn {self.valid['base_rate_last_turn_log_loss']:.4f}"
@@ -385,7 +387,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     if any(start[1] != position for start in starts):
         raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
                          f"({[s[1].to_dict() for s in starts]}); finish them one at a time (salesrl train)")
-    validate = _on_one_device(make_validator(graphdef, arrays, config, fitted.get(HOLDOUT)), placement)
+    # Without a validation split (data.valid_fraction 0: train on every conversation, for a length chosen
+    # elsewhere) nothing is validated, and each epoch's model replaces the kept one.
+    validate = (_on_one_device(make_validator(graphdef, arrays, config, fitted.get(HOLDOUT)), placement)
+                if data.valid_fraction > 0 else None)
     contexts = [RunContext(
         checkpoints=ckpt,
         log=MetricsLog(workdir / "metrics.jsonl", position.seq if resumed_from else None,
@@ -476,7 +481,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
 
 def _finish(config: TrainConfig, ctx: RunContext, workdir: Path, state: TrainState, position: RunPosition,
             throughput: dict, resumed_from: dict | None) -> RunResult:
-    valid = ctx.validate(state.params)
+    valid = ctx.validate(state.params) if ctx.validate is not None else {}
     best = ctx.checkpoints.best_meta()
     if best is None:
         raise ValueError(f"{workdir}: the run finished without a best checkpoint in {ctx.checkpoints.root / 'best'}")
@@ -528,6 +533,8 @@ def _kept_best(checkpoints: Checkpoints) -> str:
     if best is None:
         return "No checkpoint was kept: nothing usable was learned."
     valid = best["valid"]
+    if not valid:
+        return "The kept checkpoint is the newest before it (the run has no validation split)."
     if "base_rate_log_loss" not in valid:
         return f"The kept best checkpoint has validation log loss {valid['log_loss']:.4f}."
     learned, late = beats_base_rate(valid, valid), learned_late_only(valid, valid)

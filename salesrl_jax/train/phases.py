@@ -72,7 +72,7 @@ class RunContext:
 
     checkpoints: Checkpoints
     log: MetricsLog
-    validate: Validator
+    validate: Validator | None  # None: no validation split (data.valid_fraction 0)
     meta: dict  # the run's fixed checkpoint meta (config, embedder, features); the position is added per save
     checkpoint_every: int
     progress: bool = True
@@ -84,6 +84,10 @@ class RunContext:
 
     def validate_and_keep_best(self, state: TrainState, position: RunPosition, tag: str) -> dict[str, float]:
         state = averaged(state)  # the model a phase that averages its parameters stands for is the average
+        if self.validate is None:  # no validation split (data.valid_fraction 0): the newest model is the best
+            self.checkpoints.save_best(state, {**self.meta, "position": position.to_dict(), "valid": {}}, None)
+            self.log.write({"seq": position.seq, "event": "kept_unvalidated", "at": tag})
+            return {}
         valid = self.validate(state.params)
         improved = self.checkpoints.save_best(state, {**self.meta, "position": position.to_dict(), "valid": valid},
                                               valid["log_loss"])

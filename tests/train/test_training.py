@@ -527,3 +527,27 @@ def test_the_run_says_what_the_data_changed_of_the_recipe(tiny_arrays, tmp_path,
     assert f"{labelled:,} labelled conversations: regime small (auto given); " in err
     assert f"pretrain.rows_per_minibatch 128 -> {saved['pretrain']['rows_per_minibatch']}" in err
     assert "ppo.enabled True -> False" in err and not saved["ppo"]["enabled"]
+
+
+def test_a_run_without_a_validation_split_trains_to_the_end_and_serves_its_last_model(tiny_arrays, tmp_path):
+    # data.valid_fraction 0 trains on every conversation (for a length chosen elsewhere, e.g. by a run that held
+    # some out): nothing is validated, and each validation point's model replaces the kept one.
+    base = tiny_config(tiny_arrays)
+    config = dataclasses.replace(base, data=dataclasses.replace(base.data, valid_fraction=0.0),
+                                 pretrain=dataclasses.replace(base.pretrain, epochs=2, patience=1),
+                                 ppo=dataclasses.replace(base.ppo, updates=2))
+    run = tmp_path / "run"
+    result = train_and_evaluate(config, run, progress=False)
+    assert result.valid == {} and result.best_valid == {} and result.learned is None and result.recalibration is None
+    assert "none (data.valid_fraction 0): the run serves its last model" in result.summary()
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["event"] in ("validation", "early_stop")]
+    kept = [e["at"] for e in events if e["event"] == "kept_unvalidated"]
+    assert kept[:2] == ["pretrain epoch 1", "pretrain epoch 2"] and len(kept) == 3  # and PPO's one validation point
+    assert json.loads((run / "result.json").read_text())["valid"] == {}
+    served, latest = TrainedModel.load(run), TrainedModel(run / "checkpoints" / "latest")
+    assert served.directory == run / "checkpoints" / "best"
+    ended = {key: value for key, value in latest.meta["position"].items() if key != "phase"}  # "done" there
+    assert {key: value for key, value in served.meta["position"].items() if key != "phase"} == ended
+    for a, b in zip(jax.tree.leaves(served.params), jax.tree.leaves(latest.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
