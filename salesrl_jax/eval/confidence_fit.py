@@ -128,9 +128,7 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
     config = config or model.config.confidence
     run_data = model.config.data
     data = Path(data) if data is not None else run_data.train
-    if split == "valid" and run_data.valid_fraction <= 0:
-        raise ValueError(f"the model at {model.directory} held out no validation split (data.valid_fraction 0): "
-                         "pass --data ARRAYS of conversations it never trained on, with --split all")
+    model.require_split(split)
     calibration_arrays = TurnArrays.open(data)
     model.require_compatible(calibration_arrays.identity, calibration_arrays.feature_names,
                              f"the cached arrays at {data}")

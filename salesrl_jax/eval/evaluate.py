@@ -53,6 +53,7 @@ def predict_with_confidence(model: TrainedModel, graphdef, params, data, split: 
              ) -> tuple[TurnPredictions, TurnArrays]:
     """Every turn's prediction on ``data`` (and its arrays), with the confidence module's outputs when the model
     has a fit."""
+    model.require_split(split)
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
     confidence = model.confidence

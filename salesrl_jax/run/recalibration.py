@@ -262,9 +262,7 @@ def fit_recalibration(model: TrainedModel, data: str | os.PathLike[str] | None, 
     what, and the fitting turns' log loss, Brier and ECE before and after."""
     check_recalibratable(model.config.model)
     data = Path(data) if data is not None else model.config.data.train
-    if split == "valid" and model.config.data.valid_fraction <= 0:
-        raise ValueError(f"the model at {model.directory} held out no validation split (data.valid_fraction 0): "
-                         "pass --data ARRAYS of conversations it never trained on, with --split all")
+    model.require_split(split)
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")
     pred = predict_arrays(shared_predict(model.graphdef), model.params, arrays, split=split,

@@ -107,6 +107,13 @@ class TrainedModel:
     def load(cls, path: str | os.PathLike[str]) -> "TrainedModel":
         return cls(find_checkpoint(path))
 
+    def require_split(self, split: str) -> None:
+        """Refuse ``split="valid"`` for a model that held no validation split out (``data.valid_fraction`` 0): every
+        conversation of its training arrays is in-sample."""
+        if split == "valid" and self.config.data.valid_fraction <= 0:
+            raise ValueError(f"the model at {self.directory} held out no validation split (data.valid_fraction 0): "
+                             "pass --data ARRAYS of conversations it never trained on, with --split all")
+
     def require_compatible(self, identity, feature_names, what: str) -> None:
         """Refuse data from another embedding space or feature set, with a clear message."""
         identity.require_same(self.identity, what=f"the model at {self.directory}")

@@ -551,3 +551,13 @@ def test_a_run_without_a_validation_split_trains_to_the_end_and_serves_its_last_
     assert {key: value for key, value in served.meta["position"].items() if key != "phase"} == ended
     for a, b in zip(jax.tree.leaves(served.params), jax.tree.leaves(latest.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Whatever reads its validation split says it has none, and how to go on.
+    from salesrl_jax.eval.calibration import recalibrate_model
+    from salesrl_jax.eval.confidence_fit import fit_confidence
+    from salesrl_jax.eval.evaluate import evaluate_model
+
+    for read in (lambda: evaluate_model(served, tiny_arrays, tmp_path / "eval", split="valid"),
+                 lambda: fit_confidence(run), lambda: recalibrate_model(run, tmp_path / "calibrated")):
+        with pytest.raises(ValueError, match=r"held out no validation split \(data.valid_fraction 0\): pass --data"):
+            read()
+    assert evaluate_model(served, tiny_arrays, tmp_path / "eval", plots=False).tables  # in-sample, but it runs
