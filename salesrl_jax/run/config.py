@@ -43,7 +43,8 @@ class DataConfig:
     valid_fraction: float = 0.1
     """Share of conversations held out for validation, chosen by a seeded hash of the id. 0: none (train on every
     conversation for the planned epochs; nothing is validated, no early stopping, no recalibration, no confidence
-    fit, and the run serves its last model)."""
+    fit, and the run serves its last model). Below 20,000 labelled conversations the small-data regime sets 0.2
+    (`TrainConfig.regime`: pin regime large to keep what is given here)."""
     split_seed: int = 0
     """Seed of the validation split (independent of the training seed)."""
 
