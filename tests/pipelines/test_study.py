@@ -144,10 +144,14 @@ def test_a_changed_data_set_is_refused_not_silently_reused(smoke, tmp_path):
     ('variants=(Variant("full", overide={"x": 1}),)', "overide"),
     ('sweeps=(Sweep("s", grid={"model.hidden_dim": (8, 16)}),)', "model.hidden_dim"),
     ('sweeps=(Sweep("s", grid={"pretrain.learning_rte": (1e-3,)}),)', "pretrain.learning_rte"),
+    ('"data.valid_fraction": 0.0', "sweep 'lr_sweep' chooses its setting by validation log loss"),
 ])
 def test_a_study_file_with_a_mistake_fails_up_front_naming_it(tmp_path, mistake, named):
     text = SMOKE.read_text()
-    if mistake.startswith("overrides"):
+    if mistake.startswith('"data'):
+        text = text.replace('"data.valid_fraction": 0.2', mistake)
+        assert mistake in text
+    elif mistake.startswith("overrides"):
         text = text.replace("        overrides=TINY,", f"        {mistake},")
     elif mistake.startswith("sweeps"):
         text = text.replace('        sweeps=(Sweep("lr_sweep", grid={"pretrain.learning_rate": (3e-4, 1e-2)}),),',
