@@ -126,6 +126,35 @@ def test_the_fit_reaches_scikit_learns_optimum():
     assert np.abs(reference.coef_[0]).max() > 0.05  # not a trivially zero solution
 
 
+def test_a_fit_stopped_at_the_gradient_tolerance_is_the_fit_run_to_every_step(monkeypatch):
+    """`_fit_weights` stops once the gradient's norm is under `LBFGS_TOLERANCE` (the loss has long stopped moving):
+    the weights are those of the same fit run to all `LBFGS_STEPS` steps, at each strength, warm-started as
+    `fit_wide` runs its path."""
+    import jax
+
+    from salesrl_jax.train import wide_fit
+
+    r = rows([5, 8, 3, 7, 6, 4, 9, 2, 5, 6] * 12, seed=5)
+    idf = np.ones(BUCKETS, np.float32)
+    idf[0] = 0.0
+    entries = conversation_rows(r, np.asarray(tfidf_slots(r, idf)))
+    data = (jnp.asarray(entries.conversation), jnp.asarray(entries.column), jnp.asarray(entries.value),
+            jnp.asarray(r.labels[r.starts]), jnp.ones(entries.count))
+    stopped = []
+    params = (jnp.zeros(len(entries.vocab)), jnp.zeros(()))
+    for lam in wide_fit.L2_GRID:
+        params = _fit_weights(params, jnp.asarray(lam), *data, count=entries.count)
+        stopped.append(params)
+    monkeypatch.setattr(wide_fit, "LBFGS_TOLERANCE", 0.0)  # read when traced: a fresh program runs every step
+    every_step = jax.jit(wide_fit._fit_weights.__wrapped__, static_argnames="count")
+    params = (jnp.zeros(len(entries.vocab)), jnp.zeros(()))
+    for lam, early in zip(wide_fit.L2_GRID, stopped):
+        params = every_step(params, jnp.asarray(lam), *data, count=entries.count)
+        np.testing.assert_allclose(np.asarray(early[0]), np.asarray(params[0]), atol=1e-4)
+        assert abs(float(early[1]) - float(params[1])) < 1e-4
+    assert np.abs(np.asarray(params[0])).max() > 0.05
+
+
 def test_padding_the_fit_changes_nothing_but_rounding():
     """`fit_wide` pads its arrays to `padded_size` so that similar sizes share one compiled program: entries of value
     0, conversations that no fit counts, weights that no entry reads. The fit on padded arrays equals the fit on the
