@@ -232,8 +232,8 @@ def _fit_weights(params: tuple, l2: jnp.ndarray, conversation: jnp.ndarray, colu
 
     def running(carry) -> jnp.ndarray:
         _, state = carry  # the state holds the step count and the gradient at the current parameters
-        count = optax.tree.get(state, "count")
-        steep = optax.tree.norm(optax.tree.get(state, "grad")) >= LBFGS_TOLERANCE
+        count, grad = optax.tree_utils.tree_get(state, "count"), optax.tree_utils.tree_get(state, "grad")
+        steep = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grad))) >= LBFGS_TOLERANCE
         return (count == 0) | ((count < LBFGS_STEPS) & steep)
 
     params, _ = jax.lax.while_loop(running, step, (params, solver.init(params)))
