@@ -79,10 +79,15 @@ class Reliability:
     frequency: np.ndarray  # [bins], NaN where empty
 
 
+def bin_index(probs: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges [bins + 1], index [n])``: each probability's equal-width bin (1.0 in the last)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return edges, np.clip(np.digitize(probs, edges[1:-1], right=False), 0, bins - 1)
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> Reliability:
     probs, labels = checked(probs, labels)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(probs, edges[1:-1], right=False), 0, bins - 1)
+    edges, index = bin_index(probs, bins)
     counts = np.bincount(index, minlength=bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_prob = np.bincount(index, weights=probs, minlength=bins) / counts

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from salesrl_jax.metrics.binary import checked, roc_auc
+from salesrl_jax.metrics.binary import bin_index, checked, expected_calibration_error, roc_auc
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -76,11 +76,47 @@ def _counted_auc(probs: np.ndarray, labels: np.ndarray, rounds: int, counts_of: 
     return np.concatenate(out)
 
 
+def binned_ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10, block: int = 100) -> np.ndarray:
+    """`expected_calibration_error` of ``probs [n]`` against every row of ``labels [rounds, n]`` (the outcomes
+    drawn by `calibrated_null`), a block of rows at a time.
+
+    With the bins fixed by the probabilities, ``ECE = (1 / n) sum_b |sum_{j in b} (p_j - y_j)|``: the bin's
+    weight ``n_b / n`` times ``|mean p - frequency|``, whose denominators cancel."""
+    probs = np.asarray(probs, np.float64)
+    _, index = bin_index(probs, bins)
+    onehot = np.zeros((len(probs), bins))
+    onehot[np.arange(len(probs)), index] = 1.0
+    predicted = probs @ onehot  # [bins]
+    return np.concatenate([np.abs(predicted - labels[first:first + block] @ onehot).sum(1) / len(probs)
+                           for first in range(0, len(labels), block)])
+
+
+def resampled_ece(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, bins: int = 10,
+                  block: int = 100) -> np.ndarray:
+    """`expected_calibration_error` of every resample ``probs[i], labels[i]`` for the rows ``i`` of ``resamples``
+    ``[rounds, n]``, a block of resamples at a time: a resample holding row j ``c_j`` times has
+    ``ECE = sum_b |sum_{j in b} c_j (p_j - y_j)| / n`` (`binned_ece`'s sum, counted), each row's bin fixed once."""
+    probs, labels = checked(probs, labels)
+    n = len(probs)
+    _, index = bin_index(probs, bins)
+    residual = np.zeros((n, bins))
+    residual[np.arange(n), index] = probs - labels  # [n, bins]: p_j - y_j in row j's bin
+    out = []
+    for first in range(0, len(resamples), block):
+        chunk = resamples[first:first + block]
+        flat = (np.arange(len(chunk))[:, None] * n + chunk).ravel()
+        counts = np.bincount(flat, minlength=len(chunk) * n).reshape(len(chunk), n).astype(np.float64)
+        out.append(np.abs(counts @ residual).sum(1) / n)
+    return np.concatenate(out)
+
+
 def _resampled(metric: Metric, probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray) -> np.ndarray:
     if probs.ndim == 2:  # repetitions [R, n]: the mean over them, each on the same resampled conversations
         return np.mean([_resampled(metric, row, labels, resamples) for row in probs], axis=0)
     if metric is roc_auc:
         return resampled_auc(probs, labels, resamples)
+    if metric is expected_calibration_error:
+        return resampled_ece(probs, labels, resamples)
     return np.array([_safe(metric, probs[i], labels[i]) for i in resamples])
 
 
@@ -150,8 +186,12 @@ def calibrated_null(metric: Metric, probs: np.ndarray, *, rounds: int = 1000, se
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     truth = probs.mean(0) if probs.ndim == 2 else probs
-    values = np.array([_estimate(metric, probs, (rng.random(len(truth)) < truth).astype(np.float64))
-                       for _ in range(rounds)])
+    if metric is expected_calibration_error:  # every draw at once, the same draws as one at a time
+        drawn = (rng.random((rounds, len(truth))) < truth).astype(np.float64)
+        values = np.mean([binned_ece(row, drawn) for row in np.atleast_2d(probs)], axis=0)
+    else:
+        values = np.array([_estimate(metric, probs, (rng.random(len(truth)) < truth).astype(np.float64))
+                           for _ in range(rounds)])
     median, high = np.nanpercentile(values, [50, level * 100])
     return float(median), float(high)
 

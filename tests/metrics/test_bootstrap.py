@@ -12,6 +12,7 @@ from salesrl_jax.metrics.bootstrap import (
     paired_difference,
     paired_mean_auc_difference,
     resampled_auc,
+    resampled_ece,
 )
 
 
@@ -67,6 +68,32 @@ def test_resampled_auc_is_the_auc_of_each_resample_ties_and_one_class_resamples_
     assert np.isnan(resampled_auc(p, y, resamples)).any()  # n = 4 draws one-class resamples
     with pytest.raises(ValueError, match="within"):
         resampled_auc(np.array([0.2, 1.5]), np.array([0.0, 1.0]), np.zeros((2, 2), int))
+
+
+def test_the_ece_of_every_resample_and_of_every_drawn_outcome_at_once_is_the_ece_one_at_a_time():
+    # The bootstrap and the calibrated null compute ECE for all resamples (or all draws) in blocks; a metric that
+    # is not `expected_calibration_error` itself (the lambda) takes the one-at-a-time path: the two agree.
+    def one_at_a_time(p, y):
+        return expected_calibration_error(p, y)
+
+    rng = np.random.default_rng(7)
+    for n, decimals in ((300, 6), (300, 1), (3, 2)):  # fine scores, scores on the bin edges, tiny n
+        p, y = _data(n, seed=n + decimals)
+        p = np.round(p, decimals)
+        resamples = rng.integers(0, n, size=(250, n))
+        expected = np.array([expected_calibration_error(p[i], y[i]) for i in resamples])
+        np.testing.assert_allclose(resampled_ece(p, y, resamples, block=64), expected, rtol=0, atol=1e-12)
+        repeated = np.stack([p, np.clip(p + 0.05, 0, 1)])  # [R, n]: the mean over repetitions
+        for probs in (p, repeated):
+            for fast, slow in ((bootstrap_interval(expected_calibration_error, probs, y, rounds=300),
+                                bootstrap_interval(one_at_a_time, probs, y, rounds=300)),
+                               (calibrated_null(expected_calibration_error, probs, rounds=300),
+                                calibrated_null(one_at_a_time, probs, rounds=300)),
+                               (paired_difference(expected_calibration_error, probs, p, y, rounds=300),
+                                paired_difference(one_at_a_time, probs, p, y, rounds=300))):
+                np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="within"):
+        resampled_ece(np.array([0.2, 1.5]), np.array([0.0, 1.0]), np.zeros((2, 2), int))
 
 
 def test_repeated_cross_validation_scores_the_mean_over_repetitions_on_the_same_resampled_conversations():
