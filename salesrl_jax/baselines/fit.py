@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 
 import numpy as np
@@ -75,8 +76,10 @@ def _logistic_cv(features, labels, groups, folds: int, seed: int, grid: np.ndarr
 
     folds = max(2, min(folds, len(np.unique(groups))))
     splits = list(GroupKFold(folds).split(np.zeros(len(labels)), groups=groups))
+    # The inner folds' regularisation paths fit in parallel (scikit-learn's processes): the same fits, and the
+    # crossval's baselines 1.48x faster on 2 cores (docs/benchmarks.md, session 37).
     model = LogisticRegressionCV(Cs=grid, cv=splits, scoring="neg_log_loss", max_iter=3000, tol=1e-3,
-                                 random_state=seed)
+                                 random_state=seed, n_jobs=min(folds, os.cpu_count() or 1))
     with warnings.catch_warnings():  # scikit-learn's notices of future defaults, not about this fit
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(features, labels)
