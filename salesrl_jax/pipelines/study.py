@@ -192,7 +192,7 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
                for v in runs for s in study.seeds}
     # A sweep chooses by validation loss: a run that holds none out fails here (a pinned large regime keeps the
     # config's split) or once the regime is resolved for the data below.
-    _check_sweeps_validate(study, {key: c for key, c in configs.items() if c.regime == "large"}, study_file)
+    _check_sweeps_hold_out(study, {key: c for key, c in configs.items() if c.regime == "large"}, study_file)
     train_arrays, train_archive = prepare_data("train", study.train, study, workdir)
     if study.embedder.kind == "auto":  # synthetic test sets are embedded as the training data was
         study = dataclasses.replace(study, embedder=study.embedder.resolved(TurnArrays.open(train_arrays).identity.kind))
@@ -212,7 +212,7 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
         key = (json.dumps({**json.loads(config.to_json()), "name": None}), seed)
         run_dirs[name, seed] = owner.setdefault(key, workdir / "runs" / name / f"seed-{seed}")
     _check_sweeps(study, run_dirs, study_file)
-    _check_sweeps_validate(study, resolved, study_file)
+    _check_sweeps_hold_out(study, resolved, study_file)
 
     # --- training: runs that differ only in seeds and numeric hyperparameters share one compiled program ---
     # The programs are fixed by the study, not by what is finished (a killed study's runs resume in the program
@@ -274,16 +274,17 @@ def run_study(study_file: str | Path, workdir: str | Path, *, seeds: tuple[int, 
     return StudyResult(workdir, table, trained, reused)
 
 
-def _check_sweeps_validate(study: Study, configs: dict, study_file) -> None:
+def _check_sweeps_hold_out(study: Study, configs: dict, study_file) -> None:
     """A sweep chooses its setting by the inner validation split's log loss (`choose_setting`): a setting whose run
     holds no split out (``data.valid_fraction`` 0) has nothing to be chosen by, refused up front."""
     for sweep in study.sweeps:
         names = {v.name for v in sweep.variants()}
-        unvalidated = sorted({name for (name, _), c in configs.items() if name in names and c.data.valid_fraction <= 0})
+        unvalidated = sorted({name for (name, _), c in configs.items()
+                              if name in names and c.data.valid_fraction <= 0})
         if unvalidated:
             raise ValueError(f"{study_file}: sweep {sweep.name!r} chooses its setting by validation log loss, but "
-                             f"its runs {', '.join(unvalidated)} hold no validation split out (data.valid_fraction 0): give the sweep a "
-                             "data.valid_fraction above 0")
+                             f"its runs {', '.join(unvalidated)} hold no validation split out (data.valid_fraction "
+                             "0): give the sweep a data.valid_fraction above 0")
 
 
 def _check_sweeps(study: Study, run_dirs: dict, study_file) -> None:
