@@ -41,14 +41,15 @@ def resampled_auc(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, 
     the resample's positive and negative counts in group g:
     ``AUC = sum_g P_g (sum_{h<g} N_h + N_g / 2) / (sum P sum N)``, the Mann-Whitney statistic with ties
     counted half (what `roc_auc`'s average ranks compute). NaN for a resample with one class."""
-    n = len(probs)
+    return _counted_auc(probs, labels, len(resamples),
+                        lambda first, last: _resample_counts(resamples[first:last], len(probs)), block)
 
-    def counts_of(first: int, last: int) -> np.ndarray:  # [block, n] counts at a time: bounded memory
-        chunk = resamples[first:last]
-        flat = (np.arange(len(chunk))[:, None] * n + chunk).ravel()
-        return np.bincount(flat, minlength=len(chunk) * n).reshape(len(chunk), n)
 
-    return _counted_auc(probs, labels, len(resamples), counts_of, block)
+def _resample_counts(chunk: np.ndarray, n: int) -> np.ndarray:
+    """``[len(chunk), n]``: how often each resample (a row of drawn row indices) holds each of the ``n`` rows. Taken
+    a block of resamples at a time, so memory stays bounded."""
+    flat = (np.arange(len(chunk))[:, None] * n + chunk).ravel()
+    return np.bincount(flat, minlength=len(chunk) * n).reshape(len(chunk), n)
 
 
 def counted_auc(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray, block: int = 100) -> np.ndarray:
@@ -83,9 +84,7 @@ def binned_ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10, block: int
     With the bins fixed by the probabilities, ``ECE = (1 / n) sum_b |sum_{j in b} (p_j - y_j)|``: the bin's
     weight ``n_b / n`` times ``|mean p - frequency|``, whose denominators cancel."""
     probs = np.asarray(probs, np.float64)
-    _, index = bin_index(probs, bins)
-    onehot = np.zeros((len(probs), bins))
-    onehot[np.arange(len(probs)), index] = 1.0
+    onehot = _bin_onehot(probs, bins)
     predicted = probs @ onehot  # [bins]
     return np.concatenate([np.abs(predicted - labels[first:first + block] @ onehot).sum(1) / len(probs)
                            for first in range(0, len(labels), block)])
@@ -98,16 +97,17 @@ def resampled_ece(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, 
     ``ECE = sum_b |sum_{j in b} c_j (p_j - y_j)| / n`` (`binned_ece`'s sum, counted), each row's bin fixed once."""
     probs, labels = checked(probs, labels)
     n = len(probs)
+    residual = _bin_onehot(probs, bins) * (probs - labels)[:, None]  # [n, bins]: p_j - y_j in row j's bin
+    return np.concatenate([np.abs(_resample_counts(resamples[first:first + block], n) @ residual).sum(1) / n
+                           for first in range(0, len(resamples), block)])
+
+
+def _bin_onehot(probs: np.ndarray, bins: int) -> np.ndarray:
+    """``[n, bins]``: 1 in each probability's equal-width bin (`bin_index`)."""
     _, index = bin_index(probs, bins)
-    residual = np.zeros((n, bins))
-    residual[np.arange(n), index] = probs - labels  # [n, bins]: p_j - y_j in row j's bin
-    out = []
-    for first in range(0, len(resamples), block):
-        chunk = resamples[first:first + block]
-        flat = (np.arange(len(chunk))[:, None] * n + chunk).ravel()
-        counts = np.bincount(flat, minlength=len(chunk) * n).reshape(len(chunk), n).astype(np.float64)
-        out.append(np.abs(counts @ residual).sum(1) / n)
-    return np.concatenate(out)
+    onehot = np.zeros((len(probs), bins))
+    onehot[np.arange(len(probs)), index] = 1.0
+    return onehot
 
 
 def _resampled(metric: Metric, probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray) -> np.ndarray:

@@ -78,10 +78,10 @@ class Checkpoints:
         returns whether it did. ``None``: a run without a validation split, whose newest model is its best (kept
         always; the manager's metric is minus the step, so that the newest is the lowest)."""
         step = (self.best.latest_step() or 0) + 1
-        current = self.best_meta()
         if valid_log_loss is None:
             valid_log_loss = -float(step)
-        elif current is not None and current["valid"]["log_loss"] - IMPROVEMENT_TOLERANCE <= valid_log_loss:
+        elif (current := self.best_meta()) is not None and \
+                current["valid"]["log_loss"] - IMPROVEMENT_TOLERANCE <= valid_log_loss:
             return False
         # A recalibration of the previous best must not outlive it: the run directory would serve it.
         shutil.rmtree(self.root / CALIBRATED, ignore_errors=True)
