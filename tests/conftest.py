@@ -73,6 +73,7 @@ def tiny_config(arrays: Path, **overrides) -> TrainConfig:
         pretrain=PretrainConfig(epochs=6, rows_per_minibatch=128, chunk_minibatches=8, learning_rate=3e-3),
         ppo=PPOConfig(updates=4, rows_per_minibatch=256, epochs=2, minibatches=2, learning_rate=1e-4),
         checkpoint_every=100, eval_rows_per_minibatch=512, regime="large",
+        checkpoint_seconds=0.0,  # the latest at every validation: the resume tests kill runs between them
         recalibration_level=1.0,  # the tiny runs recalibrate whatever their split shows: the tests read that path
     )
     return dataclasses.replace(config, **overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 
 def start_distributed(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> None:
@@ -19,3 +20,14 @@ def start_distributed(coordinator: str = "", num_processes: int = 0, process_id:
     jax.distributed.initialize(coordinator_address=coordinator or None, num_processes=num_processes or None,
                                process_id=None if process_id < 0 else process_id)
 
+
+
+def agreed(decision: bool) -> bool:
+    """Process 0's ``decision``, in every process of a distributed run (``decision`` itself in one process): what a
+    process decides from its own clock (`salesrl_jax.train.phases`: whether the latest checkpoint is due) must be
+    one decision, because orbax saves are collective and a process that saved alone would wait for the others."""
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))

@@ -3,10 +3,10 @@
 A run directory keeps two: ``checkpoints/latest`` (the most recent, for resuming) and
 ``checkpoints/best`` (the best by validation log loss). A finished run adds ``checkpoints/calibrated``, the best
 with its probabilities recalibrated on the validation split (`salesrl_jax.run.recalibration.recalibrate_run`): the
-model a run directory serves to evaluation and scoring when it is there (`find_checkpoint`). Each holds the
-training state (any pytree: `salesrl_jax.train.state.TrainState` for a training run),
-its parameters apart (what inference restores) and a JSON ``meta`` item: the resolved
-config, the data position (phase, epoch, chunk or update), the embedding identity and feature
+model a run directory serves to evaluation and scoring when it is there (`find_checkpoint`). The latest holds the
+training state (any pytree: `salesrl_jax.train.state.TrainState` for a training run) and its parameters apart (what
+inference restores); the best and the calibrated hold the parameters alone. Each has a JSON ``meta`` item: the
+resolved config, the data position (phase, epoch, chunk or update), the embedding identity and feature
 names the model was trained on, and the validation metrics. Saves are synchronous and orbax
 finalises a step directory atomically, so a kill at any moment leaves the previous checkpoint
 intact.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -73,25 +74,33 @@ class Checkpoints:
             state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(state.params),
             meta=ocp.args.JsonSave(meta)), force=True)
 
-    def save_best(self, state, meta: dict, valid_log_loss: float | None) -> bool:
+    def save_best(self, state, meta: dict, valid_log_loss: float | None, than: float | None = None) -> bool:
         """Keep ``state`` if its validation log loss beats the best so far by more than `IMPROVEMENT_TOLERANCE`;
-        returns whether it did. ``None``: a run without a validation split, whose newest model is its best (kept
-        always; the manager's metric is minus the step, so that the newest is the lowest)."""
+        returns whether it did. The best so far is ``than`` (``inf``: none yet), or the kept best's when None. A run
+        resumed from a latest checkpoint older than its best replays validations that the kept best already
+        followed, and must judge each against the best as of then (`salesrl_jax.train.phases.RunContext`).
+        ``valid_log_loss`` None: a run without a validation split, whose newest model is its best (kept always; the
+        manager's metric is minus the step, so that the newest is the lowest)."""
         step = (self.best.latest_step() or 0) + 1
         if valid_log_loss is None:
             valid_log_loss = -float(step)
-        elif (current := self.best_meta()) is not None and \
-                current["valid"]["log_loss"] - IMPROVEMENT_TOLERANCE <= valid_log_loss:
+        elif (self.best_log_loss() if than is None else than) - IMPROVEMENT_TOLERANCE <= valid_log_loss:
             return False
         # A recalibration of the previous best must not outlive it: the run directory would serve it.
         shutil.rmtree(self.root / CALIBRATED, ignore_errors=True)
         meta = {**meta, PARAMS_DIGEST: tree_digest(state.params)}
         state = _on_host(state)
-        self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     params=ocp.args.StandardSave(state.params),
+        # The parameters alone: the best is a model to serve, never resumed from (the latest is), and the optimizer's
+        # moments and the running average would triple each save (an n-gram model's is 80 MB with them).
+        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
                                                      meta=ocp.args.JsonSave(meta)),
                        metrics={"valid_log_loss": float(valid_log_loss)}, force=True)
         return True
+
+    def best_log_loss(self) -> float:
+        """The kept best's validation log loss; ``inf`` without a best, or for one kept unvalidated."""
+        current = self.best_meta()
+        return math.inf if current is None else current["valid"].get("log_loss", math.inf)
 
     def best_meta(self) -> dict | None:
         step = self.best.latest_step()

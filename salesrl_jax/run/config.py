@@ -262,7 +262,15 @@ class TrainConfig:
     confidence: ConfidenceConfig = ConfidenceConfig()
     parallel: ParallelConfig = ParallelConfig()
     checkpoint_every: int = 8
-    """Save the latest checkpoint every this many chunks / PPO updates (and at every phase end)."""
+    """Save the latest checkpoint (what a killed run resumes from) every this many chunks / PPO updates and at each
+    validation, once `checkpoint_seconds` have passed since the last save (and at every phase end)."""
+    checkpoint_seconds: float = 60.0
+    """Within a phase, save the latest checkpoint at most this often: at the first validation or `checkpoint_every`
+    boundary this many seconds after the last save. A kill loses at most about this much training, which the
+    resumed run replays to the same result. In the small-data regime an epoch of PersuasionForGood takes about a
+    second and a save of the n-gram model's training state (its parameters, their running average and Adam's two
+    moments: 55 MB) a third of one: saved every epoch, it took about a quarter of a crossval fold's training
+    (docs/benchmarks.md, session 38). 0: at every validation and boundary."""
     eval_rows_per_minibatch: int = 4096
     """Rows per minibatch when predicting for validation and evaluation."""
     tensorboard: bool = False
@@ -302,6 +310,8 @@ class TrainConfig:
                                  f"({segments}): each minibatch is cut into that many equal slices")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=str, indent=1)

@@ -14,10 +14,11 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import optax
 from tqdm import tqdm
@@ -211,13 +212,25 @@ def _optimizers(config: TrainConfig, pretrain_steps: int, params) -> Optimizers:
         ppo_shape=("adam_linear", ppo.updates * ppo.epochs * ppo.minibatches))
 
 
+class Resumed(NamedTuple):
+    """Where a run starts: from its latest checkpoint, or afresh."""
+
+    state: TrainState
+    position: RunPosition
+    saved_position: dict | None  # the position as the latest checkpoint recorded it (None: a fresh start)
+    stalled: int  # validations in a row without a new best, in the current phase (early stopping)
+    best_log_loss: float  # the best validation log loss as of the position (inf: none yet)
+
+
 def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh: TrainState,
-            optimizers: Optimizers, placement: Placement) -> tuple[TrainState, RunPosition, dict | None, int]:
-    """The latest checkpoint's state, position, position as saved, and count of stalled validations (early
-    stopping) if the run was started before, else a fresh start (``fresh``: pretraining's state keeps the
-    parameters' running average where the run averages, as a saved one does; the next phases' do not)."""
+            optimizers: Optimizers, placement: Placement) -> Resumed:
+    """The latest checkpoint's state, position and early-stopping record if the run was started before, else a
+    fresh start (``fresh``: pretraining's state keeps the parameters' running average where the run averages, as a
+    saved one does; the next phases' do not). The best log loss is the latest's own record: the kept best may be
+    newer (`TrainConfig.checkpoint_seconds`); runs saved before the record kept their latest at every validation,
+    so their kept best's is the one."""
     if checkpoints.latest.latest_step() is None:
-        return fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None, 0
+        return Resumed(fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None, 0, math.inf)
     saved = read_meta(checkpoints.root / "latest")
     if saved["config"] != json.loads(config.to_json()):
         raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
@@ -226,7 +239,12 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
     like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed,
                                           average=phase == "pretrain" and fresh.ema is not None))
     state, meta = checkpoints.restore_latest(like)  # onto the mesh: the arrays' shardings come from ``like``
-    return state, RunPosition.from_dict(meta["position"]), dict(meta["position"]), meta.get("stalled", 0)
+    if "best_log_loss" in meta:
+        best = math.inf if meta["best_log_loss"] is None else float(meta["best_log_loss"])
+    else:
+        best = checkpoints.best_log_loss()
+    return Resumed(state, RunPosition.from_dict(meta["position"]), dict(meta["position"]), meta.get("stalled", 0),
+                   best)
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, progress: bool = True,
@@ -383,10 +401,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
         fresh = placement.put_state(init_state(params, opt.for_phase("pretrain" if pre.enabled else "ppo"), c.seed,
                                                average=average))
         starts.append(_resume(c, workdir, ckpt, fresh, opt, placement))
-    position, resumed_from = starts[0][1], starts[0][2]
-    if any(start[1] != position for start in starts):
+    position, resumed_from = starts[0].position, starts[0].saved_position
+    if any(start.position != position for start in starts):
         raise ValueError(f"{[str(w) for w in workdirs]}: these runs stopped at different points "
-                         f"({[s[1].to_dict() for s in starts]}); finish them one at a time (salesrl train)")
+                         f"({[s.position.to_dict() for s in starts]}); finish them one at a time (salesrl train)")
     # Without a validation split (data.valid_fraction 0: train on every conversation, for a length chosen
     # elsewhere) nothing is validated, and each epoch's model replaces the kept one.
     validate = (_on_one_device(make_validator(graphdef, arrays, config, fitted.get(HOLDOUT)), placement)
@@ -400,10 +418,10 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
               "features": list(arrays.feature_names), "embed_dim": arrays.dim,
               **fitted, **({"init_from": warm_source} if warm_source else {})},
         checkpoint_every=c.checkpoint_every, progress=progress, budget=stop_after_chunks,
-        stalled=start[3])
+        stalled=start.stalled, best_log_loss=start.best_log_loss, checkpoint_seconds=c.checkpoint_seconds)
         for c, workdir, ckpt, start in zip(configs, workdirs, checkpoints, starts)]
     members = Members(contexts, seeds, [f"seed {c.seed}, {w}" for c, w in zip(configs, workdirs)])
-    state = members.stack([start[0] for start in starts])
+    state = members.stack([start.state for start in starts])
     throughput: dict[str, float] = {}
     heads = config.model.ensemble_size  # the heads' fixed bootstrap weights, both phases, per seed
 

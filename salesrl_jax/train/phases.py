@@ -4,13 +4,15 @@ A phase is a sequence of periods (pretraining: epochs; PPO: one), each a list of
 packed minibatches; a PPO update). For every unit the runner gathers the host batch, runs the jitted
 step, refuses a non-finite loss, logs a line and advances the `RunPosition`; it validates (keeping the
 best checkpoint) at the end of each period and every ``validate_every`` units, and saves the latest
-checkpoint every ``checkpoint_every`` units and at each validation. The two phases differ only in the
-small methods `Pretraining` and `PPOFinetuning` define.
+checkpoint every ``checkpoint_every`` units and at each validation, at most once per ``checkpoint_seconds``.
+The two phases differ only in the small methods `Pretraining` and `PPOFinetuning` define.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from typing import Any, Callable
 
 import jax
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from salesrl_jax.arrays import batches as batch_lib
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.models.inputs import TurnInputs
+from salesrl_jax.parallel.distributed import agreed
 from salesrl_jax.parallel.placement import Placement
 from salesrl_jax.run.checkpoints import Checkpoints
 from salesrl_jax.train.bootstrap import bootstrap_weights, conversation_first_rows
@@ -78,9 +81,15 @@ class RunContext:
     progress: bool = True
     budget: int | None = None  # units of work left before stopping early (tests simulate a kill with it)
     stalled: int = 0  # validations in a row, in the current phase, that found no new best (saved with the latest)
+    best_log_loss: float = math.inf  # the best validation log loss so far, what a new best must beat (saved too)
+    checkpoint_seconds: float = 0.0  # save the latest at most this often within a phase (TrainConfig)
 
     def save_latest(self, state: TrainState, position: RunPosition) -> None:
-        self.checkpoints.save_latest(state, {**self.meta, "position": position.to_dict(), "stalled": self.stalled})
+        # The latest may be older than the kept best (saves are spaced by `checkpoint_seconds`): a resumed run
+        # replays the validations in between against the best as of its position, which it records.
+        best = None if math.isinf(self.best_log_loss) else self.best_log_loss
+        self.checkpoints.save_latest(state, {**self.meta, "position": position.to_dict(), "stalled": self.stalled,
+                                             "best_log_loss": best})
 
     def validate_and_keep_best(self, state: TrainState, position: RunPosition, tag: str) -> dict[str, float]:
         state = averaged(state)  # the model a phase that averages its parameters stands for is the average
@@ -90,8 +99,9 @@ class RunContext:
             return {}
         valid = self.validate(state.params)
         improved = self.checkpoints.save_best(state, {**self.meta, "position": position.to_dict(), "valid": valid},
-                                              valid["log_loss"])
+                                              valid["log_loss"], than=self.best_log_loss)
         self.stalled = 0 if improved else self.stalled + 1
+        self.best_log_loss = valid["log_loss"] if improved else self.best_log_loss
         self.log.write({"seq": position.seq, "event": "validation", "at": tag, **valid, "best": improved})
         return valid
 
@@ -204,6 +214,7 @@ class Phase:
         parts = [batch_lib.PartCache(self.arrays) for _ in range(len(members))]
         first_period, first_unit = self.cursor(position)
         budget = members.contexts[0]
+        last_save = time.monotonic()
         for period in range(first_period, self.periods):
             plans = [self.plan(period, m) for m in range(len(members))]
             length = max(len(plan) for plan in plans)  # a member with fewer chunks gets empty ones (no-op steps)
@@ -238,8 +249,8 @@ class Phase:
                 period_ends = done == length
                 if period_ends:
                     position = self.after_period(position, period)
-                saved = True
-                if period_ends or (self.validate_every and done % self.validate_every == 0):
+                validates = period_ends or bool(self.validate_every and done % self.validate_every == 0)
+                if validates:
                     tag = self.validation_tag(period, done)
                     for m, ctx in enumerate(members.contexts):
                         if active[m]:
@@ -249,12 +260,14 @@ class Phase:
                                                "at": tag, "patience": self.patience})
                                 bar.write(f"{self.name}{members.label(m)}: no new best in {self.patience} "
                                           f"validations; stopped early at {tag}")
-                        ctx.save_latest(members.pick(state, m), position)
-                elif done % budget.checkpoint_every == 0:
+                # Every member's latest follows one position (a member stopped early included), on one clock.
+                saved = ((validates or done % budget.checkpoint_every == 0)
+                         and (budget.checkpoint_seconds <= 0
+                              or agreed(time.monotonic() - last_save >= budget.checkpoint_seconds)))
+                if saved:
                     for m, ctx in enumerate(members.contexts):
                         ctx.save_latest(members.pick(state, m), position)
-                else:
-                    saved = False
+                    last_save = time.monotonic()
                 if budget.spend():
                     if not saved:
                         for m, ctx in enumerate(members.contexts):

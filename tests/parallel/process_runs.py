@@ -23,10 +23,20 @@ def main(argv: list[str]) -> None:
         parallel = ParallelConfig(distributed=True, coordinator=f"127.0.0.1:{port}", num_processes=2,
                                   process_id=process_id, segments=2)
         stop = int(argv[5]) if len(argv) > 5 else None
+        # The latest is due by each process's clock (`TrainConfig.checkpoint_seconds`), and the clocks disagree:
+        # process 0's says every save is due, process 1's that none is. Orbax saves are collective, so both must
+        # follow one decision (`salesrl_jax.parallel.distributed.agreed`); a process saving alone would hang.
+        if process_id == 0:
+            import itertools
+
+            import salesrl_jax.train.phases as phases
+
+            ticks = itertools.count(step=1e12)
+            phases.time = type("Clock", (), {"monotonic": staticmethod(lambda: float(next(ticks)))})
     else:
         arrays, workdir, stop = Path(argv[1]), Path(argv[2]), None
         parallel = ParallelConfig(devices=2, segments=2)
-    run = dataclasses.replace(config(arrays), parallel=parallel)
+    run = dataclasses.replace(config(arrays), parallel=parallel, checkpoint_seconds=1e9)
 
     import jax
 

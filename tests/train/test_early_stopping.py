@@ -4,6 +4,7 @@ to the uninterrupted result."""
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -74,6 +75,47 @@ def test_a_run_killed_after_a_stalled_validation_resumes_to_the_same_stop(tiny_a
     a, b = TrainedModel.load(tmp_path / "straight"), TrainedModel.load(tmp_path / "resumed")
     assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a.params, b.params))
     assert resumed.valid == json.loads((tmp_path / "straight" / "result.json").read_text())["valid"]
+
+
+def test_a_run_resumed_from_a_latest_older_than_its_best_replays_to_the_same_result(tiny_arrays, tmp_path):
+    """`TrainConfig.checkpoint_seconds` spaces the latest saves, so a kill can go back to a latest older than the
+    kept best. The replayed validations are judged against the best as of the latest, not the newer one kept: the
+    log, the early stop and the served model are the uninterrupted run's."""
+    base = tiny_config(tiny_arrays, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, enabled=False))
+    config = dataclasses.replace(base, pretrain=dataclasses.replace(base.pretrain, epochs=8, patience=2))
+    train_and_evaluate(config, tmp_path / "straight", progress=False)
+    straight = _log(tmp_path / "straight")
+    validations = [(r["at"], r["best"]) for r in straight if r["event"] == "validation"]
+    assert ("pretrain epoch 2", True) in validations and ("pretrain epoch 3", True) in validations
+    per_epoch = len([r for r in straight if r["event"] == "pretrain" and r["epoch"] == 0])
+
+    run = tmp_path / "run"
+    train_and_evaluate(config, run, progress=False, stop_after_chunks=per_epoch)  # killed after epoch 1
+    early = tmp_path / "latest-after-epoch-1"
+    shutil.copytree(run / "checkpoints" / "latest", early)
+    train_and_evaluate(config, run, progress=False, stop_after_chunks=2 * per_epoch)  # on past new bests
+    assert read_meta(run / "checkpoints" / "best")["position"]["epoch"] >= 2
+    # The kill that lost the latest saves since epoch 1: what a run whose saves were spaced goes back to.
+    shutil.rmtree(run / "checkpoints" / "latest")
+    shutil.copytree(early, run / "checkpoints" / "latest")
+    resumed = train_and_evaluate(config, run, progress=False)
+    assert resumed.resumed_from["epoch"] == 1
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in straight]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in _log(run)] == strip
+    a, b = TrainedModel.load(tmp_path / "straight"), TrainedModel.load(run)
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a.params, b.params))
+
+
+def test_latest_saves_are_spaced_by_checkpoint_seconds_and_change_nothing(tiny_arrays, tmp_path):
+    from salesrl_jax.run.checkpoints import Checkpoints
+
+    config = tiny_config(tiny_arrays, checkpoint_every=2)
+    spaced = dataclasses.replace(config, checkpoint_seconds=1e9)
+    every, few = train_and_evaluate(config, tmp_path / "every", progress=False), \
+        train_and_evaluate(spaced, tmp_path / "few", progress=False)
+    saves = {name: Checkpoints(tmp_path / name).latest.latest_step() for name in ("every", "few")}
+    assert saves["few"] == 2 < saves["every"]  # the two phase ends only: pretraining's, and PPO's
+    assert few.valid == every.valid and few.best_valid == every.best_valid
 
 
 def test_a_new_best_must_beat_the_last_by_more_than_rounding(tiny_arrays, tmp_path):
