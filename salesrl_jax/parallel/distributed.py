@@ -21,7 +21,6 @@ def start_distributed(coordinator: str = "", num_processes: int = 0, process_id:
                                process_id=None if process_id < 0 else process_id)
 
 
-
 def agreed(decision: bool) -> bool:
     """Process 0's ``decision``, in every process of a distributed run (``decision`` itself in one process): what a
     process decides from its own clock (`salesrl_jax.train.phases`: whether the latest checkpoint is due) must be

@@ -91,7 +91,7 @@ class Checkpoints:
         meta = {**meta, PARAMS_DIGEST: tree_digest(state.params)}
         state = _on_host(state)
         # The parameters alone: the best is a model to serve, never resumed from (the latest is), and the optimizer's
-        # moments and the running average would triple each save (an n-gram model's is 80 MB with them).
+        # two moments and the running average would make each save four times the parameters' size.
         self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
                                                      meta=ocp.args.JsonSave(meta)),
                        metrics={"valid_log_loss": float(valid_log_loss)}, force=True)
