@@ -422,6 +422,10 @@ study sweeps them (`salesrl_jax.run.study.Sweep`)."""
 # Per run, outside the compiled programs:
 BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard", "recalibration", "recalibration_level")
 
+OPERATIONAL_FIELDS = ("checkpoint_seconds",)
+"""Fields that change how a run goes, not what it computes: a run saved before one existed (its config lacks it)
+resumes under the value given now. Any other difference from the saved config is refused."""
+
 
 ABSENT = "absent"  # how `field_changes` and its callers show a field one of two configs lacks (an older save)
 

@@ -33,7 +33,17 @@ from salesrl_jax.models.predict import HOLDOUT
 from salesrl_jax.parallel.distributed import start_distributed
 from salesrl_jax.parallel.placement import Placement, make_placement
 from salesrl_jax.run.checkpoints import Checkpoints, read_meta
-from salesrl_jax.run.config import NUMERIC_FIELDS, TrainConfig, program_difference, resolution_note, resolve_regime
+from salesrl_jax.run.config import (
+    ABSENT,
+    NUMERIC_FIELDS,
+    OPERATIONAL_FIELDS,
+    TrainConfig,
+    dotted_fields,
+    field_changes,
+    program_difference,
+    resolution_note,
+    resolve_regime,
+)
 from salesrl_jax.run.recalibration import Recalibration, recalibrate_run
 from salesrl_jax.train.hyperparams import Hyperparams
 from salesrl_jax.train.metrics_log import MetricsLog, NoLog
@@ -232,9 +242,13 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
     if checkpoints.latest.latest_step() is None:
         return Resumed(fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None, 0, math.inf)
     saved = read_meta(checkpoints.root / "latest")
-    if saved["config"] != json.loads(config.to_json()):
-        raise ValueError(f"{workdir} holds a run with a different config; use a new workdir or the same config "
-                         f"(saved: {workdir / 'checkpoints' / 'latest'})")
+    before, now = dotted_fields(saved["config"]), dotted_fields(json.loads(config.to_json()))
+    changed = [k for k in field_changes(before, now) if not (k in OPERATIONAL_FIELDS and k not in before)]
+    if changed:
+        shown = ", ".join(f"{k} {before.get(k, ABSENT)} -> {now.get(k, ABSENT)}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ValueError(f"{workdir} holds a run with a different config ({shown}{more}); use a new workdir or the "
+                         f"same config (saved: {workdir / 'checkpoints' / 'latest'})")
     phase = saved["position"]["phase"]
     like = placement.put_state(init_state(fresh.params, optimizers.for_phase(phase), config.seed,
                                           average=phase == "pretrain" and fresh.ema is not None))

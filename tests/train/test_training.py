@@ -340,10 +340,32 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_good_checkpoint(tiny_arrays, tmp
     with pytest.raises(TrainingDiverged, match=r"at pretrain epoch 1, chunk \d+"):
         train_and_evaluate(exploding, tmp_path / "boom", progress=False)
     assert not (tmp_path / "boom" / "result.json").exists()
-    # A different config in the same workdir is refused rather than mixed.
-    with pytest.raises(ValueError, match="different config"):
+    # A different config in the same workdir is refused rather than mixed, the difference named.
+    with pytest.raises(ValueError, match=r"different config \(pretrain.learning_rate 0.003 -> 1e\+30\)"):
         train_and_evaluate(exploding, tmp_path / "run", progress=False)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "latest").iterdir()) == before
+
+
+def test_a_run_saved_before_checkpoint_seconds_existed_resumes_to_the_same_result(tiny_arrays, tmp_path):
+    """`OPERATIONAL_FIELDS`: a field that changes how a run goes, not what it computes, does not stop a run saved
+    before the field existed from resuming; any other field the saved config lacks still does."""
+    config = tiny_config(tiny_arrays, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, enabled=False))
+    run = tmp_path / "run"
+    train_and_evaluate(config, run, progress=False, stop_after_chunks=2)
+    latest = run / "checkpoints" / "latest"
+    meta_file = latest / str(max(int(p.name) for p in latest.iterdir() if p.name.isdigit())) / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+
+    def saved_without(field: str) -> None:  # the latest as a version before the field would have written it
+        meta_file.write_text(json.dumps({**meta, "config": {k: v for k, v in meta["config"].items() if k != field}}))
+
+    saved_without("eval_rows_per_minibatch")
+    with pytest.raises(ValueError, match=r"different config \(eval_rows_per_minibatch absent -> 512\)"):
+        train_and_evaluate(config, run, progress=False)
+    saved_without("checkpoint_seconds")
+    resumed = train_and_evaluate(config, run, progress=False)
+    assert resumed.resumed_from is not None
+    assert resumed.valid == train_and_evaluate(config, tmp_path / "straight", progress=False).valid
 
 
 def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
