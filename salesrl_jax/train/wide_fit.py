@@ -282,9 +282,19 @@ def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
 def speaker_slots(rows: TurnRows, idf: np.ndarray, buckets: int) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(x [N, 2K], ids [N, 2K])``: each turn's slots twice, the second copy in buckets ``buckets..2 buckets - 1``
     weighted by ``c_i``, so that one weight vector over ``2 buckets`` is ``(w, u)`` of the module docstring."""
-    x = tfidf_slots(rows, idf)
-    ids = jnp.asarray(rows.ids)
-    customer = jnp.zeros(len(rows.starts)) if rows.customer is None else jnp.asarray(rows.customer)
+    n = len(rows.starts)
+    customer = np.zeros(n, np.float32) if rows.customer is None else np.asarray(rows.customer, np.float32)
+    # One compiled program on rows padded as the fit's arrays are: run op by op, each operation compiled afresh for
+    # every fold's row count (about 1 s a fold, most of it compiling).
+    x, ids = _speaker_slots(jnp.asarray(_padded(rows.ids)), jnp.asarray(_padded(rows.counts)),
+                            jnp.asarray(_padded(customer)), jnp.asarray(idf, jnp.float32), buckets)
+    return x[:n], ids[:n]
+
+
+@functools.partial(jax.jit, static_argnames="buckets")
+def _speaker_slots(ids: jnp.ndarray, counts: jnp.ndarray, customer: jnp.ndarray, idf: jnp.ndarray, buckets: int
+                   ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    x = sublinear_tfidf(GramBags(ids, counts), idf)
     return (jnp.concatenate([x, x * customer[:, None]], axis=1),
             jnp.concatenate([ids, jnp.where(ids > 0, ids + buckets, 0)], axis=1))
 
