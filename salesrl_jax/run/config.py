@@ -423,8 +423,9 @@ study sweeps them (`salesrl_jax.run.study.Sweep`)."""
 BOOKKEEPING_FIELDS = ("seed", "name", "tensorboard", "recalibration", "recalibration_level")
 
 OPERATIONAL_FIELDS = ("checkpoint_seconds",)
-"""Fields that change how a run goes, not what it computes: a run saved before one existed (its config lacks it)
-resumes under the value given now. Any other difference from the saved config is refused."""
+"""Fields that change how a run goes, not what it computes: a run resumes under the value given now, whatever it
+was saved with (or without: a run saved before the field existed). Any other difference from the saved config is
+refused."""
 
 
 ABSENT = "absent"  # how `field_changes` and its callers show a field one of two configs lacks (an older save)

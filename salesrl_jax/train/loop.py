@@ -243,7 +243,7 @@ def _resume(config: TrainConfig, workdir: Path, checkpoints: Checkpoints, fresh:
         return Resumed(fresh, RunPosition(phase="pretrain" if config.pretrain.enabled else "ppo"), None, 0, math.inf)
     saved = read_meta(checkpoints.root / "latest")
     before, now = dotted_fields(saved["config"]), dotted_fields(json.loads(config.to_json()))
-    changed = [k for k in field_changes(before, now) if not (k in OPERATIONAL_FIELDS and k not in before)]
+    changed = field_changes(before, now, ignore=OPERATIONAL_FIELDS)
     if changed:
         shown = ", ".join(f"{k} {before.get(k, ABSENT)} -> {now.get(k, ABSENT)}" for k in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
@@ -442,10 +442,6 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
     def stopped() -> list[RunResult]:
         return [RunResult(w, {}, None, throughput, resumed_from) for w in workdirs]
 
-    def save_all(state, position) -> None:
-        for m, ctx in enumerate(contexts):
-            ctx.save_latest(members.pick(state, m), position)
-
     try:
         # --- supervised pretraining ------------------------------------------------------------
         if position.phase == "pretrain":
@@ -478,7 +474,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             position = dataclasses.replace(position, phase="ppo" if ppo.enabled else "done", update=0)
             for ctx in contexts:  # each phase has its own patience
                 ctx.stalled = 0
-            save_all(state, position)
+            members.save_latest(state, position)
 
         # --- PPO fine-tuning -------------------------------------------------------------------
         if position.phase == "ppo":
@@ -498,7 +494,7 @@ def _train_claimed(configs: list[TrainConfig], workdirs: list[Path], progress: b
             if done.stopped:
                 return stopped()
             state, position = done.state, dataclasses.replace(done.position, phase="done")
-            save_all(state, position)
+            members.save_latest(state, position)
 
         # --- the final models, the best checkpoints, and the record of each run ------------------
         return [_finish(c, ctx, workdir, members.pick(state, m), position, throughput, resumed_from)

@@ -143,6 +143,11 @@ class Members:
         mask = jnp.asarray(active)
         return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
+    def save_latest(self, state: TrainState, position: RunPosition) -> None:
+        """Each member's latest checkpoint at ``position`` (a member stopped early included: it follows the others)."""
+        for m, ctx in enumerate(self.contexts):
+            ctx.save_latest(self.pick(state, m), position)
+
     def label(self, m: int) -> str:
         return f" ({self.labels[m] if self.labels else f'seed {self.seeds[m]}'})" if self.stacked else ""
 
@@ -265,13 +270,11 @@ class Phase:
                          and (budget.checkpoint_seconds <= 0
                               or agreed(time.monotonic() - last_save >= budget.checkpoint_seconds)))
                 if saved:
-                    for m, ctx in enumerate(members.contexts):
-                        ctx.save_latest(members.pick(state, m), position)
+                    members.save_latest(state, position)
                     last_save = time.monotonic()
                 if budget.spend():
                     if not saved:
-                        for m, ctx in enumerate(members.contexts):
-                            ctx.save_latest(members.pick(state, m), position)
+                        members.save_latest(state, position)
                     bar.close()
                     return PhaseResult(state, position, True, meter.report(self.name, self.rate_unit))
             bar.close()

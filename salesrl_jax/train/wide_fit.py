@@ -233,7 +233,7 @@ def _fit_weights(params: tuple, l2: jnp.ndarray, conversation: jnp.ndarray, colu
     def running(carry) -> jnp.ndarray:
         _, state = carry  # the state holds the step count and the gradient at the current parameters
         count, grad = optax.tree_utils.tree_get(state, "count"), optax.tree_utils.tree_get(state, "grad")
-        steep = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grad))) >= LBFGS_TOLERANCE
+        steep = optax.global_norm(grad) >= LBFGS_TOLERANCE
         return (count == 0) | ((count < LBFGS_STEPS) & steep)
 
     params, _ = jax.lax.while_loop(running, step, (params, solver.init(params)))

@@ -346,26 +346,27 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_good_checkpoint(tiny_arrays, tmp
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "latest").iterdir()) == before
 
 
-def test_a_run_saved_before_checkpoint_seconds_existed_resumes_to_the_same_result(tiny_arrays, tmp_path):
-    """`OPERATIONAL_FIELDS`: a field that changes how a run goes, not what it computes, does not stop a run saved
-    before the field existed from resuming; any other field the saved config lacks still does."""
+def test_a_run_saved_with_another_or_no_checkpoint_seconds_resumes_to_the_same_result(tiny_arrays, tmp_path):
+    """`OPERATIONAL_FIELDS`: a field that changes how a run goes, not what it computes, does not stop a run from
+    resuming, whether it was saved with another value or before the field existed; any other field the saved config
+    lacks or sets otherwise still does, named."""
     config = tiny_config(tiny_arrays, ppo=dataclasses.replace(tiny_config(tiny_arrays).ppo, enabled=False))
-    run = tmp_path / "run"
-    train_and_evaluate(config, run, progress=False, stop_after_chunks=2)
-    latest = run / "checkpoints" / "latest"
-    meta_file = latest / str(max(int(p.name) for p in latest.iterdir() if p.name.isdigit())) / "meta" / "metadata"
-    meta = json.loads(meta_file.read_text())
-
-    def saved_without(field: str) -> None:  # the latest as a version before the field would have written it
-        meta_file.write_text(json.dumps({**meta, "config": {k: v for k, v in meta["config"].items() if k != field}}))
-
-    saved_without("eval_rows_per_minibatch")
-    with pytest.raises(ValueError, match=r"different config \(eval_rows_per_minibatch absent -> 512\)"):
-        train_and_evaluate(config, run, progress=False)
-    saved_without("checkpoint_seconds")
-    resumed = train_and_evaluate(config, run, progress=False)
-    assert resumed.resumed_from is not None
-    assert resumed.valid == train_and_evaluate(config, tmp_path / "straight", progress=False).valid
+    straight = train_and_evaluate(config, tmp_path / "straight", progress=False).valid
+    for name, saved_as in (("absent", lambda raw: {k: v for k, v in raw.items() if k != "checkpoint_seconds"}),
+                           ("other", lambda raw: {**raw, "checkpoint_seconds": 123.0})):
+        run = tmp_path / name
+        train_and_evaluate(config, run, progress=False, stop_after_chunks=2)
+        latest = run / "checkpoints" / "latest"
+        meta_file = latest / str(max(int(p.name) for p in latest.iterdir() if p.name.isdigit())) / "meta" / "metadata"
+        meta = json.loads(meta_file.read_text())
+        # The latest as a version before the field, or a run given another value, would have written it.
+        meta_file.write_text(json.dumps({**meta, "config": {k: v for k, v in meta["config"].items()
+                                                            if k != "eval_rows_per_minibatch"}}))
+        with pytest.raises(ValueError, match=r"different config \(eval_rows_per_minibatch absent -> 512\)"):
+            train_and_evaluate(config, run, progress=False)
+        meta_file.write_text(json.dumps({**meta, "config": saved_as(meta["config"])}))
+        resumed = train_and_evaluate(config, run, progress=False)
+        assert resumed.resumed_from is not None and resumed.valid == straight, name
 
 
 def test_numeric_hyperparameters_vmap_as_a_sweep(tiny_arrays):
