@@ -277,12 +277,35 @@ class Evaluate:
     ood_data: Path | None = None
     """Cached arrays of out-of-distribution conversations (held-out industries, another corpus): how well the
     confidence module tells them from DATA's (needs a confidence fit, `salesrl confidence`)."""
+    baselines: bool = False
+    """Also fit the baselines `salesrl crossval` compares with (four TF-IDF logistic regressions, a regression on the
+    turn embeddings' means, gradient-boosted trees on the turn features) on the labelled conversations of the model's
+    training arrays, and report them on DATA beside the model: AUC by turn index with intervals, and the model minus
+    the strongest TF-IDF variant, paired over conversations. Reads the text of the archives the arrays were built
+    from. Needs scikit-learn (the `baselines` extra) and a DATA that shares no conversation with the training
+    arrays."""
+    train_archive: Path | None = None
+    """With --baselines: the archive the model's training arrays were built from (default: the path their manifest
+    records; checked against its hash either way)."""
+    test_archive: Path | None = None
+    """With --baselines: the archive DATA was built from (default: the path its manifest records; hash checked)."""
 
     def run(self) -> None:
         from salesrl_jax.eval.evaluate import evaluate_model
         from salesrl_jax.run.trained_model import TrainedModel
 
+        if (self.train_archive or self.test_archive) and not self.baselines:
+            raise ValueError("--train-archive and --test-archive are read with --baselines only")
+        if self.baselines and self.split != "all":
+            raise ValueError("--baselines compares on a test set of its own (--split all); to compare on the data a "
+                             "model is trained on, run `salesrl crossval`")
         model = TrainedModel.load(self.model)
+        sections = []
+        if self.baselines:
+            from salesrl_jax.pipelines.compare import baselines_section
+
+            sections.append(baselines_section(model, self.data, train_archive=self.train_archive,
+                                              test_archive=self.test_archive))
         weights = None
         if self.quantized:
             from salesrl_jax.infer.quantize import int8_model
@@ -293,7 +316,7 @@ class Evaluate:
         out = self.out or self.model / f"eval-{self.data.name}{'-int8' if self.quantized else ''}"
         print(evaluate_model(model, self.data, out, split=self.split, max_conversations=self.max_conversations,
                              weights=weights, label="int8" if self.quantized else "",
-                             ood_data=self.ood_data).summary())
+                             ood_data=self.ood_data, sections=sections).summary())
 
 
 @dataclasses.dataclass

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from flax import nnx
@@ -39,14 +41,26 @@ def check_labels(pred: TurnPredictions, data) -> None:
                          "need both outcomes; evaluate on a set with both")
 
 
+class Section(NamedTuple):
+    """A part of an evaluation computed beyond this package (the baselines beside the model, say): its tables under
+    ``key`` in ``metrics.json``, and its Markdown, printed and reported after the evaluation's own tables."""
+
+    key: str
+    tables: dict
+    markdown: list[str]
+    report_only: tuple[str, ...] | list[str] = ()  # the report's lines that a terminal cannot show (its figures)
+
+
 @dataclasses.dataclass
 class Evaluation:
     predictions: TurnPredictions
     tables: dict
     report: Path
+    sections: list[Section] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
-        return f"{format_tables(self.tables)}\n\nreport: {self.report}"
+        extra = "".join("\n" + "\n".join(s.markdown) for s in self.sections)
+        return f"{format_tables(self.tables)}{extra}\n\nreport: {self.report}"
 
 
 def predict_with_confidence(model: TrainedModel, graphdef, params, data, split: Split, max_conversations: int | None
@@ -74,14 +88,16 @@ def predict_with_confidence(model: TrainedModel, graphdef, params, data, split: 
 def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
                    split: Split = "all", max_conversations: int | None = None,
                    weights: tuple[nnx.GraphDef, nnx.State] | None = None, label: str = "",
-                   ood_data: str | os.PathLike[str] | None = None, plots: bool = True) -> Evaluation:
+                   ood_data: str | os.PathLike[str] | None = None, plots: bool = True,
+                   sections: Sequence[Callable[[TurnPredictions, Path], Section]] = ()) -> Evaluation:
     """Predict every turn of the labelled conversations of ``data`` (or of the model's validation split of it,
     ``split="valid"``) and write ``report.md``, ``metrics.json`` and plots to ``out``.
 
     ``weights`` replaces the model's own graph and parameters (the int8 form, say); ``label`` names them. A model
     with a confidence fit is evaluated for it too (`salesrl_jax.eval.confidence_report`); ``ood_data``: arrays of
     out-of-distribution conversations (other industries, another corpus) the confidence should tell apart;
-    ``plots=False`` leaves the report's figures out (a study reads only the numbers).
+    ``plots=False`` leaves the report's figures out (a study reads only the numbers); each of ``sections`` is called
+    with the predictions and ``out`` once they are made, and its `Section` joins the tables and the report.
     """
     if ood_data is not None and model.confidence is None:  # said before any work
         raise ValueError(f"--ood-data: the model at {model.directory} has no confidence fit; fit it with "
@@ -103,5 +119,10 @@ def evaluate_model(model: TrainedModel, data: str | os.PathLike[str], out: str |
         outside, _ = predict_with_confidence(model, graphdef, params, ood_data, "all", max_conversations)
         tables["ood"] = ood_tables(pred, outside)
         header += f"; out-of-distribution data `{ood_data}`"
-    report = write_report(pred, Path(out), f"Evaluation: {model.config.name}", header, tables=tables, plots=plots)
-    return Evaluation(pred, tables, report)
+    out = Path(out)
+    added = [section(pred, out) for section in sections]
+    for section in added:
+        tables[section.key] = section.tables
+    report = write_report(pred, out, f"Evaluation: {model.config.name}", header, tables=tables, plots=plots,
+                          markdown=[line for section in added for line in (*section.markdown, *section.report_only)])
+    return Evaluation(pred, tables, report, added)

@@ -153,15 +153,15 @@ def write_predictions(pred: TurnPredictions, path: Path) -> Path:
 
 
 def write_report(pred: TurnPredictions, out_dir: Path, title: str, header: str = "", trajectories: int = 6,
-                 tables: dict | None = None, plots: bool = True) -> Path:
+                 tables: dict | None = None, plots: bool = True, markdown: list[str] = ()) -> Path:
     """``report.md`` + ``metrics.json`` + ``predictions.parquet`` + PNG plots in ``out_dir`` (``plots=False``: the
-    report without them, for callers that read only the numbers: a study's 30 evaluations); returns the report's
-    path."""
+    report without them, for callers that read only the numbers: a study's 30 evaluations); ``markdown``: further
+    sections, after the tables. Returns the report's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = tables if tables is not None else evaluation_tables(pred)
     write_json_atomic(out_dir / "metrics.json", tables)
     write_predictions(pred, out_dir / "predictions.parquet")
-    text = [f"# {title}", "", header, "", format_tables(tables), ""]
+    text = [f"# {title}", "", header, "", format_tables(tables), *markdown, ""]
     if plots:
         text += _plots(pred, tables, out_dir, trajectories)
     path = out_dir / "report.md"

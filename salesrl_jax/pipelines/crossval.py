@@ -103,7 +103,7 @@ class CrossvalResult:
 
 # --- one fold ---------------------------------------------------------------------------------
 
-def _write_columns(path: Path, columns: dict[str, np.ndarray | list]) -> None:
+def write_columns(path: Path, columns: dict[str, np.ndarray | list]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -275,11 +275,14 @@ def _cell(entry: dict, key: str) -> str:
     return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and np.isfinite(lo) else f"{value:.3f}"
 
 
-def format_summary(result: dict) -> str:
+def format_summary(result: dict, design: str | None = None) -> str:
+    """The AUC by turn of every method, the paired differences and the mean over turns 4-12, as Markdown;
+    ``design`` says where the predictions come from (default: the cross-validation's folds)."""
     methods = list(result["methods"])
     points = list(result["methods"][methods[0]]["by_turn"])
     repeats = result.get("repeats", 1)
-    design = f"{result['folds']} folds" + (f" x {repeats} fold assignments (means over them)" if repeats > 1 else "")
+    if design is None:
+        design = f"{result['folds']} folds" + (f" x {repeats} fold assignments (means over them)" if repeats > 1 else "")
     lines = [f"AUC by turn index (conversations still running; 95% bootstrap intervals), {result['conversations']} "
              f"conversations, {design}",
              "| method | " + " | ".join(f"turn {p}" for p in points) + " | last turn |",
@@ -363,7 +366,8 @@ def write_crossval_report(result: dict, out: Path) -> Path:
     return write_text_atomic(out / "report.md", "\n".join(lines))
 
 
-def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None:
+def plot_auc_by_turn(result: dict, path: Path) -> None:
+    """Every method's AUC by turn index with its bootstrap band (`score_predictions`' result)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,9 +384,17 @@ def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None
     ax.set(xlabel="turn index k (conversations still running)", ylabel="ROC-AUC", title="AUC by turn, 95% bootstrap")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "auc_by_turn.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def plot_results(result: dict, pooled: dict[str, np.ndarray], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_auc_by_turn(result, out / "auc_by_turn.png")
     last = pooled["turn_index"] == pooled["length"] - 1
     fig, ax = plt.subplots(figsize=(4.8, 4.8))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
@@ -468,7 +480,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
                 bar.set_postfix(repeat=repeat, fold=k, step="model")
                 train_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=False), fold_dir / "train-arrays")
                 test_arrays = write_subset(arrays, _in_fold(fold_of, k, held_out=True), fold_dir / "test-arrays")
-                _write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, k))
+                write_columns(model_file, _model_fold(config, seeds, train_arrays, test_arrays, fold_dir, k))
             bar.update(1)
             if baselines and not base_file.exists():
                 bar.set_postfix(repeat=repeat, fold=k, step="baselines")
@@ -476,7 +488,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
                                        seed=seed, max_prefix_rows=baseline_max_prefixes)
                 write_json_atomic(base_fit, {"prefix_rows": fitted.prefix_rows, "of": fitted.of,
                                              "chosen_c": fitted.chosen_c})
-                _write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
+                write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
                                            "turn_index": table.turn_index[fitted.rows], **fitted.probs})
             if baselines:
                 bar.update(1)
@@ -490,7 +502,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
     bar.close()
 
     pooled = {key: np.concatenate([p[key] for p in pooled_parts]) for key in pooled_parts[0]}
-    _write_columns(out / "oof_predictions.parquet", pooled)
+    write_columns(out / "oof_predictions.parquet", pooled)
     methods = [MODEL, f"{MODEL}_uncalibrated"] + [m for m in pooled if m not in (
         MODEL, f"{MODEL}_uncalibrated", "conversation_id", "turn_index", "length", "outcome", "fold", "repeat")]
     result = score_predictions(pooled, methods, rounds=bootstrap, seed=fold_seed)

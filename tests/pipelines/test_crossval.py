@@ -101,6 +101,22 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     fit = model.meta["recalibration"]
     assert fit["form"] == "temperature" and fit["intercept"] == 0.0 and fit["split"] == "valid"
     assert fit["from_sha256"] == TrainedModel.load(model.directory.parent / "best").params_digest
+    # `salesrl evaluate --baselines` of a fold's model on its held-out fold is that fold of the crossval: the same
+    # model predictions, and the baselines fitted on the model's training arrays predict as the fold's did.
+    from salesrl_jax.eval.evaluate import evaluate_model
+    from salesrl_jax.pipelines.compare import baselines_section
+
+    held_out = out / "fold-0" / "test-arrays"
+    evaluate_model(model, held_out, tmp_path / "eval", plots=False,
+                   sections=[baselines_section(model, held_out, bootstrap=20)])
+    compared = pq.read_table(tmp_path / "eval" / "baseline_predictions.parquet").to_pydict()
+    for name, method in (("model.parquet", "model"), ("baselines.parquet", "tfidf_tagged_prefix"),
+                         ("baselines.parquet", "features_gbm")):
+        fold = pq.read_table(out / "fold-0" / name).to_pydict()
+        at = {(c, t): i for i, (c, t) in enumerate(zip(fold["conversation_id"], fold["turn_index"]))}
+        order = [at[(c, t)] for c, t in zip(compared["conversation_id"], compared["turn_index"])]
+        assert len(order) == len(at)
+        np.testing.assert_array_equal(np.asarray(fold[method])[order], compared[method])
 
     # A kill: one fold's predictions and the pooled outputs lost. The rerun redoes only what is missing.
     kept = (out / "fold-0" / "model.parquet").stat().st_mtime_ns
