@@ -39,7 +39,14 @@ from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.baselines.fit import MAX_PREFIX_ROWS
 from salesrl_jax.eval.evaluate import Section
 from salesrl_jax.models.predict import TurnPredictions
-from salesrl_jax.pipelines.crossval import MODEL, format_summary, plot_auc_by_turn, score_predictions, write_columns
+from salesrl_jax.pipelines.crossval import (
+    MODEL,
+    format_summary,
+    last_turn_table,
+    plot_auc_by_turn,
+    score_predictions,
+    write_columns,
+)
 from salesrl_jax.run.trained_model import TrainedModel
 
 KEY = "baselines"  # where the comparison goes in metrics.json
@@ -150,7 +157,8 @@ def baselines_section(model: TrainedModel, data: str | os.PathLike[str], *,
                   "random subset of each conversation's)." if read["read"] < read["of"] else "")
         markdown = ["", f"**Against the baselines** (`{train_path}` for fitting, `{test_path}` for testing; the same "
                         f"prefixes, turns 1..t each; paired bootstrap over conversations).{subset}", "",
-                    format_summary(result, design)]
+                    format_summary(result, design), "", "Last turn (95% bootstrap intervals over conversations)", "",
+                    *last_turn_table(result)]
         return Section(KEY, result, markdown, ["", "![AUC by turn, the model and the baselines](auc_by_turn.png)"])
 
     return section

@@ -315,6 +315,21 @@ def _mean_difference_line(result: dict) -> str:
             f"({d['reference']}): {d['diff']:+.3f}{interval}{each}")
 
 
+def last_turn_table(result: dict) -> list[str]:
+    """Every method's metrics at the last turn with their intervals, beside the ECE a calibrated predictor reads at
+    this size, as Markdown lines."""
+    lines = ["| method | AUC | Brier | log loss | ECE | ECE if calibrated (median, 95th pct) |",
+             "|---|---|---|---|---|---|"]
+    for m, entry in result["methods"].items():
+        last = entry["last"]
+        floor = (f"{last['ece_null']:.3f}, {last['ece_null_hi']:.3f}" if np.isfinite(last.get("ece_null", np.nan))
+                 else "-")
+        lines.append(f"| {m} | " + " | ".join(_cell(last, k) for k in METRICS) + f" | {floor} |")
+    return lines + ["", "ECE if calibrated: the ECE a perfectly calibrated predictor with the same predictions reads "
+                    "at this number of conversations (outcomes drawn from the predictions). A measured ECE below its "
+                    "95th percentile cannot be told from perfect calibration here."]
+
+
 def write_crossval_report(result: dict, out: Path) -> Path:
     methods = list(result["methods"])
     repeats = result.get("repeats", 1)
@@ -328,17 +343,7 @@ def write_crossval_report(result: dict, out: Path) -> Path:
              f"t reads turns 1..t only.{repeated}", "",
              f"The model's text: `{result.get('embedder', 'unrecorded')}` (`embedder.kind auto` reads a small archive of "
              "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
-             "## Last turn (95% bootstrap intervals over conversations)", "",
-             "| method | AUC | Brier | log loss | ECE | ECE if calibrated (median, 95th pct) |",
-             "|---|---|---|---|---|---|"]
-    for m in methods:
-        last = result["methods"][m]["last"]
-        floor = (f"{last['ece_null']:.3f}, {last['ece_null_hi']:.3f}" if np.isfinite(last.get("ece_null", np.nan))
-                 else "-")
-        lines.append(f"| {m} | " + " | ".join(_cell(last, k) for k in METRICS) + f" | {floor} |")
-    lines += ["", "ECE if calibrated: the ECE a perfectly calibrated predictor with the same predictions reads at this "
-              "number of conversations (outcomes drawn from the predictions). A measured ECE below its 95th "
-              "percentile cannot be told from perfect calibration here."]
+             "## Last turn (95% bootstrap intervals over conversations)", "", *last_turn_table(result)]
     lines += ["", "## By turn index, every metric", ""]
     for m in methods:
         lines += [f"**{m}**", "", "| turn | n | AUC | Brier | log loss | ECE |", "|---:|---:|---|---|---|---|"]

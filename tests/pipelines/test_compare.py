@@ -75,6 +75,8 @@ def test_the_model_and_the_baselines_are_scored_on_the_same_test_prefixes(tiny_t
 
     report = (out / "report.md").read_text()
     assert "**Against the baselines**" in report and "(auc_by_turn.png)" in report
+    assert "| tfidf_tagged_whole | " in report.split("Last turn (95% bootstrap")[1]  # calibration beside the AUC
+    assert {"brier", "ece", "ece_null_hi", "log_loss"} <= set(saved["methods"]["tfidf_plain_whole"]["last"])
     assert (out / "auc_by_turn.png").stat().st_size > 0
     printed = result.summary()
     assert "model minus the strongest TF-IDF variant" in printed and "auc_by_turn.png" not in printed
