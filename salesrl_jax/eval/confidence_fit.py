@@ -127,12 +127,12 @@ def fit_confidence(model_path: str | os.PathLike[str], *, data: str | os.PathLik
     model = TrainedModel.load(model_path)
     config = config or model.config.confidence
     run_data = model.config.data
-    data = Path(data) if data is not None else run_data.train
+    data = Path(data) if data is not None else model.training_data
     model.require_split(split)
     calibration_arrays = TurnArrays.open(data)
     model.require_compatible(calibration_arrays.identity, calibration_arrays.feature_names,
                              f"the cached arrays at {data}")
-    training = TurnArrays.open(run_data.train)
+    training = TurnArrays.open(model.training_data)
     rng = np.random.default_rng(config.seed)
     rows = model.config.eval_rows_per_minibatch
 

@@ -376,8 +376,8 @@ def training_arrays(model):
     from salesrl_jax.arrays.store import TurnArrays
 
     try:
-        arrays = TurnArrays.open(model.config.data.train)
-        model.require_compatible(arrays.identity, arrays.feature_names, str(model.config.data.train))
+        arrays = TurnArrays.open(model.training_data)
+        model.require_compatible(arrays.identity, arrays.feature_names, str(model.training_data))
     except (OSError, ValueError):
         return None
     return arrays

@@ -38,6 +38,7 @@ from salesrl_jax.arrays.build import archive_hash
 from salesrl_jax.arrays.store import TurnArrays
 from salesrl_jax.baselines.fit import MAX_PREFIX_ROWS
 from salesrl_jax.eval.evaluate import Section
+from salesrl_jax.io.recorded_path import recorded_path
 from salesrl_jax.models.predict import TurnPredictions
 from salesrl_jax.pipelines.crossval import (
     MODEL,
@@ -52,27 +53,14 @@ from salesrl_jax.run.trained_model import TrainedModel
 KEY = "baselines"  # where the comparison goes in metrics.json
 
 
-def _recorded(path: str | os.PathLike[str], near: str | os.PathLike[str]) -> Path:
-    """A path a manifest or a run's config recorded as it was given: relative to the working directory of that
-    command, which is unknown here. Tried from this working directory, then from each folder above ``near`` (what
-    recorded it: a crossval's fold arrays name their parent relative to where it ran, a folder above them)."""
-    candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    for folder in Path(near).resolve().parents:
-        if (folder / candidate).exists():
-            return folder / candidate
-    return candidate
-
-
 def source_archive(arrays: TurnArrays, given: str | os.PathLike[str] | None, flag: str) -> Path:
     """The archive ``arrays`` were built from: ``given`` or the path their manifest records (a subset's: its root's;
-    `_recorded`), checked against the recorded SHA-256. Refused, naming ``flag``, when it cannot be found or is
+    `salesrl_jax.io.recorded_path`), checked against the recorded SHA-256. Refused, naming ``flag``, when it cannot be found or is
     another file."""
     source, root = arrays.manifest.get("source") or {}, arrays
     seen = {Path(arrays.path).resolve()}
     while "subset_of" in source:  # `write_subset` records its parent arrays, which record the archive
-        parent = _recorded(source["subset_of"], root.path)
+        parent = recorded_path(source["subset_of"], root.path)
         if parent.resolve() in seen or not (parent / "manifest.json").exists():
             raise ValueError(f"{arrays.path}: a subset of {source['subset_of']}, which is not on disk, so the archive "
                              f"it was built from is unknown; pass {flag}")
@@ -82,7 +70,7 @@ def source_archive(arrays: TurnArrays, given: str | os.PathLike[str] | None, fla
     recorded, digest = source.get("path"), source.get("sha256")
     if given is None and recorded is None:
         raise ValueError(f"{root.path}: its manifest records no source archive; pass {flag}")
-    path = Path(given) if given is not None else _recorded(recorded, root.path)
+    path = Path(given) if given is not None else recorded_path(recorded, root.path)
     if not path.exists():
         named = f"{flag} {path}" if given is not None else f"{path} (recorded in {root.path / 'manifest.json'})"
         raise ValueError(f"{named}: not found; the baselines read the text of the archive {arrays.path} was built "
@@ -107,7 +95,7 @@ def baselines_section(model: TrainedModel, data: str | os.PathLike[str], *,
     baselines are fitted and scored when the section is called with the model's predictions on ``data``."""
     if importlib.util.find_spec("sklearn") is None:
         raise ValueError("--baselines needs scikit-learn: pip install 'salesrl-jax[baselines]'")
-    training = _recorded(model.config.data.train, model.directory)
+    training = model.training_data
     if not (training / "manifest.json").exists():
         raise ValueError(f"--baselines: the model's training arrays {model.config.data.train} (its data.train, as "
                          "given to `salesrl train`: a relative path is read from this directory or a folder above the "

@@ -261,7 +261,7 @@ def fit_recalibration(model: TrainedModel, data: str | os.PathLike[str] | None, 
     """The scaling of ``model`` fitted on ``data`` (default: its training arrays) and its record: what was fitted on
     what, and the fitting turns' log loss, Brier and ECE before and after."""
     check_recalibratable(model.config.model)
-    data = Path(data) if data is not None else model.config.data.train
+    data = Path(data) if data is not None else model.training_data
     model.require_split(split)
     arrays = TurnArrays.open(data)
     model.require_compatible(arrays.identity, arrays.feature_names, f"the cached arrays at {data}")

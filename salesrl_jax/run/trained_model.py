@@ -12,6 +12,7 @@ from pathlib import Path
 from salesrl_jax.embed.base import EmbedderIdentity
 from salesrl_jax.embed.ngrams import is_sparse
 from salesrl_jax.io.digest import tree_digest
+from salesrl_jax.io.recorded_path import recorded_path
 from salesrl_jax.models.agent import create_agent
 from salesrl_jax.run.checkpoints import (
     PARAMS_DIGEST,
@@ -92,6 +93,12 @@ class TrainedModel:
                     warnings.warn(f"{err}; scoring without confidence", stacklevel=2)
             self._confidence = (params,)
         return self._confidence[0]
+
+    @property
+    def training_data(self) -> Path:
+        """The run's training arrays (``data.train``), recorded as `salesrl train` was given them: a relative path is
+        read from this directory, then from each folder above the model (`salesrl_jax.io.recorded_path`)."""
+        return recorded_path(self.config.data.train, self.directory)
 
     @property
     def sparse_text(self) -> bool:
