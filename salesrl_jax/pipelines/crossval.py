@@ -36,14 +36,15 @@ after the first). A killed run rerun with the same arguments keeps its finished 
 ``metrics.json``: ``{"methods": {name: {"by_turn": {k: {auc, auc_lo, auc_hi, brier, brier_lo, brier_hi,
 log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, n}}, "last": {...},
 "by_fraction": {f: {...}}}},
-"paired": {point: {"reference", "diff", "lo", "hi", "by_repeat"}}, "mean_auc_turns_4_12": {name: value},
+"paired": {point: {"reference", "diff", "lo", "hi", "by_repeat", "by_fold"}}, "mean_auc_turns_4_12": {name: value},
 "mean_auc_turns_4_12_difference": {"reference", "diff", "lo", "hi", "by_repeat"} (the model less the TF-IDF variant
 with the highest mean, its paired interval resampling conversations once for the four turn indices; with the
 baselines only),
 "conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder", "baseline_prefixes" (with the
 baselines: {"read", "of"}, the training prefixes the prefix-fitted variants read, summed over folds)}``; a point is
 a turn index ("1", "2", ...) or "last"; ``by_repeat``: the difference in each repetition, against the reference the
-means chose (one entry without repeats).
+means chose (one entry without repeats); ``by_fold``: per repetition, the difference within each held-out fold against
+that same reference (null where a fold holds one outcome), which is what one held-out file of that size would read.
 ``ece_null`` and ``ece_null_hi``: the median and 95th percentile of the ECE a perfectly calibrated predictor with
 the same predictions would read at this n (`salesrl_jax.metrics.bootstrap.calibrated_null`): the sampling floor
 an ECE bar must be read against.
@@ -243,6 +244,8 @@ def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds:
                          for a, b in zip(np.atleast_2d(model), np.atleast_2d(base))]
             result["paired"][point] = {"reference": reference, "diff": diff, "lo": lo, "hi": hi,
                                        "by_repeat": by_repeat}
+            if "fold" in pooled:  # what one held-out fold shows: a test file of that size reads one such draw
+                result["paired"][point]["by_fold"] = [_by_fold(pooled, r, reference, outcome) for r in where]
     mid = [str(k) for k in (4, 6, 8, 12) if str(k) in points]
     result["mean_auc_turns_4_12"] = {m: float(np.mean([result["methods"][m]["by_turn"][k]["auc"] for k in mid]))
                                      if mid else float("nan") for m in methods}
@@ -263,6 +266,19 @@ def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds:
             "reference": reference, "diff": diff, "lo": lo, "hi": hi,
             "by_repeat": [mean_auc(MODEL, r) - mean_auc(reference, r) for r in range(repeats)]}
     return result
+
+
+def _by_fold(pooled: dict[str, np.ndarray], rows: np.ndarray, reference: str, outcome: np.ndarray) -> list:
+    """The model's AUC less ``reference``'s in each fold of one assignment's ``rows`` (None where a fold holds one
+    outcome only)."""
+    fold = pooled["fold"][rows]
+    out = []
+    for k in np.unique(fold):
+        chosen = rows[fold == k]
+        labels = outcome[chosen]
+        out.append(float(metrics.roc_auc(pooled[MODEL][chosen], labels)
+                         - metrics.roc_auc(pooled[reference][chosen], labels)) if 0 < labels.mean() < 1 else None)
+    return out
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -294,12 +310,15 @@ def format_summary(result: dict, design: str | None = None) -> str:
     lines.append("| n | " + " | ".join(str(result["methods"][methods[0]]["by_turn"][p]["n"]) for p in points)
                  + f" | {result['methods'][methods[0]]['last']['n']} |")
     if result["paired"]:
-        each = " | in each assignment" if repeats > 1 else ""
+        # Over several assignments, each one's difference; over one, each fold's (a single held-out file's draw).
+        folds = repeats == 1 and all("by_fold" in p for p in result["paired"].values())
+        each = " | in each assignment" if repeats > 1 else (" | in each fold" if folds else "")
         lines += ["", "model minus the strongest TF-IDF variant at each point (paired bootstrap, 95%)",
                   f"| point | reference | AUC difference | interval{each} |",
                   "|---|---|---:|---|" + ("---|" if each else "")]
         for point, p in result["paired"].items():
-            per = (" | " + " ".join(f"{d:+.3f}" for d in p.get("by_repeat", []))) if each else ""
+            values = p.get("by_repeat", []) if repeats > 1 else (p["by_fold"][0] if folds else [])
+            per = (" | " + " ".join("-" if d is None else f"{d:+.3f}" for d in values)) if each else ""
             lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}]{per} |")
     if "mean_auc_turns_4_12_difference" in result:
         lines += ["", _mean_difference_line(result)]

@@ -67,6 +67,17 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     assert last["auc"] > 0.65  # the simulator's outcome is learnable
     assert set(metrics["methods"]["model"]["by_turn"]["2"]) >= {"auc", "auc_lo", "brier", "ece_hi", "log_loss", "n"}
     assert metrics["paired"]["last"]["reference"].startswith("tfidf")
+    # Each held-out fold's own difference against the same reference: what one held-out file of that size reads.
+    from salesrl_jax.metrics import roc_auc
+
+    columns = {k: np.asarray(v) for k, v in oof.items()}
+    last_rows = columns["turn_index"] == columns["length"] - 1
+    reference = metrics["paired"]["last"]["reference"]
+    expected = [roc_auc(columns["model"][m], columns["outcome"][m].astype(float))
+                - roc_auc(columns[reference][m], columns["outcome"][m].astype(float))
+                for m in (last_rows & (columns["fold"] == k) for k in range(3))]
+    np.testing.assert_allclose(metrics["paired"]["last"]["by_fold"], [expected], atol=1e-9)
+    assert "| in each fold |" in result.summary()
     assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
     assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
