@@ -55,8 +55,8 @@ KEY = "baselines"  # where the comparison goes in metrics.json
 
 def source_archive(arrays: TurnArrays, given: str | os.PathLike[str] | None, flag: str) -> Path:
     """The archive ``arrays`` were built from: ``given`` or the path their manifest records (a subset's: its root's;
-    `salesrl_jax.io.recorded_path`), checked against the recorded SHA-256. Refused, naming ``flag``, when it cannot be found or is
-    another file."""
+    read as `salesrl_jax.io.recorded_path` says), checked against the recorded SHA-256. Refused, naming ``flag``, when
+    it cannot be found or is another file."""
     source, root = arrays.manifest.get("source") or {}, arrays
     seen = {Path(arrays.path).resolve()}
     while "subset_of" in source:  # `write_subset` records its parent arrays, which record the archive

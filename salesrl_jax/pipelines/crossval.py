@@ -298,7 +298,8 @@ def format_summary(result: dict, design: str | None = None) -> str:
     points = list(result["methods"][methods[0]]["by_turn"])
     repeats = result.get("repeats", 1)
     if design is None:
-        design = f"{result['folds']} folds" + (f" x {repeats} fold assignments (means over them)" if repeats > 1 else "")
+        design = f"{result['folds']} folds" + (f" x {repeats} fold assignments (means over them)"
+                                               if repeats > 1 else "")
     lines = [f"AUC by turn index (conversations still running; 95% bootstrap intervals), {result['conversations']} "
              f"conversations, {design}",
              "| method | " + " | ".join(f"turn {p}" for p in points) + " | last turn |",
@@ -513,7 +514,7 @@ def crossval(data: str | os.PathLike[str], out: str | os.PathLike[str], *, folds
                 write_json_atomic(base_fit, {"prefix_rows": fitted.prefix_rows, "of": fitted.of,
                                              "chosen_c": fitted.chosen_c})
                 write_columns(base_file, {"conversation_id": [table.ids[c] for c in table.conversation[fitted.rows]],
-                                           "turn_index": table.turn_index[fitted.rows], **fitted.probs})
+                                          "turn_index": table.turn_index[fitted.rows], **fitted.probs})
             if baselines:
                 bar.update(1)
                 if base_fit.exists():  # a fold finished before this record existed is left out of the count
