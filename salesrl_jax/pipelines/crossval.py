@@ -37,8 +37,8 @@ after the first). A killed run rerun with the same arguments keeps its finished 
 log_loss, log_loss_lo, log_loss_hi, ece, ece_lo, ece_hi, ece_null, ece_null_hi, n}}, "last": {...},
 "by_fraction": {f: {...}}}},
 "paired": {point: {"reference", "diff", "lo", "hi", "by_repeat", "by_fold"}}, "mean_auc_turns_4_12": {name: value},
-"mean_auc_turns_4_12_difference": {"reference", "diff", "lo", "hi", "by_repeat"} (the model less the TF-IDF variant
-with the highest mean, its paired interval resampling conversations once for the four turn indices; with the
+"mean_auc_turns_4_12_difference": {"reference", "diff", "lo", "hi", "by_repeat", "by_fold"} (the model less the TF-IDF
+variant with the highest mean, its paired interval resampling conversations once for the four turn indices; with the
 baselines only),
 "conversations", "folds", "repeats", "fold_seeds", "seeds", "data", "embedder", "baseline_prefixes" (with the
 baselines: {"read", "of"}, the training prefixes the prefix-fitted variants read, summed over folds)}``; a point is
@@ -265,6 +265,11 @@ def score_predictions(pooled: dict[str, np.ndarray], methods: list[str], rounds:
         result["mean_auc_turns_4_12_difference"] = {
             "reference": reference, "diff": diff, "lo": lo, "hi": hi,
             "by_repeat": [mean_auc(MODEL, r) - mean_auc(reference, r) for r in range(repeats)]}
+        if "fold" in pooled:  # each fold's mean of its four differences (None where one holds one outcome)
+            per_point = [[_by_fold(pooled, r, reference, outcome) for r in rows[k]] for k in mid]
+            result["mean_auc_turns_4_12_difference"]["by_fold"] = [
+                [None if any(p[r][f] is None for p in per_point) else float(np.mean([p[r][f] for p in per_point]))
+                 for f in range(len(per_point[0][r]))] for r in range(repeats)]
     return result
 
 
@@ -330,6 +335,8 @@ def _mean_difference_line(result: dict) -> str:
     d = result["mean_auc_turns_4_12_difference"]
     each = (f" (in each assignment: {' '.join(f'{x:+.3f}' for x in d['by_repeat'])})"
             if result.get("repeats", 1) > 1 else "")
+    if not each and "by_fold" in d:
+        each = f" (in each fold: {' '.join('-' if x is None else f'{x:+.3f}' for x in d['by_fold'][0])})"
     interval = f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if "lo" in d else ""
     return (f"Mean AUC over turns 4, 6, 8, 12, model minus the strongest TF-IDF variant on that mean "
             f"({d['reference']}): {d['diff']:+.3f}{interval}{each}")

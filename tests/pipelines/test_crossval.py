@@ -78,6 +78,17 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
                 for m in (last_rows & (columns["fold"] == k) for k in range(3))]
     np.testing.assert_allclose(metrics["paired"]["last"]["by_fold"], [expected], atol=1e-9)
     assert "| in each fold |" in result.summary()
+    mean = metrics["mean_auc_turns_4_12_difference"]
+    mid = [k for k in (4, 6, 8, 12) if str(k) in metrics["paired"]]
+
+    def fold_difference(k: int, fold: int) -> float:
+        m = (columns["turn_index"] == k - 1) & (columns["fold"] == fold)
+        return (roc_auc(columns["model"][m], columns["outcome"][m].astype(float))
+                - roc_auc(columns[mean["reference"]][m], columns["outcome"][m].astype(float)))
+
+    np.testing.assert_allclose(mean["by_fold"], [[np.mean([fold_difference(k, f) for k in mid]) for f in range(3)]],
+                               atol=1e-9)
+    assert "(in each fold: " in result.summary()
     assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
     assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
