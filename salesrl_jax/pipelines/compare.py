@@ -45,6 +45,7 @@ from salesrl_jax.pipelines.crossval import (
     format_summary,
     last_turn_table,
     plot_auc_by_turn,
+    rows_in_order,
     score_predictions,
     write_columns,
 )
@@ -123,12 +124,9 @@ def baselines_section(model: TrainedModel, data: str | os.PathLike[str], *,
         table = concat_tables(train_table, test_table)
         fitted = fit_baselines(table, np.arange(n_train), np.arange(n_train, n_train + n_test), seed=seed,
                                max_prefix_rows=None)
-        position = {(table.ids[c], int(t)): i for i, (c, t) in
-                    enumerate(zip(table.conversation[fitted.rows], table.turn_index[fitted.rows]))}
         ids = [pred.ids[c] for c in pred.conversation]
-        order = np.array([position.get((i, int(t)), -1) for i, t in zip(ids, pred.turn_index)])
-        if (order < 0).any():
-            raise AssertionError("the model and the baselines predicted different prefixes")  # never bad input
+        order = rows_in_order([table.ids[c] for c in table.conversation[fitted.rows]], table.turn_index[fitted.rows],
+                              ids, pred.turn_index)  # the model's rows (all of DATA's, or --max-conversations')
         pooled = {"conversation_id": ids, "turn_index": pred.turn_index, "length": pred.length,
                   "outcome": pred.outcome, MODEL: pred.prediction.astype(np.float32),
                   **{m: p[order].astype(np.float32) for m, p in fitted.probs.items()}}

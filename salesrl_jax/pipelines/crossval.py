@@ -554,8 +554,17 @@ def _join_fold(model_file: Path, base_file: Path | None, fold: int) -> dict[str,
     if base_file is None:
         return model
     base = _read_columns(base_file)
-    position = {(c, int(t)): i for i, (c, t) in enumerate(zip(base["conversation_id"], base["turn_index"]))}
-    order = np.array([position[(c, int(t))] for c, t in zip(model["conversation_id"], model["turn_index"])])
+    order = rows_in_order(base["conversation_id"], base["turn_index"], model["conversation_id"], model["turn_index"])
     if len(order) != len(base["turn_index"]):
         raise AssertionError("the model and the baselines predicted different prefixes")  # never bad input
     return {**model, **{k: v[order] for k, v in base.items() if k not in ("conversation_id", "turn_index")}}
+
+
+def rows_in_order(ids, turns, wanted_ids, wanted_turns) -> np.ndarray:
+    """The index among rows ``(ids, turns)`` of each wanted (conversation id, turn index), in the wanted order;
+    every wanted row must be there (the model and the baselines predict the same prefixes)."""
+    position = {(c, int(t)): i for i, (c, t) in enumerate(zip(ids, turns))}
+    order = np.array([position.get((c, int(t)), -1) for c, t in zip(wanted_ids, wanted_turns)], np.int64)
+    if (order < 0).any():
+        raise AssertionError("the model and the baselines predicted different prefixes")  # never bad input
+    return order
