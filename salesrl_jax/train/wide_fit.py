@@ -274,11 +274,6 @@ def _padded(values: np.ndarray, fill: float = 0) -> np.ndarray:
     return np.concatenate([values, extra])
 
 
-def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
-    """``x [N, K]``: the sublinear tf-idf weight of each slot, as the model's bag computes it."""
-    return sublinear_tfidf(GramBags(jnp.asarray(rows.ids), jnp.asarray(rows.counts)), jnp.asarray(idf, jnp.float32))
-
-
 def speaker_slots(rows: TurnRows, idf: np.ndarray, buckets: int) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(x [N, 2K], ids [N, 2K])``: each turn's slots twice, the second copy in buckets ``buckets..2 buckets - 1``
     weighted by ``c_i``, so that one weight vector over ``2 buckets`` is ``(w, u)`` of the module docstring."""

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from salesrl_jax.models.bag import sublinear_tfidf
+from salesrl_jax.models.inputs import GramBags
 from salesrl_jax.train.supervised import last_turns
 from salesrl_jax.train.wide_fit import (
     L2_GRID,
@@ -21,10 +23,15 @@ from salesrl_jax.train.wide_fit import (
     padded_size,
     running_mean_logit,
     speaker_slots,
-    tfidf_slots,
 )
 
 BUCKETS, K = 64, 5
+
+
+def tfidf_slots(rows: TurnRows, idf: np.ndarray) -> jnp.ndarray:
+    """``x [N, K]``: the sublinear tf-idf weight of each slot, as the model's bag computes it (the fit's own
+    `speaker_slots` computes it on padded rows)."""
+    return sublinear_tfidf(GramBags(jnp.asarray(rows.ids), jnp.asarray(rows.counts)), jnp.asarray(idf, jnp.float32))
 
 
 def rows(lengths, seed=0) -> TurnRows:
