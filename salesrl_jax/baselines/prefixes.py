@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Iterable
+from typing import Collection, Iterable
 
 import numpy as np
 
@@ -62,9 +62,10 @@ def turn_tokens(text: str, speaker: str, tagged: bool) -> list[str]:
 
 def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
                    source: str | os.PathLike[str] = "the archive", *, max_rows: int | None = None,
-                   seed: int = 0) -> PrefixTable:
-    """Every labelled conversation of ``arrays``, with its text from ``conversations`` (the archive the arrays
-    were embedded from); a conversation missing from it, or with another turn count, is an error naming it.
+                   seed: int = 0, only: Collection[str] | None = None) -> PrefixTable:
+    """Every labelled conversation of ``arrays`` (of those whose ids are in ``only``, when given), with its text
+    from ``conversations`` (the archive the arrays were embedded from); a conversation missing from it, or with
+    another turn count, is an error naming it.
 
     ``max_rows`` bounds the table's memory (its dense columns are ``rows x 3 D`` floats: 5.5 GB for the 900k
     prefixes of 100k synthetic conversations at D = 512): past it, each conversation keeps a random subset of
@@ -72,16 +73,22 @@ def build_prefixes(conversations: Iterable[Conversation], arrays: TurnArrays,
     conversation stays in the table, whole: the whole-dialogue baselines still read all of them, and the
     prefix-fitted ones still see every conversation's words and outcome (a subset of the conversations would
     drop some)."""
+    def kept_conversations(part) -> np.ndarray:
+        keep = np.asarray(part.outcome) >= 0
+        if only is not None:
+            keep &= np.array([conv_id in only for conv_id in part.ids], bool)
+        return keep
+
     rng = np.random.default_rng(seed)
-    total = sum(int(np.asarray(part.lengths)[np.asarray(part.outcome) >= 0].sum()) for part in arrays.iter_parts())
+    total = sum(int(np.asarray(part.lengths)[kept_conversations(part)].sum()) for part in arrays.iter_parts())
     share = 1.0 if max_rows is None or total <= max_rows else max_rows / total
     texts = {conv.id: conv for conv in conversations}
     ids, turn_texts, speakers = [], [], []
     columns: dict[str, list] = {k: [] for k in ("conversation", "turn_index", "length", "outcome", "means", "feat")}
     for part in arrays.iter_parts():
-        offsets = np.asarray(part.offsets)
+        offsets, keep = np.asarray(part.offsets), kept_conversations(part)
         for c, conv_id in enumerate(part.ids):
-            if part.outcome[c] < 0:
+            if not keep[c]:
                 continue
             start, end = int(offsets[c]), int(offsets[c + 1])
             conv = texts.get(conv_id)

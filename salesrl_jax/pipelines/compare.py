@@ -115,18 +115,19 @@ def baselines_section(model: TrainedModel, data: str | os.PathLike[str], *,
         from salesrl_jax.data.readers import read_conversations
 
         # Each archive read as its arrays were built from it (their label key and speaker names); past
-        # ``max_prefix_rows`` the training table keeps a random subset of each conversation's prefixes, every test
-        # prefix is predicted.
+        # ``max_prefix_rows`` the training table keeps a random subset of each conversation's prefixes. Every prefix
+        # of the conversations the model was scored on is predicted (all of DATA's, or --max-conversations').
         train_table = build_prefixes(read_conversations(train_path, limits=train_set.reading()), train_set,
                                      train_path, max_rows=max_prefix_rows, seed=seed)
-        test_table = build_prefixes(read_conversations(test_path, limits=test_set.reading()), test_set, test_path)
+        test_table = build_prefixes(read_conversations(test_path, limits=test_set.reading()), test_set, test_path,
+                                    only=set(pred.ids))
         n_train, n_test = len(train_table.ids), len(test_table.ids)
         table = concat_tables(train_table, test_table)
         fitted = fit_baselines(table, np.arange(n_train), np.arange(n_train, n_train + n_test), seed=seed,
                                max_prefix_rows=None)
         ids = [pred.ids[c] for c in pred.conversation]
         order = rows_in_order([table.ids[c] for c in table.conversation[fitted.rows]], table.turn_index[fitted.rows],
-                              ids, pred.turn_index)  # the model's rows (all of DATA's, or --max-conversations')
+                              ids, pred.turn_index)
         pooled = {"conversation_id": ids, "turn_index": pred.turn_index, "length": pred.length,
                   "outcome": pred.outcome, MODEL: pred.prediction.astype(np.float32),
                   **{m: p[order].astype(np.float32) for m, p in fitted.probs.items()}}

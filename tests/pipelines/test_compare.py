@@ -81,6 +81,17 @@ def test_the_model_and_the_baselines_are_scored_on_the_same_test_prefixes(tiny_t
     printed = result.summary()
     assert "model minus the strongest TF-IDF variant" in printed and "auc_by_turn.png" not in printed
 
+    # --max-conversations: the baselines predict those conversations' prefixes only, as the full run did.
+    few = tmp_path / "eval-few"
+    evaluate_model(model, arrays, few, max_conversations=40, sections=[baselines_section(model, arrays, bootstrap=50)])
+    part = pq.read_table(few / "baseline_predictions.parquet").to_pydict()
+    assert json.loads((few / "metrics.json").read_text())["baselines"]["conversations"] == 40
+    assert len(set(part["conversation_id"])) == 40 and len(part["turn_index"]) < len(rows["turn_index"])
+    full = {(c, t): i for i, (c, t) in enumerate(zip(rows["conversation_id"], rows["turn_index"]))}
+    same = [full[(c, t)] for c, t in zip(part["conversation_id"], part["turn_index"])]
+    for method in TFIDF_METHODS:
+        np.testing.assert_allclose(part[method], np.asarray(rows[method])[same], rtol=1e-6)
+
 
 def test_the_archives_are_found_checked_and_an_overlapping_test_set_refused(tiny_trained, tiny_archive, test_set,
                                                                             tiny_arrays, tmp_path, monkeypatch):
