@@ -110,34 +110,36 @@ def quantize_bag(table: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return jnp.clip(jnp.round(table / scale[:, None]), -INT8_MAX, INT8_MAX).astype(jnp.int8), scale.astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_ranges(graphdef: nnx.GraphDef, params: nnx.State, inputs: TurnInputs) -> dict:
+    """One batch's per-channel ``max |x|`` for `activation_ranges`. Module level, the graph static: a closure per
+    call compiled afresh for every model loaded (1.4 s of every `salesrl score --quantized` in one process)."""
+    agent = nnx.merge(graphdef, params)
+    config = agent.config
+    encoder = agent.encoder
+    prev = None
+    if config.feed_prediction:
+        prev = previous_predictions(agent.predict(inputs).prediction, inputs.starts)
+    state_input = encoder.state_input(encoder.context(inputs), prev)
+    hidden = encoder.hidden_activation(state_input)
+    state = encoder.state_from_hidden(hidden)  # the deep state (without a wide term's column)
+
+    def absmax(x):
+        return jnp.max(jnp.where(inputs.valid[:, None], jnp.abs(x), 0.0), axis=0)
+
+    ranges = {"encoder": {"hidden": absmax(state_input), "out": absmax(hidden)}, "value": {"hidden": absmax(state)}}
+    if config.ensemble_size:
+        ranges["ensemble"] = {"heads": {"hidden": absmax(state)}}
+    return ranges
+
+
 def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dict:
     """Per-channel ``max |x|`` of the input of every calibrated layer, over the valid rows of ``batches``
     (an iterable of `TurnInputs`), run through the float model: a pure dict keyed like the parameters
     (``{"encoder": {"hidden": [C], "out": [H]}, "value": {"hidden": [S]}, ...}``)."""
-    config = nnx.merge(graphdef, params).config
-
-    @jax.jit
-    def batch_ranges(params, inputs: TurnInputs) -> dict:
-        agent = nnx.merge(graphdef, params)
-        encoder = agent.encoder
-        prev = None
-        if config.feed_prediction:
-            prev = previous_predictions(agent.predict(inputs).prediction, inputs.starts)
-        state_input = encoder.state_input(encoder.context(inputs), prev)
-        hidden = encoder.hidden_activation(state_input)
-        state = encoder.state_from_hidden(hidden)  # the deep state (without a wide term's column)
-
-        def absmax(x):
-            return jnp.max(jnp.where(inputs.valid[:, None], jnp.abs(x), 0.0), axis=0)
-
-        ranges = {"encoder": {"hidden": absmax(state_input), "out": absmax(hidden)}, "value": {"hidden": absmax(state)}}
-        if config.ensemble_size:
-            ranges["ensemble"] = {"heads": {"hidden": absmax(state)}}
-        return ranges
-
     total = None
     for inputs in batches:
-        ranges = batch_ranges(params, inputs)
+        ranges = _batch_ranges(graphdef, params, inputs)
         total = ranges if total is None else jax.tree.map(jnp.maximum, total, ranges)
     if total is None:
         raise ValueError("no calibration turns")

@@ -242,3 +242,24 @@ def test_the_forms_script_matches_errors_at_equal_margins():
     actual, expected = script.matched_error(inside, flipped)
     # a fifth of the outcomes flipped: error e becomes 0.8 e + 0.2 (1 - e), here e = 0.25 on average
     assert actual - expected == pytest.approx(0.2 * (1 - 2 * 0.25), abs=0.015)
+
+
+def test_a_second_archive_in_one_process_compiles_nothing(confident, tiny_archive, tmp_path):
+    """The scorer's programs are shared per model structure: scoring again in one process (a second archive, a
+    benchmark's second round, a notebook) loads the model and its int8 form without compiling anything."""
+    from salesrl_jax.infer.archive import ChunkScorer
+    from salesrl_jax.infer.quantize import _batch_ranges
+
+    calls = tmp_path / "calls.jsonl"
+    write_conversations(calls, list(read_conversations(tiny_archive))[:40])
+    first = ChunkScorer.load(confident, quantized=True, with_confidence=True, rows=512)
+    assert first.confidence is not None  # the signals are in the program
+    assert ChunkScorer.load(confident, quantized=True, with_confidence=True, rows=512).predict is first.predict
+    score_archive(confident, calls, tmp_path / "a.jsonl", workers=1, quantized=True)
+    programs = {name: fn._cache_size() for name, fn in first.predict.programs.items()}
+    ranges = _batch_ranges._cache_size()
+    assert sum(programs.values()) >= 1 and ranges >= 1
+    second = score_archive(confident, calls, tmp_path / "b.jsonl", workers=1, quantized=True)
+    assert {name: fn._cache_size() for name, fn in first.predict.programs.items()} == programs
+    assert _batch_ranges._cache_size() == ranges
+    assert second.outputs["turns"].read_text() == (tmp_path / "a.jsonl").read_text()
