@@ -63,16 +63,23 @@ def quantize_rows_np(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(x / scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8), scale
 
 
-def quantize_kernel(kernel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+# The conversions below run once per model loaded, on the host in numpy: as eager JAX ops each new shape compiled a
+# program of its own (about 80 per model, 1-3 s of every `salesrl score --quantized` and `Scorer.load`). float32
+# throughout, rounding half to even as `jnp.round` does, and a division by a constant or a broadcast vector made the
+# product by its float32 reciprocal, as XLA compiles it: the same bits as the JAX forms (checked on their digests).
+_INV_INT8_MAX = np.float32(1.0 / INT8_MAX)
+
+def quantize_kernel(kernel) -> tuple[np.ndarray, np.ndarray]:
     """``[..., d_in, d_out]`` float -> (int8 kernel, per-output-channel scales ``[..., d_out]``)."""
-    scale = jnp.max(jnp.abs(kernel), axis=-2) / INT8_MAX
-    scale = jnp.where(scale > 0, scale, 1.0)
-    q = jnp.clip(jnp.round(kernel / scale[..., None, :]), -INT8_MAX, INT8_MAX).astype(jnp.int8)
-    return q, scale.astype(jnp.float32)
+    kernel = np.asarray(kernel, np.float32)
+    scale = np.max(np.abs(kernel), axis=-2) * _INV_INT8_MAX
+    scale = np.where(scale > 0, scale, np.float32(1.0))
+    q = np.clip(np.round(kernel * (np.float32(1.0) / scale)[..., None, :]), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale.astype(np.float32)
 
 
-def dequantize_kernel(q: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
-    return q.astype(jnp.float32) * scale[..., None, :]
+def dequantize_kernel(q, scale) -> np.ndarray:
+    return np.asarray(q).astype(np.float32) * np.asarray(scale, np.float32)[..., None, :]
 
 
 def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: bool, path: tuple = ()) -> dict:
@@ -102,12 +109,13 @@ def _has_bag(tree) -> bool:
     return "idf" in tree["encoder"]["project"]
 
 
-def quantize_bag(table: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def quantize_bag(table) -> tuple[np.ndarray, np.ndarray]:
     """An embedding-bag table ``[buckets, H]`` -> (int8 table, one scale per bucket row ``[buckets]``):
     ``|E - s E_q| <= s / 2`` element-wise, with each row's own scale (a rare gram's small row keeps its precision)."""
-    scale = jnp.max(jnp.abs(table), axis=-1) / INT8_MAX
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.clip(jnp.round(table / scale[:, None]), -INT8_MAX, INT8_MAX).astype(jnp.int8), scale.astype(jnp.float32)
+    table = np.asarray(table, np.float32)
+    scale = np.max(np.abs(table), axis=-1) * _INV_INT8_MAX
+    scale = np.where(scale > 0, scale, np.float32(1.0))
+    return np.clip(np.round(table * (np.float32(1.0) / scale)[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8), scale.astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -140,7 +148,8 @@ def activation_ranges(graphdef: nnx.GraphDef, params: nnx.State, batches) -> dic
     total = None
     for inputs in batches:
         ranges = _batch_ranges(graphdef, params, inputs)
-        total = ranges if total is None else jax.tree.map(jnp.maximum, total, ranges)
+        ranges = jax.tree.map(np.asarray, ranges)
+        total = ranges if total is None else jax.tree.map(np.maximum, total, ranges)
     if total is None:
         raise ValueError("no calibration turns")
     return total
@@ -187,15 +196,16 @@ def quantize_params(params: nnx.State, config: ModelConfig, embed_dim: int, rang
             wide = {k: float_layer[k] for k in WIDE_STATISTICS if k in float_layer}  # float, as in training
             return {**layer, "idf": float_layer["idf"], **wide}
         if "input_scale" in quant_layer:
-            absmax = jnp.broadcast_to(_lookup(ranges, path), kernel.shape[:-1])
-            input_scale = jnp.where(absmax > 0, absmax / INT8_MAX, 1.0).astype(jnp.float32)
+            kernel = np.asarray(kernel, np.float32)
+            absmax = np.broadcast_to(np.asarray(_lookup(ranges, path), np.float32), kernel.shape[:-1])
+            input_scale = np.where(absmax > 0, absmax * _INV_INT8_MAX, np.float32(1.0)).astype(np.float32)
             kernel = kernel * input_scale[..., None]  # x W = (x / a) (diag(a) W)
             layer["input_scale"] = input_scale
         q, layer["scale"] = quantize_kernel(kernel)
         layer["kernel"] = q.astype(quant_layer["kernel"].dtype)  # int8, or bf16 for the bf16 dot (exact)
         return layer
 
-    pure = _map_layers(float_pure, nnx.to_pure_dict(like), convert, leaves_from_quant=False)
+    pure = jax.device_put(_map_layers(float_pure, nnx.to_pure_dict(like), convert, leaves_from_quant=False))
     check_shared_state_scale(pure)
     nnx.replace_by_pure_dict(like, pure)
     return graphdef, like
@@ -218,15 +228,16 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     float graph: dequantized once, at load."""
     def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
         if "idf" in quant_layer:
-            table = quant_layer["kernel"].astype(jnp.float32) * quant_layer["scale"][:, None]
+            table = np.asarray(quant_layer["kernel"]).astype(np.float32) * np.asarray(quant_layer["scale"])[:, None]
             wide = {k: quant_layer[k] for k in WIDE_STATISTICS if k in quant_layer}
             return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"], **wide}
         kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
         if "input_scale" in quant_layer:
-            kernel = kernel / quant_layer["input_scale"][..., None]
+            kernel = kernel * (np.float32(1.0) / np.asarray(quant_layer["input_scale"], np.float32))[..., None]
         return {"kernel": kernel, "bias": quant_layer["bias"]}
 
-    pure = _map_layers(nnx.to_pure_dict(float_like), nnx.to_pure_dict(quantized), convert, leaves_from_quant=True)
+    pure = jax.device_put(_map_layers(nnx.to_pure_dict(float_like), nnx.to_pure_dict(quantized), convert,
+                                      leaves_from_quant=True))
     result = jax.tree.map(lambda x: x, float_like)
     nnx.replace_by_pure_dict(result, pure)
     return result
@@ -323,10 +334,11 @@ def prediction_gap(reference: list[jnp.ndarray], graphdef: nnx.GraphDef, params:
                    batches: list[TurnInputs]) -> float:
     """Mean ``|p - p_ref|`` over the valid rows of ``batches``, against ``reference`` predictions of each batch."""
     total, count = 0.0, 0
-    for ref, inputs in zip(reference, batches):
-        gap = jnp.abs(_predict(graphdef, params, inputs) - ref)
-        total += float(jnp.sum(jnp.where(inputs.valid, gap, 0.0)))
-        count += int(jnp.sum(inputs.valid))
+    for ref, inputs in zip(reference, batches):  # on the host: eager ops compiled a program per batch shape
+        valid = np.asarray(inputs.valid)
+        gap = np.abs(np.asarray(_predict(graphdef, params, inputs), np.float64) - np.asarray(ref, np.float64))
+        total += float(gap[valid].sum())
+        count += int(valid.sum())
     return total / max(count, 1)
 
 

@@ -38,6 +38,39 @@ def test_weight_quantization_error_is_at_most_half_a_step_per_channel():
     assert bool(jnp.all(zero_q == 0)) and bool(jnp.all(zero_scale == 1.0))
 
 
+def test_host_conversions_give_the_bits_of_their_jitted_jax_forms():
+    """The int8 conversions run in numpy at load; these are the JAX forms they replaced (eager ops that compiled a
+    program per shape). XLA turns a division by a constant or a broadcast vector into a product by its reciprocal,
+    and the host forms do the same, so a model's int8 parameters did not change a bit."""
+    from salesrl_jax.infer.quantize import quantize_bag
+
+    @jax.jit
+    def jax_kernel(kernel):
+        scale = jnp.max(jnp.abs(kernel), axis=-2) / 127
+        scale = jnp.where(scale > 0, scale, 1.0)
+        return jnp.clip(jnp.round(kernel / scale[..., None, :]), -127, 127).astype(jnp.int8), scale
+
+    @jax.jit
+    def jax_bag(table):
+        scale = jnp.max(jnp.abs(table), axis=-1) / 127
+        scale = jnp.where(scale > 0, scale, 1.0)
+        return jnp.clip(jnp.round(table / scale[:, None]), -127, 127).astype(jnp.int8), scale
+
+    rng = np.random.default_rng(7)
+    for shape in [(512, 256), (3, 64, 32), (40, 7)]:
+        w = (rng.normal(size=shape) * rng.uniform(1e-3, 3.0, size=shape[-1])).astype(np.float32)
+        w[..., 0] = 0.0  # a dead channel: scale 1
+        for ours, theirs in [(quantize_kernel(w), jax_kernel(w)), (quantize_bag(w.reshape(-1, shape[-1])),
+                                                                   jax_bag(w.reshape(-1, shape[-1])))]:
+            np.testing.assert_array_equal(ours[0], np.asarray(theirs[0]))
+            np.testing.assert_array_equal(ours[1], np.asarray(theirs[1]))
+        q, scale = quantize_kernel(w)
+        a = rng.uniform(0.01, 2.0, size=shape[:-1]).astype(np.float32)
+        want = jax.jit(lambda q, s, a: q.astype(jnp.float32) * s[..., None, :] / a[..., None])(q, scale, a)
+        got = dequantize_kernel(q, scale) * (np.float32(1.0) / a)[..., None]  # as dequantize_params divides
+        np.testing.assert_array_equal(got, np.asarray(want))
+
+
 @pytest.mark.parametrize("dot", ["int32", "bf16"])
 def test_int8_matmul_is_within_the_quantization_bound(dot):
     rng = np.random.default_rng(1)
