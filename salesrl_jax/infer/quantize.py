@@ -69,6 +69,7 @@ def quantize_rows_np(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # product by its float32 reciprocal, as XLA compiles it: the same bits as the JAX forms (checked on their digests).
 _INV_INT8_MAX = np.float32(1.0 / INT8_MAX)
 
+
 def quantize_kernel(kernel) -> tuple[np.ndarray, np.ndarray]:
     """``[..., d_in, d_out]`` float -> (int8 kernel, per-output-channel scales ``[..., d_out]``)."""
     kernel = np.asarray(kernel, np.float32)
@@ -115,7 +116,8 @@ def quantize_bag(table) -> tuple[np.ndarray, np.ndarray]:
     table = np.asarray(table, np.float32)
     scale = np.max(np.abs(table), axis=-1) * _INV_INT8_MAX
     scale = np.where(scale > 0, scale, np.float32(1.0))
-    return np.clip(np.round(table * (np.float32(1.0) / scale)[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8), scale.astype(np.float32)
+    q = np.clip(np.round(table * (np.float32(1.0) / scale)[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale.astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
