@@ -26,6 +26,7 @@ Outputs (the format follows OUTPUT's extension, ``.jsonl`` or ``.parquet``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -229,8 +230,7 @@ class ChunkScorer:
     def load(cls, model_path, quantized: bool, with_confidence: bool, rows: int, guidance: str | None = None
              ) -> "ChunkScorer":
         from salesrl_jax.infer.quantize import int8_model
-        from salesrl_jax.models.confidence import signals_of
-        from salesrl_jax.models.predict import make_predict, shared_predict
+        from salesrl_jax.models.predict import shared_predict
         from salesrl_jax.run.trained_model import TrainedModel
 
         model = TrainedModel.load(model_path)
@@ -242,7 +242,7 @@ class ChunkScorer:
         confidence = model.confidence if with_confidence else None
         policy = None
         if guidance is not None:
-            from salesrl_jax.guidance.inference import check_guidance_for, guidance_arrays
+            from salesrl_jax.guidance.inference import check_guidance_for
             from salesrl_jax.guidance.train import load_policy_spec
 
             policy = load_policy_spec(guidance)
@@ -253,13 +253,7 @@ class ChunkScorer:
             return cls(model, params, shared_predict(graphdef), None, rows)
         if policy is None:
             return cls(model, params, shared_predict(graphdef, confidence_signals), confidence, rows)
-
-        def extra(out, inputs, args):
-            conf, policy_params = args
-            return (None if conf is None else signals_of(out, inputs, conf),
-                    None if policy_params is None else guidance_arrays(policy.graphdef, policy_params, out.state))
-
-        return cls(model, params, make_predict(graphdef, extra=extra), confidence, rows, policy)
+        return cls(model, params, shared_predict(graphdef, guided_outputs(policy.graphdef)), confidence, rows, policy)
 
     def run_record(self, input_path, quantized: bool, chunk_conversations: int, strict: bool) -> dict:
         """What identifies a scoring run (a resumed run must not mix models, inputs or chunkings)."""
@@ -295,6 +289,22 @@ def confidence_signals(out, inputs, args) -> tuple:
     from salesrl_jax.models.confidence import signals_of
 
     return signals_of(out, inputs, args[0]), None
+
+
+@functools.lru_cache(maxsize=16)
+def guided_outputs(policy_graphdef) -> Callable:
+    """The `make_predict` extra of a scorer with a guidance policy of this structure: ``(signals or None, guidance)``
+    for ``args = (confidence params or None, policy params)``; one function per policy structure, so that
+    `shared_predict` keys on it as on `confidence_signals`."""
+    from salesrl_jax.guidance.inference import guidance_arrays
+    from salesrl_jax.models.confidence import signals_of
+
+    def extra(out, inputs, args):
+        conf, policy_params = args
+        return (None if conf is None else signals_of(out, inputs, conf),
+                guidance_arrays(policy_graphdef, policy_params, out.state))
+
+    return extra
 
 
 def part_paths(parts_dir: Path, ext: str, index: int) -> tuple[Path, Path]:
