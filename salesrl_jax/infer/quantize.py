@@ -83,6 +83,12 @@ def dequantize_kernel(q, scale) -> np.ndarray:
     return np.asarray(q).astype(np.float32) * np.asarray(scale, np.float32)[..., None, :]
 
 
+def unfold_input_scale(kernel, input_scale) -> np.ndarray:
+    """``W = (diag(a) W) / a``: a calibrated layer's dequantized kernel ``[..., d_in, d_out]`` with its folded input
+    scales ``a`` ``[..., d_in]`` taken out again (as the product by ``1 / a``, as XLA compiled the division)."""
+    return np.asarray(kernel, np.float32) * (np.float32(1.0) / np.asarray(input_scale, np.float32))[..., None]
+
+
 def _map_layers(float_tree: dict, quant_tree: dict, convert, leaves_from_quant: bool, path: tuple = ()) -> dict:
     """Walk the two pure-dict parameter trees together: every quantized Dense (a dict with ``scale``
     in ``quant_tree``) becomes ``convert(path, float_layer, quant_layer)``; other leaves are copied from
@@ -235,7 +241,7 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
             return {"kernel": table, "bias": quant_layer["bias"], "idf": quant_layer["idf"], **wide}
         kernel = dequantize_kernel(quant_layer["kernel"], quant_layer["scale"])
         if "input_scale" in quant_layer:
-            kernel = kernel * (np.float32(1.0) / np.asarray(quant_layer["input_scale"], np.float32))[..., None]
+            kernel = unfold_input_scale(kernel, quant_layer["input_scale"])
         return {"kernel": kernel, "bias": quant_layer["bias"]}
 
     pure = jax.device_put(_map_layers(nnx.to_pure_dict(float_like), nnx.to_pure_dict(quantized), convert,

@@ -175,6 +175,18 @@ def test_guidance_and_confidence_together_each_read_their_own_values(guided, tin
         assert b.confidence is None
 
 
+def test_archive_scorers_with_one_guidance_policy_share_their_predictor(guided, tiny_trained):
+    """A second load of the same model and policy in one process reuses the compiled predictor (`shared_predict`,
+    keyed on the policy's structure), as the scorer without guidance does."""
+    from salesrl_jax.infer.archive import ChunkScorer
+
+    first = ChunkScorer.load(tiny_trained, quantized=False, with_confidence=True, rows=512, guidance=str(guided))
+    again = ChunkScorer.load(tiny_trained, quantized=False, with_confidence=True, rows=512, guidance=str(guided))
+    assert first.guidance is not None and again.predict is first.predict
+    plain = ChunkScorer.load(tiny_trained, quantized=False, with_confidence=True, rows=512)
+    assert plain.predict is not first.predict  # the guided program returns more: not the plain one
+
+
 def test_an_ab_test_on_other_industries_than_the_views_is_refused(guided):
     from salesrl_jax.guidance.rollout import run_episodes
     from salesrl_jax.guidance.train import load_learned

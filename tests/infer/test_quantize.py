@@ -42,7 +42,7 @@ def test_host_conversions_give_the_bits_of_their_jitted_jax_forms():
     """The int8 conversions run in numpy at load; these are the JAX forms they replaced (eager ops that compiled a
     program per shape). XLA turns a division by a constant or a broadcast vector into a product by its reciprocal,
     and the host forms do the same, so a model's int8 parameters did not change a bit."""
-    from salesrl_jax.infer.quantize import quantize_bag
+    from salesrl_jax.infer.quantize import quantize_bag, unfold_input_scale
 
     @jax.jit
     def jax_kernel(kernel):
@@ -67,7 +67,7 @@ def test_host_conversions_give_the_bits_of_their_jitted_jax_forms():
         q, scale = quantize_kernel(w)
         a = rng.uniform(0.01, 2.0, size=shape[:-1]).astype(np.float32)
         want = jax.jit(lambda q, s, a: q.astype(jnp.float32) * s[..., None, :] / a[..., None])(q, scale, a)
-        got = dequantize_kernel(q, scale) * (np.float32(1.0) / a)[..., None]  # as dequantize_params divides
+        got = unfold_input_scale(dequantize_kernel(q, scale), a)  # what dequantize_params does per layer
         np.testing.assert_array_equal(got, np.asarray(want))
 
 
