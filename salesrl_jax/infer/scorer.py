@@ -19,8 +19,9 @@ independent objects, so one process serves many conversations at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,34 @@ class TurnScore:
     guidance: Guidance | None = None
 
 
+@functools.lru_cache(maxsize=16)
+def streaming_step(graphdef: nnx.GraphDef, treedef, feed_prediction: bool, policy: tuple | None) -> Callable:
+    """The jitted one-turn step of every `Scorer` of one model structure (``graphdef``, and ``treedef`` of its
+    parameters; ``policy``: a guidance policy's (graphdef, parameter treedef), or None), so that scorers that differ
+    only in their parameters (a model and its recalibrated copy, a service reloading a model) share its compiled
+    programs instead of each compiling its own.
+
+    ``step(leaves, carry, embedding, features, prev, bank) -> (carry, values)``: ``leaves`` the model's parameter
+    leaves (then the policy's); ``values`` the probability, the uncertainty, the encoder state, the guidance (with a
+    policy) and, with a ``bank`` (the confidence module's reference bank and its norms), the state's distance to it,
+    in one array (one device-to-host copy per turn)."""
+    n_model = treedef.num_leaves
+
+    @jax.jit
+    def step(leaves, carry: EncoderCarry, embedding, features, prev, bank):
+        agent = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves[:n_model]))
+        carry, out = agent.step(carry, embedding, features, prev if feed_prediction else None)
+        parts = [jnp.stack([out.prediction, out.uncertainty]), out.state]
+        if policy is not None:
+            policy_params = jax.tree.unflatten(policy[1], leaves[n_model:])
+            parts.append(guidance_arrays(policy[0], policy_params, out.state))
+        if bank is not None:
+            parts.append(state_distance(bank[0], bank[1], out.state[None]))
+        return carry, jnp.concatenate(parts)
+
+    return step
+
+
 class Scorer:
     """A trained model plus the embedder it was trained with, ready to score turns one at a time."""
 
@@ -78,7 +107,9 @@ class Scorer:
                 q_params = saved[1]
             else:
                 _, q_params = quantize_params(params, model.config.model, model.identity.dim)
-            params = dequantize_params(q_params, params)
+            # Committed to the device, as a restored model's parameters are, so that the float and the int8 scorer of
+            # one model run one compiled step (`streaming_step`).
+            params = jax.device_put(dequantize_params(q_params, params), jax.local_devices()[0])
         self.params = params
         graphdef = model.graphdef
         self.feed_prediction = model.config.model.feed_prediction
@@ -90,32 +121,17 @@ class Scorer:
         # 35 us of a 0.2 ms turn; a list of arrays flattens in C++.
         self._param_leaves, treedef = jax.tree.flatten(params)
         self.state_dim = model.config.model.state_dim
+        policy = None
         if guidance is not None:
             self._param_leaves = self._param_leaves + jax.tree.leaves(guidance.params)
-        n_model = len(jax.tree.leaves(params))
+            policy = (guidance.graphdef, jax.tree.structure(guidance.params))
 
         # With confidence the step also returns the state's distance to the reference bank (the bank's arrays are
         # arguments, not constants baked into the program): in XLA beside the step it is off the turn's critical
         # path, where numpy after the step took 30-50 us (session 21).
         self._bank = None if self.confidence is None else (jax.device_put(np.asarray(self.confidence.bank)),
                                                             jax.device_put(np.asarray(self.confidence.bank_norms)))
-
-        @jax.jit
-        def step(leaves, carry: EncoderCarry, embedding, features, prev, bank):
-            """One turn: the new carry, and the probability, the uncertainty, the encoder state, the guidance (if
-            any) and the state's distance to the bank (with confidence) in one array (one device-to-host copy per
-            turn)."""
-            agent = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves[:n_model]))
-            carry, out = agent.step(carry, embedding, features, prev if self.feed_prediction else None)
-            parts = [jnp.stack([out.prediction, out.uncertainty]), out.state]
-            if guidance is not None:
-                policy = jax.tree.unflatten(jax.tree.structure(guidance.params), leaves[n_model:])
-                parts.append(guidance_arrays(guidance.graphdef, policy, out.state))
-            if bank is not None:
-                parts.append(state_distance(bank[0], bank[1], out.state[None]))
-            return carry, jnp.concatenate(parts)
-
-        self._step = step
+        self._step = streaming_step(graphdef, treedef, self.feed_prediction, policy)
         # Committed to the device, as the carries the step returns are (a restored model's parameters are
         # committed): an uncommitted first carry compiled the step again at every process's second turn (0.3 s).
         self._initial_carry = jax.device_put(nnx.merge(graphdef, params).encoder.init_carry(), jax.local_devices()[0])

@@ -1,6 +1,7 @@
 """The confidence module end to end: fitted beside a trained model, saved and loaded with orbax, refused from another
 embedding space, the same in batch, streaming and archive scoring (float and int8), evaluated with --ood-data."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from salesrl_jax.embed.config import EmbedderConfig
 from salesrl_jax.eval.confidence_fit import fit_confidence
 from salesrl_jax.eval.evaluate import evaluate_model
 from salesrl_jax.infer.archive import score_archive
-from salesrl_jax.infer.scorer import Scorer
+from salesrl_jax.infer.scorer import Scorer, streaming_step
 from salesrl_jax.models.confidence import confidence_outputs, signals_of
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.confidence_store import confidence_directory
@@ -263,3 +264,29 @@ def test_a_second_archive_in_one_process_compiles_nothing(confident, tiny_archiv
     assert {name: fn._cache_size() for name, fn in first.predict.programs.items()} == programs
     assert _batch_ranges._cache_size() == ranges
     assert second.outputs["turns"].read_text() == (tmp_path / "a.jsonl").read_text()
+
+
+def test_scorers_of_one_model_structure_share_their_compiled_step(confident, tiny_archive):
+    """A second `Scorer` of the same model (a service reloading it, a notebook cell run again; int8 too, whose step
+    runs the float graph on dequantized weights) compiles nothing: its turns run the first scorer's programs, to the
+    same bits."""
+    conversation = next(iter(read_conversations(tiny_archive)))
+    streaming_step.cache_clear()  # programs counted from none
+
+    def run(scorer):
+        session = scorer.session()
+        return [dataclasses.astuple(session.add_turn(t.speaker, t.text, t.start_time, t.duration))
+                for t in conversation.turns]
+
+    first = Scorer.load(confident)
+    assert first.confidence is not None  # the bank is an argument of the step: confidence shares the program too
+    before = run(first)
+    assert first._step._cache_size() == 1
+    again, quantized = Scorer.load(confident), Scorer.load(confident, quantized=True)
+    assert again._step is first._step and quantized._step is first._step
+    assert run(again) == before
+    run(quantized)
+    assert first._step._cache_size() == 1
+    plain = Scorer.load(confident, confidence=False)  # no bank: the same function, one more program
+    run(plain)
+    assert plain._step is first._step and first._step._cache_size() == 2
