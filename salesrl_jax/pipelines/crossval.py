@@ -324,11 +324,19 @@ def format_summary(result: dict, design: str | None = None) -> str:
                   "|---|---|---:|---|" + ("---|" if each else "")]
         for point, p in result["paired"].items():
             values = p.get("by_repeat", []) if repeats > 1 else (p["by_fold"][0] if folds else [])
-            per = (" | " + " ".join("-" if d is None else f"{d:+.3f}" for d in values)) if each else ""
+            per = (" | " + _per_fold(values, with_mean=folds)) if each else ""
             lines.append(f"| {point} | {p['reference']} | {p['diff']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}]{per} |")
     if "mean_auc_turns_4_12_difference" in result:
         lines += ["", _mean_difference_line(result)]
     return "\n".join(lines)
+
+
+def _per_fold(values: list, with_mean: bool) -> str:
+    """Differences in a row ("-" where a fold holds one outcome), and with ``with_mean`` their mean: the pooled
+    difference mixes the folds' models, and a method whose scale differs between folds loses more to pooling."""
+    text = " ".join("-" if d is None else f"{d:+.3f}" for d in values)
+    known = [d for d in values if d is not None]
+    return text + (f"; mean {np.mean(known):+.3f}" if with_mean and known else "")
 
 
 def _mean_difference_line(result: dict) -> str:
@@ -336,7 +344,7 @@ def _mean_difference_line(result: dict) -> str:
     each = (f" (in each assignment: {' '.join(f'{x:+.3f}' for x in d['by_repeat'])})"
             if result.get("repeats", 1) > 1 else "")
     if not each and "by_fold" in d:
-        each = f" (in each fold: {' '.join('-' if x is None else f'{x:+.3f}' for x in d['by_fold'][0])})"
+        each = f" (in each fold: {_per_fold(d['by_fold'][0], with_mean=True)})"
     interval = f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if "lo" in d else ""
     return (f"Mean AUC over turns 4, 6, 8, 12, model minus the strongest TF-IDF variant on that mean "
             f"({d['reference']}): {d['diff']:+.3f}{interval}{each}")
@@ -370,6 +378,12 @@ def write_crossval_report(result: dict, out: Path) -> Path:
              f"t reads turns 1..t only.{repeated}", "",
              f"The model's text: `{result.get('embedder', 'unrecorded')}` (`embedder.kind auto` reads a small archive of "
              "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
+             "Every AUC above is computed on the folds' predictions pooled, as the issue that defined this report "
+             "asks. Pooling mixes five models: a method whose predictions sit on a different scale in each fold (the "
+             "whole-dialogue TF-IDF variants, which are not recalibrated on prefixes) loses more AUC to it than a "
+             "recalibrated one, so the per-fold differences and their mean are printed beside the pooled one. One "
+             "fold, or one held-out test file, is one draw of a few hundred conversations "
+             "(`scripts/replicate_summary.py` summarises several).", "",
              "## Last turn (95% bootstrap intervals over conversations)", "", *last_turn_table(result)]
     lines += ["", "## By turn index, every metric", ""]
     for m in methods:

@@ -89,6 +89,10 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     np.testing.assert_allclose(mean["by_fold"], [[np.mean([fold_difference(k, f) for k in mid]) for f in range(3)]],
                                atol=1e-9)
     assert "(in each fold: " in result.summary()
+    # ... and their mean beside the pooled figure (pooling mixes the folds' models)
+    assert f"; mean {np.mean(mean['by_fold'][0]):+.3f})" in result.summary()
+    assert f"; mean {np.mean(expected):+.3f} |" in result.summary()
+    assert "loses more AUC to it than a recalibrated one" in (out / "report.md").read_text()
     assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
     assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
