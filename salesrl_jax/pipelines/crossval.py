@@ -380,7 +380,7 @@ def write_crossval_report(result: dict, out: Path) -> Path:
              "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
              "Every AUC above is computed on the folds' predictions pooled, as the issue that defined this report "
              "asks. Pooling mixes five models: a method whose predictions sit on a different scale in each fold (the "
-             "whole-dialogue TF-IDF variants, which are not recalibrated on prefixes) loses more AUC to it than a "
+             "whole-dialogue TF-IDF variants, which are not recalibrated on prefixes) can lose more AUC to it than a "
              "recalibrated one, so the per-fold differences and their mean are printed beside the pooled one. One "
              "fold, or one held-out test file, is one draw of a few hundred conversations "
              "(`scripts/replicate_summary.py` summarises several).", "",
