@@ -365,6 +365,17 @@ def last_turn_table(result: dict) -> list[str]:
                     "95th percentile cannot be told from perfect calibration here."]
 
 
+def _pooling_note(result: dict) -> str:
+    each = ("the per-fold differences and their mean are printed beside the pooled one. One fold, or one held-out "
+            "test file, is one draw of a few hundred conversations (`scripts/replicate_summary.py` summarises several "
+            "held-out files' reports)." if result.get("repeats", 1) == 1 else
+            "each fold's difference is in `metrics.json` (`by_fold`), beside the pooled one.")
+    return (f"Every AUC above is computed on the {result['folds']} folds' out-of-fold predictions pooled, which mixes "
+            f"{result['folds']} models: a method whose predictions sit on a different scale in each fold (the "
+            "whole-dialogue TF-IDF variants, which are not recalibrated on prefixes) can lose more AUC to pooling than "
+            f"a recalibrated one, so {each}")
+
+
 def write_crossval_report(result: dict, out: Path) -> Path:
     methods = list(result["methods"])
     repeats = result.get("repeats", 1)
@@ -378,12 +389,7 @@ def write_crossval_report(result: dict, out: Path) -> Path:
              f"t reads turns 1..t only.{repeated}", "",
              f"The model's text: `{result.get('embedder', 'unrecorded')}` (`embedder.kind auto` reads a small archive of "
              "real conversations as n-grams, simulator data as hashed embeddings).", "", format_summary(result), "",
-             "Every AUC above is computed on the folds' predictions pooled, as the issue that defined this report "
-             "asks. Pooling mixes five models: a method whose predictions sit on a different scale in each fold (the "
-             "whole-dialogue TF-IDF variants, which are not recalibrated on prefixes) can lose more AUC to it than a "
-             "recalibrated one, so the per-fold differences and their mean are printed beside the pooled one. One "
-             "fold, or one held-out test file, is one draw of a few hundred conversations "
-             "(`scripts/replicate_summary.py` summarises several).", "",
+             _pooling_note(result), "",
              "## Last turn (95% bootstrap intervals over conversations)", "", *last_turn_table(result)]
     lines += ["", "## By turn index, every metric", ""]
     for m in methods:

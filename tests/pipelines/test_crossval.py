@@ -92,7 +92,7 @@ def test_crossval_writes_every_output_and_resumes(tiny_archive, tiny_arrays, tmp
     # ... and their mean beside the pooled figure (pooling mixes the folds' models)
     assert f"; mean {np.mean(mean['by_fold'][0]):+.3f})" in result.summary()
     assert f"; mean {np.mean(expected):+.3f} |" in result.summary()
-    assert "can lose more AUC to it than a recalibrated one" in (out / "report.md").read_text()
+    assert "can lose more AUC to pooling than a recalibrated one" in (out / "report.md").read_text()
     assert metrics["embedder"].startswith("hashing:")  # the space the model read, recorded and reported
     assert f"`{metrics['embedder']}`" in (out / "report.md").read_text()
     assert "model minus the strongest TF-IDF" in result.summary()
