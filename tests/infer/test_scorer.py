@@ -96,4 +96,3 @@ def test_cached_embeddings_are_reused(tiny_trained, tmp_path):
         session.add_turn("rep", "Hello there")
         session.add_turn("customer", "Hi, what's the price?")
     assert scorer.embedder.stats.hits == 2 and scorer.embedder.stats.misses == 2
-
