@@ -70,7 +70,7 @@ def summary(reports: list[dict]) -> list[str]:
     methods = [m for m in reports[0]["methods"] if all(m in r["methods"] for r in reports)]
     auc = {m: np.array([[auc_at(r, m, p) for p in POINTS] for r in reports]) for m in methods}
     lines = [f"{len(reports)} replicates; AUC, the mean over them", "",
-             "| method | " + " | ".join(f"turn {p}" if p[0].isdigit() and "-" not in p else p for p in POINTS) + " |",
+             "| method | " + " | ".join(p if p in ("last", "4-12") else f"turn {p}" for p in POINTS) + " |",
              "|---|" + "---:|" * len(POINTS)]
     lines += [f"| {m} | " + " | ".join(f"{v:.3f}" for v in np.nanmean(auc[m], axis=0)) + " |" for m in methods]
     lines += ["", "model minus a fixed variant, and minus each replicate's strongest: mean (sd), replicates above 0", "",

@@ -233,7 +233,9 @@ def check_shared_state_scale(pure: dict) -> None:
 
 def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
     """int8 parameters -> float parameters ``s W_q`` (divided by the folded input scales) for the
-    float graph: dequantized once, at load."""
+    float graph: dequantized once, at load. Placed on the device of ``float_like``'s arrays (committed, as a restored
+    model's are), so that a jitted function runs one program for the float and the dequantized parameters (the
+    streaming scorer's step: `salesrl_jax.infer.scorer.streaming_step`)."""
     def convert(_path: tuple, _float_layer: dict, quant_layer: dict) -> dict:
         if "idf" in quant_layer:
             table = np.asarray(quant_layer["kernel"]).astype(np.float32) * np.asarray(quant_layer["scale"])[:, None]
@@ -244,8 +246,9 @@ def dequantize_params(quantized: nnx.State, float_like: nnx.State) -> nnx.State:
             kernel = unfold_input_scale(kernel, quant_layer["input_scale"])
         return {"kernel": kernel, "bias": quant_layer["bias"]}
 
+    device = next(iter(jax.tree.leaves(float_like)[0].devices()))
     pure = jax.device_put(_map_layers(nnx.to_pure_dict(float_like), nnx.to_pure_dict(quantized), convert,
-                                      leaves_from_quant=True))
+                                      leaves_from_quant=True), device)
     result = jax.tree.map(lambda x: x, float_like)
     nnx.replace_by_pure_dict(result, pure)
     return result

@@ -107,9 +107,7 @@ class Scorer:
                 q_params = saved[1]
             else:
                 _, q_params = quantize_params(params, model.config.model, model.identity.dim)
-            # Committed to the device, as a restored model's parameters are, so that the float and the int8 scorer of
-            # one model run one compiled step (`streaming_step`).
-            params = jax.device_put(dequantize_params(q_params, params), jax.local_devices()[0])
+            params = dequantize_params(q_params, params)  # on the float parameters' device: one compiled step
         self.params = params
         graphdef = model.graphdef
         self.feed_prediction = model.config.model.feed_prediction
