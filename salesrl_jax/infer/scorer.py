@@ -125,8 +125,10 @@ class Scorer:
             policy = (guidance.graphdef, jax.tree.structure(guidance.params))
 
         # With confidence the step also returns the state's distance to the reference bank (the bank's arrays are
-        # arguments, not constants baked into the program): in XLA beside the step it is off the turn's critical
-        # path, where numpy after the step took 30-50 us (session 21).
+        # arguments, not constants baked into the program). In numpy the distance alone is cheaper (7.5 us on one
+        # BLAS thread against 45 us more step), but it has to wait for the step's state, while inside the step it runs
+        # as the host computes the text novelty: moved to the host, the turn took 0.42-0.43 ms against 0.37-0.40
+        # (session 43, docs/benchmarks.md).
         self._bank = None if self.confidence is None else (jax.device_put(np.asarray(self.confidence.bank)),
                                                             jax.device_put(np.asarray(self.confidence.bank_norms)))
         self._step = streaming_step(graphdef, treedef, self.feed_prediction, policy)
