@@ -20,8 +20,8 @@ Two ways to sum ``x_q W_q`` (``Int8Spec.dot``), both exact integer arithmetic:
   CPU's bf16 dot units, summed in float32. Each product is at most 127^2 and every partial sum is an
   exact float32 integer while it stays below 2^24, so the result equals the int32 sum whenever
   ``d_in * 127^2 < 2^24`` (``d_in <= 1040``) and is within float32 rounding beyond. On CPUs with
-  AVX512-BF16 (or AMX) XLA runs these faster than its int8 kernels (measured in
-  docs/benchmarks.md); elsewhere bf16 would be emulated, so `default_int8_dot` picks by CPU.
+  AVX512-BF16 and no AMX, XLA runs these faster than its int8 kernels; with AMX its int8 kernels are the faster
+  (measured in docs/benchmarks.md); elsewhere bf16 would be emulated, so `default_int8_dot` picks by CPU.
 
 The quantized form is a different graph with the same parameter paths plus ``scale`` (and
 ``input_scale`` when calibrated); `salesrl_jax.infer.quantize` converts a float state into it.
@@ -54,8 +54,7 @@ class Int8Spec:
 @functools.cache
 def default_int8_dot() -> Int8Dot:
     """``bf16`` on an accelerator (its matrix units take bf16; measured on an H200: 1.04-1.06x float32 against
-    1.01-1.04x for int32 sums, docs/benchmarks.md) and where the CPU has native bf16 dot products (AVX512-BF16 or
-    AMX-BF16), else ``int32``."""
+    1.01-1.04x for int32 sums, docs/benchmarks.md); on a CPU, `int8_dot_for_cpu` of its flags."""
     import jax
 
     if jax.default_backend() != "cpu":
@@ -65,7 +64,22 @@ def default_int8_dot() -> Int8Dot:
             flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
     except OSError:
         flags = []
-    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "int32"
+    return int8_dot_for_cpu(flags)
+
+
+def int8_dot_for_cpu(flags) -> Int8Dot:
+    """The faster way to sum int8 products on a CPU with ``flags`` (/proc/cpuinfo's), as measured:
+
+    * ``int32`` with AMX-INT8 (Intel Xeon from Sapphire Rapids on): XLA runs int8 dots on the AMX tiles, about twice
+      its bf16 rate (a 1,024 x 3,072 x 128 product at 980 against 515 GMAC/s; the default model's int8 batch 1.28x
+      faster, session 44);
+    * ``bf16`` with AVX512-BF16 but no AMX (AMD EPYC Zen 4/5): bf16 dot units 1.34-1.36x float32, XLA's int8
+      kernels 1.11-1.15x (sessions 3 and 31);
+    * ``int32`` elsewhere, where bf16 would be emulated."""
+    flags = set(flags)
+    if "amx_int8" in flags:
+        return "int32"
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & flags else "int32"
 
 
 def kernel_dtype(dot: Int8Dot):

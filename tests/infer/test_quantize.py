@@ -20,7 +20,15 @@ from salesrl_jax.infer.quantize import (
     save_quantized,
     tree_bytes,
 )
-from salesrl_jax.models.layers import Dense, Int8Spec, int8_dot, int8_matmul, quantize_columns, quantize_rows
+from salesrl_jax.models.layers import (
+    Dense,
+    Int8Spec,
+    int8_dot,
+    int8_dot_for_cpu,
+    int8_matmul,
+    quantize_columns,
+    quantize_rows,
+)
 from salesrl_jax.models.predict import make_predict, predict_arrays
 from salesrl_jax.run.trained_model import TrainedModel
 
@@ -104,6 +112,15 @@ def test_bf16_dot_sums_int8_products_exactly():
     got = np.asarray(int8_dot(jnp.asarray(x), jnp.asarray(w), "bf16"), np.float64)
     assert np.all(np.abs(got - exact) <= np.maximum(np.abs(exact), 2 ** 24) * 2 ** -23)
 
+
+def test_the_int8_sums_follow_the_cpu_flags():
+    """AMX's int8 tiles where the CPU has them (XLA's int8 kernels the faster there), bf16 dot units where it has
+    AVX512-BF16 without AMX, int32 where bf16 would be emulated."""
+    assert int8_dot_for_cpu(["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"]) \
+        == "int32"
+    assert int8_dot_for_cpu(["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]) == "bf16"
+    assert int8_dot_for_cpu(["avx2", "fma"]) == "int32"
+    assert int8_dot_for_cpu([]) == "int32"
 
 def test_calibrated_input_quantization_is_within_half_a_step_and_clips_outside_the_range():
     a = jnp.asarray([0.01, 0.1, 1.0], jnp.float32)
