@@ -71,10 +71,10 @@ def int8_dot_for_cpu(flags) -> Int8Dot:
     """The faster way to sum int8 products on a CPU with ``flags`` (/proc/cpuinfo's), as measured:
 
     * ``int32`` with AMX-INT8 (Intel Xeon from Sapphire Rapids on): XLA runs int8 dots on the AMX tiles, about twice
-      its bf16 rate (a 1,024 x 3,072 x 128 product at 980 against 515 GMAC/s; the default model's int8 batch 1.28x
-      faster, session 44);
-    * ``bf16`` with AVX512-BF16 but no AMX (AMD EPYC Zen 4/5): bf16 dot units 1.34-1.36x float32, XLA's int8
-      kernels 1.11-1.15x (sessions 3 and 31);
+      its bf16 rate (a 1,024 x 3,072 x 128 product at 980 against 515 GMAC/s; the default model's int8 batch
+      1.26-1.32x faster, session 44);
+    * ``bf16`` with AVX512-BF16 but no AMX (the AMD EPYC machines of sessions 31, 41 and 42): bf16 dot units
+      1.34-1.36x float32, XLA's int8 kernels 1.11-1.15x (sessions 3 and 31);
     * ``int32`` elsewhere, where bf16 would be emulated."""
     flags = set(flags)
     if "amx_int8" in flags:

@@ -122,6 +122,7 @@ def test_the_int8_sums_follow_the_cpu_flags():
     assert int8_dot_for_cpu(["avx2", "fma"]) == "int32"
     assert int8_dot_for_cpu([]) == "int32"
 
+
 def test_calibrated_input_quantization_is_within_half_a_step_and_clips_outside_the_range():
     a = jnp.asarray([0.01, 0.1, 1.0], jnp.float32)
     x = jnp.asarray([[0.3, -5.0, 100.0], [1.27, -12.7, 127.0], [5.0, 0.0, -300.0]], jnp.float32)
